@@ -1,0 +1,64 @@
+"""fastq: a fast Redis-backed task queue for Python, wire-compatible with Go Asynq.
+
+Public API::
+
+    fastq.Task, fastq.TaskInfo, fastq.TaskState
+    fastq.Client, fastq.AsyncClient
+    fastq.ServeMux, fastq.Worker, fastq.WorkerConfig
+    fastq.get_task_id(), get_retry_count(), get_max_retry(), get_queue_name(), current_task()
+    fastq.SkipRetry, fastq.RevokeTask and the errors in fastq.errors
+"""
+from fastq._codec import USING_SPEEDUPS
+from fastq.client import AsyncClient, Client
+from fastq.context import (
+    TaskContext,
+    current_task,
+    get_max_retry,
+    get_queue_name,
+    get_retry_count,
+    get_task_id,
+)
+from fastq.errors import (
+    DecodeError,
+    DuplicateTaskError,
+    FastqError,
+    HandlerNotFoundError,
+    InvalidOptionError,
+    NoTaskContextError,
+    RevokeTask,
+    SkipRetry,
+    TaskIDConflictError,
+)
+from fastq.mux import ServeMux
+from fastq.server.config import WorkerConfig
+from fastq.server.worker import Worker
+from fastq.task import Task, TaskInfo, TaskState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "DecodeError",
+    "DuplicateTaskError",
+    "FastqError",
+    "HandlerNotFoundError",
+    "InvalidOptionError",
+    "NoTaskContextError",
+    "RevokeTask",
+    "ServeMux",
+    "SkipRetry",
+    "Task",
+    "TaskContext",
+    "TaskIDConflictError",
+    "TaskInfo",
+    "TaskState",
+    "USING_SPEEDUPS",
+    "Worker",
+    "WorkerConfig",
+    "current_task",
+    "get_max_retry",
+    "get_queue_name",
+    "get_retry_count",
+    "get_task_id",
+]

@@ -1,0 +1,56 @@
+"""Redis connection helpers shared by the client, worker and supervisor."""
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+def default_url() -> str:
+    return os.environ.get("FASTQ_REDIS_URL") or DEFAULT_URL
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for logs and reprs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def check_bytes_client(client: Any) -> Any:
+    """fastq stores protobuf bytes; a client that decodes replies to str would corrupt them."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None and pool.connection_kwargs.get("decode_responses"):
+        raise ValueError("fastq needs a Redis client with decode_responses=False")
+    return client
+
+
+def sync_client(url_or_client: Any = None, **kwargs: Any):
+    import redis
+
+    if url_or_client is None or isinstance(url_or_client, str):
+        url = url_or_client or default_url()
+        try:
+            return redis.Redis.from_url(url, **kwargs)
+        except ValueError as exc:
+            raise ValueError(f"invalid Redis URL {redact(url)!r}: {exc}") from None
+    return check_bytes_client(url_or_client)
+
+
+def async_client(url_or_client: Any = None, **kwargs: Any):
+    import redis.asyncio
+
+    if url_or_client is None or isinstance(url_or_client, str):
+        url = url_or_client or default_url()
+        try:
+            return redis.asyncio.Redis.from_url(url, **kwargs)
+        except ValueError as exc:
+            raise ValueError(f"invalid Redis URL {redact(url)!r}: {exc}") from None
+    return check_bytes_client(url_or_client)

@@ -1,0 +1,291 @@
+"""Client and AsyncClient: enqueue tasks exactly as Go Asynq's client writes them.
+
+The two classes share everything but I/O: ``_calls_for`` turns validated
+plans into script calls and ``_results_for`` turns replies into ``TaskInfo``
+or errors.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any, Iterable, NamedTuple, Sequence
+
+from redis.exceptions import NoScriptError
+
+from fastq import _scripts, keys
+from fastq._codec import encode_message
+from fastq._redis import async_client, sync_client
+from fastq.errors import DuplicateTaskError, TaskIDConflictError
+from fastq.options import ENQUEUE, GROUP, SCHEDULE, EnqueuePlan, plan_enqueue
+from fastq.task import Task, TaskInfo, TaskState
+
+__all__ = ["Client", "AsyncClient"]
+
+DEFAULT_CHUNK_SIZE = 1000
+
+_STATE = {ENQUEUE: TaskState.PENDING, SCHEDULE: TaskState.SCHEDULED, GROUP: TaskState.AGGREGATING}
+
+
+class _Call(NamedTuple):
+    script: _scripts.Script
+    keys: list
+    args: list
+
+
+def _single_call(plan: EnqueuePlan, now: float) -> _Call:
+    msg = plan.msg
+    q, tid = msg.queue, msg.id
+    data = encode_message(msg)
+    tkey = keys.task_key(q, tid)
+    if plan.kind == ENQUEUE:
+        if plan.unique_ttl:
+            return _Call(_scripts.ENQUEUE_UNIQUE, [msg.unique_key, tkey, keys.pending_key(q)],
+                         [tid, plan.unique_ttl, data, int(now * 1e9)])
+        return _Call(_scripts.ENQUEUE, [tkey, keys.pending_key(q)], [data, tid, int(now * 1e9)])
+    if plan.kind == SCHEDULE:
+        if plan.unique_ttl:
+            return _Call(_scripts.SCHEDULE_UNIQUE, [msg.unique_key, tkey, keys.scheduled_key(q)],
+                         [tid, plan.unique_ttl, plan.process_at, data])
+        return _Call(_scripts.SCHEDULE, [tkey, keys.scheduled_key(q)], [data, plan.process_at, tid])
+    group_keys = [tkey, keys.group_key(q, msg.group_key), keys.groups_key(q)]
+    args = [data, tid, int(now), msg.group_key]
+    if plan.unique_ttl:
+        group_keys.append(msg.unique_key)
+        args.append(plan.unique_ttl)
+    return _Call(_scripts.ADD_TO_GROUP, group_keys, args)
+
+
+def _batch_call(plans: Sequence[EnqueuePlan], now: float) -> _Call:
+    """One script call for a chunk of plain (non-unique, non-group) tasks of one queue."""
+    first = plans[0]
+    q = first.msg.queue
+    task_keys = []
+    args: list = [int(now * 1e9) if first.kind == ENQUEUE else first.process_at]
+    for plan in plans:
+        msg = plan.msg
+        task_keys.append(keys.task_key(q, msg.id))
+        args.append(msg.id)
+        args.append(encode_message(msg))
+    if first.kind == ENQUEUE:
+        return _Call(_scripts.ENQUEUE_BATCH, [keys.pending_key(q), *task_keys], args)
+    return _Call(_scripts.SCHEDULE_BATCH, [keys.scheduled_key(q), *task_keys], args)
+
+
+def _info(plan: EnqueuePlan) -> TaskInfo:
+    next_at = None
+    if plan.kind == SCHEDULE:
+        next_at = datetime.fromtimestamp(plan.process_at, timezone.utc)
+    elif plan.kind == ENQUEUE:
+        next_at = datetime.now(timezone.utc)
+    return TaskInfo.from_message(plan.msg, _STATE[plan.kind], next_at)
+
+
+def _single_result(plan: EnqueuePlan, reply: int) -> TaskInfo:
+    if reply == 1:
+        return _info(plan)
+    if reply == -1:
+        raise DuplicateTaskError(plan.msg.unique_key)
+    raise TaskIDConflictError([plan.msg.id], plan.msg.queue)
+
+
+def _plan_many(tasks: Iterable[Task], options: dict) -> list[EnqueuePlan]:
+    tasks = list(tasks)
+    if options.get("task_id") is not None and len(tasks) > 1:
+        raise TypeError("option 'task_id' cannot be shared by several tasks in enqueue_many()")
+    now = time.time()
+    return [plan_enqueue(task, options, now) for task in tasks]
+
+
+def _chunks(plans: list[EnqueuePlan], size: int) -> Iterable[list[EnqueuePlan]]:
+    for i in range(0, len(plans), size):
+        yield plans[i:i + size]
+
+
+def _batched(plan: EnqueuePlan) -> bool:
+    return plan.kind in (ENQUEUE, SCHEDULE) and not plan.unique_ttl
+
+
+class _Outcome:
+    """Collects per-task results of enqueue_many and raises one error at the end."""
+
+    def __init__(self) -> None:
+        self.infos: list[TaskInfo] = []
+        self.conflicts: list[str] = []
+        self.duplicates: list[str] = []
+        self.queue = ""
+
+    def add_batch(self, plans: Sequence[EnqueuePlan], skipped: Sequence[int]) -> None:
+        skip = {int(i) - 1 for i in skipped}
+        for i, plan in enumerate(plans):
+            if i in skip:
+                self.conflicts.append(plan.msg.id)
+                self.queue = plan.msg.queue
+            else:
+                self.infos.append(_info(plan))
+
+    def add_single(self, plan: EnqueuePlan, reply: int) -> None:
+        try:
+            self.infos.append(_single_result(plan, reply))
+        except DuplicateTaskError:
+            self.duplicates.append(plan.msg.unique_key)
+        except TaskIDConflictError:
+            self.conflicts.append(plan.msg.id)
+            self.queue = plan.msg.queue
+
+    def result(self) -> list[TaskInfo]:
+        if self.conflicts:
+            raise TaskIDConflictError(self.conflicts, self.queue, self.infos)
+        if self.duplicates:
+            err = DuplicateTaskError(self.duplicates[0])
+            err.enqueued = self.infos  # type: ignore[attr-defined]
+            err.unique_keys = self.duplicates  # type: ignore[attr-defined]
+            raise err
+        return self.infos
+
+
+class Client:
+    """Enqueue tasks from synchronous code.
+
+    ``Client(url_or_redis=None)`` takes a Redis URL (default ``$FASTQ_REDIS_URL``
+    or ``redis://127.0.0.1:6379/0``) or an existing ``redis.Redis``.
+    """
+
+    def __init__(self, redis: Any = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        self._redis = sync_client(redis)
+        self._chunk_size = chunk_size
+        self._published: set[str] = set()
+
+    @property
+    def redis(self) -> Any:
+        return self._redis
+
+    def _publish(self, queue: str) -> None:
+        # Go's client adds the queue to asynq:queues once per process per queue.
+        if queue not in self._published:
+            self._redis.sadd(keys.ALL_QUEUES, queue)
+            self._published.add(queue)
+
+    def enqueue(self, task: Task, **options: Any) -> TaskInfo:
+        """Write one task; return its TaskInfo (``.id``, ``.queue``, ``.state``)."""
+        plan = plan_enqueue(task, options)
+        self._publish(plan.msg.queue)
+        call = _single_call(plan, time.time())
+        return _single_result(plan, call.script.run(self._redis, call.keys, call.args))
+
+    def enqueue_many(self, tasks: Iterable[Task], **options: Any) -> list[TaskInfo]:
+        """Write many tasks with the same options, one round trip per chunk.
+
+        Each chunk is one atomic script call. Tasks whose ID exists are skipped
+        and reported at the end by ``TaskIDConflictError`` (its ``.enqueued``
+        lists what was written).
+        """
+        plans = _plan_many(tasks, options)
+        if not plans:
+            return []
+        self._publish(plans[0].msg.queue)
+        outcome = _Outcome()
+        for chunk in _chunks(plans, self._chunk_size):
+            now = time.time()
+            if _batched(chunk[0]):
+                call = _batch_call(chunk, now)
+                outcome.add_batch(chunk, call.script.run(self._redis, call.keys, call.args))
+            else:
+                calls = [_single_call(p, now) for p in chunk]
+                for plan, reply in zip(chunk, self._pipeline(calls)):
+                    outcome.add_single(plan, reply)
+        return outcome.result()
+
+    def _pipeline(self, calls: list[_Call]) -> list:
+        pipe = self._redis.pipeline(transaction=False)
+        for c in calls:
+            pipe.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)
+        replies = pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        for i in missing:
+            replies[i] = calls[i].script.run(self._redis, calls[i].keys, calls[i].args)
+        for r in replies:
+            if isinstance(r, Exception):
+                raise r
+        return replies
+
+    def ping(self) -> bool:
+        return bool(self._redis.ping())
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """Enqueue tasks from asyncio code; same methods as ``Client``, awaited."""
+
+    def __init__(self, redis: Any = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        self._redis = async_client(redis)
+        self._chunk_size = chunk_size
+        self._published: set[str] = set()
+
+    @property
+    def redis(self) -> Any:
+        return self._redis
+
+    async def _publish(self, queue: str) -> None:
+        if queue not in self._published:
+            await self._redis.sadd(keys.ALL_QUEUES, queue)
+            self._published.add(queue)
+
+    async def enqueue(self, task: Task, **options: Any) -> TaskInfo:
+        plan = plan_enqueue(task, options)
+        await self._publish(plan.msg.queue)
+        call = _single_call(plan, time.time())
+        return _single_result(plan, await call.script.arun(self._redis, call.keys, call.args))
+
+    async def enqueue_many(self, tasks: Iterable[Task], **options: Any) -> list[TaskInfo]:
+        plans = _plan_many(tasks, options)
+        if not plans:
+            return []
+        await self._publish(plans[0].msg.queue)
+        outcome = _Outcome()
+        for chunk in _chunks(plans, self._chunk_size):
+            now = time.time()
+            if _batched(chunk[0]):
+                call = _batch_call(chunk, now)
+                outcome.add_batch(chunk, await call.script.arun(self._redis, call.keys, call.args))
+            else:
+                calls = [_single_call(p, now) for p in chunk]
+                for plan, reply in zip(chunk, await self._pipeline(calls)):
+                    outcome.add_single(plan, reply)
+        return outcome.result()
+
+    async def _pipeline(self, calls: list[_Call]) -> list:
+        pipe = self._redis.pipeline(transaction=False)
+        for c in calls:
+            pipe.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)
+        replies = await pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        for i in missing:
+            replies[i] = await calls[i].script.arun(self._redis, calls[i].keys, calls[i].args)
+        for r in replies:
+            if isinstance(r, Exception):
+                raise r
+        return replies
+
+    async def ping(self) -> bool:
+        return bool(await self._redis.ping())
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,71 @@
+"""Exceptions raised by fastq, and the signals handlers use to steer retries."""
+from __future__ import annotations
+
+
+class FastqError(Exception):
+    """Base class of every error fastq raises itself."""
+
+
+class DecodeError(FastqError, ValueError):
+    """Bytes that are not a valid protobuf message of the expected kind."""
+
+
+class TaskIDConflictError(FastqError):
+    """A task with this ID already exists in the queue (in any state).
+
+    Asynq's ``ErrTaskIDConflict``. For ``enqueue_many``, ``ids`` lists every
+    conflicting ID and ``enqueued`` holds the TaskInfo of the tasks that were
+    written.
+    """
+
+    def __init__(self, ids: list[str], queue: str, enqueued: list | None = None) -> None:
+        self.ids = list(ids)
+        self.queue = queue
+        self.enqueued = list(enqueued or [])
+        shown = ", ".join(repr(i) for i in self.ids[:5])
+        more = f" (+{len(self.ids) - 5} more)" if len(self.ids) > 5 else ""
+        super().__init__(f"task ID conflicts with another task in queue {queue!r}: {shown}{more}")
+
+
+class DuplicateTaskError(FastqError):
+    """A unique task is still locked by an earlier copy (Asynq's ``ErrDuplicateTask``)."""
+
+    def __init__(self, unique_key: str) -> None:
+        self.unique_key = unique_key
+        super().__init__(f"task already exists (unique key {unique_key!r} is held)")
+
+
+class InvalidOptionError(FastqError, ValueError):
+    """An enqueue or server option has a value fastq cannot use."""
+
+
+class NoTaskContextError(FastqError, LookupError):
+    """``get_task_id()`` and friends were called outside a running handler."""
+
+
+class HandlerNotFoundError(FastqError):
+    """No handler is registered for a task type (Asynq's ``ErrHandlerNotFound``)."""
+
+    def __init__(self, task_type: str) -> None:
+        self.task_type = task_type
+        super().__init__(f"handler not found for task {task_type!r}")
+
+
+class SkipRetry(Exception):
+    """Raise from a handler to archive the task now instead of retrying it.
+
+    Mirrors Asynq's ``SkipRetry``: the task goes to the ``archived`` state with
+    the exception text as its error message.
+    """
+
+
+class RevokeTask(Exception):
+    """Raise from a handler to drop the task without retry or archive (Asynq's ``RevokeTask``)."""
+
+
+class TaskCanceledError(Exception):
+    """The running task was cancelled (deadline or explicit cancel); treated as a failure."""
+
+
+class AppImportError(FastqError):
+    """The APP argument of ``fastq-supervisor`` could not be imported or is not a handler."""

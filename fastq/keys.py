@@ -1,0 +1,128 @@
+"""Every Redis key fastq reads or writes, built exactly as Go Asynq builds them.
+
+Per-queue keys carry the queue name as a Redis Cluster hash tag
+(``asynq:{<queue>}:...``) so one queue's keys live in one slot. This module is
+the only place key names are spelled out.
+"""
+from __future__ import annotations
+
+import hashlib
+
+PREFIX = "asynq:"
+
+ALL_QUEUES = "asynq:queues"
+ALL_SERVERS = "asynq:servers"
+ALL_WORKERS = "asynq:workers"
+ALL_SCHEDULERS = "asynq:schedulers"
+CANCEL_CHANNEL = "asynq:cancel"
+
+
+def queue_prefix(qname: str) -> str:
+    """``asynq:{<qname>}:`` - the prefix every per-queue key starts with."""
+    return f"asynq:{{{qname}}}:"
+
+
+def task_key_prefix(qname: str) -> str:
+    return f"asynq:{{{qname}}}:t:"
+
+
+def task_key(qname: str, task_id: str) -> str:
+    return f"asynq:{{{qname}}}:t:{task_id}"
+
+
+def pending_key(qname: str) -> str:
+    return f"asynq:{{{qname}}}:pending"
+
+
+def active_key(qname: str) -> str:
+    return f"asynq:{{{qname}}}:active"
+
+
+def scheduled_key(qname: str) -> str:
+    return f"asynq:{{{qname}}}:scheduled"
+
+
+def retry_key(qname: str) -> str:
+    return f"asynq:{{{qname}}}:retry"
+
+
+def archived_key(qname: str) -> str:
+    return f"asynq:{{{qname}}}:archived"
+
+
+def completed_key(qname: str) -> str:
+    return f"asynq:{{{qname}}}:completed"
+
+
+def lease_key(qname: str) -> str:
+    return f"asynq:{{{qname}}}:lease"
+
+
+def paused_key(qname: str) -> str:
+    return f"asynq:{{{qname}}}:paused"
+
+
+def processed_total_key(qname: str) -> str:
+    return f"asynq:{{{qname}}}:processed"
+
+
+def failed_total_key(qname: str) -> str:
+    return f"asynq:{{{qname}}}:failed"
+
+
+def processed_key(qname: str, date: str) -> str:
+    """Daily processed counter; ``date`` is the UTC day as ``YYYY-MM-DD``."""
+    return f"asynq:{{{qname}}}:processed:{date}"
+
+
+def failed_key(qname: str, date: str) -> str:
+    return f"asynq:{{{qname}}}:failed:{date}"
+
+
+def groups_key(qname: str) -> str:
+    return f"asynq:{{{qname}}}:groups"
+
+
+def group_key_prefix(qname: str) -> str:
+    return f"asynq:{{{qname}}}:g:"
+
+
+def group_key(qname: str, group: str) -> str:
+    return f"asynq:{{{qname}}}:g:{group}"
+
+
+def aggregation_set_key(qname: str, group: str, set_id: str) -> str:
+    return f"asynq:{{{qname}}}:g:{group}:{set_id}"
+
+
+def all_aggregation_sets_key(qname: str) -> str:
+    return f"asynq:{{{qname}}}:aggregation_sets"
+
+
+def unique_key(qname: str, task_type: str, payload: bytes | None) -> str:
+    """The uniqueness lock of a task: ``asynq:{q}:unique:<type>:<md5 hex of payload>``.
+
+    Go distinguishes a nil payload (key ends with ``:``) from an empty one (md5
+    of the empty string). fastq maps ``None`` *and* ``b""`` to the nil form,
+    because ``Task(type)`` without a payload is what ``NewTask(type, nil)``
+    means in Go; see the README.
+    """
+    if not payload:
+        return f"asynq:{{{qname}}}:unique:{task_type}:"
+    return f"asynq:{{{qname}}}:unique:{task_type}:{hashlib.md5(payload).hexdigest()}"
+
+
+def server_info_key(host: str, pid: int, server_id: str) -> str:
+    return f"asynq:servers:{{{host}:{pid}:{server_id}}}"
+
+
+def workers_key(host: str, pid: int, server_id: str) -> str:
+    return f"asynq:workers:{{{host}:{pid}:{server_id}}}"
+
+
+def scheduler_entries_key(scheduler_id: str) -> str:
+    return f"asynq:schedulers:{{{scheduler_id}}}"
+
+
+def scheduler_history_key(entry_id: str) -> str:
+    return f"asynq:scheduler_history:{entry_id}"

@@ -1,0 +1,63 @@
+-- Shared helpers. fastq/_scripts.py prepends this file to every script, so each
+-- script below can call them; they are not scripts on their own.
+
+local FASTQ_MAX_INT64 = "9223372036854775807"
+
+-- Add n to an all-time counter. Asynq wraps a counter that reached MaxInt64
+-- back to 1 on its next increment; INCRBY refuses to overflow, so fall back to
+-- Asynq's one-by-one rule in that (rare) case.
+local function fastq_incr_total(key, n)
+    local reply = redis.pcall("INCRBY", key, n)
+    if type(reply) == "table" and reply.err then
+        for _ = 1, n do
+            if redis.call("GET", key) == FASTQ_MAX_INT64 then
+                redis.call("SET", key, 1)
+            else
+                redis.call("INCR", key)
+            end
+        end
+    end
+end
+
+-- Add n to a daily counter; a new day's key expires at expire_at (now + 90 days).
+local function fastq_incr_daily(key, n, expire_at)
+    if redis.call("INCRBY", key, n) == n then
+        redis.call("EXPIREAT", key, expire_at)
+    end
+end
+
+-- Redis server time in whole Unix seconds (the lease clock).
+local function fastq_now()
+    return tonumber(redis.call("TIME")[1])
+end
+
+-- Run `cmd key [flag1 flag2] items...` in slices, so a large batch never overflows
+-- Lua's unpack().
+local function fastq_bulk(cmd, key, items, flag1, flag2)
+    local step = 500
+    for i = 1, #items, step do
+        local j = math.min(i + step - 1, #items)
+        if flag2 then
+            redis.call(cmd, key, flag1, flag2, unpack(items, i, j))
+        else
+            redis.call(cmd, key, unpack(items, i, j))
+        end
+    end
+end
+
+-- Remove an active task from the active list and its lease; true when it was active.
+-- LREM counts from the right (-1): acked tasks are usually the oldest, nearest that end.
+local function fastq_release(active, lease, id)
+    if redis.call("LREM", active, -1, id) == 0 then
+        return false
+    end
+    redis.call("ZREM", lease, id)
+    return true
+end
+
+-- Free a uniqueness lock if this task still holds it.
+local function fastq_unlock(unique_key, id)
+    if unique_key ~= "" and redis.call("GET", unique_key) == id then
+        redis.call("DEL", unique_key)
+    end
+end

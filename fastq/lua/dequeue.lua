@@ -1,0 +1,34 @@
+-- dequeue: claim up to N pending tasks from the first queue, in the order given,
+-- that is not paused and has pending tasks. Each claimed ID moves pending -> active
+-- (same ends as Asynq's RPOPLPUSH), gets state "active", loses "pending_since" and
+-- gets a lease in asynq:{q}:lease scored by its expiry (Redis server time + lease).
+-- KEYS[4i-3..4i] for queue i: asynq:{q}:pending, asynq:{q}:paused, asynq:{q}:active, asynq:{q}:lease
+-- ARGV[1] N   ARGV[2] lease seconds   ARGV[2+i] asynq:{q}:t: of queue i
+-- Returns {} when every queue is paused or empty, else
+-- {queue index (1-based), lease expiry, id1, msg1, id2, msg2, ...}; msg is nil when the hash has none.
+local n = tonumber(ARGV[1])
+for q = 1, #KEYS / 4 do
+    local base = 4 * (q - 1)
+    if redis.call("EXISTS", KEYS[base + 2]) == 0 then
+        local ids = redis.call("RPOP", KEYS[base + 1], n)
+        if ids then
+            local expiry = fastq_now() + tonumber(ARGV[2])
+            local prefix = ARGV[2 + q]
+            local out = { q, expiry }
+            local lease = {}
+            for i, id in ipairs(ids) do
+                local key = prefix .. id
+                redis.call("HSET", key, "state", "active")
+                redis.call("HDEL", key, "pending_since")
+                out[2 * i + 1] = id
+                out[2 * i + 2] = redis.call("HGET", key, "msg")
+                lease[2 * i - 1] = expiry
+                lease[2 * i] = id
+            end
+            fastq_bulk("LPUSH", KEYS[base + 3], ids)
+            fastq_bulk("ZADD", KEYS[base + 4], lease)
+            return out
+        end
+    end
+end
+return {}

@@ -1,0 +1,28 @@
+-- retry: failed tasks of one queue go to the retry zset (Asynq's retry, batched).
+-- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease   KEYS[3] asynq:{q}:retry
+-- KEYS[4] processed:<date>   KEYS[5] failed:<date>   KEYS[6] processed   KEYS[7] failed
+-- ARGV[1] daily-stats expire-at   ARGV[2] asynq:{q}:t:
+-- ARGV[3..] 4-tuples (task id, TaskMessage with retried/error_msg/last_failed_at, retry-at Unix s,
+--                     "1" if the failure counts in the stats else "0")
+-- The uniqueness lock is kept, as in Asynq. Returns the IDs that were not active.
+local missing = {}
+local failures = 0
+for i = 3, #ARGV, 4 do
+    local id = ARGV[i]
+    if fastq_release(KEYS[1], KEYS[2], id) then
+        redis.call("ZADD", KEYS[3], ARGV[i + 2], id)
+        redis.call("HSET", ARGV[2] .. id, "msg", ARGV[i + 1], "state", "retry")
+        if ARGV[i + 3] == "1" then
+            failures = failures + 1
+        end
+    else
+        missing[#missing + 1] = id
+    end
+end
+if failures > 0 then
+    fastq_incr_daily(KEYS[4], failures, ARGV[1])
+    fastq_incr_daily(KEYS[5], failures, ARGV[1])
+    fastq_incr_total(KEYS[6], failures)
+    fastq_incr_total(KEYS[7], failures)
+end
+return missing

@@ -1,0 +1,148 @@
+"""Enqueue options: Asynq's options in snake case, validated into a TaskMessage.
+
+``plan_enqueue`` turns ``(task, **options)`` into an ``EnqueuePlan`` that both
+``Client`` and ``AsyncClient`` execute; no I/O happens here.
+"""
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastq import keys
+from fastq._codec import TaskMessage
+from fastq.errors import InvalidOptionError
+from fastq.task import Task
+
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_RETRY = 25
+DEFAULT_TIMEOUT = 1800  # seconds, Asynq's default when neither timeout nor deadline is set
+
+OPTION_NAMES = frozenset(
+    {"queue", "task_id", "max_retry", "timeout", "deadline", "process_at", "process_in", "unique", "retention", "group"}
+)
+
+# How the task is written to Redis.
+ENQUEUE, SCHEDULE, GROUP = "enqueue", "schedule", "group"
+
+
+@dataclass(slots=True)
+class EnqueuePlan:
+    msg: TaskMessage
+    kind: str  # ENQUEUE, SCHEDULE or GROUP
+    process_at: int = 0  # unix seconds, for SCHEDULE
+    unique_ttl: int = 0  # seconds the uniqueness lock lives; 0 = not unique
+
+
+def check_option_names(options: dict) -> None:
+    unknown = set(options) - OPTION_NAMES
+    if unknown:
+        name = sorted(unknown)[0]
+        raise TypeError(f"unknown enqueue option {name!r}; valid options: {', '.join(sorted(OPTION_NAMES))}")
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise InvalidOptionError(f"option {name!r} must be a number of seconds or a timedelta, not {type(value).__name__}")
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise InvalidOptionError(f"option {name!r} must be finite, got {value!r}")
+    if seconds < 0:
+        raise InvalidOptionError(f"option {name!r} must not be negative, got {value!r}")
+    return seconds
+
+
+def _whole_seconds(name: str, value: Any) -> int:
+    """Asynq stores durations as whole seconds; reject values that would truncate to 0."""
+    seconds = _seconds(name, value)
+    if 0 < seconds < 1:
+        raise InvalidOptionError(f"option {name!r} must be 0 or at least 1 second (Asynq stores whole seconds), got {value!r}")
+    return int(seconds)
+
+
+def _unix(name: str, value: Any) -> int:
+    if not isinstance(value, datetime):
+        raise InvalidOptionError(f"option {name!r} must be a datetime, not {type(value).__name__}")
+    return int(value.timestamp())  # naive datetimes are local time, as datetime.timestamp() says
+
+
+def _name(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidOptionError(f"option {name!r} must be a str, not {type(value).__name__}")
+    if not value.strip():
+        raise InvalidOptionError(f"option {name!r} must not be empty or blank")
+    return value
+
+
+def plan_enqueue(task: Task, options: dict, now: float | None = None) -> EnqueuePlan:
+    """Validate ``options`` for ``task`` and build the message Go Asynq's client would write."""
+    if not isinstance(task, Task):
+        raise TypeError(f"enqueue() needs a fastq.Task, not {type(task).__name__}")
+    check_option_names(options)
+    now = time.time() if now is None else now
+    get = options.get
+
+    queue = _name("queue", get("queue", DEFAULT_QUEUE))
+    task_id = get("task_id")
+    task_id = str(uuid.uuid4()) if task_id is None else _name("task_id", task_id)
+
+    max_retry = get("max_retry", DEFAULT_MAX_RETRY)
+    if not isinstance(max_retry, int) or isinstance(max_retry, bool):
+        raise InvalidOptionError(f"option 'max_retry' must be an int, not {type(max_retry).__name__}")
+    if not 0 <= max_retry <= 2**31 - 1:
+        raise InvalidOptionError(f"option 'max_retry' must be between 0 and 2147483647, got {max_retry}")
+
+    timeout = _whole_seconds("timeout", get("timeout", 0))
+    deadline = _unix("deadline", get("deadline")) if get("deadline") is not None else 0
+    if deadline < 0:
+        raise InvalidOptionError("option 'deadline' is before 1970")
+    if timeout == 0 and deadline == 0:
+        timeout = DEFAULT_TIMEOUT
+    retention = _whole_seconds("retention", get("retention", 0))
+
+    if get("process_at") is not None and get("process_in") is not None:
+        raise InvalidOptionError("give either 'process_at' or 'process_in', not both")
+    process_at = 0
+    if get("process_at") is not None:
+        process_at = _unix("process_at", get("process_at"))
+    elif get("process_in") is not None:
+        process_at = int(now + _seconds("process_in", get("process_in")))
+
+    group = get("group")
+    group = "" if group is None else _name("group", group)
+
+    unique_ttl = 0
+    unique_key = ""
+    if get("unique") is not None:
+        ttl = _seconds("unique", get("unique"))
+        if ttl < 1:
+            raise InvalidOptionError(f"option 'unique' TTL must be at least 1 second, got {get('unique')!r}")
+        unique_key = keys.unique_key(queue, task.type, task.payload)
+        unique_ttl = int(ttl)
+
+    msg = TaskMessage(
+        type=task.type,
+        payload=task.payload,
+        id=task_id,
+        queue=queue,
+        retry=max_retry,
+        timeout=timeout,
+        deadline=deadline,
+        unique_key=unique_key,
+        retention=retention,
+        group_key=group,
+        headers=dict(task.headers) if task.headers else None,
+    )
+    if process_at > now:
+        if unique_ttl:  # the lock lasts until the unique TTL after the run time, as in Go
+            unique_ttl = max(1, int(process_at + unique_ttl - now))
+        return EnqueuePlan(msg, SCHEDULE, process_at, unique_ttl)
+    if group:
+        return EnqueuePlan(msg, GROUP, 0, unique_ttl)
+    return EnqueuePlan(msg, ENQUEUE, 0, unique_ttl)

@@ -1,0 +1,152 @@
+"""The worker's Redis operations: one async method per script, batched where possible.
+
+Nothing here holds task state; the processor decides, this module writes.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any, Iterable, Sequence
+
+from redis.exceptions import NoScriptError
+
+from fastq import _scripts, keys
+from fastq._codec import encode_message
+
+STATS_TTL = 90 * 24 * 3600  # daily counters live 90 days, as in Asynq
+ARCHIVE_MAX_SIZE = 10_000
+ARCHIVE_MAX_AGE = 90 * 24 * 3600
+
+# Ack kinds, in the order a flush writes them.
+DONE, COMPLETE, RETRY, ARCHIVE, REQUEUE = "done", "complete", "retry", "archive", "requeue"
+
+
+def utc_date(now: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+
+class Broker:
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    async def dequeue(self, dequeue_keys: list, prefixes: list, count: int, lease: int) -> list:
+        return await _scripts.DEQUEUE.arun(self.redis, dequeue_keys, [count, lease, *prefixes])
+
+    async def pipeline(self, calls: Sequence[tuple[_scripts.Script, list, list]]) -> list:
+        """Run script calls in one round trip; reload scripts after NOSCRIPT."""
+        if not calls:
+            return []
+        if len(calls) == 1:
+            script, k, a = calls[0]
+            return [await script.arun(self.redis, k, a)]
+        pipe = self.redis.pipeline(transaction=False)
+        for script, k, a in calls:
+            pipe.evalsha(script.sha, len(k), *k, *a)
+        replies = await pipe.execute(raise_on_error=False)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):
+                script, k, a = calls[i]
+                replies[i] = await script.arun(self.redis, k, a)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    @staticmethod
+    def ack_calls(batch: dict, now: float) -> list:
+        """Script calls that write a batch of outcomes.
+
+        ``batch`` maps ``(kind, queue)`` to a list of items: for DONE ``(id, unique_key)``;
+        COMPLETE ``(id, expiry, msg, unique_key)``; RETRY ``(id, msg, retry_at, is_failure)``;
+        ARCHIVE ``(id, msg)``; REQUEUE ``id``. Messages are TaskMessage objects.
+        """
+        date = utc_date(now)
+        expire = int(now) + STATS_TTL
+        calls = []
+        for (kind, q), items in batch.items():
+            active, lease, prefix = keys.active_key(q), keys.lease_key(q), keys.task_key_prefix(q)
+            args: list = [expire, prefix]
+            if kind == DONE:
+                for tid, ukey in items:
+                    args += (tid, ukey)
+                calls.append((_scripts.DONE, [active, lease, keys.processed_key(q, date), keys.processed_total_key(q)], args))
+            elif kind == COMPLETE:
+                for tid, expiry, msg, ukey in items:
+                    args += (tid, expiry, encode_message(msg), ukey)
+                calls.append((_scripts.COMPLETE, [active, lease, keys.completed_key(q), keys.processed_key(q, date),
+                                                  keys.processed_total_key(q)], args))
+            elif kind == RETRY:
+                for tid, msg, retry_at, failure in items:
+                    args += (tid, encode_message(msg), retry_at, "1" if failure else "0")
+                calls.append((_scripts.RETRY, [active, lease, keys.retry_key(q), *_stat_keys(q, date)], args))
+            elif kind == ARCHIVE:
+                args += (int(now), int(now) - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE)
+                for tid, msg in items:
+                    args += (tid, encode_message(msg) if not isinstance(msg, bytes) else msg)
+                calls.append((_scripts.ARCHIVE, [active, lease, keys.archived_key(q), *_stat_keys(q, date)], args))
+            elif kind == REQUEUE:
+                calls.append((_scripts.REQUEUE, [active, lease, keys.pending_key(q)], [prefix, *items]))
+            else:  # pragma: no cover - programming error
+                raise ValueError(kind)
+        return calls
+
+    async def write_acks(self, batch: dict, now: float | None = None) -> list:
+        """Write the outcomes in ``batch``; return the IDs that were no longer active."""
+        replies = await self.pipeline(self.ack_calls(batch, time.time() if now is None else now))
+        return [tid for reply in replies for tid in reply]
+
+    async def extend_leases(self, by_queue: dict[str, list[str]], lease: int) -> None:
+        await self.pipeline([(_scripts.EXTEND_LEASE, [keys.lease_key(q)], [lease, *ids]) for q, ids in by_queue.items() if ids])
+
+    async def forward(self, queues: Iterable[str], batch: int = 100) -> int:
+        """Move due scheduled and retry tasks of ``queues`` to pending; return how many moved."""
+        queues = list(queues)
+        total = 0
+        sources = [(q, src) for q in queues for src in (keys.scheduled_key(q), keys.retry_key(q))]
+        while sources:
+            now = time.time()
+            calls = [
+                (_scripts.FORWARD, [src, keys.pending_key(q), keys.groups_key(q)],
+                 [int(now), keys.task_key_prefix(q), time.time_ns(), keys.group_key_prefix(q), batch])
+                for q, src in sources
+            ]
+            moved = await self.pipeline(calls)
+            total += sum(moved)
+            sources = [s for s, n in zip(sources, moved) if n >= batch]
+        return total
+
+    async def write_server_state(self, server_key: str, workers_key: str, ttl: int, info: bytes,
+                                 workers: list[tuple[str, bytes]]) -> None:
+        expiry = int(time.time()) + ttl
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(keys.ALL_SERVERS, {server_key: expiry})
+        pipe.zadd(keys.ALL_WORKERS, {workers_key: expiry})
+        args: list = [ttl, info]
+        for tid, data in workers:
+            args += (tid, data)
+        script = _scripts.WRITE_SERVER_STATE
+        pipe.evalsha(script.sha, 2, server_key, workers_key, *args)
+        replies = await pipe.execute(raise_on_error=False)
+        if isinstance(replies[-1], NoScriptError):
+            await script.arun(self.redis, [server_key, workers_key], args)
+        elif isinstance(replies[-1], Exception):
+            raise replies[-1]
+
+    async def clear_server_state(self, server_key: str, workers_key: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(keys.ALL_SERVERS, server_key)
+        pipe.zrem(keys.ALL_WORKERS, workers_key)
+        pipe.delete(server_key, workers_key)
+        await pipe.execute()
+
+
+def _stat_keys(q: str, date: str) -> list[str]:
+    return [keys.processed_key(q, date), keys.failed_key(q, date), keys.processed_total_key(q), keys.failed_total_key(q)]
+
+
+def group_by(items: Iterable[tuple[str, str, Any]]) -> dict:
+    """``[(kind, queue, item), ...]`` -> ``{(kind, queue): [item, ...]}``."""
+    out: dict = defaultdict(list)
+    for kind, q, item in items:
+        out[(kind, q)].append(item)
+    return out

@@ -1,0 +1,100 @@
+"""``fastq-supervisor APP``: run worker processes for a ServeMux or handler."""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from typing import Optional, Sequence
+
+from fastq._redis import default_url
+from fastq.errors import AppImportError, InvalidOptionError
+from fastq.server.config import WorkerConfig, parse_queues
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if math.isnan(value) or math.isinf(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _queues(text: str) -> dict:
+    try:
+        return parse_queues(text)
+    except InvalidOptionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fastq-supervisor",
+        description="Run fastq worker processes that serve APP (a ServeMux or handler callable).",
+    )
+    p.add_argument("app", metavar="APP", help="module:attribute naming a fastq.ServeMux or a handler callable")
+    p.add_argument("--redis-url", default=None, help=f"Redis URL (default: $FASTQ_REDIS_URL or {default_url()})")
+    p.add_argument("--processes", type=_int_at_least(1), default=os.cpu_count() or 1,
+                   help="worker processes to fork (default: CPU count)")
+    p.add_argument("--concurrency", type=_int_at_least(1), default=100,
+                   help="tasks run at once per process (default: 100)")
+    p.add_argument("--queues", type=_queues, default={"default": 1},
+                   help="queues to serve, comma-separated, with optional weights: critical=6,default=3,low=1")
+    p.add_argument("--strict-priority", action="store_true",
+                   help="always serve higher-weight queues first instead of weighted random order")
+    p.add_argument("--shutdown-timeout", type=_seconds, default=8.0,
+                   help="seconds running tasks get to finish on SIGTERM before they are requeued (default: 8)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=200,
+                   help="most tasks claimed per dequeue round trip (default: 200)")
+    p.add_argument("--poll-interval", type=_seconds, default=0.1,
+                   help="longest sleep between polls of empty queues, in seconds (default: 0.1)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="log level (default: INFO)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from fastq import logging as fastq_logging
+
+    fastq_logging.setup(args.log_level)
+    from fastq.server.supervisor import Supervisor, import_app
+
+    try:
+        handler = import_app(args.app)
+    except AppImportError as exc:
+        parser.exit(2, f"fastq-supervisor: error: {exc}\n")
+    try:
+        config = WorkerConfig(
+            redis_url=args.redis_url or default_url(),
+            concurrency=args.concurrency,
+            queues=args.queues,
+            strict_priority=args.strict_priority,
+            shutdown_timeout=args.shutdown_timeout,
+            batch_size=args.batch_size,
+            poll_interval=max(args.poll_interval, 0.001),
+        )
+    except InvalidOptionError as exc:
+        parser.exit(2, f"fastq-supervisor: error: {exc}\n")
+    logging.getLogger("fastq.supervisor").debug("config: %s", config)
+    return Supervisor(handler, config, args.processes, args.app).run()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Worker configuration and the parsing of user-given values (CLI flags, kwargs)."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from fastq._redis import default_url
+from fastq.errors import InvalidOptionError
+from fastq.retry import default_retry_delay
+
+__all__ = ["WorkerConfig", "parse_queues"]
+
+
+def parse_queues(spec: Any) -> dict[str, int]:
+    """Parse ``"critical=6,default=3,low=1"`` (or a dict / list of names) into ``{name: weight}``.
+
+    A name without ``=weight`` gets weight 1. Raises ``InvalidOptionError``
+    naming the bad entry for blank names, non-integer or non-positive weights
+    and duplicates.
+    """
+    if isinstance(spec, dict):
+        items = [(str(k), v) for k, v in spec.items()]
+    else:
+        if isinstance(spec, str):
+            parts = [p.strip() for p in spec.split(",")]
+        else:
+            parts = [str(p).strip() for p in spec]
+        items = []
+        for part in parts:
+            if not part:
+                raise InvalidOptionError(f"queues {spec!r}: empty entry (check for a stray comma)")
+            name, sep, weight = part.partition("=")
+            items.append((name.strip(), weight.strip() if sep else 1))
+    queues: dict[str, int] = {}
+    for name, weight in items:
+        if not name.strip():
+            raise InvalidOptionError(f"queues {spec!r}: queue name must not be blank")
+        if isinstance(weight, str):
+            try:
+                weight = int(weight)
+            except ValueError:
+                raise InvalidOptionError(f"queues {spec!r}: weight of {name!r} must be an integer, got {weight!r}") from None
+        if isinstance(weight, bool) or not isinstance(weight, int):
+            raise InvalidOptionError(f"queues {spec!r}: weight of {name!r} must be an integer")
+        if weight < 1:
+            raise InvalidOptionError(f"queues {spec!r}: weight of {name!r} must be at least 1, got {weight}")
+        if name in queues:
+            raise InvalidOptionError(f"queues {spec!r}: queue {name!r} is listed twice")
+        queues[name] = weight
+    if not queues:
+        raise InvalidOptionError("at least one queue is needed")
+    return queues
+
+
+def _positive(name: str, value: Any, minimum: float = 0.0, integer: bool = False) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOptionError(f"{name} must be a number, got {value!r}")
+    if integer and not isinstance(value, int):
+        raise InvalidOptionError(f"{name} must be an integer, got {value!r}")
+    if math.isnan(value) or value < minimum or math.isinf(value):
+        raise InvalidOptionError(f"{name} must be at least {minimum}, got {value!r}")
+    return value
+
+
+@dataclass
+class WorkerConfig:
+    """Settings of one worker process (the supervisor gives each child a copy).
+
+    Timings follow Asynq unless noted: heartbeat 5 s, lease 30 s, shutdown 8 s.
+    """
+
+    redis_url: str = field(default_factory=default_url)
+    concurrency: int = 100
+    queues: dict = field(default_factory=lambda: {"default": 1})
+    strict_priority: bool = False
+    shutdown_timeout: float = 8.0
+    lease_duration: int = 30
+    heartbeat_interval: float = 5.0
+    # Largest number of tasks claimed by one dequeue call.
+    batch_size: int = 200
+    # Longest sleep between dequeue attempts while every queue is empty (fastq polls
+    # with a back-off from 1 ms up to this; Asynq sleeps 0.5-1.5 s).
+    poll_interval: float = 0.1
+    # How often scheduled and retry tasks that are due move to pending (Asynq: 5 s).
+    forward_interval: float = 1.0
+    # How often this worker looks for tasks whose lease expired (Asynq: 60 s).
+    recover_interval: float = 5.0
+    # How long past expiry a lease must be before it is reclaimed (Asynq: 30 s).
+    recover_grace: float = 0.0
+    # How often running tasks are checked against their deadline.
+    deadline_check_interval: float = 0.05
+    retry_delay: Callable[..., float] = default_retry_delay
+    is_failure: Callable[[BaseException], bool] = lambda exc: True
+    error_handler: Optional[Callable[..., Any]] = None
+    host: str = field(default_factory=lambda: _hostname())
+
+    def __post_init__(self) -> None:
+        self.queues = parse_queues(self.queues)
+        _positive("concurrency", self.concurrency, 1, integer=True)
+        _positive("shutdown_timeout", self.shutdown_timeout, 0)
+        _positive("lease_duration", self.lease_duration, 1, integer=True)
+        _positive("heartbeat_interval", self.heartbeat_interval, 0.01)
+        if self.heartbeat_interval >= self.lease_duration:
+            raise InvalidOptionError("heartbeat_interval must be shorter than lease_duration")
+        _positive("batch_size", self.batch_size, 1, integer=True)
+        _positive("poll_interval", self.poll_interval, 0.001)
+        _positive("forward_interval", self.forward_interval, 0.01)
+        _positive("recover_interval", self.recover_interval, 0.01)
+        _positive("recover_grace", self.recover_grace, 0)
+        _positive("deadline_check_interval", self.deadline_check_interval, 0.001)
+
+
+def _hostname() -> str:
+    try:
+        import socket
+
+        return socket.gethostname() or "unknown-host"
+    except OSError:  # pragma: no cover
+        return os.environ.get("HOSTNAME", "unknown-host")

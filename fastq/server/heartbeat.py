@@ -1,0 +1,73 @@
+"""Heartbeat: register the worker as an Asynq server and extend the leases it holds.
+
+Every ``heartbeat_interval`` (Asynq: 5 s) the worker writes its ``ServerInfo``
+(TTL 2 x interval) and a ``WorkerInfo`` per in-flight task, exactly as a Go
+server does, so ``asynq server ls`` and asynqmon list it; and it pushes the
+lease of every task it still holds to now + lease.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+
+from redis.exceptions import RedisError
+
+from fastq import keys
+from fastq._proto import ServerInfo, Timestamp, WorkerInfo, encode
+from fastq.server.broker import Broker
+from fastq.server.config import WorkerConfig
+from fastq.server.processor import Processor
+
+log = logging.getLogger("fastq.heartbeat")
+
+
+class Heartbeater:
+    def __init__(self, broker: Broker, processor: Processor, cfg: WorkerConfig) -> None:
+        self.broker = broker
+        self.processor = processor
+        self.cfg = cfg
+        self.server_id = str(uuid.uuid4())
+        self.pid = os.getpid()
+        self.started = Timestamp.now()
+        self.status = "active"
+        self.server_key = keys.server_info_key(cfg.host, self.pid, self.server_id)
+        self.workers_key = keys.workers_key(cfg.host, self.pid, self.server_id)
+        self.ttl = max(1, int(round(cfg.heartbeat_interval * 2)))
+
+    def server_info(self) -> ServerInfo:
+        cfg = self.cfg
+        return ServerInfo(
+            host=cfg.host, pid=self.pid, server_id=self.server_id, concurrency=cfg.concurrency,
+            queues=dict(cfg.queues), strict_priority=cfg.strict_priority, status=self.status,
+            start_time=self.started, active_worker_count=len(self.processor.running),
+        )
+
+    def worker_infos(self) -> list[tuple[str, bytes]]:
+        out = []
+        for run in list(self.processor.running.values()):
+            msg = run.msg
+            out.append((run.id, encode(WorkerInfo(
+                host=self.cfg.host, pid=self.pid, server_id=self.server_id, task_id=run.id,
+                task_type=msg.type, task_payload=msg.payload, queue=run.queue,
+                start_time=Timestamp.from_unix(run.started), deadline=Timestamp.from_unix(run.deadline),
+            ))))
+        return out
+
+    async def beat(self) -> None:
+        await self.broker.write_server_state(self.server_key, self.workers_key, self.ttl,
+                                             encode(self.server_info()), self.worker_infos())
+        await self.broker.extend_leases(self.processor.leased_ids(), self.cfg.lease_duration)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.beat()
+            except (RedisError, OSError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+            await asyncio.sleep(self.cfg.heartbeat_interval)
+
+    async def clear(self) -> None:
+        await self.broker.clear_server_state(self.server_key, self.workers_key)

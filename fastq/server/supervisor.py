@@ -1,0 +1,210 @@
+"""The supervisor: forks worker processes and keeps the right number alive.
+
+The parent holds no Redis connection and no event loop. It blocks the signals
+it handles and takes them one at a time with ``sigtimedwait``, so there is no
+signal-handler re-entrancy:
+
+* SIGCHLD: reap; a worker that died while we are running is replaced (only
+  that one). A worker that dies within ``MIN_UPTIME`` seconds of its start is
+  restarted after a back-off that doubles up to ``MAX_BACKOFF``.
+* SIGTERM / SIGINT: graceful stop, forwarded as SIGTERM to every worker; a
+  second one sends SIGQUIT (immediate stop). Workers still alive
+  ``shutdown_timeout + KILL_GRACE`` seconds later are killed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any, Optional
+
+from fastq.server.config import WorkerConfig
+
+log = logging.getLogger("fastq.supervisor")
+
+MIN_UPTIME = 2.0
+MAX_BACKOFF = 30.0
+KILL_GRACE = 10.0
+HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def _set_title(title: str) -> None:
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(title)
+    except ImportError:  # pragma: no cover - optional at runtime
+        pass
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:  # pragma: no cover
+            name = str(sig)
+        return f"killed by {name}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+class Supervisor:
+    def __init__(self, handler: Any, config: WorkerConfig, processes: int, app_name: str = "app") -> None:
+        if processes < 1:
+            raise ValueError("processes must be at least 1")
+        self.handler = handler
+        self.config = config
+        self.processes = processes
+        self.app_name = app_name
+        self.children: dict[int, int] = {}  # pid -> slot
+        self.started_at: dict[int, float] = {}  # slot -> start time of its current worker
+        self.backoff: dict[int, float] = {}  # slot -> current restart delay
+        self.restart_due: dict[int, float] = {}  # slot -> when to start it again
+        self.stopping = False
+        self.signals_seen = 0
+        self.kill_at: Optional[float] = None
+        self.pid = os.getpid()
+
+    # ------------------------------------------------------------ children
+
+    def _spawn(self, slot: int) -> None:
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                for sig in HANDLED:
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                _set_title(f"fastq-supervisor: worker {slot} [{self.app_name}]")
+                from fastq.server.worker import run_worker
+
+                run_worker(self.handler, self.config, parent_pid=self.pid)
+                code = 0
+            except BaseException:  # noqa: BLE001 - report anything, then leave
+                log.exception("worker %d crashed", os.getpid())
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.children[pid] = slot
+        self.started_at[slot] = time.monotonic()
+        log.info("started worker %d (slot %d)", pid, slot)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            slot = self.children.pop(pid, None)
+            if slot is None:
+                continue
+            how = describe_status(status)
+            if self.stopping:
+                log.info("worker %d (slot %d) stopped: %s", pid, slot, how)
+                continue
+            uptime = time.monotonic() - self.started_at.get(slot, 0.0)
+            if uptime < MIN_UPTIME:
+                delay = min(MAX_BACKOFF, max(0.5, self.backoff.get(slot, 0.25) * 2))
+                self.backoff[slot] = delay
+                log.error("worker %d (slot %d) died after %.1fs (%s); restarting in %.1fs",
+                          pid, slot, uptime, how, delay)
+            else:
+                delay = 0.0
+                self.backoff.pop(slot, None)
+                log.error("worker %d (slot %d) died (%s); restarting it", pid, slot, how)
+            self.restart_due[slot] = time.monotonic() + delay
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for slot, due in list(self.restart_due.items()):
+            if due <= now and not self.stopping:
+                del self.restart_due[slot]
+                self._spawn(slot)
+
+    def _signal_all(self, sig: int) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    # ------------------------------------------------------------ main loop
+
+    def _on_signal(self, sig: int) -> None:
+        if sig == signal.SIGCHLD:
+            return
+        self.signals_seen += 1
+        if self.signals_seen == 1 and sig != signal.SIGQUIT:
+            log.info("%s received: stopping workers gracefully (up to %gs); send again to stop at once",
+                     signal.Signals(sig).name, self.config.shutdown_timeout)
+            self.stopping = True
+            self.restart_due.clear()
+            self.kill_at = time.monotonic() + self.config.shutdown_timeout + KILL_GRACE
+            self._signal_all(signal.SIGTERM)
+        else:
+            log.info("%s received: stopping workers now", signal.Signals(sig).name)
+            self.stopping = True
+            self.restart_due.clear()
+            self.kill_at = min(self.kill_at or float("inf"), time.monotonic() + KILL_GRACE)
+            self._signal_all(signal.SIGQUIT)
+
+    def run(self) -> int:
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        _set_title(f"fastq-supervisor: master [{self.app_name}]")
+        log.info("supervisor %d starting %d worker(s) for %s", self.pid, self.processes, self.app_name)
+        for slot in range(self.processes):
+            self._spawn(slot)
+        while True:
+            info = signal.sigtimedwait(HANDLED, 0.5)
+            if info is not None:
+                self._on_signal(info.si_signo)
+            self._reap()
+            if self.stopping:
+                if not self.children:
+                    break
+                if self.kill_at is not None and time.monotonic() >= self.kill_at:
+                    log.error("killing %d worker(s) that did not stop in time", len(self.children))
+                    self._signal_all(signal.SIGKILL)
+                    self.kill_at = None
+            else:
+                self._restart_due()
+        log.info("supervisor %d stopped", self.pid)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+        return 0
+
+
+def import_app(spec: str) -> Any:
+    """Resolve ``module:attribute`` (attribute may be dotted) to a ServeMux or handler."""
+    from importlib import import_module
+
+    from fastq.errors import AppImportError
+    from fastq.mux import ServeMux
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise AppImportError(f"APP must look like 'module:attribute' (e.g. myapp.tasks:mux), got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = import_module(module_name)
+    except ImportError as exc:
+        raise AppImportError(f"cannot import module {module_name!r} of APP {spec!r}: {exc}") from exc
+    except Exception as exc:
+        raise AppImportError(f"importing module {module_name!r} of APP {spec!r} failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AppImportError(f"module {module_name!r} has no attribute {attr!r} (APP {spec!r})") from None
+    if not isinstance(obj, ServeMux) and not callable(obj):
+        raise AppImportError(f"APP {spec!r} is a {type(obj).__name__}, not a ServeMux or a handler callable")
+    return obj

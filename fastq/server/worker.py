@@ -1,0 +1,179 @@
+"""A worker: one event loop running the processor and its helpers.
+
+``fastq-supervisor`` forks processes that each call ``run_worker``; tests and
+embedders can run a ``Worker`` in-process with ``await worker.run()`` and stop
+it with ``worker.stop()``.
+
+Signals (installed by ``run_worker``): the first SIGTERM is a graceful stop
+(no new tasks; running ones get ``shutdown_timeout`` seconds, then are
+requeued), a second SIGTERM or a SIGQUIT stops at once (running tasks are
+requeued right away). SIGINT is ignored in a child: the supervisor owns Ctrl-C.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any, Optional
+
+from redis.exceptions import RedisError
+
+from fastq import keys
+from fastq._redis import async_client, redact
+from fastq.server.broker import Broker
+from fastq.server.config import WorkerConfig
+from fastq.server.heartbeat import Heartbeater
+from fastq.server.maintenance import forward_loop, recover_loop
+from fastq.server.processor import Processor
+
+log = logging.getLogger("fastq.worker")
+
+
+class Worker:
+    def __init__(self, handler: Any, config: Optional[WorkerConfig] = None, redis: Any = None) -> None:
+        self.config = config or WorkerConfig()
+        self._redis_arg = redis
+        self.handler = handler
+        self.processor: Optional[Processor] = None
+        self.heartbeater: Optional[Heartbeater] = None
+        self._stop: Optional[asyncio.Event] = None
+        self._immediate = False
+        self._stop_requests = 0
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._drain_task: Optional[asyncio.Task] = None
+        self.started: Optional[asyncio.Event] = None  # set once run() has started its loops
+
+    # ----------------------------------------------------------- life cycle
+
+    def stop(self, immediate: bool = False) -> None:
+        """Ask the worker to stop; thread-safe. A second call is always immediate."""
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._request_stop, immediate)
+
+    def _request_stop(self, immediate: bool) -> None:
+        self._stop_requests += 1
+        if immediate or self._stop_requests > 1:
+            self._immediate = True
+            if self.processor is not None:
+                self.processor.stop_fetching()
+        if self._stop is not None:
+            self._stop.set()
+        if self._immediate and self._drain_task is not None:
+            self._drain_task.cancel()
+
+    async def run(self) -> None:
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.started = asyncio.Event()
+        redis = self._redis_arg or async_client(cfg.redis_url)
+        broker = Broker(redis)
+        self.processor = processor = Processor(broker, self.handler, cfg)
+        processor.bind()
+        self.heartbeater = heartbeater = Heartbeater(broker, processor, cfg)
+        await self._publish_queues(redis)
+        log.info("worker %d started: queues %s, concurrency %d, redis %s", os.getpid(),
+                 ",".join(f"{q}={w}" for q, w in cfg.queues.items()), cfg.concurrency, redact(cfg.redis_url))
+        loops = [
+            asyncio.create_task(processor.fetch_loop(), name="fastq-fetch"),
+            asyncio.create_task(processor.deadline_loop(), name="fastq-deadlines"),
+            asyncio.create_task(heartbeater.run(), name="fastq-heartbeat"),
+            asyncio.create_task(forward_loop(broker, cfg), name="fastq-forward"),
+            asyncio.create_task(recover_loop(broker, processor, cfg), name="fastq-recover"),
+        ]
+        acker = asyncio.create_task(processor.ack_loop(), name="fastq-ack")
+        self.started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown(loops, acker, redis)
+
+    async def _shutdown(self, loops: list, acker: asyncio.Task, redis: Any) -> None:
+        processor, cfg = self.processor, self.config
+        heartbeater = self.heartbeater
+        heartbeater.status = "closed"
+        processor.stop_fetching()
+        timeout = 0.0 if self._immediate else cfg.shutdown_timeout
+        log.info("worker %d stopping (%s), %d task(s) running", os.getpid(),
+                 "immediately" if self._immediate else f"waiting up to {timeout:g}s", len(processor.running))
+        self._drain_task = asyncio.create_task(processor.drain(timeout))
+        try:
+            await self._drain_task
+        except asyncio.CancelledError:  # a second stop request during the wait
+            await processor.drain(0)
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        await processor.close()
+        await asyncio.gather(acker, return_exceptions=True)
+        try:
+            await heartbeater.clear()
+        except (RedisError, OSError) as exc:
+            log.warning("could not deregister the server: %s", exc)
+        if self._redis_arg is None:
+            await redis.aclose()
+        log.info("worker %d stopped after %d task(s)", os.getpid(), processor.processed)
+
+    async def _publish_queues(self, redis: Any) -> None:
+        # Workers do not need their queues in asynq:queues, but the Inspector, CLI and
+        # asynqmon only show listed queues; a Go server does not add them, fastq does.
+        delay = 0.1
+        while True:
+            try:
+                await redis.sadd(keys.ALL_QUEUES, *self.config.queues)
+                return
+            except (RedisError, OSError) as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("redis not reachable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, worker._request_stop, False)
+    loop.add_signal_handler(signal.SIGQUIT, worker._request_stop, True)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (and FASTQ_NO_UVLOOP is unset), else asyncio's."""
+    if not os.environ.get("FASTQ_NO_UVLOOP"):
+        try:
+            import uvloop
+
+            return uvloop.new_event_loop()
+        except ImportError:  # pragma: no cover - uvloop is a default dependency on POSIX
+            pass
+    return asyncio.new_event_loop()
+
+
+def run_worker(handler: Any, config: WorkerConfig, parent_pid: Optional[int] = None) -> None:
+    """Run a worker until it is told to stop (blocking; installs signal handlers)."""
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    worker = Worker(handler, config)
+
+    async def main() -> None:
+        install_signal_handlers(worker)
+        if parent_pid is not None:
+            asyncio.create_task(_watch_parent(worker, parent_pid))
+        await worker.run()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+async def _watch_parent(worker: Worker, parent_pid: int) -> None:
+    """Stop gracefully if the supervisor dies (we would be re-parented)."""
+    while True:
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent_pid:
+            log.warning("supervisor %d is gone; stopping", parent_pid)
+            worker.stop()
+            return

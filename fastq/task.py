@@ -1,0 +1,123 @@
+"""User-facing value objects: Task, TaskInfo and TaskState."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Mapping
+
+
+class TaskState(str, enum.Enum):
+    """The state strings Asynq stores in the ``state`` field of a task hash."""
+
+    ACTIVE = "active"
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    RETRY = "retry"
+    ARCHIVED = "archived"
+    COMPLETED = "completed"
+    AGGREGATING = "aggregating"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Task:
+    """A unit of work: a type name that selects the handler and an opaque payload.
+
+    ``headers`` is Asynq's string map (TaskMessage field 15). A handler receives
+    a ``Task``; ``fastq.get_task_id()`` gives the ID of the task being run.
+    """
+
+    __slots__ = ("type", "payload", "headers")
+
+    def __init__(self, type: str, payload: bytes = b"", headers: Mapping[str, str] | None = None) -> None:
+        if not isinstance(type, str):
+            raise TypeError(f"task type must be str, not {_tname(type)}")
+        if not type.strip():
+            raise ValueError("task type must not be empty or blank")
+        if isinstance(payload, (bytearray, memoryview)):
+            payload = bytes(payload)
+        elif not isinstance(payload, bytes):
+            raise TypeError(
+                f"task payload must be bytes, not {_tname(payload)} (encode it first, e.g. json.dumps(x).encode())"
+            )
+        if headers is not None:
+            for k, v in headers.items():
+                if not isinstance(k, str) or not isinstance(v, str):
+                    raise TypeError("task headers must map str to str")
+            headers = dict(headers)
+        self.type = type
+        self.payload = payload
+        self.headers = headers or {}
+
+    @classmethod
+    def _trusted(cls, type: str, payload: bytes, headers: dict) -> "Task":
+        """Build a Task from a decoded message without re-validating (worker hot path)."""
+        task = cls.__new__(cls)
+        task.type = type
+        task.payload = payload
+        task.headers = headers
+        return task
+
+    def __repr__(self) -> str:
+        return f"Task(type={self.type!r}, payload={self.payload[:32]!r}{'...' if len(self.payload) > 32 else ''})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Task):
+            return NotImplemented
+        return (self.type, self.payload, self.headers) == (other.type, other.payload, other.headers)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _tname(value: object) -> str:
+    return type(value).__name__
+
+
+@dataclass
+class TaskInfo:
+    """What fastq knows about an enqueued task (Asynq's ``TaskInfo``)."""
+
+    id: str
+    queue: str
+    type: str
+    payload: bytes
+    state: TaskState
+    max_retry: int = 25
+    retried: int = 0
+    last_err: str = ""
+    last_failed_at: datetime | None = None
+    timeout: float = 0.0
+    deadline: datetime | None = None
+    group: str = ""
+    next_process_at: datetime | None = None
+    retention: float = 0.0
+    completed_at: datetime | None = None
+    headers: dict = field(default_factory=dict)
+    result: bytes | None = None
+
+    @classmethod
+    def from_message(cls, msg, state: TaskState, next_process_at: datetime | None = None) -> "TaskInfo":
+        return cls(
+            id=msg.id,
+            queue=msg.queue,
+            type=msg.type,
+            payload=msg.payload,
+            state=state,
+            max_retry=msg.retry,
+            retried=msg.retried,
+            last_err=msg.error_msg,
+            last_failed_at=_from_unix(msg.last_failed_at),
+            timeout=float(msg.timeout),
+            deadline=_from_unix(msg.deadline),
+            group=msg.group_key,
+            next_process_at=next_process_at,
+            retention=float(msg.retention),
+            completed_at=_from_unix(msg.completed_at),
+            headers=dict(msg.headers),
+        )
+
+
+def _from_unix(seconds: int) -> datetime | None:
+    return datetime.fromtimestamp(seconds, timezone.utc) if seconds else None
