@@ -54,9 +54,14 @@ class HandlerNotFoundError(FastqError):
 class SkipRetry(Exception):
     """Raise from a handler to archive the task now instead of retrying it.
 
-    Mirrors Asynq's ``SkipRetry``: the task goes to the ``archived`` state with
-    the exception text as its error message.
+    Mirrors Asynq's ``SkipRetry``: the task goes to the ``archived`` state.
+    Its text reads like Go's ``fmt.Errorf("...: %w", asynq.SkipRetry)``:
+    ``SkipRetry("bad input")`` is stored as ``"bad input: skip retry for the task"``.
     """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}: skip retry for the task" if text else "skip retry for the task"
 
 
 class RevokeTask(Exception):

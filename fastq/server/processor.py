@@ -68,7 +68,15 @@ class Aborted(Exception):
 
 
 def error_text(exc: BaseException) -> str:
+    """The ``error_msg`` stored for a failure.
+
+    A plain ``Exception("x")`` (Go's ``errors.New("x")``) and ``SkipRetry`` are
+    stored as their text, exactly as Go stores ``err.Error()``; any other
+    exception as ``"TypeName: text"`` so the type is not lost.
+    """
     text = str(exc)
+    if type(exc) is Exception or isinstance(exc, SkipRetry):
+        return text or type(exc).__name__
     name = type(exc).__name__
     return f"{name}: {text}" if text else name
 
