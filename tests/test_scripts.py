@@ -1,0 +1,250 @@
+"""Each Lua script, seeded and checked key by key against the Asynq layout (spec sections 2-5)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fastq import _scripts, keys
+from fastq._codec import TaskMessage, decode_message, encode_message
+from fastq.server.broker import Broker, utc_date
+from helpers import dump
+
+Q = "default"
+MAX_INT64 = "9223372036854775807"
+
+
+def msg(tid: str, q: str = Q, **kw) -> bytes:
+    return encode_message(TaskMessage(type="t", id=tid, queue=q, retry=25, timeout=1800, **kw))
+
+
+def seed_pending(r, q: str, *ids: str) -> None:
+    for tid in ids:
+        r.hset(keys.task_key(q, tid), mapping={"msg": msg(tid, q), "state": "pending", "pending_since": 1})
+        r.lpush(keys.pending_key(q), tid)
+
+
+def seed_active(r, q: str, *ids: str, **msg_kw) -> None:
+    for tid in ids:
+        r.hset(keys.task_key(q, tid), mapping={"msg": msg(tid, q, **msg_kw), "state": "active"})
+        r.lpush(keys.active_key(q), tid)
+        r.zadd(keys.lease_key(q), {tid: int(time.time()) + 30})
+
+
+def dequeue(r, queues, n, lease=30):
+    dkeys = [k for q in queues for k in (keys.pending_key(q), keys.paused_key(q), keys.active_key(q), keys.lease_key(q))]
+    return _scripts.DEQUEUE.run(r, dkeys, [n, lease, *[keys.task_key_prefix(q) for q in queues]])
+
+
+def server_time(r) -> int:
+    return r.time()[0]
+
+
+def test_dequeue_takes_a_batch_from_the_first_ready_queue(r):
+    seed_pending(r, "paused", "p1")
+    r.set(keys.paused_key("paused"), 1)
+    seed_pending(r, "low", "a", "b", "c", "d", "e")
+    reply = dequeue(r, ["paused", "empty", "low"], 3, lease=30)
+    now = server_time(r)
+    assert reply[0] == 3 and abs(reply[1] - (now + 30)) <= 1
+    ids = [x.decode() for x in reply[2::2]]
+    assert ids == ["a", "b", "c"]  # oldest first (FIFO)
+    assert [decode_message(m).id for m in reply[3::2]] == ids
+    assert r.lrange(keys.pending_key("low"), 0, -1) == [b"e", b"d"]
+    # the same list as three RPOPLPUSH calls would leave
+    assert r.lrange(keys.active_key("low"), 0, -1) == [b"c", b"b", b"a"]
+    leases = dict(r.zrange(keys.lease_key("low"), 0, -1, withscores=True))
+    assert leases == {b"a": reply[1], b"b": reply[1], b"c": reply[1]}
+    for tid in ids:
+        fields = r.hgetall(keys.task_key("low", tid))
+        assert fields[b"state"] == b"active" and b"pending_since" not in fields
+    assert r.llen(keys.pending_key("paused")) == 1  # paused queue untouched
+
+
+def test_dequeue_returns_empty_when_nothing_ready(r):
+    seed_pending(r, "paused", "p1")
+    r.set(keys.paused_key("paused"), 1)
+    assert dequeue(r, ["paused", "empty"], 10) == []
+
+
+def test_dequeue_reports_a_missing_message(r):
+    r.lpush(keys.pending_key(Q), "ghost")
+    reply = dequeue(r, [Q], 5)
+    assert reply[2:] == [b"ghost", None]
+
+
+def test_dequeue_more_than_unpack_limit(r):
+    ids = [f"t{i}" for i in range(1200)]
+    pipe = r.pipeline()
+    for tid in ids:
+        pipe.hset(keys.task_key(Q, tid), mapping={"msg": msg(tid), "state": "pending"})
+    pipe.lpush(keys.pending_key(Q), *ids)
+    pipe.execute()
+    reply = dequeue(r, [Q], 1100)
+    assert len(reply[2::2]) == 1100
+    assert r.llen(keys.active_key(Q)) == 1100 and r.zcard(keys.lease_key(Q)) == 1100
+
+
+def ack(r, batch):
+    broker_calls = Broker.ack_calls(batch, time.time())
+    replies = [script.run(r, k, a) for script, k, a in broker_calls]
+    return [x.decode() for reply in replies for x in reply]
+
+
+def test_done_deletes_counts_and_releases_own_lock(r):
+    seed_active(r, Q, "a", "b")
+    r.set("asynq:{default}:unique:t:x", "a")
+    r.set("asynq:{default}:unique:t:y", "someone-else")
+    missing = ack(r, {("done", Q): [("a", "asynq:{default}:unique:t:x"), ("b", "asynq:{default}:unique:t:y"),
+                                    ("gone", "")]})
+    assert missing == ["gone"]
+    state = dump(r)
+    today = keys.processed_key(Q, utc_date(time.time()))
+    assert set(state) == {today, keys.processed_total_key(Q), "asynq:{default}:unique:t:y"}
+    assert state[today]["value"] == b"2" and state[today]["ttl"]
+    assert 89 * 86400 < r.ttl(today) <= 90 * 86400
+    assert state[keys.processed_total_key(Q)] == {"type": "string", "ttl": False, "value": b"2"}
+
+
+def test_total_counter_wraps_at_max_int64_like_asynq(r):
+    seed_active(r, Q, "a", "b")
+    r.set(keys.processed_total_key(Q), MAX_INT64)
+    ack(r, {("done", Q): [("a", ""), ("b", "")]})
+    assert r.get(keys.processed_total_key(Q)) == b"2"  # MaxInt64 -> 1 -> 2
+
+
+def test_complete_keeps_result_and_scores_expiry(r):
+    seed_active(r, Q, "c", retention=60)
+    r.hset(keys.task_key(Q, "c"), "result", b"42")
+    done = TaskMessage(type="t", id="c", queue=Q, retention=60, completed_at=1000)
+    assert ack(r, {("complete", Q): [("c", 1060, done, "")]}) == []
+    fields = r.hgetall(keys.task_key(Q, "c"))
+    assert fields[b"state"] == b"completed" and fields[b"result"] == b"42"
+    assert decode_message(fields[b"msg"]).completed_at == 1000
+    assert r.zscore(keys.completed_key(Q), "c") == 1060
+    assert not r.llen(keys.active_key(Q)) and not r.zcard(keys.lease_key(Q))
+
+
+def test_retry_counts_only_failures(r):
+    seed_active(r, Q, "f", "n")
+    failed = TaskMessage(type="t", id="f", queue=Q, retried=1, error_msg="x")
+    quiet = TaskMessage(type="t", id="n", queue=Q, error_msg="y")
+    ack(r, {("retry", Q): [("f", failed, 5000, True), ("n", quiet, 6000, False)]})
+    assert dict(r.zrange(keys.retry_key(Q), 0, -1, withscores=True)) == {b"f": 5000, b"n": 6000}
+    assert r.hget(keys.task_key(Q, "f"), "state") == b"retry"
+    assert decode_message(r.hget(keys.task_key(Q, "f"), "msg")).retried == 1
+    date = utc_date(time.time())
+    for key in (keys.processed_key(Q, date), keys.failed_key(Q, date), keys.processed_total_key(Q),
+                keys.failed_total_key(Q)):
+        assert r.get(key) == b"1"
+
+
+def test_archive_trims_by_age_and_size_deleting_hashes(r):
+    now = int(time.time())
+    old_age = now - 91 * 86400
+    r.zadd(keys.archived_key(Q), {"ancient": old_age, "old1": now - 10, "old2": now - 5})
+    for tid in ("ancient", "old1", "old2"):
+        r.hset(keys.task_key(Q, tid), mapping={"msg": msg(tid), "state": "archived"})
+    seed_active(r, Q, "new")
+    items = [("new", TaskMessage(type="t", id="new", queue=Q, error_msg="boom"))]
+    calls = Broker.ack_calls({("archive", Q): items}, now)
+    script, k, a = calls[0]
+    a[4] = 3  # max size 3: keeps the newest 2 after adding, as Asynq's ZRANGE 0 -max does
+    script.run(r, k, a)
+    assert r.zrange(keys.archived_key(Q), 0, -1) == [b"old2", b"new"]
+    assert not r.exists(keys.task_key(Q, "ancient")) and not r.exists(keys.task_key(Q, "old1"))
+    assert r.hget(keys.task_key(Q, "new"), "state") == b"archived"
+    assert r.get(keys.failed_total_key(Q)) == b"1"
+
+
+def test_requeue_pushes_to_the_dequeue_end(r):
+    seed_pending(r, Q, "waiting")
+    seed_active(r, Q, "running")
+    assert ack(r, {("requeue", Q): ["running", "not-active"]}) == ["not-active"]
+    assert r.lrange(keys.pending_key(Q), 0, -1) == [b"waiting", b"running"]
+    fields = r.hgetall(keys.task_key(Q, "running"))
+    assert fields[b"state"] == b"pending" and b"pending_since" not in fields
+    assert r.get(keys.processed_total_key(Q)) is None
+
+
+def test_outcome_for_task_no_longer_active_is_not_written(r):
+    r.hset(keys.task_key(Q, "moved"), mapping={"msg": msg("moved"), "state": "retry"})
+    r.zadd(keys.retry_key(Q), {"moved": 1})
+    assert ack(r, {("done", Q): [("moved", "")]}) == ["moved"]
+    assert r.hget(keys.task_key(Q, "moved"), "state") == b"retry"
+
+
+def test_forward_moves_due_tasks_and_regroups(r):
+    now = int(time.time())
+    for tid, score in (("due", now - 1), ("later", now + 100), ("grouped", now - 1)):
+        r.hset(keys.task_key(Q, tid), mapping={"msg": msg(tid), "state": "scheduled"})
+        r.zadd(keys.scheduled_key(Q), {tid: score})
+    r.hset(keys.task_key(Q, "grouped"), "group", "g1")
+    moved = _scripts.FORWARD.run(r, [keys.scheduled_key(Q), keys.pending_key(Q), keys.groups_key(Q)],
+                                 [now, keys.task_key_prefix(Q), time.time_ns(), keys.group_key_prefix(Q), 100])
+    assert moved == 2
+    assert r.zrange(keys.scheduled_key(Q), 0, -1) == [b"later"]
+    assert r.lrange(keys.pending_key(Q), 0, -1) == [b"due"]
+    due = r.hgetall(keys.task_key(Q, "due"))
+    assert due[b"state"] == b"pending" and int(due[b"pending_since"]) > 10**18
+    assert r.zscore(keys.group_key(Q, "g1"), "grouped") == now
+    assert r.hget(keys.task_key(Q, "grouped"), "state") == b"aggregating"
+    assert r.smembers(keys.groups_key(Q)) == {b"g1"}
+
+
+def test_forward_in_batches(r, redis_url):
+    now = int(time.time())
+    for i in range(250):
+        r.hset(keys.task_key(Q, f"s{i}"), mapping={"msg": msg(f"s{i}"), "state": "retry"})
+        r.zadd(keys.retry_key(Q), {f"s{i}": now - 5})
+    import asyncio
+
+    import redis.asyncio as aredis
+
+    async def main():
+        client = aredis.Redis.from_url(redis_url)
+        try:
+            return await Broker(client).forward([Q], batch=100)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == 250
+    assert r.llen(keys.pending_key(Q)) == 250 and r.zcard(keys.retry_key(Q)) == 0
+
+
+def test_extend_lease_never_creates_or_shortens(r):
+    far = server_time(r) + 1000
+    r.zadd(keys.lease_key(Q), {"short": 1, "long": far})
+    expiry = _scripts.EXTEND_LEASE.run(r, [keys.lease_key(Q)], [30, "short", "long", "unknown"])
+    assert abs(expiry - (server_time(r) + 30)) <= 1
+    assert dict(r.zrange(keys.lease_key(Q), 0, -1, withscores=True)) == {b"short": expiry, b"long": far}
+
+
+def test_list_lease_expired(r):
+    now = server_time(r)
+    r.zadd(keys.lease_key(Q), {"old": now - 100, "fresh": now + 30, "nohash": now - 100})
+    r.hset(keys.task_key(Q, "old"), "msg", msg("old"))
+    reply = _scripts.LIST_LEASE_EXPIRED.run(r, [keys.lease_key(Q)], [0, keys.task_key_prefix(Q), 100])
+    assert reply[0] == b"old" and decode_message(reply[1]).id == "old" and len(reply) == 2
+    assert _scripts.LIST_LEASE_EXPIRED.run(r, [keys.lease_key(Q)], [200, keys.task_key_prefix(Q), 100]) == []
+
+
+def test_enqueue_batch_skips_existing_ids(r):
+    r.hset(keys.task_key(Q, "b"), mapping={"msg": msg("b"), "state": "archived"})
+    reply = _scripts.ENQUEUE_BATCH.run(r, [keys.pending_key(Q), keys.task_key(Q, "a"), keys.task_key(Q, "b"),
+                                           keys.task_key(Q, "c")],
+                                       [123, "a", msg("a"), "b", msg("b"), "c", msg("c")])
+    assert reply == [2]
+    assert r.lrange(keys.pending_key(Q), 0, -1) == [b"c", b"a"]
+    assert r.hget(keys.task_key(Q, "b"), "state") == b"archived"
+    assert r.hget(keys.task_key(Q, "a"), "pending_since") == b"123"
+
+
+@pytest.mark.parametrize("name", sorted(_scripts.SCRIPTS))
+def test_every_script_documents_its_keys(name):
+    """Each .lua file starts with a header naming its KEYS and ARGV (style rule)."""
+    from importlib import resources
+
+    text = resources.files("fastq").joinpath("lua", f"{name}.lua").read_text()
+    header = "".join(line for line in text.splitlines(True) if line.startswith("--"))
+    assert "KEYS[1]" in header and "ARGV[" in header and "Returns" in header
