@@ -2,8 +2,8 @@
 -- that is not paused and has pending tasks. Each claimed ID moves pending -> active
 -- (same ends as Asynq's RPOPLPUSH), gets state "active", loses "pending_since" and
 -- gets a lease in asynq:{q}:lease scored by its expiry (Redis server time + lease).
--- KEYS[1..4] first queue: asynq:{q}:pending, asynq:{q}:paused, asynq:{q}:active, asynq:{q}:lease;
--- KEYS[4i-3..4i] the same four keys of queue i
+-- KEYS[1] asynq:{q}:pending   KEYS[2] asynq:{q}:paused   KEYS[3] asynq:{q}:active   KEYS[4] asynq:{q}:lease
+-- of the first queue to try; KEYS[4i-3..4i] the same four keys of queue i
 -- ARGV[1] N   ARGV[2] lease seconds   ARGV[2+i] asynq:{q}:t: of queue i
 -- Returns {} when every queue is paused or empty, else
 -- {queue index (1-based), lease expiry, id1, msg1, id2, msg2, ...}; msg is nil when the hash has none.
