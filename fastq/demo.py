@@ -71,7 +71,9 @@ def _pump(stream, lines: list[str]) -> None:
             sys.stdout.flush()
 
 
-def run(tasks: int, processes: int, concurrency: int, url: Optional[str]) -> int:
+def run(tasks: int, processes: int, concurrency: int, url: Optional[str], results: Optional[dict] = None) -> int:
+    """Run the demo once; fill ``results`` (if given) with the measured rates; return an exit code."""
+    results = {} if results is None else results
     url, server, source = _choose_redis(url or os.environ.get("FASTQ_REDIS_URL"))
     proc = None
     try:
@@ -115,6 +117,8 @@ def run(tasks: int, processes: int, concurrency: int, url: Optional[str]) -> int
         end = time.perf_counter()
         wall = end - start
         drain = end - (first or start)
+        results.update(tasks=total, processes=processes, concurrency=concurrency, enqueue_many_per_s=tasks / enqueue_s,
+                       wall_per_s=total / wall, drain_per_s=total / drain)
         print(f"processed {total:,} tasks in {wall:.2f}s including worker start-up "
               f"({total / wall:,.0f} tasks/s); steady drain {total / drain:,.0f} tasks/s")
         proc.send_signal(signal.SIGTERM)

@@ -92,6 +92,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
     except InvalidOptionError as exc:
         parser.exit(2, f"fastq-supervisor: error: {exc}\n")
+    from fastq._redis import sync_client
+
+    try:
+        sync_client(config.redis_url).close()  # validates the URL; connects only when used
+    except ValueError as exc:
+        parser.exit(2, f"fastq-supervisor: error: {exc}\n")
     logging.getLogger("fastq.supervisor").debug("config: %s", config)
     return Supervisor(handler, config, args.processes, args.app).run()
 

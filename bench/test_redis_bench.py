@@ -1,0 +1,51 @@
+"""Redis round trips: enqueue one, enqueue_many, and one batch dequeue + ack (private redis-server).
+
+Run: .venv/bin/pytest bench/test_redis_bench.py --benchmark-columns=mean,ops
+Divide a batch's ops/s by its size for tasks/s.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio as aredis
+
+import fastq
+from fastq.server.broker import DONE, Broker
+from fastq.server.queues import QueueSelector
+
+TASK = fastq.Task("noop", b"x" * 100)
+
+
+@pytest.mark.benchmark(group="enqueue")
+def test_enqueue_one(benchmark, bench_redis, bench_redis_url):
+    client = fastq.Client(bench_redis_url)
+    benchmark(client.enqueue, TASK)
+
+
+@pytest.mark.benchmark(group="enqueue")
+def test_enqueue_many_1000(benchmark, bench_redis, bench_redis_url):
+    client = fastq.Client(bench_redis_url)
+    tasks = [TASK] * 1000
+    benchmark(client.enqueue_many, tasks)
+
+
+@pytest.mark.benchmark(group="dequeue-ack")
+@pytest.mark.parametrize("batch", [1, 10, 100])
+def test_dequeue_and_ack_batch(benchmark, bench_redis, bench_redis_url, batch):
+    """One dequeue script call for `batch` tasks plus one done script call for all of them."""
+    fastq.Client(bench_redis_url).enqueue_many([TASK] * 200_000)
+    loop = asyncio.new_event_loop()
+    client = aredis.Redis.from_url(bench_redis_url)
+    broker = Broker(client)
+    names, dkeys, prefixes = QueueSelector({"default": 1}).next()
+
+    async def once():
+        reply = await broker.dequeue(dkeys, prefixes, batch, 30)
+        ids = [x.decode() for x in reply[2::2]]
+        await broker.write_acks({(DONE, "default"): [(i, "") for i in ids]}, time.time())
+
+    benchmark.pedantic(lambda: loop.run_until_complete(once()), rounds=max(200, 20_000 // batch), iterations=1)
+    loop.run_until_complete(client.aclose())
+    loop.close()
