@@ -44,6 +44,48 @@ class Script:
         return f"<Script {self.name} {self.sha[:8]}>"
 
 
+Call = tuple  # (Script, keys, args)
+
+
+def run_many(client: Any, calls: Sequence[Call]) -> list:
+    """Run script calls in one round trip (a non-transactional pipeline); reload after NOSCRIPT."""
+    if len(calls) == 1:
+        script, k, a = calls[0]
+        return [script.run(client, k, a)]
+    pipe = client.pipeline(transaction=False)
+    for script, k, a in calls:
+        pipe.evalsha(script.sha, len(k), *k, *a)
+    replies = pipe.execute(raise_on_error=False)
+    for i, reply in enumerate(replies):
+        if isinstance(reply, NoScriptError):
+            script, k, a = calls[i]
+            replies[i] = script.run(client, k, a)
+    return _raise_first_error(replies)
+
+
+async def arun_many(client: Any, calls: Sequence[Call]) -> list:
+    """``run_many`` for redis.asyncio clients."""
+    if len(calls) == 1:
+        script, k, a = calls[0]
+        return [await script.arun(client, k, a)]
+    pipe = client.pipeline(transaction=False)
+    for script, k, a in calls:
+        pipe.evalsha(script.sha, len(k), *k, *a)
+    replies = await pipe.execute(raise_on_error=False)
+    for i, reply in enumerate(replies):
+        if isinstance(reply, NoScriptError):
+            script, k, a = calls[i]
+            replies[i] = await script.arun(client, k, a)
+    return _raise_first_error(replies)
+
+
+def _raise_first_error(replies: list) -> list:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
 def _load_all() -> dict[str, Script]:
     lib = _read("_lib.lua")
     scripts = {}

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Any, Iterable, NamedTuple, Sequence
-
-from redis.exceptions import NoScriptError
+from typing import Any, Generator, Iterable, NamedTuple, Sequence
 
 from fastq import _scripts, keys
 from fastq._codec import encode_message
@@ -105,6 +103,21 @@ def _batched(plan: EnqueuePlan) -> bool:
     return plan.kind in (ENQUEUE, SCHEDULE) and not plan.unique_ttl
 
 
+def _enqueue_many_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[list[_Call], list, list[TaskInfo]]:
+    """The I/O-free part of enqueue_many: yields the calls of one round trip, receives their replies."""
+    outcome = _Outcome()
+    for chunk in _chunks(plans, chunk_size):
+        now = time.time()
+        if _batched(chunk[0]):
+            (skipped,) = yield [_batch_call(chunk, now)]
+            outcome.add_batch(chunk, skipped)
+        else:
+            replies = yield [_single_call(p, now) for p in chunk]
+            for plan, reply in zip(chunk, replies):
+                outcome.add_single(plan, reply)
+    return outcome.result()
+
+
 class _Outcome:
     """Collects per-task results of enqueue_many and raises one error at the end."""
 
@@ -185,30 +198,13 @@ class Client:
         if not plans:
             return []
         self._publish(plans[0].msg.queue)
-        outcome = _Outcome()
-        for chunk in _chunks(plans, self._chunk_size):
-            now = time.time()
-            if _batched(chunk[0]):
-                call = _batch_call(chunk, now)
-                outcome.add_batch(chunk, call.script.run(self._redis, call.keys, call.args))
-            else:
-                calls = [_single_call(p, now) for p in chunk]
-                for plan, reply in zip(chunk, self._pipeline(calls)):
-                    outcome.add_single(plan, reply)
-        return outcome.result()
-
-    def _pipeline(self, calls: list[_Call]) -> list:
-        pipe = self._redis.pipeline(transaction=False)
-        for c in calls:
-            pipe.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)
-        replies = pipe.execute(raise_on_error=False)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        for i in missing:
-            replies[i] = calls[i].script.run(self._redis, calls[i].keys, calls[i].args)
-        for r in replies:
-            if isinstance(r, Exception):
-                raise r
-        return replies
+        steps = _enqueue_many_steps(plans, self._chunk_size)
+        try:
+            calls = next(steps)
+            while True:
+                calls = steps.send(_scripts.run_many(self._redis, calls))
+        except StopIteration as done:
+            return done.value
 
     def ping(self) -> bool:
         return bool(self._redis.ping())
@@ -253,30 +249,13 @@ class AsyncClient:
         if not plans:
             return []
         await self._publish(plans[0].msg.queue)
-        outcome = _Outcome()
-        for chunk in _chunks(plans, self._chunk_size):
-            now = time.time()
-            if _batched(chunk[0]):
-                call = _batch_call(chunk, now)
-                outcome.add_batch(chunk, await call.script.arun(self._redis, call.keys, call.args))
-            else:
-                calls = [_single_call(p, now) for p in chunk]
-                for plan, reply in zip(chunk, await self._pipeline(calls)):
-                    outcome.add_single(plan, reply)
-        return outcome.result()
-
-    async def _pipeline(self, calls: list[_Call]) -> list:
-        pipe = self._redis.pipeline(transaction=False)
-        for c in calls:
-            pipe.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)
-        replies = await pipe.execute(raise_on_error=False)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        for i in missing:
-            replies[i] = await calls[i].script.arun(self._redis, calls[i].keys, calls[i].args)
-        for r in replies:
-            if isinstance(r, Exception):
-                raise r
-        return replies
+        steps = _enqueue_many_steps(plans, self._chunk_size)
+        try:
+            calls = next(steps)
+            while True:
+                calls = steps.send(await _scripts.arun_many(self._redis, calls))
+        except StopIteration as done:
+            return done.value
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())

@@ -34,23 +34,7 @@ class Broker:
 
     async def pipeline(self, calls: Sequence[tuple[_scripts.Script, list, list]]) -> list:
         """Run script calls in one round trip; reload scripts after NOSCRIPT."""
-        if not calls:
-            return []
-        if len(calls) == 1:
-            script, k, a = calls[0]
-            return [await script.arun(self.redis, k, a)]
-        pipe = self.redis.pipeline(transaction=False)
-        for script, k, a in calls:
-            pipe.evalsha(script.sha, len(k), *k, *a)
-        replies = await pipe.execute(raise_on_error=False)
-        for i, reply in enumerate(replies):
-            if isinstance(reply, NoScriptError):
-                script, k, a = calls[i]
-                replies[i] = await script.arun(self.redis, k, a)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+        return await _scripts.arun_many(self.redis, calls) if calls else []
 
     @staticmethod
     def ack_calls(batch: dict, now: float) -> list:

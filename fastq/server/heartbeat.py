@@ -19,6 +19,7 @@ from fastq import keys
 from fastq._proto import ServerInfo, Timestamp, WorkerInfo, encode
 from fastq.server.broker import Broker
 from fastq.server.config import WorkerConfig
+from fastq.server.maintenance import sleep_until_set
 from fastq.server.processor import Processor
 
 log = logging.getLogger("fastq.heartbeat")
@@ -61,13 +62,13 @@ class Heartbeater:
                                              encode(self.server_info()), self.worker_infos())
         await self.broker.extend_leases(self.processor.leased_ids(), self.cfg.lease_duration)
 
-    async def run(self) -> None:
-        while True:
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
             try:
                 await self.beat()
             except (RedisError, OSError) as exc:
                 log.warning("heartbeat failed: %s", exc)
-            await asyncio.sleep(self.cfg.heartbeat_interval)
+            await sleep_until_set(stop, self.cfg.heartbeat_interval)
 
     async def clear(self) -> None:
         await self.broker.clear_server_state(self.server_key, self.workers_key)

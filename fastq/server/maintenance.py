@@ -25,16 +25,24 @@ LEASE_EXPIRED = "asynq: task lease expired"
 RECOVER_BATCH = 500
 
 
-async def forward_loop(broker: Broker, cfg: WorkerConfig) -> None:
-    """Move due scheduled and retry tasks to pending every ``forward_interval``."""
-    while True:
+async def sleep_until_set(event: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` or until ``event`` is set, whichever comes first."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+async def forward_loop(broker: Broker, cfg: WorkerConfig, stop: asyncio.Event) -> None:
+    """Move due scheduled and retry tasks to pending every ``forward_interval`` until ``stop`` is set."""
+    while not stop.is_set():
         try:
             moved = await broker.forward(cfg.queues)
             if moved:
                 log.debug("forwarded %d due task(s)", moved)
         except (RedisError, OSError) as exc:
             log.warning("forwarding due tasks failed: %s", exc)
-        await asyncio.sleep(cfg.forward_interval)
+        await sleep_until_set(stop, cfg.forward_interval)
 
 
 async def recover_once(broker: Broker, processor: Processor, cfg: WorkerConfig) -> int:
@@ -69,10 +77,10 @@ async def recover_once(broker: Broker, processor: Processor, cfg: WorkerConfig) 
     return recovered
 
 
-async def recover_loop(broker: Broker, processor: Processor, cfg: WorkerConfig) -> None:
-    while True:
+async def recover_loop(broker: Broker, processor: Processor, cfg: WorkerConfig, stop: asyncio.Event) -> None:
+    while not stop.is_set():
         try:
             await recover_once(broker, processor, cfg)
         except (RedisError, OSError) as exc:
             log.warning("lease recovery failed: %s", exc)
-        await asyncio.sleep(cfg.recover_interval)
+        await sleep_until_set(stop, cfg.recover_interval)

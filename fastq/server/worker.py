@@ -76,25 +76,30 @@ class Worker:
         await self._publish_queues(redis)
         log.info("worker %d started: queues %s, concurrency %d, redis %s", os.getpid(),
                  ",".join(f"{q}={w}" for q, w in cfg.queues.items()), cfg.concurrency, redact(cfg.redis_url))
-        loops = [
+        self._upkeep_stop = asyncio.Event()  # forwarder and recoverer stop first
+        self._heartbeat_stop = asyncio.Event()  # the heartbeat runs until the tasks are settled
+        upkeep = [
+            asyncio.create_task(forward_loop(broker, cfg, self._upkeep_stop), name="fastq-forward"),
+            asyncio.create_task(recover_loop(broker, processor, cfg, self._upkeep_stop), name="fastq-recover"),
+        ]
+        core = [
             asyncio.create_task(processor.fetch_loop(), name="fastq-fetch"),
             asyncio.create_task(processor.deadline_loop(), name="fastq-deadlines"),
-            asyncio.create_task(heartbeater.run(), name="fastq-heartbeat"),
-            asyncio.create_task(forward_loop(broker, cfg), name="fastq-forward"),
-            asyncio.create_task(recover_loop(broker, processor, cfg), name="fastq-recover"),
+            asyncio.create_task(processor.ack_loop(), name="fastq-ack"),
+            asyncio.create_task(heartbeater.run(self._heartbeat_stop), name="fastq-heartbeat"),
         ]
-        acker = asyncio.create_task(processor.ack_loop(), name="fastq-ack")
         self.started.set()
         try:
             await self._stop.wait()
         finally:
-            await self._shutdown(loops, acker, redis)
+            await self._shutdown(upkeep, core, redis)
 
-    async def _shutdown(self, loops: list, acker: asyncio.Task, redis: Any) -> None:
+    async def _shutdown(self, upkeep: list, core: list, redis: Any) -> None:
         processor, cfg = self.processor, self.config
         heartbeater = self.heartbeater
         heartbeater.status = "closed"
         processor.stop_fetching()
+        self._upkeep_stop.set()
         timeout = 0.0 if self._immediate else cfg.shutdown_timeout
         log.info("worker %d stopping (%s), %d task(s) running", os.getpid(),
                  "immediately" if self._immediate else f"waiting up to {timeout:g}s", len(processor.running))
@@ -103,11 +108,9 @@ class Worker:
             await self._drain_task
         except asyncio.CancelledError:  # a second stop request during the wait
             await processor.drain(0)
-        for task in loops:
-            task.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
         await processor.close()
-        await asyncio.gather(acker, return_exceptions=True)
+        self._heartbeat_stop.set()
+        await _join(upkeep + core, timeout=5.0)
         try:
             await heartbeater.clear()
         except (RedisError, OSError) as exc:
@@ -130,6 +133,19 @@ class Worker:
                 log.warning("redis not reachable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+async def _join(tasks: list, timeout: float) -> None:
+    """Wait for loops that were told to stop; cancel any that do not finish in time."""
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        log.warning("%s did not stop in %.0fs; cancelling it", task.get_name(), timeout)
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed: %r", task.get_name(), task.exception())
 
 
 def install_signal_handlers(worker: Worker) -> None:
