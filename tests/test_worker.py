@@ -486,3 +486,21 @@ def test_survives_script_flush(redis_url, r):
             await async_wait_for(lambda: r.get("asynq:{default}:processed") == b"20", what="all acked")
 
     asyncio.run(main())
+
+
+def test_system_exit_in_a_handler_fails_only_that_task(redis_url, r):
+    async def handler(task):
+        if task.type == "exit":
+            raise SystemExit(3)
+
+    client = fastq.Client(redis_url)
+    client.enqueue(fastq.Task("exit"), task_id="se")
+    client.enqueue(fastq.Task("fine"), task_id="ok")
+
+    async def main():
+        async with RunningWorker(handler, redis_url):
+            await async_wait_for(lambda: r.zcard("asynq:{default}:retry") and r.get("asynq:{default}:processed") == b"2",
+                                 what="both outcomes")
+
+    asyncio.run(main())
+    assert decode_message(r.hget("asynq:{default}:t:se", "msg")).error_msg == "SystemExit: 3"

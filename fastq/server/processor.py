@@ -233,7 +233,7 @@ class Processor:
             if run.abort is None:  # cancelled from outside fastq (loop teardown): put it back
                 run.abort = ABORT_SHUTDOWN
             self._finish(run, Aborted(_ABORT_ERRORS.get(run.abort, "")))
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit/KeyboardInterrupt from a handler fail the task, not the worker
             self._finish(run, exc)
         else:
             self._finish(run, None)

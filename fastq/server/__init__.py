@@ -1,0 +1,1 @@
+"""The worker side: processor, heartbeat, upkeep loops, worker process and supervisor."""
