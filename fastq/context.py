@@ -27,18 +27,23 @@ __all__ = [
 
 
 class TaskContext:
-    """Metadata of the running task. ``deadline`` is a ``time.time()`` value (0 = none)."""
+    """Metadata of the running task.
 
-    __slots__ = ("task_id", "retry_count", "max_retry", "queue", "type", "deadline")
+    ``deadline`` is a ``time.time()`` value (0 = none); ``headers`` is the task's
+    Asynq header map (read-only by convention).
+    """
+
+    __slots__ = ("task_id", "retry_count", "max_retry", "queue", "type", "deadline", "headers")
 
     def __init__(self, task_id: str, retry_count: int, max_retry: int, queue: str, type: str = "",
-                 deadline: float = 0.0) -> None:
+                 deadline: float = 0.0, headers: Optional[dict] = None) -> None:
         self.task_id = task_id
         self.retry_count = retry_count
         self.max_retry = max_retry
         self.queue = queue
         self.type = type
         self.deadline = deadline
+        self.headers = headers if headers is not None else {}
 
     def __repr__(self) -> str:
         return (f"TaskContext(task_id={self.task_id!r}, queue={self.queue!r}, type={self.type!r}, "

@@ -207,7 +207,7 @@ class Processor:
         now = time.time()
         deadline = deadline_for(msg, now)
         handler, is_async = self._resolve(msg.type)
-        ctx = TaskContext(tid, msg.retried, msg.retry, queue, msg.type, deadline)
+        ctx = TaskContext(tid, msg.retried, msg.retry, queue, msg.type, deadline, msg.headers)
         run = _Running(tid, queue, msg, ctx, now, deadline, handler)
         self.running[tid] = run
         self._free -= 1
