@@ -42,9 +42,9 @@ def test_dequeue_and_ack_batch(benchmark, bench_redis, bench_redis_url, batch):
     names, dkeys, prefixes = QueueSelector({"default": 1}).next()
 
     async def once():
-        reply = await broker.dequeue(dkeys, prefixes, batch, 30)
+        reply = await broker.dequeue(dkeys, prefixes, batch, 30, "bench")
         ids = [x.decode() for x in reply[2::2]]
-        await broker.write_acks({(DONE, "default"): [(i, "") for i in ids]}, time.time())
+        await broker.write_acks({(DONE, "default"): [(i, "bench", "") for i in ids]}, time.time())
 
     benchmark.pedantic(lambda: loop.run_until_complete(once()), rounds=max(200, 20_000 // batch), iterations=1)
     loop.run_until_complete(client.aclose())

@@ -17,6 +17,7 @@ from fastq.context import (
     get_queue_name,
     get_retry_count,
     get_task_id,
+    is_cancelled,
 )
 from fastq.errors import (
     DecodeError,
@@ -61,4 +62,5 @@ __all__ = [
     "get_queue_name",
     "get_retry_count",
     "get_task_id",
+    "is_cancelled",
 ]

@@ -1,9 +1,15 @@
 """Loads the Lua scripts in ``fastq/lua`` and runs them by SHA (NOSCRIPT-safe).
 
-Each ``<name>.lua`` gets ``_lib.lua`` prepended. ``Script.run`` (sync) and
-``Script.arun`` (asyncio) send ``EVALSHA`` and, when the server answers
-``NOSCRIPT`` (restart, failover, ``SCRIPT FLUSH``), load the source once and
-send again. Scripts are loaded lazily, so nothing talks to Redis at import.
+Each ``<name>.lua`` gets ``_lib.lua`` prepended (after its ``#!lua`` line, if
+any). ``Script.run`` (sync) and ``Script.arun`` (asyncio) send ``EVALSHA`` and,
+when the server answers ``NOSCRIPT`` (restart, failover, ``SCRIPT FLUSH``), load
+the source once and send again. Scripts are loaded lazily, so nothing talks to
+Redis at import.
+
+Scripts that settle tasks start with ``#!lua flags=allow-oom``: under
+``maxmemory`` with ``noeviction`` they must still run, since acknowledging
+tasks is what frees memory. Redis < 7 does not know the shebang; the first
+load error that says so switches every script to its plain form.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import hashlib
 from importlib import resources
 from typing import Any, Sequence
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 
 def _read(name: str) -> str:
@@ -19,25 +25,55 @@ def _read(name: str) -> str:
 
 
 class Script:
-    __slots__ = ("name", "source", "sha")
+    __slots__ = ("name", "_flagged", "_plain")
+
+    # Set once a server rejects shebang lines (Redis < 7): use the plain sources.
+    plain_only = False
 
     def __init__(self, name: str, source: str) -> None:
         self.name = name
-        self.source = source
-        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+        self._flagged = (source, hashlib.sha1(source.encode("utf-8")).hexdigest())
+        if source.startswith("#!"):
+            plain = source.split("\n", 1)[1]
+            self._plain = (plain, hashlib.sha1(plain.encode("utf-8")).hexdigest())
+        else:
+            self._plain = self._flagged
+
+    @property
+    def source(self) -> str:
+        return self._plain[0] if Script.plain_only else self._flagged[0]
+
+    @property
+    def sha(self) -> str:
+        return self._plain[1] if Script.plain_only else self._flagged[1]
+
+    def _loaded(self, error: Exception) -> None:
+        """React to a SCRIPT LOAD error: fall back to plain sources on an old server."""
+        if not Script.plain_only and "shebang" in str(error).lower():
+            Script.plain_only = True
+            return
+        raise error
 
     def run(self, client: Any, keys: Sequence, args: Sequence) -> Any:
         try:
             return client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            client.script_load(self.source)
+            try:
+                client.script_load(self.source)
+            except ResponseError as exc:
+                self._loaded(exc)
+                client.script_load(self.source)
             return client.evalsha(self.sha, len(keys), *keys, *args)
 
     async def arun(self, client: Any, keys: Sequence, args: Sequence) -> Any:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await client.script_load(self.source)
+            try:
+                await client.script_load(self.source)
+            except ResponseError as exc:
+                self._loaded(exc)
+                await client.script_load(self.source)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
     def __repr__(self) -> str:
@@ -92,7 +128,12 @@ def _load_all() -> dict[str, Script]:
     for entry in resources.files("fastq").joinpath("lua").iterdir():
         name = entry.name
         if name.endswith(".lua") and not name.startswith("_"):
-            scripts[name[:-4]] = Script(name[:-4], lib + "\n" + entry.read_text(encoding="utf-8"))
+            body = entry.read_text(encoding="utf-8")
+            shebang = ""
+            if body.startswith("#!"):
+                shebang, body = body.split("\n", 1)
+                shebang += "\n"
+            scripts[name[:-4]] = Script(name[:-4], shebang + lib + "\n" + body)
     return scripts
 
 

@@ -23,7 +23,18 @@ __all__ = [
     "get_retry_count",
     "get_max_retry",
     "get_queue_name",
+    "is_cancelled",
+    "get_parent_task_id",
+    "get_root_task_id",
+    "PARENT_ID_HEADER",
+    "ROOT_ID_HEADER",
 ]
+
+# Task lineage: a task enqueued while a handler runs records which task enqueued it
+# (and the first task of that chain) in Asynq's header map; Go servers carry unknown
+# headers along untouched. Written by fastq.options.plan_enqueue.
+PARENT_ID_HEADER = "fastq-parent-id"
+ROOT_ID_HEADER = "fastq-root-id"
 
 
 class TaskContext:
@@ -33,7 +44,7 @@ class TaskContext:
     Asynq header map (read-only by convention).
     """
 
-    __slots__ = ("task_id", "retry_count", "max_retry", "queue", "type", "deadline", "headers")
+    __slots__ = ("task_id", "retry_count", "max_retry", "queue", "type", "deadline", "headers", "cancelled")
 
     def __init__(self, task_id: str, retry_count: int, max_retry: int, queue: str, type: str = "",
                  deadline: float = 0.0, headers: Optional[dict] = None) -> None:
@@ -44,6 +55,9 @@ class TaskContext:
         self.type = type
         self.deadline = deadline
         self.headers = headers if headers is not None else {}
+        # Set by the worker when the task is stopped (deadline, cancel request, shutdown, lost
+        # lease). Async handlers also get CancelledError; sync handlers should poll is_cancelled().
+        self.cancelled = False
 
     def __repr__(self) -> str:
         return (f"TaskContext(task_id={self.task_id!r}, queue={self.queue!r}, type={self.type!r}, "
@@ -69,6 +83,19 @@ def _require(what: str) -> TaskContext:
     return ctx
 
 
+def is_cancelled() -> bool:
+    """True once the running task was told to stop (deadline passed, cancelled through
+    ``asynq:cancel``, worker shutting down, or lease lost).
+
+    A sync handler cannot be interrupted from outside its thread: the worker settles the task
+    at the limit and ignores whatever the thread does afterwards. Long sync handlers should
+    check this between steps and return, and pass ``current_task().deadline`` (a
+    ``time.time()`` value) as a timeout to blocking calls. Raises ``NoTaskContextError``
+    outside a handler.
+    """
+    return _require("is_cancelled").cancelled
+
+
 def get_task_id() -> str:
     """ID of the task the calling handler runs (Asynq's ``GetTaskID``)."""
     return _require("get_task_id").task_id
@@ -87,3 +114,13 @@ def get_max_retry() -> int:
 def get_queue_name() -> str:
     """Name of the queue the task came from (Asynq's ``GetQueueName``)."""
     return _require("get_queue_name").queue
+
+
+def get_parent_task_id() -> Optional[str]:
+    """ID of the task whose handler enqueued the running task, or ``None`` when no handler did."""
+    return _require("get_parent_task_id").headers.get(PARENT_ID_HEADER) or None
+
+
+def get_root_task_id() -> Optional[str]:
+    """ID of the first task in the running task's chain of parents, or ``None`` when it has no parent."""
+    return _require("get_root_task_id").headers.get(ROOT_ID_HEADER) or None

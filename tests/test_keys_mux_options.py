@@ -211,7 +211,8 @@ def test_parse_queues_rejects(spec, match):
 @pytest.mark.parametrize("kwargs, match", [
     ({"concurrency": 0}, "concurrency"),
     ({"concurrency": 1.5}, "concurrency"),
-    ({"lease_duration": 5, "heartbeat_interval": 5}, "shorter than lease"),
+    ({"lease_duration": 2}, "at least 3 seconds"),
+    ({"max_tasks": -1}, "max_tasks"),
     ({"batch_size": 0}, "batch_size"),
     ({"shutdown_timeout": -1}, "shutdown_timeout"),
     ({"poll_interval": "fast"}, "poll_interval"),

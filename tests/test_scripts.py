@@ -24,16 +24,16 @@ def seed_pending(r, q: str, *ids: str) -> None:
         r.lpush(keys.pending_key(q), tid)
 
 
-def seed_active(r, q: str, *ids: str, **msg_kw) -> None:
+def seed_active(r, q: str, *ids: str, token: str = "tok", **msg_kw) -> None:
     for tid in ids:
-        r.hset(keys.task_key(q, tid), mapping={"msg": msg(tid, q, **msg_kw), "state": "active"})
+        r.hset(keys.task_key(q, tid), mapping={"msg": msg(tid, q, **msg_kw), "state": "active", "lease_token": token})
         r.lpush(keys.active_key(q), tid)
         r.zadd(keys.lease_key(q), {tid: int(time.time()) + 30})
 
 
-def dequeue(r, queues, n, lease=30):
+def dequeue(r, queues, n, lease=30, token="tok"):
     dkeys = [k for q in queues for k in (keys.pending_key(q), keys.paused_key(q), keys.active_key(q), keys.lease_key(q))]
-    return _scripts.DEQUEUE.run(r, dkeys, [n, lease, *[keys.task_key_prefix(q) for q in queues]])
+    return _scripts.DEQUEUE.run(r, dkeys, [n, lease, token, *[keys.task_key_prefix(q) for q in queues]])
 
 
 def server_time(r) -> int:
@@ -58,6 +58,7 @@ def test_dequeue_takes_a_batch_from_the_first_ready_queue(r):
     for tid in ids:
         fields = r.hgetall(keys.task_key("low", tid))
         assert fields[b"state"] == b"active" and b"pending_since" not in fields
+        assert fields[b"lease_token"] == b"tok"
     assert r.llen(keys.pending_key("paused")) == 1  # paused queue untouched
 
 
@@ -85,8 +86,8 @@ def test_dequeue_more_than_unpack_limit(r):
     assert r.llen(keys.active_key(Q)) == 1100 and r.zcard(keys.lease_key(Q)) == 1100
 
 
-def ack(r, batch):
-    broker_calls = Broker.ack_calls(batch, time.time())
+def ack(r, batch, cutoff=""):
+    broker_calls = Broker.ack_calls(batch, time.time(), cutoff)
     replies = [script.run(r, k, a) for script, k, a in broker_calls]
     return [x.decode() for reply in replies for x in reply]
 
@@ -95,8 +96,8 @@ def test_done_deletes_counts_and_releases_own_lock(r):
     seed_active(r, Q, "a", "b")
     r.set("asynq:{default}:unique:t:x", "a")
     r.set("asynq:{default}:unique:t:y", "someone-else")
-    missing = ack(r, {("done", Q): [("a", "asynq:{default}:unique:t:x"), ("b", "asynq:{default}:unique:t:y"),
-                                    ("gone", "")]})
+    missing = ack(r, {("done", Q): [("a", "tok", "asynq:{default}:unique:t:x"),
+                                    ("b", "tok", "asynq:{default}:unique:t:y"), ("gone", "tok", "")]})
     assert missing == ["gone"]
     state = dump(r)
     today = keys.processed_key(Q, utc_date(time.time()))
@@ -109,7 +110,7 @@ def test_done_deletes_counts_and_releases_own_lock(r):
 def test_total_counter_wraps_at_max_int64_like_asynq(r):
     seed_active(r, Q, "a", "b")
     r.set(keys.processed_total_key(Q), MAX_INT64)
-    ack(r, {("done", Q): [("a", ""), ("b", "")]})
+    ack(r, {("done", Q): [("a", "tok", ""), ("b", "tok", "")]})
     assert r.get(keys.processed_total_key(Q)) == b"2"  # MaxInt64 -> 1 -> 2
 
 
@@ -117,9 +118,10 @@ def test_complete_keeps_result_and_scores_expiry(r):
     seed_active(r, Q, "c", retention=60)
     r.hset(keys.task_key(Q, "c"), "result", b"42")
     done = TaskMessage(type="t", id="c", queue=Q, retention=60, completed_at=1000)
-    assert ack(r, {("complete", Q): [("c", 1060, done, "")]}) == []
+    assert ack(r, {("complete", Q): [("c", "tok", 1060, done, "")]}) == []
     fields = r.hgetall(keys.task_key(Q, "c"))
     assert fields[b"state"] == b"completed" and fields[b"result"] == b"42"
+    assert b"lease_token" not in fields  # fastq's fencing field leaves with the lease
     assert decode_message(fields[b"msg"]).completed_at == 1000
     assert r.zscore(keys.completed_key(Q), "c") == 1060
     assert not r.llen(keys.active_key(Q)) and not r.zcard(keys.lease_key(Q))
@@ -129,7 +131,7 @@ def test_retry_counts_only_failures(r):
     seed_active(r, Q, "f", "n")
     failed = TaskMessage(type="t", id="f", queue=Q, retried=1, error_msg="x")
     quiet = TaskMessage(type="t", id="n", queue=Q, error_msg="y")
-    ack(r, {("retry", Q): [("f", failed, 5000, True), ("n", quiet, 6000, False)]})
+    ack(r, {("retry", Q): [("f", "tok", failed, 5000, True), ("n", "tok", quiet, 6000, False)]})
     assert dict(r.zrange(keys.retry_key(Q), 0, -1, withscores=True)) == {b"f": 5000, b"n": 6000}
     assert r.hget(keys.task_key(Q, "f"), "state") == b"retry"
     assert decode_message(r.hget(keys.task_key(Q, "f"), "msg")).retried == 1
@@ -146,10 +148,10 @@ def test_archive_trims_by_age_and_size_deleting_hashes(r):
     for tid in ("ancient", "old1", "old2"):
         r.hset(keys.task_key(Q, tid), mapping={"msg": msg(tid), "state": "archived"})
     seed_active(r, Q, "new")
-    items = [("new", TaskMessage(type="t", id="new", queue=Q, error_msg="boom"))]
+    items = [("new", "tok", TaskMessage(type="t", id="new", queue=Q, error_msg="boom"))]
     calls = Broker.ack_calls({("archive", Q): items}, now)
     script, k, a = calls[0]
-    a[4] = 3  # max size 3: keeps the newest 2 after adding, as Asynq's ZRANGE 0 -max does
+    a[5] = 3  # max size 3: keeps the newest 2 after adding, as Asynq's ZRANGE 0 -max does
     script.run(r, k, a)
     assert r.zrange(keys.archived_key(Q), 0, -1) == [b"old2", b"new"]
     assert not r.exists(keys.task_key(Q, "ancient")) and not r.exists(keys.task_key(Q, "old1"))
@@ -160,17 +162,17 @@ def test_archive_trims_by_age_and_size_deleting_hashes(r):
 def test_requeue_pushes_to_the_dequeue_end(r):
     seed_pending(r, Q, "waiting")
     seed_active(r, Q, "running")
-    assert ack(r, {("requeue", Q): ["running", "not-active"]}) == ["not-active"]
+    assert ack(r, {("requeue", Q): [("running", "tok"), ("not-active", "tok")]}) == ["not-active"]
     assert r.lrange(keys.pending_key(Q), 0, -1) == [b"waiting", b"running"]
     fields = r.hgetall(keys.task_key(Q, "running"))
-    assert fields[b"state"] == b"pending" and b"pending_since" not in fields
+    assert fields[b"state"] == b"pending" and b"pending_since" not in fields and b"lease_token" not in fields
     assert r.get(keys.processed_total_key(Q)) is None
 
 
 def test_outcome_for_task_no_longer_active_is_not_written(r):
     r.hset(keys.task_key(Q, "moved"), mapping={"msg": msg("moved"), "state": "retry"})
     r.zadd(keys.retry_key(Q), {"moved": 1})
-    assert ack(r, {("done", Q): [("moved", "")]}) == ["moved"]
+    assert ack(r, {("done", Q): [("moved", "", "")]}) == ["moved"]
     assert r.hget(keys.task_key(Q, "moved"), "state") == b"retry"
 
 
@@ -225,8 +227,29 @@ def test_list_lease_expired(r):
     r.zadd(keys.lease_key(Q), {"old": now - 100, "fresh": now + 30, "nohash": now - 100})
     r.hset(keys.task_key(Q, "old"), "msg", msg("old"))
     reply = _scripts.LIST_LEASE_EXPIRED.run(r, [keys.lease_key(Q)], [0, keys.task_key_prefix(Q), 100])
-    assert reply[0] == b"old" and decode_message(reply[1]).id == "old" and len(reply) == 2
-    assert _scripts.LIST_LEASE_EXPIRED.run(r, [keys.lease_key(Q)], [200, keys.task_key_prefix(Q), 100]) == []
+    assert abs(reply[0] - now) <= 1
+    assert reply[1] == b"old" and decode_message(reply[2]).id == "old" and len(reply) == 3
+    assert _scripts.LIST_LEASE_EXPIRED.run(r, [keys.lease_key(Q)], [200, keys.task_key_prefix(Q), 100])[1:] == []
+
+
+def test_stale_lease_token_cannot_settle(r):
+    """Fencing: a worker whose claim was reclaimed and claimed again cannot complete the task."""
+    seed_active(r, Q, "t1", token="new-owner")
+    assert ack(r, {("done", Q): [("t1", "old-owner", "")]}) == ["t1"]
+    assert r.hget(keys.task_key(Q, "t1"), "state") == b"active"
+    assert r.lrange(keys.active_key(Q), 0, -1) == [b"t1"] and r.zscore(keys.lease_key(Q), "t1")
+    assert ack(r, {("done", Q): [("t1", "new-owner", "")]}) == []
+    assert not r.exists(keys.task_key(Q, "t1"))
+
+
+def test_recovery_cutoff_spares_an_extended_lease(r):
+    seed_active(r, Q, "expired", "extended")
+    now = server_time(r)
+    r.zadd(keys.lease_key(Q), {"expired": now - 10, "extended": now + 8})
+    items = [(tid, "", TaskMessage(type="t", id=tid, queue=Q, retried=1), now, True) for tid in ("expired", "extended")]
+    assert ack(r, {("retry", Q): items}, cutoff=str(now - 5)) == ["extended"]
+    assert r.hget(keys.task_key(Q, "expired"), "state") == b"retry"
+    assert r.hget(keys.task_key(Q, "extended"), "state") == b"active"
 
 
 def test_enqueue_batch_skips_existing_ids(r):

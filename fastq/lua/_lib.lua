@@ -45,13 +45,27 @@ local function fastq_bulk(cmd, key, items, flag1, flag2)
     end
 end
 
--- Remove an active task from the active list and its lease; true when it was active.
--- LREM counts from the right (-1): acked tasks are usually the oldest, nearest that end.
-local function fastq_release(active, lease, id)
+-- Release an active task from the active list and its lease; true when it was released.
+-- Fencing: with a non-empty token the task hash must still carry that lease_token (a
+-- worker whose lease was lost and whose task was claimed again cannot settle it); with a
+-- non-empty cutoff the lease must have expired at or before it (a recoverer never takes a
+-- task whose owner extended the lease meanwhile). LREM counts from the right (-1): settled
+-- tasks are usually the oldest, nearest that end. The lease_token field is removed.
+local function fastq_release(active, lease, id, task_key, token, cutoff)
+    if token ~= "" and redis.call("HGET", task_key, "lease_token") ~= token then
+        return false
+    end
+    if cutoff ~= "" then
+        local score = redis.call("ZSCORE", lease, id)
+        if not score or tonumber(score) > tonumber(cutoff) then
+            return false
+        end
+    end
     if redis.call("LREM", active, -1, id) == 0 then
         return false
     end
     redis.call("ZREM", lease, id)
+    redis.call("HDEL", task_key, "lease_token")
     return true
 end
 

@@ -1,31 +1,34 @@
+#!lua flags=allow-oom
 -- archive: tasks of one queue go to the archived zset: retries exhausted, SkipRetry,
--- or a message that cannot be decoded (Asynq's archive, batched).
+-- or a message that cannot be decoded (Asynq's archive, batched). Recoverers use it
+-- with a lease cutoff instead of tokens.
 -- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease   KEYS[3] asynq:{q}:archived
 -- KEYS[4] processed:<date>   KEYS[5] failed:<date>   KEYS[6] processed   KEYS[7] failed
--- ARGV[1] daily-stats expire-at   ARGV[2] asynq:{q}:t:   ARGV[3] now Unix s
--- ARGV[4] cutoff Unix s (now - 90 days)   ARGV[5] max archive size (10000)
--- ARGV[6..] pairs (task id, TaskMessage with error_msg/last_failed_at)
+-- ARGV[1] daily-stats expire-at   ARGV[2] asynq:{q}:t:   ARGV[3] lease cutoff or ""
+-- ARGV[4] now Unix s   ARGV[5] cutoff Unix s (now - 90 days)   ARGV[6] max archive size (10000)
+-- ARGV[7..] triples (task id, lease token, TaskMessage with error_msg/last_failed_at)
 -- Archived tasks older than the cutoff, and all but the newest (size - 1), are deleted
--- with their hashes, as Asynq v0.25+ does. Returns the IDs that were not active.
+-- with their hashes, as Asynq v0.25+ does. Returns the IDs that were not settled.
 local missing = {}
 local count = 0
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 3 do
     local id = ARGV[i]
-    if fastq_release(KEYS[1], KEYS[2], id) then
-        redis.call("ZADD", KEYS[3], ARGV[3], id)
-        redis.call("HSET", ARGV[2] .. id, "msg", ARGV[i + 1], "state", "archived")
+    local key = ARGV[2] .. id
+    if fastq_release(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3]) then
+        redis.call("ZADD", KEYS[3], ARGV[4], id)
+        redis.call("HSET", key, "msg", ARGV[i + 2], "state", "archived")
         count = count + 1
     else
         missing[#missing + 1] = id
     end
 end
 if count > 0 then
-    local old = redis.call("ZRANGE", KEYS[3], "-inf", ARGV[4], "BYSCORE")
+    local old = redis.call("ZRANGE", KEYS[3], "-inf", ARGV[5], "BYSCORE")
     for _, id in ipairs(old) do
         redis.call("DEL", ARGV[2] .. id)
     end
     fastq_bulk("ZREM", KEYS[3], old)
-    local excess = redis.call("ZRANGE", KEYS[3], 0, -tonumber(ARGV[5]))
+    local excess = redis.call("ZRANGE", KEYS[3], 0, -tonumber(ARGV[6]))
     for _, id in ipairs(excess) do
         redis.call("DEL", ARGV[2] .. id)
     end

@@ -1,10 +1,12 @@
+#!lua flags=allow-oom
 -- dequeue: claim up to N pending tasks from the first queue, in the order given,
 -- that is not paused and has pending tasks. Each claimed ID moves pending -> active
 -- (same ends as Asynq's RPOPLPUSH), gets state "active", loses "pending_since" and
--- gets a lease in asynq:{q}:lease scored by its expiry (Redis server time + lease).
+-- gets a lease in asynq:{q}:lease scored by its expiry (Redis server time + lease), and
+-- the claim's lease_token in its hash (fencing; Go readers ignore the extra field).
 -- KEYS[1] asynq:{q}:pending   KEYS[2] asynq:{q}:paused   KEYS[3] asynq:{q}:active   KEYS[4] asynq:{q}:lease
 -- of the first queue to try; KEYS[4i-3..4i] the same four keys of queue i
--- ARGV[1] N   ARGV[2] lease seconds   ARGV[2+i] asynq:{q}:t: of queue i
+-- ARGV[1] N   ARGV[2] lease seconds   ARGV[3] lease token   ARGV[3+i] asynq:{q}:t: of queue i
 -- Returns {} when every queue is paused or empty, else
 -- {queue index (1-based), lease expiry, id1, msg1, id2, msg2, ...}; msg is nil when the hash has none.
 local n = tonumber(ARGV[1])
@@ -14,12 +16,12 @@ for q = 1, #KEYS / 4 do
         local ids = redis.call("RPOP", KEYS[base + 1], n)
         if ids then
             local expiry = fastq_now() + tonumber(ARGV[2])
-            local prefix = ARGV[2 + q]
+            local prefix = ARGV[3 + q]
             local out = { q, expiry }
             local lease = {}
             for i, id in ipairs(ids) do
                 local key = prefix .. id
-                redis.call("HSET", key, "state", "active")
+                redis.call("HSET", key, "state", "active", "lease_token", ARGV[3])
                 redis.call("HDEL", key, "pending_since")
                 out[2 * i + 1] = id
                 out[2 * i + 2] = redis.call("HGET", key, "msg")

@@ -1,18 +1,21 @@
+#!lua flags=allow-oom
 -- done: acknowledge successful tasks of one queue that have no retention: the task
--- hash is deleted (Asynq's done / doneUnique, batched).
+-- hash is deleted (Asynq's done / doneUnique, batched). Allowed when Redis is out of
+-- memory (it frees memory), so a full Redis still drains.
 -- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease
 -- KEYS[3] asynq:{q}:processed:<YYYY-MM-DD>   KEYS[4] asynq:{q}:processed
--- ARGV[1] daily-stats expire-at (Unix s)   ARGV[2] asynq:{q}:t:
--- ARGV[3..] pairs (task id, unique key or "")
--- IDs no longer active (reclaimed or requeued meanwhile) are left alone.
--- Returns the IDs that were not active.
+-- ARGV[1] daily-stats expire-at (Unix s)   ARGV[2] asynq:{q}:t:   ARGV[3] lease cutoff or ""
+-- ARGV[4..] triples (task id, lease token or "", unique key or "")
+-- Tasks no longer active under that token (reclaimed, requeued) are left alone.
+-- Returns the IDs that were not settled.
 local missing = {}
 local count = 0
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 3 do
     local id = ARGV[i]
-    if fastq_release(KEYS[1], KEYS[2], id) then
-        redis.call("DEL", ARGV[2] .. id)
-        fastq_unlock(ARGV[i + 1], id)
+    local key = ARGV[2] .. id
+    if fastq_release(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3]) then
+        redis.call("DEL", key)
+        fastq_unlock(ARGV[i + 2], id)
         count = count + 1
     else
         missing[#missing + 1] = id

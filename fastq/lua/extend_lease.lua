@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- extend_lease: push the lease of running tasks of one queue to now + lease seconds
 -- (Redis server time). Never creates a lease (XX) and never shortens one (GT).
 -- KEYS[1] asynq:{q}:lease   ARGV[1] lease seconds   ARGV[2..] task ids

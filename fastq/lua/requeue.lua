@@ -1,14 +1,16 @@
+#!lua flags=allow-oom
 -- requeue: unfinished active tasks of one queue go back to pending at the dequeue
 -- end (shutdown). No counters change and pending_since is not set, as in Asynq.
 -- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease   KEYS[3] asynq:{q}:pending
--- ARGV[1] asynq:{q}:t:   ARGV[2..] task ids
--- Returns the IDs that were not active.
+-- ARGV[1] asynq:{q}:t:   ARGV[2] lease cutoff or ""   ARGV[3..] pairs (task id, lease token)
+-- Returns the IDs that were not settled.
 local missing = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV, 2 do
     local id = ARGV[i]
-    if fastq_release(KEYS[1], KEYS[2], id) then
+    local key = ARGV[1] .. id
+    if fastq_release(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[2]) then
         redis.call("RPUSH", KEYS[3], id)
-        redis.call("HSET", ARGV[1] .. id, "state", "pending")
+        redis.call("HSET", key, "state", "pending")
     else
         missing[#missing + 1] = id
     end

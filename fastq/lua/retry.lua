@@ -1,18 +1,21 @@
+#!lua flags=allow-oom
 -- retry: failed tasks of one queue go to the retry zset (Asynq's retry, batched).
+-- Also used by recoverers, with a lease cutoff instead of tokens.
 -- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease   KEYS[3] asynq:{q}:retry
 -- KEYS[4] processed:<date>   KEYS[5] failed:<date>   KEYS[6] processed   KEYS[7] failed
--- ARGV[1] daily-stats expire-at   ARGV[2] asynq:{q}:t:
--- ARGV[3..] 4-tuples (task id, TaskMessage with retried/error_msg/last_failed_at, retry-at Unix s,
---                     "1" if the failure counts in the stats else "0")
--- The uniqueness lock is kept, as in Asynq. Returns the IDs that were not active.
+-- ARGV[1] daily-stats expire-at   ARGV[2] asynq:{q}:t:   ARGV[3] lease cutoff or ""
+-- ARGV[4..] 5-tuples (task id, lease token, TaskMessage with retried/error_msg/last_failed_at,
+--                     retry-at Unix s, "1" if the failure counts in the stats else "0")
+-- The uniqueness lock is kept, as in Asynq. Returns the IDs that were not settled.
 local missing = {}
 local failures = 0
-for i = 3, #ARGV, 4 do
+for i = 4, #ARGV, 5 do
     local id = ARGV[i]
-    if fastq_release(KEYS[1], KEYS[2], id) then
-        redis.call("ZADD", KEYS[3], ARGV[i + 2], id)
-        redis.call("HSET", ARGV[2] .. id, "msg", ARGV[i + 1], "state", "retry")
-        if ARGV[i + 3] == "1" then
+    local key = ARGV[2] .. id
+    if fastq_release(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3]) then
+        redis.call("ZADD", KEYS[3], ARGV[i + 3], id)
+        redis.call("HSET", key, "msg", ARGV[i + 2], "state", "retry")
+        if ARGV[i + 4] == "1" then
             failures = failures + 1
         end
     else

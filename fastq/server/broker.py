@@ -29,54 +29,60 @@ class Broker:
     def __init__(self, redis: Any) -> None:
         self.redis = redis
 
-    async def dequeue(self, dequeue_keys: list, prefixes: list, count: int, lease: int) -> list:
-        return await _scripts.DEQUEUE.arun(self.redis, dequeue_keys, [count, lease, *prefixes])
+    async def dequeue(self, dequeue_keys: list, prefixes: list, count: int, lease: int, token: str) -> list:
+        return await _scripts.DEQUEUE.arun(self.redis, dequeue_keys, [count, lease, token, *prefixes])
 
     async def pipeline(self, calls: Sequence[tuple[_scripts.Script, list, list]]) -> list:
         """Run script calls in one round trip; reload scripts after NOSCRIPT."""
         return await _scripts.arun_many(self.redis, calls) if calls else []
 
     @staticmethod
-    def ack_calls(batch: dict, now: float) -> list:
+    def ack_calls(batch: dict, now: float, cutoff: str = "") -> list:
         """Script calls that write a batch of outcomes.
 
-        ``batch`` maps ``(kind, queue)`` to a list of items: for DONE ``(id, unique_key)``;
-        COMPLETE ``(id, expiry, msg, unique_key)``; RETRY ``(id, msg, retry_at, is_failure)``;
-        ARCHIVE ``(id, msg)``; REQUEUE ``id``. Messages are TaskMessage objects.
+        ``batch`` maps ``(kind, queue)`` to a list of items, each starting with the task id
+        and the lease token of the claim (``""`` = no token check): DONE ``(id, token,
+        unique_key)``; COMPLETE ``(id, token, expiry, msg, unique_key)``; RETRY ``(id, token,
+        msg, retry_at, is_failure)``; ARCHIVE ``(id, token, msg)``; REQUEUE ``(id, token)``.
+        Messages are TaskMessage objects (or already-encoded bytes for ARCHIVE). With
+        ``cutoff`` (Unix s) a task is settled only if its lease expired by then (recoverers).
         """
         date = utc_date(now)
         expire = int(now) + STATS_TTL
         calls = []
         for (kind, q), items in batch.items():
             active, lease, prefix = keys.active_key(q), keys.lease_key(q), keys.task_key_prefix(q)
-            args: list = [expire, prefix]
+            args: list = [expire, prefix, cutoff]
             if kind == DONE:
-                for tid, ukey in items:
-                    args += (tid, ukey)
+                for item in items:
+                    args += item
                 calls.append((_scripts.DONE, [active, lease, keys.processed_key(q, date), keys.processed_total_key(q)], args))
             elif kind == COMPLETE:
-                for tid, expiry, msg, ukey in items:
-                    args += (tid, expiry, encode_message(msg), ukey)
+                for tid, token, expiry, msg, ukey in items:
+                    args += (tid, token, expiry, encode_message(msg), ukey)
                 calls.append((_scripts.COMPLETE, [active, lease, keys.completed_key(q), keys.processed_key(q, date),
                                                   keys.processed_total_key(q)], args))
             elif kind == RETRY:
-                for tid, msg, retry_at, failure in items:
-                    args += (tid, encode_message(msg), retry_at, "1" if failure else "0")
+                for tid, token, msg, retry_at, failure in items:
+                    args += (tid, token, encode_message(msg), retry_at, "1" if failure else "0")
                 calls.append((_scripts.RETRY, [active, lease, keys.retry_key(q), *_stat_keys(q, date)], args))
             elif kind == ARCHIVE:
                 args += (int(now), int(now) - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE)
-                for tid, msg in items:
-                    args += (tid, encode_message(msg) if not isinstance(msg, bytes) else msg)
+                for tid, token, msg in items:
+                    args += (tid, token, msg if isinstance(msg, bytes) else encode_message(msg))
                 calls.append((_scripts.ARCHIVE, [active, lease, keys.archived_key(q), *_stat_keys(q, date)], args))
             elif kind == REQUEUE:
-                calls.append((_scripts.REQUEUE, [active, lease, keys.pending_key(q)], [prefix, *items]))
+                args = [prefix, cutoff]
+                for item in items:
+                    args += item
+                calls.append((_scripts.REQUEUE, [active, lease, keys.pending_key(q)], args))
             else:  # pragma: no cover - programming error
                 raise ValueError(kind)
         return calls
 
-    async def write_acks(self, batch: dict, now: float | None = None) -> list:
-        """Write the outcomes in ``batch``; return the IDs that were no longer active."""
-        replies = await self.pipeline(self.ack_calls(batch, time.time() if now is None else now))
+    async def write_acks(self, batch: dict, now: float | None = None, cutoff: str = "") -> list:
+        """Write the outcomes in ``batch``; return the IDs that were not settled (as bytes)."""
+        replies = await self.pipeline(self.ack_calls(batch, time.time() if now is None else now, cutoff))
         return [tid for reply in replies for tid in reply]
 
     async def extend_leases(self, by_queue: dict[str, list[str]], lease: int) -> None:

@@ -76,7 +76,11 @@ class WorkerConfig:
     queues: dict = field(default_factory=lambda: {"default": 1})
     strict_priority: bool = False
     shutdown_timeout: float = 8.0
-    lease_duration: int = 30
+    # A claim's lease (seconds, by the Redis clock). Running tasks get it extended every
+    # lease_duration / 4; a killed worker's tasks are recovered at most ~lease_duration + 1 s
+    # after its last extension (Asynq: 30 s lease, recovered after 60-120 s).
+    lease_duration: int = 8
+    # How often this worker rewrites its ServerInfo/WorkerInfo (TTL twice that), as Asynq.
     heartbeat_interval: float = 5.0
     # Largest number of tasks claimed by one dequeue call.
     batch_size: int = 200
@@ -86,15 +90,25 @@ class WorkerConfig:
     # How often scheduled and retry tasks that are due move to pending (Asynq: 5 s).
     forward_interval: float = 1.0
     # How often this worker looks for tasks whose lease expired (Asynq: 60 s).
-    recover_interval: float = 5.0
-    # How long past expiry a lease must be before it is reclaimed (Asynq: 30 s).
+    recover_interval: float = 1.0
+    # How long past expiry a lease must be before it is reclaimed. Leases use Redis time, so
+    # no clock-skew slack is needed between fastq workers (Asynq: 30 s).
     recover_grace: float = 0.0
+    # Delay before a task recovered from an expired lease runs again (counted as a failed
+    # attempt; Asynq uses the normal retry delay).
+    recover_retry_delay: float = 0.0
     # How often running tasks are checked against their deadline.
     deadline_check_interval: float = 0.05
+    # Stop (gracefully) after this many tasks so the supervisor forks a fresh process; 0 = never.
+    max_tasks: int = 0
+    # Stored error text is cut to this many characters.
+    max_error_length: int = 4096
     retry_delay: Callable[..., float] = default_retry_delay
     is_failure: Callable[[BaseException], bool] = lambda exc: True
     error_handler: Optional[Callable[..., Any]] = None
     host: str = field(default_factory=lambda: _hostname())
+    # Set by the supervisor so it can find this worker's claims if the process dies.
+    server_id: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.queues = parse_queues(self.queues)
@@ -102,13 +116,16 @@ class WorkerConfig:
         _positive("shutdown_timeout", self.shutdown_timeout, 0)
         _positive("lease_duration", self.lease_duration, 1, integer=True)
         _positive("heartbeat_interval", self.heartbeat_interval, 0.01)
-        if self.heartbeat_interval >= self.lease_duration:
-            raise InvalidOptionError("heartbeat_interval must be shorter than lease_duration")
+        if self.lease_duration < 3:
+            raise InvalidOptionError(f"lease_duration must be at least 3 seconds, got {self.lease_duration}")
         _positive("batch_size", self.batch_size, 1, integer=True)
         _positive("poll_interval", self.poll_interval, 0.001)
         _positive("forward_interval", self.forward_interval, 0.01)
         _positive("recover_interval", self.recover_interval, 0.01)
         _positive("recover_grace", self.recover_grace, 0)
+        _positive("recover_retry_delay", self.recover_retry_delay, 0)
+        _positive("max_tasks", self.max_tasks, 0, integer=True)
+        _positive("max_error_length", self.max_error_length, 16, integer=True)
         _positive("deadline_check_interval", self.deadline_check_interval, 0.001)
 
 

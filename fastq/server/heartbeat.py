@@ -1,9 +1,11 @@
 """Heartbeat: register the worker as an Asynq server and extend the leases it holds.
 
-Every ``heartbeat_interval`` (Asynq: 5 s) the worker writes its ``ServerInfo``
-(TTL 2 x interval) and a ``WorkerInfo`` per in-flight task, exactly as a Go
+Every tick - ``heartbeat_interval`` (Asynq: 5 s) or a quarter of the lease if
+that is shorter - the worker writes its ``ServerInfo`` (TTL 2 x
+heartbeat_interval) and a ``WorkerInfo`` per in-flight task, exactly as a Go
 server does, so ``asynq server ls`` and asynqmon list it; and it pushes the
-lease of every task it still holds to now + lease.
+lease of every task it still holds to Redis time + lease, then tells the
+processor until when those leases are certainly valid.
 """
 from __future__ import annotations
 
@@ -26,11 +28,12 @@ log = logging.getLogger("fastq.heartbeat")
 
 
 class Heartbeater:
-    def __init__(self, broker: Broker, processor: Processor, cfg: WorkerConfig) -> None:
+    def __init__(self, broker: Broker, processor: Processor, cfg: WorkerConfig, server_id: str | None = None) -> None:
         self.broker = broker
         self.processor = processor
         self.cfg = cfg
-        self.server_id = str(uuid.uuid4())
+        self.server_id = server_id or str(uuid.uuid4())
+        self.tick = min(cfg.heartbeat_interval, cfg.lease_duration / 4)
         self.pid = os.getpid()
         self.started = Timestamp.now()
         self.status = "active"
@@ -58,9 +61,12 @@ class Heartbeater:
         return out
 
     async def beat(self) -> None:
+        leased = self.processor.leased_ids()
+        since = time.monotonic()
+        await self.broker.extend_leases(leased, self.cfg.lease_duration)
+        self.processor.leases_extended(leased, since)
         await self.broker.write_server_state(self.server_key, self.workers_key, self.ttl,
                                              encode(self.server_info()), self.worker_infos())
-        await self.broker.extend_leases(self.processor.leased_ids(), self.cfg.lease_duration)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -68,7 +74,7 @@ class Heartbeater:
                 await self.beat()
             except (RedisError, OSError) as exc:
                 log.warning("heartbeat failed: %s", exc)
-            await sleep_until_set(stop, self.cfg.heartbeat_interval)
+            await sleep_until_set(stop, self.tick)
 
     async def clear(self) -> None:
         await self.broker.clear_server_state(self.server_key, self.workers_key)

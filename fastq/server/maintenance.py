@@ -17,7 +17,6 @@ from fastq.errors import DecodeError
 from fastq.server.broker import ARCHIVE, RETRY, Broker, group_by
 from fastq.server.config import WorkerConfig
 from fastq.server.processor import Processor
-from fastq.task import Task
 
 log = logging.getLogger("fastq.maintenance")
 
@@ -46,13 +45,21 @@ async def forward_loop(broker: Broker, cfg: WorkerConfig, stop: asyncio.Event) -
 
 
 async def recover_once(broker: Broker, processor: Processor, cfg: WorkerConfig) -> int:
-    """Send tasks whose lease expired to retry (or archive when retries are exhausted)."""
+    """Send tasks whose lease expired to retry (or archive when retries are exhausted).
+
+    Listing and settling are two steps, so the settling scripts re-check, atomically,
+    that each lease is still expired at the listing's cutoff: a lease its owner extended
+    in between is left alone, and of several recoverers racing only one settles a task.
+    """
     now = time.time()
-    items = []
+    recovered = 0
     for q in cfg.queues:
         reply = await _scripts.LIST_LEASE_EXPIRED.arun(
             broker.redis, [keys.lease_key(q)], [cfg.recover_grace, keys.task_key_prefix(q), RECOVER_BATCH])
-        for i in range(0, len(reply), 2):
+        if len(reply) < 3:
+            continue
+        cutoff, items = int(reply[0]), []
+        for i in range(1, len(reply), 2):
             tid = reply[i].decode()
             if tid in processor.running or tid in processor.unacked:
                 continue  # ours and alive: the next heartbeat extends it
@@ -60,21 +67,50 @@ async def recover_once(broker: Broker, processor: Processor, cfg: WorkerConfig) 
                 msg = decode_message(reply[i + 1])
             except DecodeError:
                 continue  # the dequeue path archives undecodable messages
-            msg.error_msg = LEASE_EXPIRED
-            msg.last_failed_at = int(now)
-            if msg.retried >= msg.retry:
-                items.append((ARCHIVE, q, (tid, msg)))
-            else:
-                delay = cfg.retry_delay(msg.retried, None, Task._trusted(msg.type, msg.payload, msg.headers))
-                msg.retried += 1
-                items.append((RETRY, q, (tid, msg, int(now + delay), True)))
-    if not items:
-        return 0
-    missing = await broker.write_acks(group_by(items), now)
-    recovered = len(items) - len(missing)
+            items.append(settle_lost(q, tid, msg, LEASE_EXPIRED, now, cfg))
+        if items:
+            missing = await broker.write_acks(group_by(items), now, cutoff=str(cutoff))
+            recovered += len(items) - len(missing)
     if recovered:
         log.warning("recovered %d task(s) whose lease expired", recovered)
     return recovered
+
+
+def settle_lost(q: str, tid: str, msg, reason: str, now: float, cfg: WorkerConfig, token: str = "") -> tuple:
+    """The outcome of a task whose worker is gone: a counted failed attempt."""
+    msg.error_msg = reason
+    msg.last_failed_at = int(now)
+    if msg.retried >= msg.retry:
+        return (ARCHIVE, q, (tid, token, msg))
+    msg.retried += 1
+    return (RETRY, q, (tid, token, msg, int(now + cfg.recover_retry_delay), True))
+
+
+async def cancel_listener(redis, processor: Processor, stop: asyncio.Event) -> None:
+    """Cancel running tasks named on the ``asynq:cancel`` channel (from fastq or Go's Inspector).
+
+    Re-subscribes after connection errors (Asynq retries every 5 s; fastq backs off 0.1-5 s).
+    """
+    delay = 0.1
+    while not stop.is_set():
+        pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(keys.CANCEL_CHANNEL)
+            delay = 0.1
+            while not stop.is_set():
+                message = await pubsub.get_message(timeout=0.1)
+                if message and message.get("type") == "message":
+                    data = message["data"]
+                    processor.cancel(data.decode() if isinstance(data, bytes) else str(data))
+        except (RedisError, OSError) as exc:
+            log.warning("cancel subscription lost (%s); re-subscribing in %.1fs", exc, delay)
+            await sleep_until_set(stop, delay)
+            delay = min(delay * 2, 5.0)
+        finally:
+            try:
+                await pubsub.aclose()
+            except (RedisError, OSError):
+                pass
 
 
 async def recover_loop(broker: Broker, processor: Processor, cfg: WorkerConfig, stop: asyncio.Event) -> None:

@@ -10,8 +10,13 @@ One processor runs in each worker process, on that process's event loop:
 * Outcomes (done, complete, retry, archive, requeue) go to a buffer that
   ``ack_loop`` writes in one pipelined round trip per flush, whatever
   accumulated while the previous flush was in flight.
-* ``deadline_loop`` fails tasks that pass their deadline (Asynq's rules:
-  the earlier of now + timeout and deadline; 30 min when neither is set).
+* ``deadline_loop`` stops tasks that pass their deadline (Asynq's rules: the
+  earlier of now + timeout and deadline; 30 min when neither is set) and tasks
+  whose lease this process can no longer vouch for.
+
+Every claim carries a lease token (stored in the task hash). Outcomes are
+written with it, so a worker that lost its lease (paused, partitioned) cannot
+settle a task that was meanwhile reclaimed and claimed by someone else.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from fastq._codec import TaskMessage, decode_message
 from fastq.context import TaskContext, set_current
@@ -39,24 +44,29 @@ log = logging.getLogger("fastq.processor")
 
 DEFAULT_TIMEOUT = 1800.0
 POLL_MIN = 0.001
+LEASE_MARGIN = 1.5  # seconds: Redis stamps leases in whole seconds, plus round-trip slack
 UNDECODABLE_TYPE = "fastq:undecodable"
 
 # Why a running task was stopped before its handler returned.
-ABORT_SHUTDOWN, ABORT_DEADLINE, ABORT_CANCEL = "shutdown", "deadline", "cancel"
-_ABORT_ERRORS = {ABORT_DEADLINE: "context deadline exceeded", ABORT_CANCEL: "context canceled"}
+ABORT_SHUTDOWN, ABORT_DEADLINE, ABORT_CANCEL, ABORT_LEASE = "shutdown", "deadline", "cancel", "lease"
+_ABORT_ERRORS = {ABORT_DEADLINE: "context deadline exceeded", ABORT_CANCEL: "context canceled",
+                 ABORT_LEASE: "asynq: task lease expired", ABORT_SHUTDOWN: "context canceled"}
 
 
 class _Running:
-    __slots__ = ("id", "queue", "msg", "ctx", "started", "deadline", "future", "done", "abort", "handler")
+    __slots__ = ("id", "queue", "msg", "ctx", "started", "deadline", "token", "lease_until", "future",
+                 "done", "abort", "handler")
 
     def __init__(self, tid: str, queue: str, msg: TaskMessage, ctx: TaskContext, started: float,
-                 deadline: float, handler: Callable) -> None:
+                 deadline: float, token: str, lease_until: float, handler: Callable) -> None:
         self.id = tid
         self.queue = queue
         self.msg = msg
         self.ctx = ctx
         self.started = started
         self.deadline = deadline
+        self.token = token
+        self.lease_until = lease_until  # time.monotonic() until which our lease is certainly valid
         self.handler = handler
         self.future: Any = None
         self.done = False
@@ -92,7 +102,7 @@ def deadline_for(msg: TaskMessage, now: float) -> float:
 
 
 class Processor:
-    def __init__(self, broker: Broker, handler: Any, cfg: WorkerConfig) -> None:
+    def __init__(self, broker: Broker, handler: Any, cfg: WorkerConfig, server_id: str = "local") -> None:
         self.broker = broker
         self.cfg = cfg
         self.selector = QueueSelector(cfg.queues, cfg.strict_priority)
@@ -106,6 +116,7 @@ class Processor:
         self.running: dict[str, _Running] = {}
         self.unacked: dict[str, str] = {}  # task id -> queue, outcome known but not yet written
         self.processed = 0  # handlers finished in this process (any outcome)
+        self.on_processed: Optional[Callable[[int], None]] = None  # called after each finish (recycling)
         self._acks: list[tuple] = []
         self._free = cfg.concurrency
         self._stopping = False
@@ -116,6 +127,9 @@ class Processor:
         self._idle_event: Optional[asyncio.Event] = None
         self._deadlines: list = []
         self._seq = itertools.count()
+        self._token_prefix = f"{server_id}:"
+        self._claims = itertools.count(1)
+        self._quarantine: dict[str, float] = {}  # queue -> monotonic time it may be tried again
         self._pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="fastq-sync")
 
     # ------------------------------------------------------------------ loops
@@ -138,12 +152,26 @@ class Processor:
                 self._slot_event.clear()
                 await self._slot_event.wait()
                 continue
-            names, dequeue_keys, prefixes = self.selector.next()
+            names, dequeue_keys, prefixes = self._next_queues()
+            if not names:
+                await asyncio.sleep(cfg.poll_interval)
+                continue
+            token = f"{self._token_prefix}{next(self._claims)}"
+            started = time.monotonic()
             try:
-                reply = await self.broker.dequeue(dequeue_keys, prefixes, min(free, cfg.batch_size), cfg.lease_duration)
+                reply = await self.broker.dequeue(dequeue_keys, prefixes, min(free, cfg.batch_size),
+                                                  cfg.lease_duration, token)
+            except ResponseError as exc:
+                if "WRONGTYPE" in str(exc):
+                    await self._quarantine_broken(names)
+                    continue
+                log.warning("dequeue failed (%s); retrying in %.2fs", exc, error_sleep)
+                await _jittered_sleep(error_sleep)
+                error_sleep = min(error_sleep * 2, 2.0)
+                continue
             except (RedisError, OSError) as exc:
                 log.warning("dequeue failed (%s); retrying in %.2fs", exc, error_sleep)
-                await asyncio.sleep(error_sleep)
+                await _jittered_sleep(error_sleep)
                 error_sleep = min(error_sleep * 2, 2.0)
                 continue
             error_sleep = 0.05
@@ -153,8 +181,39 @@ class Processor:
                 continue
             sleep = POLL_MIN
             queue = names[reply[0] - 1]
+            lease_until = started + cfg.lease_duration - LEASE_MARGIN
             for i in range(2, len(reply), 2):
-                self._start(queue, reply[i].decode(), reply[i + 1])
+                self._start(queue, reply[i].decode(), reply[i + 1], token, lease_until)
+
+    def _next_queues(self) -> tuple[list, list, list]:
+        names, dequeue_keys, prefixes = self.selector.next()
+        if not self._quarantine:
+            return names, dequeue_keys, prefixes
+        now = time.monotonic()
+        for q, until in list(self._quarantine.items()):
+            if until <= now:
+                del self._quarantine[q]
+                log.info("queue %s is tried again", q)
+        keep = [i for i, q in enumerate(names) if q not in self._quarantine]
+        return ([names[i] for i in keep], [k for i in keep for k in dequeue_keys[4 * i:4 * i + 4]],
+                [prefixes[i] for i in keep])
+
+    async def _quarantine_broken(self, names: list[str]) -> None:
+        """A dequeue hit WRONGTYPE: find the queue whose keys have the wrong type and skip it a while."""
+        from fastq import keys
+
+        expected = {"pending": "list", "active": "list", "lease": "zset", "paused": "string"}
+        for q in names:
+            for name, want in expected.items():
+                key = getattr(keys, f"{name}_key")(q)
+                try:
+                    got = (await self.broker.redis.type(key)).decode()
+                except (RedisError, OSError):
+                    return
+                if got not in ("none", want):
+                    log.error("queue %s skipped for 30s: key %s is a %s, expected a %s", q, key, got, want)
+                    self._quarantine[q] = time.monotonic() + 30.0
+        await asyncio.sleep(0.05)
 
     async def ack_loop(self) -> None:
         error_sleep = 0.05
@@ -172,12 +231,13 @@ class Processor:
             except (RedisError, OSError) as exc:
                 log.warning("writing %d task outcomes failed (%s); retrying in %.2fs", len(batch), exc, error_sleep)
                 self._acks = batch + self._acks
-                await asyncio.sleep(error_sleep)
+                await _jittered_sleep(error_sleep)
                 error_sleep = min(error_sleep * 2, 2.0)
                 self._ack_event.set()
 
     async def deadline_loop(self) -> None:
         heap = self._deadlines
+        lease_check = 0.0
         while not self._closed:
             await asyncio.sleep(self.cfg.deadline_check_interval)
             now = time.time()
@@ -188,27 +248,34 @@ class Processor:
             if len(heap) > 2 * len(self.running) + 1024:  # drop entries of finished tasks
                 self._deadlines = heap = [e for e in heap if not e[2].done]
                 heapq.heapify(heap)
+            mono = time.monotonic()
+            if mono >= lease_check:
+                lease_check = mono + 0.25
+                for run in [r for r in self.running.values() if r.lease_until < mono]:
+                    log.warning("task %s: lease lost (no successful lease extension); stopping it and leaving "
+                                "it to lease recovery", run.id)
+                    self.abort(run, ABORT_LEASE)
 
     # --------------------------------------------------------------- dispatch
 
-    def _start(self, queue: str, tid: str, raw: Optional[bytes]) -> None:
+    def _start(self, queue: str, tid: str, raw: Optional[bytes], token: str, lease_until: float) -> None:
         if raw is None:
-            self._archive_raw(queue, tid, b"", "task hash has no message")
+            self._archive_raw(queue, tid, b"", "task hash has no message", token)
             return
         try:
             msg = decode_message(raw)
         except DecodeError as exc:
-            self._archive_raw(queue, tid, raw, f"cannot decode task message: {exc}")
+            self._archive_raw(queue, tid, raw, f"cannot decode task message: {exc}", token)
             return
         if not msg.type or msg.id != tid:
             reason = "message has no task type" if not msg.type else f"message id {msg.id!r} does not match"
-            self._archive_raw(queue, tid, raw, f"invalid task message: {reason}")
+            self._archive_raw(queue, tid, raw, f"invalid task message: {reason}", token)
             return
         now = time.time()
         deadline = deadline_for(msg, now)
         handler, is_async = self._resolve(msg.type)
         ctx = TaskContext(tid, msg.retried, msg.retry, queue, msg.type, deadline, msg.headers)
-        run = _Running(tid, queue, msg, ctx, now, deadline, handler)
+        run = _Running(tid, queue, msg, ctx, now, deadline, token, lease_until, handler)
         self.running[tid] = run
         self._free -= 1
         self._idle_event.clear()
@@ -232,7 +299,7 @@ class Processor:
         except asyncio.CancelledError:
             if run.abort is None:  # cancelled from outside fastq (loop teardown): put it back
                 run.abort = ABORT_SHUTDOWN
-            self._finish(run, Aborted(_ABORT_ERRORS.get(run.abort, "")))
+            self._finish(run, Aborted(_ABORT_ERRORS[run.abort]))
         except BaseException as exc:  # SystemExit/KeyboardInterrupt from a handler fail the task, not the worker
             self._finish(run, exc)
         else:
@@ -244,20 +311,30 @@ class Processor:
         if fut.cancelled():
             self._finish(run, Aborted("context canceled"))
             return
-        exc = fut.exception()
-        self._finish(run, exc)
+        self._finish(run, fut.exception())
+
+    def cancel(self, tid: str) -> bool:
+        """Cancel a running task (``asynq:cancel``); it fails with "context canceled"."""
+        run = self.running.get(tid)
+        if run is None:
+            return False
+        log.info("task %s cancelled on request", tid)
+        self.abort(run, ABORT_CANCEL)
+        return True
 
     def abort(self, run: _Running, reason: str) -> None:
-        """Stop a running task: an async one is cancelled, a sync one is finished now
-        (its thread keeps running until the handler returns; the outcome is ignored)."""
+        """Stop a running task. The task context is marked cancelled (``fastq.is_cancelled()``);
+        an async handler is cancelled; a sync one is settled now while its thread runs on (its
+        eventual result is ignored)."""
         if run.done:
             return
         run.abort = reason
+        run.ctx.cancelled = True
         fut = run.future
         if fut is not None and isinstance(fut, asyncio.Task) and not fut.done():
             fut.cancel()
         else:
-            self._finish(run, None if reason == ABORT_SHUTDOWN else Aborted(_ABORT_ERRORS[reason]))
+            self._finish(run, Aborted(_ABORT_ERRORS[reason]))
 
     # --------------------------------------------------------------- outcomes
 
@@ -272,18 +349,22 @@ class Processor:
         self._slot_event.set()
         if not self.running:
             self._idle_event.set()
-        now = time.time()
-        if run.abort == ABORT_SHUTDOWN:
-            self._ack(REQUEUE, queue, tid, tid)
+        if run.abort == ABORT_LEASE:
+            pass  # nothing is written: the lease is gone and recovery owns the task now (as Asynq)
+        elif run.abort == ABORT_SHUTDOWN:
+            self._ack(REQUEUE, queue, (tid, run.token))
         elif exc is None or isinstance(exc, RevokeTask):
+            now = int(time.time())
             if msg.retention > 0 and exc is None:
                 done = msg.copy()
-                done.completed_at = int(now)
-                self._ack(COMPLETE, queue, (tid, int(now) + msg.retention, done, msg.unique_key), tid)
+                done.completed_at = now
+                self._ack(COMPLETE, queue, (tid, run.token, now + msg.retention, done, msg.unique_key))
             else:
-                self._ack(DONE, queue, (tid, msg.unique_key), tid)
+                self._ack(DONE, queue, (tid, run.token, msg.unique_key))
         else:
-            self._failed(run, exc, now)
+            self._failed(run, exc, time.time())
+        if self.on_processed is not None:
+            self.on_processed(self.processed)
 
     def _failed(self, run: _Running, exc: BaseException, now: float) -> None:
         tid, queue, msg = run.id, run.queue, run.msg
@@ -295,11 +376,11 @@ class Processor:
             except Exception:  # the hook must never break the worker
                 log.exception("error_handler raised for task %s", tid)
         failed = msg.copy()
-        failed.error_msg = text
+        failed.error_msg = text[: self.cfg.max_error_length]
         failed.last_failed_at = int(now)
         if isinstance(exc, SkipRetry) or msg.retried >= msg.retry:
             log.warning("task %s (%s) failed and is archived: %s", tid, msg.type, text)
-            self._ack(ARCHIVE, queue, (tid, failed), tid)
+            self._ack(ARCHIVE, queue, (tid, run.token, failed))
             return
         is_failure = bool(self.cfg.is_failure(exc))
         if is_failure:
@@ -307,28 +388,49 @@ class Processor:
         task = Task._trusted(msg.type, msg.payload, msg.headers)
         delay = self.cfg.retry_delay(msg.retried, exc, task)
         log.warning("task %s (%s) failed, retry %d/%d in %.0fs: %s", tid, msg.type, failed.retried, msg.retry, delay, text)
-        self._ack(RETRY, queue, (tid, failed, int(now + delay), is_failure), tid)
+        self._ack(RETRY, queue, (tid, run.token, failed, int(now + delay), is_failure))
 
-    def _archive_raw(self, queue: str, tid: str, raw: bytes, reason: str) -> None:
+    def _archive_raw(self, queue: str, tid: str, raw: bytes, reason: str, token: str) -> None:
         """Archive a claimed task whose message cannot be used; keep the raw bytes as payload."""
         log.error("task %s in queue %s archived: %s", tid, queue, reason)
         now = int(time.time())
         msg = TaskMessage(type=UNDECODABLE_TYPE, payload=bytes(raw), id=tid, queue=queue,
                           error_msg=reason, last_failed_at=now, timeout=int(DEFAULT_TIMEOUT))
-        self._ack(ARCHIVE, queue, (tid, msg), tid)
+        self._ack(ARCHIVE, queue, (tid, token, msg))
 
-    def _ack(self, kind: str, queue: str, item: Any, tid: str) -> None:
-        self._acks.append((kind, queue, item, tid))
-        self.unacked[tid] = queue
+    def _ack(self, kind: str, queue: str, item: tuple) -> None:
+        self._acks.append((kind, queue, item))
+        self.unacked[item[0]] = queue
         self._ack_event.set()
 
     async def _write(self, batch: list[tuple]) -> None:
-        missing = await self.broker.write_acks(group_by((k, q, item) for k, q, item, _ in batch))
-        for entry in batch:
-            self.unacked.pop(entry[3], None)
+        missing = await self.broker.write_acks(group_by(batch))
+        for _, _, item in batch:
+            self.unacked.pop(item[0], None)
         if missing:
-            log.warning("%d task(s) were no longer active when their outcome was written "
-                        "(reclaimed after a lost lease?): %s", len(missing), [m.decode() for m in missing[:10]])
+            log.warning("%d outcome(s) not written: the task was no longer held by this worker "
+                        "(lease lost and reclaimed?): %s", len(missing), [m.decode() for m in missing[:10]])
+
+    # ----------------------------------------------------------------- leases
+
+    def leased_ids(self) -> dict[str, list[str]]:
+        """Task IDs this process holds a lease for, by queue (running or outcome unwritten)."""
+        out: dict[str, list[str]] = {}
+        for run in self.running.values():
+            out.setdefault(run.queue, []).append(run.id)
+        for tid, queue in self.unacked.items():
+            out.setdefault(queue, []).append(tid)
+        return out
+
+    def leases_extended(self, by_queue: dict[str, list[str]], since: float) -> None:
+        """The leases of these IDs were pushed to Redis time + lease by a call started at ``since``."""
+        until = since + self.cfg.lease_duration - LEASE_MARGIN
+        running = self.running
+        for ids in by_queue.values():
+            for tid in ids:
+                run = running.get(tid)
+                if run is not None and until > run.lease_until:
+                    run.lease_until = until
 
     # --------------------------------------------------------------- shutdown
 
@@ -345,7 +447,7 @@ class Processor:
             except asyncio.TimeoutError:
                 pass
         if self.running:
-            log.warning("shutdown: requeueing %d unfinished task(s)", len(self.running))
+            log.warning("shutdown: requeueing %d unfinished task(s): %s", len(self.running), list(self.running)[:10])
             pending = [r.future for r in self.running.values() if isinstance(r.future, asyncio.Task)]
             for run in list(self.running.values()):
                 self.abort(run, ABORT_SHUTDOWN)
@@ -372,14 +474,12 @@ class Processor:
         self._ack_event.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def leased_ids(self) -> dict[str, list[str]]:
-        """Task IDs this process holds a lease for, by queue (running or outcome unwritten)."""
-        out: dict[str, list[str]] = {}
-        for run in self.running.values():
-            out.setdefault(run.queue, []).append(run.id)
-        for tid, queue in self.unacked.items():
-            out.setdefault(queue, []).append(tid)
-        return out
+
+async def _jittered_sleep(seconds: float) -> None:
+    """Back-off sleep with +-50 % jitter, so many workers do not retry in lockstep."""
+    import random
+
+    await asyncio.sleep(seconds * (0.5 + random.random()))
 
 
 def _call_sync(handler: Callable, task: Task) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import signal
+import uuid
 from typing import Any, Optional
 
 from redis.exceptions import RedisError
@@ -24,10 +25,20 @@ from fastq._redis import async_client, redact
 from fastq.server.broker import Broker
 from fastq.server.config import WorkerConfig
 from fastq.server.heartbeat import Heartbeater
-from fastq.server.maintenance import forward_loop, recover_loop
+from fastq.server.maintenance import cancel_listener, forward_loop, recover_loop
 from fastq.server.processor import Processor
 
 log = logging.getLogger("fastq.worker")
+
+# Worker connections fail fast and let fastq's own loops retry with back-off: redis-py's
+# defaults (10 retries) can block one call for ~30 s against an unreachable server, longer
+# than a lease.
+def redis_options() -> dict:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+
+    return {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, "health_check_interval": 15,
+            "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1)}
 
 
 class Worker:
@@ -43,6 +54,7 @@ class Worker:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._drain_task: Optional[asyncio.Task] = None
         self.started: Optional[asyncio.Event] = None  # set once run() has started its loops
+        self.recycled = False  # stopped itself after max_tasks
 
     # ----------------------------------------------------------- life cycle
 
@@ -68,11 +80,14 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
-        redis = self._redis_arg or async_client(cfg.redis_url)
+        redis = self._redis_arg or async_client(cfg.redis_url, **redis_options())
         broker = Broker(redis)
-        self.processor = processor = Processor(broker, self.handler, cfg)
+        server_id = cfg.server_id or str(uuid.uuid4())
+        self.processor = processor = Processor(broker, self.handler, cfg, server_id)
         processor.bind()
-        self.heartbeater = heartbeater = Heartbeater(broker, processor, cfg)
+        if cfg.max_tasks:
+            processor.on_processed = self._recycle_after
+        self.heartbeater = heartbeater = Heartbeater(broker, processor, cfg, server_id)
         await self._publish_queues(redis)
         log.info("worker %d started: queues %s, concurrency %d, redis %s", os.getpid(),
                  ",".join(f"{q}={w}" for q, w in cfg.queues.items()), cfg.concurrency, redact(cfg.redis_url))
@@ -82,6 +97,8 @@ class Worker:
             asyncio.create_task(forward_loop(broker, cfg, self._upkeep_stop), name="fastq-forward"),
             asyncio.create_task(recover_loop(broker, processor, cfg, self._upkeep_stop), name="fastq-recover"),
         ]
+        self._cancel_stop = asyncio.Event()
+        listener = asyncio.create_task(cancel_listener(redis, processor, self._cancel_stop), name="fastq-cancel")
         core = [
             asyncio.create_task(processor.fetch_loop(), name="fastq-fetch"),
             asyncio.create_task(processor.deadline_loop(), name="fastq-deadlines"),
@@ -92,9 +109,16 @@ class Worker:
         try:
             await self._stop.wait()
         finally:
-            await self._shutdown(upkeep, core, redis)
+            await self._shutdown(upkeep, core, listener, redis)
 
-    async def _shutdown(self, upkeep: list, core: list, redis: Any) -> None:
+    def _recycle_after(self, processed: int) -> None:
+        if processed >= self.config.max_tasks and self._stop_requests == 0:
+            log.info("worker %d processed %d task(s) (max_tasks %d): recycling", os.getpid(), processed,
+                     self.config.max_tasks)
+            self._request_stop(False)
+            self.recycled = True
+
+    async def _shutdown(self, upkeep: list, core: list, listener: asyncio.Task, redis: Any) -> None:
         processor, cfg = self.processor, self.config
         heartbeater = self.heartbeater
         heartbeater.status = "closed"
@@ -110,7 +134,8 @@ class Worker:
             await processor.drain(0)
         await processor.close()
         self._heartbeat_stop.set()
-        await _join(upkeep + core, timeout=5.0)
+        self._cancel_stop.set()
+        await _join(upkeep + core + [listener], timeout=5.0)
         try:
             await heartbeater.clear()
         except (RedisError, OSError) as exc:
