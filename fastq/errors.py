@@ -74,3 +74,34 @@ class TaskCanceledError(Exception):
 
 class AppImportError(FastqError):
     """The APP argument of ``fastq-supervisor`` could not be imported or is not a handler."""
+
+
+# ---------------------------------------------------------------- periodic tasks
+
+class CronSpecError(FastqError, ValueError):
+    """A cron spec the scheduler cannot use (syntax, range, descriptor, ``@every`` or ``CRON_TZ=`` zone)."""
+
+    def __init__(self, spec: str, reason: str) -> None:
+        self.spec = spec
+        self.reason = reason
+        super().__init__(f"invalid cron spec {spec!r}: {reason}")
+
+
+class TimeZoneError(FastqError, ValueError):
+    """A time zone name that ``zoneinfo`` does not know (e.g. the scheduler's ``location``)."""
+
+    def __init__(self, name: object, reason: str = "unknown time zone") -> None:
+        self.name = name
+        super().__init__(f"{reason}: {name!r} (use an IANA name such as 'UTC' or 'America/New_York')")
+
+
+class SchedulerEntryNotFoundError(FastqError, LookupError):
+    """``unregister(entry_id)`` with an ID the scheduler does not hold."""
+
+    def __init__(self, entry_id: str) -> None:
+        self.entry_id = entry_id
+        super().__init__(f"no scheduler entry with ID {entry_id!r}")
+
+
+class ConfigProviderError(FastqError):
+    """A periodic task config provider failed or returned something that is not a valid config."""

@@ -126,3 +126,12 @@ def scheduler_entries_key(scheduler_id: str) -> str:
 
 def scheduler_history_key(entry_id: str) -> str:
     return f"asynq:scheduler_history:{entry_id}"
+
+
+def scheduler_tick_key(guard: str, tick: int) -> str:
+    """fastq's per-tick guard of a periodic entry (not an Asynq key; Go never reads it).
+
+    ``guard`` is a hash of the entry's schedule, task and options; ``tick`` the
+    Unix second it was due. The first scheduler instance to ``SET NX`` it enqueues.
+    """
+    return f"asynq:scheduler_tick:{guard}:{tick}"
