@@ -1,25 +1,47 @@
 """Client and AsyncClient: enqueue tasks exactly as Go Asynq's client writes them.
 
-The two classes share everything but I/O: ``_calls_for`` turns validated
-plans into script calls and ``_results_for`` turns replies into ``TaskInfo``
-or errors.
+The two classes share everything but I/O: ``plan_enqueue`` validates options,
+``_single_call`` / ``_enqueue_many_steps`` turn plans into script calls, and
+``_single_result`` / ``_Outcome`` turn replies into ``TaskInfo`` or errors.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import datetime, timezone
-from typing import Any, Generator, Iterable, NamedTuple, Sequence
+from typing import Any, Generator, Iterable, Iterator, NamedTuple, Sequence
+
+from redis.exceptions import OutOfMemoryError
 
 from fastq import _scripts, keys
 from fastq._codec import encode_message
 from fastq._redis import async_client, sync_client
-from fastq.errors import DuplicateTaskError, TaskIDConflictError
+from fastq.errors import BrokerFullError, DuplicateTaskError, PayloadTooLargeError, TaskIDConflictError
 from fastq.options import ENQUEUE, GROUP, SCHEDULE, EnqueuePlan, plan_enqueue
 from fastq.task import Task, TaskInfo, TaskState
 
 __all__ = ["Client", "AsyncClient"]
 
 DEFAULT_CHUNK_SIZE = 1000
+# Like SQS's limit: large payloads block Redis's single thread while they move; store big
+# data elsewhere and enqueue a reference. Go Asynq has no limit; raise it if you must.
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+@contextlib.contextmanager
+def _broker_errors() -> Iterator[None]:
+    try:
+        yield
+    except OutOfMemoryError as exc:
+        raise BrokerFullError(f"Redis is out of memory (maxmemory reached with noeviction); nothing was "
+                              f"enqueued: {exc}") from exc
+
+
+def _check_size(plans: Sequence[EnqueuePlan], limit: int) -> None:
+    for plan in plans:
+        size = len(plan.msg.payload)
+        if limit and size > limit:
+            raise PayloadTooLargeError(size, limit)
 
 _STATE = {ENQUEUE: TaskState.PENDING, SCHEDULE: TaskState.SCHEDULED, GROUP: TaskState.AGGREGATING}
 
@@ -163,9 +185,13 @@ class Client:
     or ``redis://127.0.0.1:6379/0``) or an existing ``redis.Redis``.
     """
 
-    def __init__(self, redis: Any = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+    def __init__(self, redis: Any = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
+        if max_payload_bytes < 0:
+            raise ValueError("max_payload_bytes must be >= 0 (0 = no limit)")
+        self._max_payload = max_payload_bytes
         self._redis = sync_client(redis)
         self._chunk_size = chunk_size
         self._published: set[str] = set()
@@ -183,9 +209,11 @@ class Client:
     def enqueue(self, task: Task, **options: Any) -> TaskInfo:
         """Write one task; return its TaskInfo (``.id``, ``.queue``, ``.state``)."""
         plan = plan_enqueue(task, options)
-        self._publish(plan.msg.queue)
-        call = _single_call(plan, time.time())
-        return _single_result(plan, call.script.run(self._redis, call.keys, call.args))
+        _check_size([plan], self._max_payload)
+        with _broker_errors():
+            self._publish(plan.msg.queue)
+            call = _single_call(plan, time.time())
+            return _single_result(plan, call.script.run(self._redis, call.keys, call.args))
 
     def enqueue_many(self, tasks: Iterable[Task], **options: Any) -> list[TaskInfo]:
         """Write many tasks with the same options, one round trip per chunk.
@@ -197,14 +225,16 @@ class Client:
         plans = _plan_many(tasks, options)
         if not plans:
             return []
-        self._publish(plans[0].msg.queue)
-        steps = _enqueue_many_steps(plans, self._chunk_size)
-        try:
-            calls = next(steps)
-            while True:
-                calls = steps.send(_scripts.run_many(self._redis, calls))
-        except StopIteration as done:
-            return done.value
+        _check_size(plans, self._max_payload)
+        with _broker_errors():
+            self._publish(plans[0].msg.queue)
+            steps = _enqueue_many_steps(plans, self._chunk_size)
+            try:
+                calls = next(steps)
+                while True:
+                    calls = steps.send(_scripts.run_many(self._redis, calls))
+            except StopIteration as done:
+                return done.value
 
     def ping(self) -> bool:
         return bool(self._redis.ping())
@@ -222,9 +252,13 @@ class Client:
 class AsyncClient:
     """Enqueue tasks from asyncio code; same methods as ``Client``, awaited."""
 
-    def __init__(self, redis: Any = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+    def __init__(self, redis: Any = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
+        if max_payload_bytes < 0:
+            raise ValueError("max_payload_bytes must be >= 0 (0 = no limit)")
+        self._max_payload = max_payload_bytes
         self._redis = async_client(redis)
         self._chunk_size = chunk_size
         self._published: set[str] = set()
@@ -240,22 +274,26 @@ class AsyncClient:
 
     async def enqueue(self, task: Task, **options: Any) -> TaskInfo:
         plan = plan_enqueue(task, options)
-        await self._publish(plan.msg.queue)
-        call = _single_call(plan, time.time())
-        return _single_result(plan, await call.script.arun(self._redis, call.keys, call.args))
+        _check_size([plan], self._max_payload)
+        with _broker_errors():
+            await self._publish(plan.msg.queue)
+            call = _single_call(plan, time.time())
+            return _single_result(plan, await call.script.arun(self._redis, call.keys, call.args))
 
     async def enqueue_many(self, tasks: Iterable[Task], **options: Any) -> list[TaskInfo]:
         plans = _plan_many(tasks, options)
         if not plans:
             return []
-        await self._publish(plans[0].msg.queue)
-        steps = _enqueue_many_steps(plans, self._chunk_size)
-        try:
-            calls = next(steps)
-            while True:
-                calls = steps.send(await _scripts.arun_many(self._redis, calls))
-        except StopIteration as done:
-            return done.value
+        _check_size(plans, self._max_payload)
+        with _broker_errors():
+            await self._publish(plans[0].msg.queue)
+            steps = _enqueue_many_steps(plans, self._chunk_size)
+            try:
+                calls = next(steps)
+                while True:
+                    calls = steps.send(await _scripts.arun_many(self._redis, calls))
+            except StopIteration as done:
+                return done.value
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())

@@ -51,6 +51,95 @@ class HandlerNotFoundError(FastqError):
         super().__init__(f"handler not found for task {task_type!r}")
 
 
+# ---------------------------------------------------------------- Inspector / CLI errors
+
+class QueueNotFoundError(FastqError, LookupError):
+    """The queue is not in ``asynq:queues`` (Asynq's ``ErrQueueNotFound``)."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        super().__init__(f"queue not found: {queue!r}")
+
+
+class QueueNotEmptyError(FastqError):
+    """``delete_queue(q)`` without ``force`` on a queue that still holds tasks (``ErrQueueNotEmpty``)."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        super().__init__(f"queue is not empty: {queue!r} (use force=True / --force to delete its tasks too)")
+
+
+class QueueHasActiveTasksError(FastqError):
+    """A queue with active tasks cannot be deleted, even with ``force``."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        super().__init__(f"cannot delete queue {queue!r}: it has active tasks")
+
+
+class QueuePausedStateError(FastqError):
+    """``pause_queue`` on a paused queue, or ``unpause_queue`` on one that is not paused."""
+
+    def __init__(self, queue: str, paused: bool) -> None:
+        self.queue = queue
+        self.paused = paused
+        super().__init__(f"queue {queue!r} is {'already paused' if paused else 'not paused'}")
+
+
+class TaskNotFoundError(FastqError, LookupError):
+    """No task with this ID in this queue (Asynq's ``ErrTaskNotFound``)."""
+
+    def __init__(self, queue: str, task_id: str) -> None:
+        self.queue = queue
+        self.task_id = task_id
+        super().__init__(f"task not found: id {task_id!r} in queue {queue!r}")
+
+
+class TaskStateError(FastqError):
+    """The task exists but its state does not allow the operation (Asynq's FailedPrecondition)."""
+
+    def __init__(self, queue: str, task_id: str, state: str, message: str) -> None:
+        self.queue = queue
+        self.task_id = task_id
+        self.state = state
+        super().__init__(f"task {task_id!r} in queue {queue!r}: {message}")
+
+
+class TaskActiveError(TaskStateError):
+    """Active tasks cannot be deleted, archived or run; cancel them with ``cancel_processing``."""
+
+    def __init__(self, queue: str, task_id: str, operation: str) -> None:
+        super().__init__(queue, task_id, "active",
+                         f"cannot {operation} a task in active state; use cancel_processing instead")
+
+
+class TaskAlreadyArchivedError(TaskStateError):
+    def __init__(self, queue: str, task_id: str) -> None:
+        super().__init__(queue, task_id, "archived", "task is already archived")
+
+
+class TaskAlreadyPendingError(TaskStateError):
+    def __init__(self, queue: str, task_id: str) -> None:
+        super().__init__(queue, task_id, "pending", "task is already in pending state")
+
+
+class TaskNotScheduledError(TaskStateError):
+    """``update_task_payload`` works on scheduled tasks only (as in Asynq v0.26)."""
+
+    def __init__(self, queue: str, task_id: str, state: str) -> None:
+        super().__init__(queue, task_id, state, f"cannot update the payload of a task in {state} state "
+                                                "(only scheduled tasks)")
+
+
+class CorruptDataError(DecodeError):
+    """Bytes or fields found in Redis that are not what Asynq writes; ``key`` names where."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"corrupt data at {key!r}: {reason}")
+
+
 class SkipRetry(Exception):
     """Raise from a handler to archive the task now instead of retrying it.
 
@@ -105,3 +194,39 @@ class SchedulerEntryNotFoundError(FastqError, LookupError):
 
 class ConfigProviderError(FastqError):
     """A periodic task config provider failed or returned something that is not a valid config."""
+
+
+# ---------------------------------------------------------------- typed payloads
+
+class PayloadError(FastqError, ValueError):
+    """A payload does not match its task type's schema (see ``fastq.typed``).
+
+    ``field`` is the dotted path of the offending field (``""`` for the payload
+    as a whole). Raised at enqueue for a bad object; a handler that receives a
+    bad payload turns it into ``SkipRetry`` so the task is archived at once.
+    """
+
+    def __init__(self, task_type: str, field: str, reason: str) -> None:
+        self.task_type = task_type
+        self.field = field
+        self.reason = reason
+        where = f"field {field!r}: " if field else ""
+        super().__init__(f"{task_type} payload: {where}{reason}")
+
+
+class BrokerFullError(FastqError):
+    """Redis refused a write because it is out of memory (``maxmemory`` with ``noeviction``).
+
+    Nothing was written. Running tasks still settle (those scripts may run when Redis is
+    full), which frees memory; retry the enqueue later or raise ``maxmemory``.
+    """
+
+
+class PayloadTooLargeError(FastqError, ValueError):
+    """A task payload is larger than the client's ``max_payload_bytes``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"task payload is {size} bytes, over the limit of {limit} bytes "
+                         f"(Client(max_payload_bytes=...) changes it)")

@@ -229,3 +229,24 @@ def test_async_client_unique_and_groups(redis_url, r):
 
     asyncio.run(main())
     assert r.zcard("asynq:{default}:g:x") == 2
+
+
+def test_payload_over_the_limit_is_refused(redis_url, r):
+    client = fastq.Client(redis_url, max_payload_bytes=1000)
+    with pytest.raises(fastq.errors.PayloadTooLargeError, match="1001 bytes"):
+        client.enqueue(fastq.Task("big", b"x" * 1001))
+    with pytest.raises(ValueError):
+        client.enqueue_many([fastq.Task("ok"), fastq.Task("big", b"x" * 5000)])
+    assert r.dbsize() == 0
+    client.enqueue(fastq.Task("edge", b"x" * 1000))
+    unlimited = fastq.Client(redis_url, max_payload_bytes=0)
+    unlimited.enqueue(fastq.Task("huge", b"x" * 2_000_000))
+    assert r.llen("asynq:{default}:pending") == 2
+    with pytest.raises(ValueError):
+        fastq.Client(redis_url, max_payload_bytes=-1)
+
+
+def test_default_payload_limit_is_one_mebibyte(client):
+    client.enqueue(fastq.Task("mb", b"x" * 1_000_000))
+    with pytest.raises(fastq.errors.PayloadTooLargeError):
+        client.enqueue(fastq.Task("too-big", b"x" * (1024 * 1024 + 1)))

@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most tasks claimed per dequeue round trip (default: 200)")
     p.add_argument("--poll-interval", type=_seconds, default=0.1,
                    help="longest sleep between polls of empty queues, in seconds (default: 0.1)")
+    p.add_argument("--max-tasks-per-child", type=_int_at_least(0), default=0,
+                   help="replace a worker process after it ran this many tasks (default: 0 = never)")
+    p.add_argument("--max-memory-per-child", type=_seconds, default=0.0, metavar="MB",
+                   help="replace a worker process whose RSS passes this many MB, after its running "
+                        "tasks finish (default: 0 = never)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="log level (default: INFO)")
     return p
@@ -89,6 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             shutdown_timeout=args.shutdown_timeout,
             batch_size=args.batch_size,
             poll_interval=max(args.poll_interval, 0.001),
+            max_tasks=args.max_tasks_per_child,
         )
     except InvalidOptionError as exc:
         parser.exit(2, f"fastq-supervisor: error: {exc}\n")
@@ -99,7 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         parser.exit(2, f"fastq-supervisor: error: {exc}\n")
     logging.getLogger("fastq.supervisor").debug("config: %s", config)
-    return Supervisor(handler, config, args.processes, args.app).run()
+    return Supervisor(handler, config, args.processes, args.app, max_memory_mb=args.max_memory_per_child).run()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,12 @@ signal-handler re-entrancy:
 
 * SIGCHLD: reap; a worker that died while we are running is replaced (only
   that one). A worker that dies within ``MIN_UPTIME`` seconds of its start is
-  restarted after a back-off that doubles up to ``MAX_BACKOFF``.
+  restarted after a back-off that doubles up to ``MAX_BACKOFF``. The tasks a
+  dead worker held are recovered at once (``recovery.recover_worker``): the
+  supervisor chose the worker's server id, which prefixes its lease tokens.
+* Recycling: a worker that exits 0 by itself (``max_tasks`` reached) or is
+  told to stop because its RSS passed ``max_memory_mb`` finishes its tasks and
+  is replaced at once.
 * SIGTERM / SIGINT: graceful stop, forwarded as SIGTERM to every worker; a
   second one sends SIGQUIT (immediate stop). Workers still alive
   ``shutdown_timeout + KILL_GRACE`` seconds later are killed.
@@ -18,6 +23,8 @@ import os
 import signal
 import sys
 import time
+import uuid
+from dataclasses import replace
 from typing import Any, Optional
 
 from fastq.server.config import WorkerConfig
@@ -51,14 +58,18 @@ def describe_status(status: int) -> str:
 
 
 class Supervisor:
-    def __init__(self, handler: Any, config: WorkerConfig, processes: int, app_name: str = "app") -> None:
+    def __init__(self, handler: Any, config: WorkerConfig, processes: int, app_name: str = "app",
+                 max_memory_mb: float = 0.0) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self.handler = handler
         self.config = config
         self.processes = processes
         self.app_name = app_name
+        self.max_memory_mb = max_memory_mb
         self.children: dict[int, int] = {}  # pid -> slot
+        self.server_ids: dict[int, str] = {}  # pid -> the server id given to that worker
+        self.recycling: set[int] = set()  # pids told to stop for using too much memory
         self.started_at: dict[int, float] = {}  # slot -> start time of its current worker
         self.backoff: dict[int, float] = {}  # slot -> current restart delay
         self.restart_due: dict[int, float] = {}  # slot -> when to start it again
@@ -72,6 +83,8 @@ class Supervisor:
     def _spawn(self, slot: int) -> None:
         for handler in logging.getLogger().handlers:
             handler.flush()
+        server_id = str(uuid.uuid4())
+        config = replace(self.config, server_id=server_id)
         pid = os.fork()
         if pid == 0:  # child
             code = 1
@@ -82,7 +95,7 @@ class Supervisor:
                 _set_title(f"fastq-supervisor: worker {slot} [{self.app_name}]")
                 from fastq.server.worker import run_worker
 
-                run_worker(self.handler, self.config, parent_pid=self.pid)
+                run_worker(self.handler, config, parent_pid=self.pid)
                 code = 0
             except BaseException:  # noqa: BLE001 - report anything, then leave
                 log.exception("worker %d crashed", os.getpid())
@@ -90,6 +103,7 @@ class Supervisor:
                 logging.shutdown()
                 os._exit(code)
         self.children[pid] = slot
+        self.server_ids[pid] = server_id
         self.started_at[slot] = time.monotonic()
         log.info("started worker %d (slot %d)", pid, slot)
 
@@ -103,11 +117,24 @@ class Supervisor:
             if pid == 0:
                 return
             slot = self.children.pop(pid, None)
+            server_id = self.server_ids.pop(pid, None)
+            recycled = pid in self.recycling
+            self.recycling.discard(pid)
             if slot is None:
                 continue
             how = describe_status(status)
+            clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            if not clean and server_id is not None:
+                from fastq.server.recovery import recover_worker
+
+                recover_worker(self.config, server_id, pid, how)
             if self.stopping:
                 log.info("worker %d (slot %d) stopped: %s", pid, slot, how)
+                continue
+            if clean:
+                log.info("worker %d (slot %d) recycled (%s); starting a fresh one", pid, slot,
+                         "memory limit" if recycled else "task limit")
+                self.restart_due[slot] = time.monotonic()
                 continue
             uptime = time.monotonic() - self.started_at.get(slot, 0.0)
             if uptime < MIN_UPTIME:
@@ -120,6 +147,28 @@ class Supervisor:
                 self.backoff.pop(slot, None)
                 log.error("worker %d (slot %d) died (%s); restarting it", pid, slot, how)
             self.restart_due[slot] = time.monotonic() + delay
+
+    def _check_memory(self) -> None:
+        """Tell workers over ``max_memory_mb`` RSS to stop gracefully (they are then replaced)."""
+        if not self.max_memory_mb or self.stopping:
+            return
+        import psutil
+
+        for pid in list(self.children):
+            if pid in self.recycling:
+                continue
+            try:
+                rss_mb = psutil.Process(pid).memory_info().rss / (1024 * 1024)
+            except psutil.Error:
+                continue
+            if rss_mb > self.max_memory_mb:
+                log.warning("worker %d uses %.0f MB (limit %g MB): recycling it after its running tasks",
+                            pid, rss_mb, self.max_memory_mb)
+                self.recycling.add(pid)
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
 
     def _restart_due(self) -> None:
         now = time.monotonic()
@@ -174,6 +223,7 @@ class Supervisor:
                     self._signal_all(signal.SIGKILL)
                     self.kill_at = None
             else:
+                self._check_memory()
                 self._restart_due()
         log.info("supervisor %d stopped", self.pid)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
