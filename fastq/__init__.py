@@ -14,8 +14,10 @@ from fastq.context import (
     TaskContext,
     current_task,
     get_max_retry,
+    get_parent_task_id,
     get_queue_name,
     get_retry_count,
+    get_root_task_id,
     get_task_id,
     is_cancelled,
 )
@@ -59,8 +61,10 @@ __all__ = [
     "WorkerConfig",
     "current_task",
     "get_max_retry",
+    "get_parent_task_id",
     "get_queue_name",
     "get_retry_count",
+    "get_root_task_id",
     "get_task_id",
     "is_cancelled",
 ]

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastq import keys
 from fastq._codec import TaskMessage
+from fastq.context import PARENT_ID_HEADER, ROOT_ID_HEADER, current_task
 from fastq.errors import InvalidOptionError
 from fastq.task import Task
 
@@ -80,6 +81,23 @@ def _name(name: str, value: Any) -> str:
     return value
 
 
+def _headers_with_lineage(task: Task) -> dict | None:
+    """The task's headers, plus its lineage when it is enqueued from inside a handler.
+
+    The parent is the running task; the root is the parent's root, or the parent
+    itself when it has none. Headers the caller set explicitly win.
+    """
+    parent = current_task()
+    if parent is None:
+        return dict(task.headers) if task.headers else None
+    headers = {
+        PARENT_ID_HEADER: parent.task_id,
+        ROOT_ID_HEADER: parent.headers.get(ROOT_ID_HEADER) or parent.task_id,
+    }
+    headers.update(task.headers)
+    return headers
+
+
 def plan_enqueue(task: Task, options: dict, now: float | None = None) -> EnqueuePlan:
     """Validate ``options`` for ``task`` and build the message Go Asynq's client would write."""
     if not isinstance(task, Task):
@@ -137,7 +155,7 @@ def plan_enqueue(task: Task, options: dict, now: float | None = None) -> Enqueue
         unique_key=unique_key,
         retention=retention,
         group_key=group,
-        headers=dict(task.headers) if task.headers else None,
+        headers=_headers_with_lineage(task),
     )
     if process_at > now:
         if unique_ttl:  # the lock lasts until the unique TTL after the run time, as in Go
