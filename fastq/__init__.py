@@ -28,6 +28,7 @@ from fastq.errors import (
     HandlerNotFoundError,
     InvalidOptionError,
     NoTaskContextError,
+    PayloadError,
     RevokeTask,
     SkipRetry,
     TaskIDConflictError,
@@ -36,6 +37,7 @@ from fastq.mux import ServeMux
 from fastq.server.config import WorkerConfig
 from fastq.server.worker import Worker
 from fastq.task import Task, TaskInfo, TaskState
+from fastq.typed import TaskType, make_task, typed_task
 
 __version__ = "0.1.0"
 
@@ -48,6 +50,7 @@ __all__ = [
     "HandlerNotFoundError",
     "InvalidOptionError",
     "NoTaskContextError",
+    "PayloadError",
     "RevokeTask",
     "ServeMux",
     "SkipRetry",
@@ -56,6 +59,7 @@ __all__ = [
     "TaskIDConflictError",
     "TaskInfo",
     "TaskState",
+    "TaskType",
     "USING_SPEEDUPS",
     "Worker",
     "WorkerConfig",
@@ -67,4 +71,6 @@ __all__ = [
     "get_root_task_id",
     "get_task_id",
     "is_cancelled",
+    "make_task",
+    "typed_task",
 ]

@@ -1,0 +1,133 @@
+"""``fastq-scheduler APP``: run a Scheduler, a PeriodicTaskManager or a config provider in its own process.
+
+APP is ``module:attribute`` (the attribute may be dotted; the current
+directory is on ``sys.path``). A bad APP or a bad flag exits with code 2 and
+one line on stderr; a provider whose first ``get_configs()`` fails exits
+with code 1.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+from fastq._redis import default_url
+from fastq.errors import AppImportError, ConfigProviderError, InvalidOptionError, TimeZoneError
+
+__all__ = ["load_app", "as_service", "main"]
+
+
+def load_app(spec: str) -> Any:
+    """Import ``module:attribute`` and return the object; ``AppImportError`` says what went wrong."""
+    from importlib import import_module
+
+    if not isinstance(spec, str):
+        raise AppImportError(f"APP must be a 'module:attribute' string, not {type(spec).__name__}")
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise AppImportError(f"APP must look like 'module:attribute' (e.g. myapp.cron:scheduler), got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = import_module(module_name)
+    except ImportError as exc:
+        raise AppImportError(f"cannot import module {module_name!r} of APP {spec!r}: {exc}") from exc
+    except Exception as exc:
+        raise AppImportError(f"importing module {module_name!r} of APP {spec!r} failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AppImportError(f"module {module_name!r} has no attribute {attr!r} (APP {spec!r})") from None
+    return obj
+
+
+def as_service(app: Any) -> Any:
+    """A Scheduler or PeriodicTaskManager for ``app``: one of those, a provider, or a ``module:attribute``."""
+    from fastq.periodic import PeriodicTaskManager
+    from fastq.scheduler import Scheduler
+
+    name = app if isinstance(app, str) else None
+    if isinstance(app, str):
+        app = load_app(app)
+    if isinstance(app, (Scheduler, PeriodicTaskManager)):
+        if app._state != "new":
+            raise AppImportError(f"APP {name or app!r} was started already; give one that has not run")
+        return app
+    if callable(getattr(app, "get_configs", None)):
+        return PeriodicTaskManager(app)
+    raise AppImportError(f"APP {name or type(app).__name__!r} is a {type(app).__name__}, not a fastq.Scheduler, "
+                         f"a fastq.PeriodicTaskManager or a config provider (an object with get_configs())")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if math.isnan(value) or math.isinf(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return value
+
+
+def _zone(text: str) -> str:
+    from fastq.cron import load_zone
+
+    try:
+        load_zone(text)
+    except TimeZoneError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fastq-scheduler",
+        description="Enqueue periodic tasks: run APP, a fastq.Scheduler, a fastq.PeriodicTaskManager "
+                    "or a config provider, until SIGTERM/SIGINT.",
+    )
+    p.add_argument("app", metavar="APP", help="module:attribute naming a Scheduler, PeriodicTaskManager or provider")
+    p.add_argument("--redis-url", default=None,
+                   help=f"Redis URL (default: the APP's own, else $FASTQ_REDIS_URL or {default_url()})")
+    p.add_argument("--location", type=_zone, default=None,
+                   help="IANA time zone of cron specs without CRON_TZ= (default: the APP's own, else UTC)")
+    p.add_argument("--heartbeat-interval", type=_positive_seconds, default=None,
+                   help="seconds between writes of the entries to Redis (default: the APP's own, else 10)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="log level (default: INFO)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from fastq import logging as fastq_logging
+    from fastq._redis import sync_client
+    from fastq.scheduler import run_scheduler
+
+    fastq_logging.setup(args.log_level)
+    if args.redis_url is not None:
+        try:
+            sync_client(args.redis_url).close()  # validates the URL; connects only when used
+        except ValueError as exc:
+            parser.exit(2, f"fastq-scheduler: error: {exc}\n")
+    try:
+        service = as_service(args.app)
+    except AppImportError as exc:
+        parser.exit(2, f"fastq-scheduler: error: {exc}\n")
+    try:
+        return run_scheduler(service, args.redis_url, location=args.location,
+                             heartbeat_interval=args.heartbeat_interval)
+    except (InvalidOptionError, TimeZoneError) as exc:
+        parser.exit(2, f"fastq-scheduler: error: {exc}\n")
+    except ConfigProviderError as exc:
+        parser.exit(1, f"fastq-scheduler: error: {exc}\n")
+    return 0  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
