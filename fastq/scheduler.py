@@ -219,8 +219,14 @@ async def _serve_with_signals(service: _Service, signals: tuple, parent_pid: Opt
     if parent_pid is not None:
         watchers.append(asyncio.create_task(_watch_parent(stop, parent_pid)))
     if stop_event is not None:
-        threading.Thread(target=lambda: (stop_event.wait(), loop.call_soon_threadsafe(stop.set)),
-                         daemon=True, name="fastq-scheduler-stop").start()
+        def bridge() -> None:
+            stop_event.wait()
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:  # the loop ended first
+                pass
+
+        threading.Thread(target=bridge, daemon=True, name="fastq-scheduler-stop").start()
     try:
         await service.serve(stop)
     finally:
