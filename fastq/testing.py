@@ -21,6 +21,7 @@ import asyncio
 import builtins
 import contextlib
 import contextvars
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -155,14 +156,24 @@ def _prepare(handler: Any, task: Task, task_id: Optional[str], retry_count: int,
     return fn, is_async, Task._trusted(task.type, task.payload, merged), ctx
 
 
+def _mark_cancelled(ctx: TaskContext) -> None:
+    ctx.cancelled = True  # what fastq.is_cancelled() reads
+
+
 def _call_sync(fn: Any, task: Task, ctx: TaskContext) -> Any:
     set_current(ctx)
+    # At the deadline the worker marks the task cancelled (a sync handler polls is_cancelled()).
+    timer = threading.Timer(max(0.0, ctx.deadline - time.time()), _mark_cancelled, (ctx,))
+    timer.daemon = True
+    timer.start()
     try:
         result = fn(task)
     except BaseException as exc:
         if time.time() > ctx.deadline:  # the worker failed the task at its deadline already
             raise TaskCanceledError(DEADLINE_EXCEEDED) from exc
         raise
+    finally:
+        timer.cancel()
     if asyncio.iscoroutine(result):  # the worker refuses this too
         result.close()
         raise TypeError("handler returned a coroutine but was not detected as async; "
@@ -182,6 +193,7 @@ async def _call_async(fn: Any, task: Task, ctx: TaskContext) -> Any:
     if remaining > 0:
         await asyncio.wait({inner}, timeout=remaining)
     if not inner.done():  # the worker cancels an async handler at its deadline
+        _mark_cancelled(ctx)
         inner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await inner

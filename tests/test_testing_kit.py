@@ -156,6 +156,35 @@ def test_run_handler_deadline_forms_and_a_sync_handler_past_its_deadline_fails()
         run_handler(handler, fastq.Task("t"), deadline=timedelta(seconds=0.05))
 
 
+def test_is_cancelled_turns_true_at_the_deadline():
+    polls = []
+
+    def polling(task):  # a long sync handler that checks between steps, as the docs advise
+        assert not fastq.is_cancelled()
+        while not fastq.is_cancelled():
+            polls.append(1)
+            time.sleep(0.01)
+        return "stopped"
+
+    start = time.monotonic()
+    with pytest.raises(TaskCanceledError, match="context deadline exceeded"):
+        run_handler(polling, fastq.Task("t"), deadline=timedelta(seconds=0.1))
+    assert 0.05 < time.monotonic() - start < 2 and polls
+
+    async def catching(task):
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            seen.append(fastq.is_cancelled())
+            raise
+
+    seen = []
+    with pytest.raises(TaskCanceledError):
+        run_handler(catching, fastq.Task("t"), deadline=timedelta(seconds=0.05))
+    assert seen == [True]
+    assert run_handler(lambda task: fastq.is_cancelled(), fastq.Task("t")) is False
+
+
 def test_a_deadline_in_the_past_fails_an_async_handler_before_it_runs():
     ran = []
 
