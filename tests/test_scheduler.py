@@ -123,29 +123,22 @@ def test_heartbeat_writes_go_layout(r, redis_url, services):
     assert every.prev_enqueue_time.nanos == 0
 
 
-def test_history_keeps_the_newest_1000(r, redis_url, services):
+def test_history_is_trimmed_to_the_newest_1000(r, redis_url, services):
     s = Scheduler(redis_url, heartbeat_interval=5)
     eid = s.register("@every 1s", fastq.Task("h"))
     hkey = keys.scheduler_history_key(eid)
-    old = {f"old-{i}".encode(): i for i in range(MAX_HISTORY + 5)}
-    r.zadd(hkey, old)
+    r.zadd(hkey, {f"old-{i}".encode(): i for i in range(MAX_HISTORY + 5)})
     start(services, s)
-    wait_for(lambda: pending(r), timeout=3, what="a tick")
-    (tid,) = pending(r)
-    wait_for(lambda: r.zscore(hkey, old_member(r, hkey, tid)) is not None, timeout=2, what="the event")
+    tid = wait_for(lambda: pending(r) and pending(r)[0], timeout=3, what="a tick")
+    wait_for(lambda: newest_event_task_id(r, hkey) == tid, timeout=2, what="the enqueue event")
     assert r.zcard(hkey) == MAX_HISTORY
     members = r.zrange(hkey, 0, -1)
     assert members[0] == b"old-6" and b"old-5" not in members  # the 6 oldest went, 999 stay + the new one
 
 
-def old_member(r: redis.Redis, hkey: str, task_id: str) -> bytes:
-    for m in r.zrange(hkey, -1, -1):
-        try:
-            if decode(SchedulerEnqueueEvent, m).task_id == task_id:
-                return m
-        except ValueError:
-            pass
-    return b"none"
+def newest_event_task_id(r: redis.Redis, hkey: str) -> str:
+    (newest,) = r.zrange(hkey, -1, -1)
+    return decode(SchedulerEnqueueEvent, newest).task_id if not newest.startswith(b"old-") else ""
 
 
 def test_two_schedulers_enqueue_each_tick_once(r, redis_url, services):
@@ -466,3 +459,61 @@ def test_run_scheduler_rejects_bad_overrides(r, redis_url):
         run_scheduler(s, heartbeat_interval=-1)
     assert dump(r) == {}
     assert math.isclose(s.heartbeat_interval, 10.0) and s.location.key == "UTC"
+
+
+FORKED = """
+import os, sys, time
+import fastq
+from fastq.scheduler import run_scheduler
+
+s = fastq.Scheduler(sys.argv[1], heartbeat_interval=1)
+s.register("@every 1s", fastq.Task("orphan"))
+pid = os.fork()
+if pid == 0:  # as fastq-supervisor's child: stop when the parent is gone; Ctrl-C belongs to the parent
+    os._exit(run_scheduler(s, parent_pid=os.getppid(), handle_sigint=False))
+print(pid, flush=True)
+time.sleep(2)
+"""
+
+
+def test_run_scheduler_in_a_forked_child_stops_when_the_parent_dies(r, redis_url):
+    parent = subprocess.run([sys.executable, "-c", FORKED, redis_url], capture_output=True, text=True, timeout=20,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert parent.returncode == 0, parent.stderr
+    child = int(parent.stdout.split()[0])
+    assert pending(r), "the child enqueued while its parent lived"
+
+    def child_gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(child_gone, timeout=10, what="the orphaned child to stop")
+    assert r.zcard(keys.ALL_SCHEDULERS) == 0 and not r.keys("asynq:schedulers:*")
+
+
+RUN = """
+import sys
+import fastq
+
+s = fastq.Scheduler(sys.argv[1], heartbeat_interval=1)
+s.register("@every 1s", fastq.Task("run"))
+s.run()
+print("clean exit")
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_scheduler_run_blocks_until_a_signal(r, redis_url, sig):
+    proc = subprocess.Popen([sys.executable, "-c", RUN, redis_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        wait_for(lambda: r.zcard(keys.ALL_SCHEDULERS) == 1 or proc.poll() is not None, timeout=8, what="start")
+        assert proc.poll() is None, proc.stderr.read()
+    finally:
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0 and out.strip() == "clean exit", err
+    assert r.zcard(keys.ALL_SCHEDULERS) == 0
