@@ -33,6 +33,14 @@ from fastq.errors import (
     SkipRetry,
     TaskIDConflictError,
 )
+from fastq.errors import (
+    CorruptDataError,
+    QueueNotEmptyError,
+    QueueNotFoundError,
+    TaskNotFoundError,
+    TaskStateError,
+)
+from fastq.inspect import AsyncInspector, DailyStats, GroupInfo, Inspector, QueueInfo
 from fastq.mux import ServeMux
 from fastq.server.config import WorkerConfig
 from fastq.server.worker import Worker
@@ -43,6 +51,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncClient",
+    "AsyncInspector",
+    "CorruptDataError",
+    "DailyStats",
+    "GroupInfo",
+    "Inspector",
+    "QueueInfo",
+    "QueueNotEmptyError",
+    "QueueNotFoundError",
+    "TaskNotFoundError",
+    "TaskStateError",
     "Client",
     "DecodeError",
     "DuplicateTaskError",

@@ -96,6 +96,7 @@ class TaskInfo:
     completed_at: datetime | None = None
     headers: dict = field(default_factory=dict)
     result: bytes | None = None
+    is_orphaned: bool = False  # Inspector, active tasks only: its lease has expired (worker gone?)
 
     @classmethod
     def from_message(cls, msg, state: TaskState, next_process_at: datetime | None = None) -> "TaskInfo":

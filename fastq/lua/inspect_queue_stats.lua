@@ -43,10 +43,11 @@ end
 res[#res + 1] = aggregating
 
 -- Memory: as Asynq, the average MEMORY USAGE of the first ARGV[4] task hashes times the
--- container size, plus the container itself.
+-- container size, plus the container itself; returned with 17 digits so the
+-- caller's float equals this one exactly.
 local sample = tonumber(ARGV[4])
 local memory = 0
-for i = 1, 6 do
+for _, i in ipairs({2, 1, 3, 4, 5, 6}) do  -- Asynq's order (active first), so float sums match
     local ids
     if i <= 2 then
         ids = redis.call("LRANGE", KEYS[i], 0, sample - 1)
@@ -62,7 +63,7 @@ for i = 1, 6 do
     end
     memory = memory + (redis.call("MEMORY", "USAGE", KEYS[i]) or 0)
 end
-res[#res + 1] = tostring(memory)
+res[#res + 1] = string.format("%.17g", memory)
 local group_total, group_sampled = 0, 0
 if ngroups > 0 then
     for _, gname in ipairs(redis.call("SRANDMEMBER", KEYS[12], tonumber(ARGV[5]))) do

@@ -1,0 +1,139 @@
+"""The ``fastq`` command: inspect and manage queues, tasks, servers and periodic tasks.
+
+Modelled on Go Asynq's ``asynq`` CLI (same data, same answers). Tables by default,
+``--json`` for scripts. ``--redis-url`` (or ``$FASTQ_REDIS_URL``) picks the Redis;
+its password is never printed. Any error is one line on stderr and a non-zero exit
+code (1 for errors found at run time, 2 for bad usage), never a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+import click
+import redis
+
+from fastq._redis import DEFAULT_URL, redact
+from fastq.errors import FastqError
+
+__all__ = ["main", "cli"]
+
+CONNECT_TIMEOUT = 5.0
+COMMAND_TIMEOUT = 60.0
+_LAST = {"url": DEFAULT_URL}  # the URL of the running command, for error messages
+
+
+def safe_url(url: str) -> str:
+    """The URL for messages: password masked; unparsable URLs are not shown at all."""
+    try:
+        return redact(url)
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def check_url(url: str) -> str:
+    """Refuse URLs redis-py would reject or silently misread (e.g. a database that is not a number)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise click.BadParameter(f"invalid Redis URL {safe_url(url)!r}: {exc}", param_hint="'--redis-url'")
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise click.BadParameter(f"invalid Redis URL {safe_url(url)!r}: the scheme must be redis://, rediss:// "
+                                 "or unix://", param_hint="'--redis-url'")
+    if parts.scheme != "unix":
+        if not parts.hostname:
+            raise click.BadParameter(f"invalid Redis URL {safe_url(url)!r}: no host", param_hint="'--redis-url'")
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise click.BadParameter(f"invalid Redis URL {safe_url(url)!r}: the database must be a number, "
+                                     f"not {db!r}", param_hint="'--redis-url'")
+    return url
+
+
+class Ctx:
+    """What the commands share: the Redis URL and lazily made Inspector / Client."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._inspector: Any = None
+        self._client: Any = None
+        self.timeout = COMMAND_TIMEOUT
+
+    def _redis(self) -> Any:
+        return redis.Redis.from_url(self.url, socket_connect_timeout=min(CONNECT_TIMEOUT, self.timeout),
+                                    socket_timeout=self.timeout)
+
+    @property
+    def inspector(self) -> Any:
+        if self._inspector is None:
+            from fastq.inspect import Inspector
+
+            self._inspector = Inspector(self._redis())
+        return self._inspector
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from fastq.client import Client
+
+            self._client = Client(self._redis())
+        return self._client
+
+    def close(self) -> None:
+        for owner in (self._inspector, self._client):
+            if owner is not None:
+                owner.redis.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--redis-url", "-u", envvar="FASTQ_REDIS_URL", default=DEFAULT_URL, show_default=True,
+              metavar="URL", callback=lambda _c, _p, v: check_url(v),
+              help="Redis to inspect (env FASTQ_REDIS_URL); redis://[:password@]host:port/db")
+@click.pass_context
+def cli(ctx: click.Context, redis_url: str) -> None:
+    """Inspect and manage fastq / Go Asynq queues and tasks."""
+    state = Ctx(redis_url)
+    _LAST["url"] = redis_url
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: run ``cli`` and turn every error into one line."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="fastq", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        _fail("aborted")
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except FastqError as exc:
+        _fail(str(exc))
+    except redis.AuthenticationError as exc:
+        _fail(f"Redis refused the credentials: {exc}")
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        _fail(f"cannot reach Redis at {safe_url(_current_url())}: {exc}")
+    except redis.ResponseError as exc:
+        _fail(f"Redis answered with an error: {exc}")
+    except redis.RedisError as exc:
+        _fail(f"Redis error: {exc}")
+    except (ValueError, TypeError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    sys.exit(0)
+
+
+def _current_url() -> str:
+    return _LAST["url"]
+
+
+from fastq.cli import _misc, _queue, _task  # noqa: E402,F401  (registers the commands)
