@@ -498,3 +498,10 @@ def r_plugin(fastq_redis_url):
     client = redis.Redis.from_url(fastq_redis_url)
     yield client
     client.close()
+
+
+def test_drain_counts_completed_tasks_with_retention_as_succeeded(fastq_client, fastq_worker):
+    kept = fastq_client.enqueue(fastq.Task("t", b"k"), retention=60)
+    result = fastq_worker(lambda task: None).drain()
+    assert result.succeeded == [kept.id]
+    assert fastq_client.redis.hget(keys.task_key("default", kept.id), "state") == b"completed"
