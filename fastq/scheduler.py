@@ -48,7 +48,7 @@ from redis.exceptions import RedisError
 from fastq import _scripts, keys
 from fastq._gofmt import option_strings
 from fastq._proto import SchedulerEnqueueEvent, SchedulerEntry, Timestamp, encode
-from fastq._redis import async_client, check_bytes_client, default_url
+from fastq._redis import async_client, check_bytes_client, default_url, sync_client
 from fastq.client import AsyncClient
 from fastq.cron import CronSchedule, load_zone, parse_cron
 from fastq.errors import CronSpecError, InvalidOptionError, SchedulerEntryNotFoundError
@@ -281,7 +281,10 @@ class Scheduler(_Service):
 
     @staticmethod
     def _check_redis(redis: Any) -> Any:
-        if redis is None or isinstance(redis, str):
+        if redis is None:
+            return None
+        if isinstance(redis, str):
+            sync_client(redis).close()  # parses the URL now (ValueError naming it); connects only in serve()
             return redis
         import redis as redis_lib
         import redis.asyncio

@@ -251,10 +251,12 @@ def test_bad_options_and_tasks_are_refused_at_register(r, redis_url):
     ({"heartbeat_interval": 0}, InvalidOptionError, "heartbeat_interval"),
     ({"heartbeat_interval": float("nan")}, InvalidOptionError, "heartbeat_interval"),
     ({"pre_enqueue": "not callable"}, TypeError, "pre_enqueue"),
+    ({"redis": "nope://127.0.0.1"}, ValueError, "invalid Redis URL"),
 ])
 def test_bad_scheduler_settings(r, redis_url, kwargs, error, text):
+    kwargs.setdefault("redis", redis_url)
     with pytest.raises(error, match=text):
-        Scheduler(redis_url, **kwargs)
+        Scheduler(**kwargs)
     assert dump(r) == {}
 
 
@@ -380,6 +382,12 @@ class Provider:
         return [fastq.PeriodicTaskConfig("@every 1s", fastq.Task("cli:provided"), {"queue": "cli"})]
 
 provider = Provider()
+
+class Broken:
+    def get_configs(self):
+        raise RuntimeError("config table missing")
+
+broken = Broken()
 '''
 
 
@@ -429,6 +437,15 @@ def test_fastq_scheduler_bad_input_exits_2(r, redis_url, app_dir, args, text):
     assert proc.returncode == 2, err
     assert text in err
     assert err.strip().splitlines()[-1].startswith("fastq-scheduler: error:")
+    assert dump(r) == {}
+
+
+def test_fastq_scheduler_exits_1_when_the_first_sync_fails(r, redis_url, app_dir):
+    proc = cli(app_dir, "cronapp:broken", "--redis-url", redis_url)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1, err
+    assert err.strip().splitlines()[-1] == ("fastq-scheduler: error: initial call to get_configs() failed: "
+                                            "RuntimeError: config table missing")
     assert dump(r) == {}
 
 
