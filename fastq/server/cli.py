@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most tasks claimed per dequeue round trip (default: 200)")
     p.add_argument("--poll-interval", type=_seconds, default=0.1,
                    help="longest sleep between polls of empty queues, in seconds (default: 0.1)")
+    p.add_argument("--lease-duration", type=_int_at_least(3), default=8, metavar="SECONDS",
+                   help="lease of a claimed task; a dead worker's tasks are recovered within about this "
+                        "(default: 8; Asynq: 30)")
+    p.add_argument("--on-start", metavar="MODULE:FUNCTION", default=None,
+                   help="a function called in each worker process after it forks, before it takes tasks "
+                        "(open database pools here); if it raises, the worker exits and is restarted with back-off")
     p.add_argument("--max-tasks-per-child", type=_int_at_least(0), default=0,
                    help="replace a worker process after it ran this many tasks (default: 0 = never)")
     p.add_argument("--max-memory-per-child", type=_seconds, default=0.0, metavar="MB",
@@ -83,6 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         handler = import_app(args.app)
+        on_start = import_app(args.on_start) if args.on_start else None
     except AppImportError as exc:
         parser.exit(2, f"fastq-supervisor: error: {exc}\n")
     try:
@@ -95,6 +102,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             batch_size=args.batch_size,
             poll_interval=max(args.poll_interval, 0.001),
             max_tasks=args.max_tasks_per_child,
+            lease_duration=args.lease_duration,
+            on_start=on_start,
         )
     except InvalidOptionError as exc:
         parser.exit(2, f"fastq-supervisor: error: {exc}\n")

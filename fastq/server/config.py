@@ -106,6 +106,8 @@ class WorkerConfig:
     retry_delay: Callable[..., float] = default_retry_delay
     is_failure: Callable[[BaseException], bool] = lambda exc: True
     error_handler: Optional[Callable[..., Any]] = None
+    # Called (sync or async) in each worker process before it takes tasks.
+    on_start: Optional[Callable[[], Any]] = None
     host: str = field(default_factory=lambda: _hostname())
     # Set by the supervisor so it can find this worker's claims if the process dies.
     server_id: Optional[str] = None

@@ -152,6 +152,12 @@ class Processor:
                 self._slot_event.clear()
                 await self._slot_event.wait()
                 continue
+            if cfg.max_tasks:  # recycling: never claim more than the worker will run
+                free = min(free, cfg.max_tasks - self.processed - len(self.running))
+                if free <= 0:
+                    self._slot_event.clear()
+                    await self._slot_event.wait()
+                    continue
             names, dequeue_keys, prefixes = self._next_queues()
             if not names:
                 await asyncio.sleep(cfg.poll_interval)

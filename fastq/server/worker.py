@@ -88,6 +88,10 @@ class Worker:
         if cfg.max_tasks:
             processor.on_processed = self._recycle_after
         self.heartbeater = heartbeater = Heartbeater(broker, processor, cfg, server_id)
+        if cfg.on_start is not None:
+            result = cfg.on_start()
+            if asyncio.iscoroutine(result):
+                await result
         await self._publish_queues(redis)
         log.info("worker %d started: queues %s, concurrency %d, redis %s", os.getpid(),
                  ",".join(f"{q}={w}" for q, w in cfg.queues.items()), cfg.concurrency, redact(cfg.redis_url))
@@ -115,6 +119,7 @@ class Worker:
         if processed >= self.config.max_tasks and self._stop_requests == 0:
             log.info("worker %d processed %d task(s) (max_tasks %d): recycling", os.getpid(), processed,
                      self.config.max_tasks)
+            self.processor.stop_fetching()
             self._request_stop(False)
             self.recycled = True
 

@@ -1,0 +1,103 @@
+"""Consistency sweep of a queue's Redis data (the invariants of asynq-compat.md §3.4).
+
+``check(redis, queue)`` reads one queue with SCAN/LRANGE/ZRANGE in pages and returns
+the problems it finds, each naming the task and what is wrong:
+
+* an ID in two containers at once (pending, active, scheduled, retry, archived,
+  completed, a group), or listed twice in one list;
+* an active ID without a lease, or a lease without an active ID (Asynq #1051/#1144);
+* a listed ID without a task hash, or whose ``state`` field disagrees with its container;
+* a task hash no container lists (dangling; retention-kept ``completed`` tasks are listed
+  in the completed zset, so they do not count);
+* a ``msg`` that does not decode.
+
+It changes nothing. It is O(tasks in the queue): for tests, operators and the CLI, not for
+hot paths.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from fastq import keys
+from fastq._codec import decode_message
+from fastq.errors import DecodeError
+
+__all__ = ["check"]
+
+PAGE = 1000
+
+
+def _list(r: Any, key: str) -> list[str]:
+    out: list[str] = []
+    start = 0
+    while True:
+        page = r.lrange(key, start, start + PAGE - 1)
+        out += [x.decode() for x in page]
+        if len(page) < PAGE:
+            return out
+        start += PAGE
+
+
+def _zset(r: Any, key: str) -> list[str]:
+    return [x.decode() for x, _ in r.zscan_iter(key, count=PAGE)]
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def check(r: Any, queue: str) -> list[str]:
+    """Problems found in ``queue`` (an empty list when it is consistent)."""
+    problems: list[str] = []
+    where: dict[str, list[str]] = {}
+    pending, active = _list(r, keys.pending_key(queue)), _list(r, keys.active_key(queue))
+    for name, ids in (("pending", pending), ("active", active)):
+        for tid, n in Counter(ids).items():
+            if n > 1:
+                problems.append(f"{tid}: listed {n} times in {name}")
+    containers = {"pending": set(pending), "active": set(active)}
+    for name in ("scheduled", "retry", "archived", "completed"):
+        containers[name] = set(_zset(r, getattr(keys, f"{name}_key")(queue)))
+    for raw in r.smembers(keys.groups_key(queue)):
+        group = raw.decode()
+        containers[f"group:{group}"] = set(_zset(r, keys.group_key(queue, group)))
+    for name, ids in containers.items():
+        for tid in ids:
+            where.setdefault(tid, []).append(name)
+    leases = set(_zset(r, keys.lease_key(queue)))
+    for tid, places in where.items():
+        if len(places) > 1:
+            problems.append(f"{tid}: in several containers: {', '.join(sorted(places))}")
+    for tid in containers["active"] - leases:
+        problems.append(f"{tid}: active without a lease")
+    for tid in leases - containers["active"]:
+        problems.append(f"{tid}: lease without an active entry")
+
+    expected_state = {"pending": "pending", "active": "active", "scheduled": "scheduled", "retry": "retry",
+                      "archived": "archived", "completed": "completed"}
+    prefix = keys.task_key_prefix(queue)
+    seen_hashes = set()
+    for raw_key in r.scan_iter(match=_glob_escape(prefix) + "*", count=PAGE):
+        key = raw_key.decode()
+        tid = key[len(prefix):]
+        seen_hashes.add(tid)
+        fields = r.hmget(key, "state", "msg")
+        state = fields[0].decode() if fields[0] is not None else None
+        places = where.get(tid)
+        if not places:
+            problems.append(f"{tid}: task hash with state {state!r} is in no container (dangling)")
+            continue
+        want = expected_state.get(places[0], "aggregating")
+        if state != want:
+            problems.append(f"{tid}: state {state!r} but listed in {places[0]}")
+        if fields[1] is None:
+            problems.append(f"{tid}: task hash has no msg")
+        else:
+            try:
+                decode_message(fields[1])
+            except DecodeError as exc:
+                problems.append(f"{tid}: msg does not decode ({exc})")
+    for tid in set(where) - seen_hashes:
+        problems.append(f"{tid}: listed in {where[tid][0]} but its task hash is missing")
+    return problems
