@@ -339,8 +339,8 @@ def test_history_reads_daily_counters(r, ins):
 def test_cluster_key_slot_matches_redis_cluster(tmp_path, r, ins):
     server = RedisServer(tmp_path, extra=["--cluster-enabled", "yes", "--cluster-config-file",
                                           str(tmp_path / "nodes.conf")])
-    server.start()
     try:
+        server.start()
         cluster = redis.Redis(port=server.port)
         for q in ("default", "critical", "a:b", "ünï"):
             r.sadd(keys.ALL_QUEUES, q)

@@ -22,6 +22,7 @@ __all__ = ["main", "cli"]
 CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 60.0
 _LAST = {"url": DEFAULT_URL}  # the URL of the running command, for error messages
+_NoArgsIsHelp = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
 def safe_url(url: str) -> str:
@@ -113,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.Abort:
         _fail("aborted")
+    except _NoArgsIsHelp as exc:  # `fastq` or `fastq task` alone: show the help
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+        sys.exit(0)
     except click.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
     except FastqError as exc:

@@ -21,7 +21,7 @@ from fastq.task import TaskInfo
 
 def console() -> Console:
     """A console on stdout; wide when not a terminal so tables are not squeezed in pipes."""
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     tty = out.isatty()
     return Console(file=out, width=None if tty else 200, highlight=False, soft_wrap=False,
                    no_color=not tty, emoji=False)
