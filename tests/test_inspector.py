@@ -25,7 +25,7 @@ from fastq.errors import (
     TaskNotScheduledError,
 )
 from fastq.inspect import AsyncInspector, Inspector, _read
-from helpers import RedisServer, dump, golden
+from helpers import RedisServer, dump, free_port, golden
 
 STATES = {s["name"]: s for s in golden("redis_states.json")["states"]}
 SERVER = golden("server_info.json")["sample_active"]
@@ -208,6 +208,8 @@ def test_servers_as_go_writes_them(r, ins):
     r.set("asynq:servers:{old:1:x}", _proto.encode(_proto.ServerInfo(host="old", pid=1, server_id="x")))
     # Workers of an unknown server are ignored; garbage is skipped.
     r.hset(f"asynq:workers:{HOST_TAG}", "junk", b"\xff\xff\xff")
+    r.zadd(keys.ALL_SERVERS, {"asynq:servers:{bad:2:y}": now + 10})
+    r.set("asynq:servers:{bad:2:y}", b"\x0a\x05ab")  # truncated protobuf: skipped
     (server,) = ins.servers()
     d = SERVER["server_info_decoded"]
     assert (server.id, server.host, server.pid, server.concurrency, server.queues, server.strict_priority,
@@ -337,8 +339,9 @@ def test_history_reads_daily_counters(r, ins):
 
 
 def test_cluster_key_slot_matches_redis_cluster(tmp_path, r, ins):
-    server = RedisServer(tmp_path, extra=["--cluster-enabled", "yes", "--cluster-config-file",
-                                          str(tmp_path / "nodes.conf")])
+    # The cluster bus port defaults to port + 10000 (refused above 55535): give it a free one.
+    server = RedisServer(tmp_path, extra=["--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                                          "--cluster-config-file", str(tmp_path / "nodes.conf")])
     try:
         server.start()
         cluster = redis.Redis(port=server.port)
@@ -368,6 +371,8 @@ def test_scheduler_entries_and_events(r, ins):
     assert [ev.task_id for ev in ins.list_scheduler_enqueue_events("e1")] == [f"task{i}" for i in range(4, -1, -1)]
     assert [ev.task_id for ev in ins.list_scheduler_enqueue_events("e1", 2, 2)] == ["task2", "task1"]
     assert ins.list_scheduler_enqueue_events("nope") == []
+    r.zadd(keys.scheduler_history_key("e1"), {b"\x12\xff": now + 100})  # garbage, newest: skipped
+    assert [ev.task_id for ev in ins.list_scheduler_enqueue_events("e1", 1, 2)] == ["task4"]
 
 
 # ---------------------------------------------------------------- single-task operations
@@ -671,6 +676,10 @@ def test_wrong_key_types_and_counters_are_named(r, ins, redis_url):
         ins.get_queue_info(Q)
     with pytest.raises(CorruptDataError, match="wrong Redis type"):
         ins.delete_all_scheduled_tasks(Q)
+    r.delete(keys.scheduled_key(Q))
+    r.hset(keys.task_key(Q, "a"), "pending_since", "yesterday")
+    with pytest.raises(CorruptDataError, match="pending_since.*not an integer"):
+        ins.get_queue_info(Q)
 
 
 def test_scripts_reload_after_script_flush(r, ins, redis_url):
@@ -706,3 +715,45 @@ def test_async_inspector_gives_the_same_answers(r, ins, redis_url):
     assert (info.pending, info.retry - 1, info.memory_usage > 0) == (sync_info.pending, sync_info.retry, True)
     assert [t.id for t in listed] == ["p1", "p2"]
     assert task.state.value == "retry" and task.retried == 1 and groups == [] and n == 1
+
+
+# ---------------------------------------------------------------- with a real fastq worker
+
+def test_live_worker_seen_and_cancelled_through_the_inspector(r, redis_url):
+    """A fastq worker runs a long task: the Inspector lists it as active, sees the server and its
+    worker entry, and cancel_processing makes the worker fail it into retry."""
+    from helpers import RunningWorker
+
+    started = asyncio.Event()
+
+    async def slow(task):
+        started.set()
+        await asyncio.sleep(60)
+
+    _enqueue(redis_url, "long")
+
+    async def main():
+        ins = AsyncInspector(redis_url)
+        async with RunningWorker(slow, redis_url, concurrency=2):
+            await asyncio.wait_for(started.wait(), 10)
+            (active,) = await ins.list_active_tasks(Q)
+            assert active.id == "long" and not active.is_orphaned
+            servers = await async_wait_for_value(lambda: ins.servers(), lambda s: s and s[0].active_workers)
+            assert servers[0].active_workers[0].task_id == "long" and servers[0].concurrency == 2
+            assert await ins.cancel_processing("long") >= 1
+            info = await async_wait_for_value(lambda: ins.get_task_info(Q, "long"), lambda t: t.state.value == "retry")
+            assert info.retried == 1 and "canceled" in info.last_err
+            (listed,) = await ins.list_retry_tasks(Q)
+            assert listed.id == "long" and listed.next_process_at is not None
+        await ins.close()
+
+    async def async_wait_for_value(make, ok, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await make()
+            if ok(value):
+                return value
+            assert time.monotonic() < deadline, f"timed out; last value {value!r}"
+            await asyncio.sleep(0.05)
+
+    asyncio.run(main())

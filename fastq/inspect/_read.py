@@ -99,7 +99,7 @@ def _queue_infos(_label: str, names: list[str]) -> Steps[list[QueueInfo]]:
         memory = float(r[14])
         if int(r[16]) > 0:
             memory += int(r[15]) / int(r[16]) * aggregating
-        oldest = int(r[11]) if r[11] else 0
+        oldest = _counter(q, r[11], "t:<oldest pending task> pending_since") if r[11] else 0
         infos.append(QueueInfo(
             queue=q,
             memory_usage=int(memory),
