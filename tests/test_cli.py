@@ -320,3 +320,18 @@ def test_console_script_in_a_subprocess(r, redis_url):
     assert out.returncode == 1 and out.stderr.strip() == "Error: task not found: id 'zzz' in queue 'default'"
     out = subprocess.run([str(script), "check"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("OK")
+
+
+def test_enqueue_options(r, redis_url):
+    res = fq(redis_url, "enqueue", "sum", "1", "--unique", "1h", "--json")
+    assert res.code == 0 and r.get(keys.unique_key(Q, "sum", b"1")) == res.json()["id"].encode()
+    before = dump(r)
+    assert_one_line_error(fq(redis_url, "enqueue", "sum", "1", "--unique", "1h"), "task already exists")
+    assert dump(r) == before
+    res = fq(redis_url, "enqueue", "item", "x", "--group", "batch", "--json")
+    assert res.json()["state"] == "aggregating" and r.sismember(keys.groups_key(Q), "batch")
+    res = fq(redis_url, "enqueue", "later", "x", "--process-at", "2030-01-02T03:04:05Z", "--deadline",
+             "2030-01-02T05:04:05+02:00", "--json")
+    data = res.json()
+    assert data["next_process_at"] == "2030-01-02T03:04:05+00:00" and data["deadline"] == "2030-01-02T03:04:05+00:00"
+    assert r.zscore(keys.scheduled_key(Q), data["id"]) == 1893553445

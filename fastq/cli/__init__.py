@@ -3,10 +3,12 @@
 Modelled on Go Asynq's ``asynq`` CLI (same data, same answers). Tables by default,
 ``--json`` for scripts. ``--redis-url`` (or ``$FASTQ_REDIS_URL``) picks the Redis;
 its password is never printed. Any error is one line on stderr and a non-zero exit
-code (1 for errors found at run time, 2 for bad usage), never a traceback.
+code (1 for errors found at run time, 2 for bad usage), never a traceback
+(``FASTQ_DEBUG=1`` shows it).
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Sequence
 from urllib.parse import urlsplit
@@ -102,6 +104,8 @@ def cli(ctx: click.Context, redis_url: str) -> None:
 
 
 def _fail(message: str, code: int = 1) -> None:
+    if os.environ.get("FASTQ_DEBUG") and sys.exc_info()[0] is not None:
+        raise  # FASTQ_DEBUG=1: show the traceback instead of the one-line message
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
 
