@@ -85,9 +85,6 @@ class Broker:
         replies = await self.pipeline(self.ack_calls(batch, time.time() if now is None else now, cutoff))
         return [tid for reply in replies for tid in reply]
 
-    async def extend_leases(self, by_queue: dict[str, list[str]], lease: int) -> None:
-        await self.pipeline([(_scripts.EXTEND_LEASE, [keys.lease_key(q)], [lease, *ids]) for q, ids in by_queue.items() if ids])
-
     async def forward(self, queues: Iterable[str], batch: int = 100) -> int:
         """Move due scheduled and retry tasks of ``queues`` to pending; return how many moved."""
         queues = list(queues)
@@ -105,22 +102,31 @@ class Broker:
             sources = [s for s, n in zip(sources, moved) if n >= batch]
         return total
 
-    async def write_server_state(self, server_key: str, workers_key: str, ttl: int, info: bytes,
-                                 workers: list[tuple[str, bytes]]) -> None:
+    async def heartbeat(self, server_key: str, workers_key: str, ttl: int, info: bytes,
+                        workers: list[tuple[str, bytes]], leases: dict[str, list[str]], lease: int) -> str:
+        """One heartbeat in one round trip: extend leases, write server and worker info
+        (Asynq's writeServerState with its two ZADDs), and read Redis's run_id."""
+        calls: list = [(_scripts.EXTEND_LEASE, [keys.lease_key(q)], [lease, *ids]) for q, ids in leases.items() if ids]
+        args: list = [ttl, info]
+        for tid, data in workers:
+            args += (tid, data)
+        calls.append((_scripts.WRITE_SERVER_STATE, [server_key, workers_key], args))
         expiry = int(time.time()) + ttl
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(keys.ALL_SERVERS, {server_key: expiry})
         pipe.zadd(keys.ALL_WORKERS, {workers_key: expiry})
-        args: list = [ttl, info]
-        for tid, data in workers:
-            args += (tid, data)
-        script = _scripts.WRITE_SERVER_STATE
-        pipe.evalsha(script.sha, 2, server_key, workers_key, *args)
+        for script, k, a in calls:
+            pipe.evalsha(script.sha, len(k), *k, *a)
+        pipe.info("server")
         replies = await pipe.execute(raise_on_error=False)
-        if isinstance(replies[-1], NoScriptError):
-            await script.arun(self.redis, [server_key, workers_key], args)
-        elif isinstance(replies[-1], Exception):
-            raise replies[-1]
+        for i, reply in enumerate(replies[2:-1]):
+            if isinstance(reply, NoScriptError):
+                script, k, a = calls[i]
+                replies[2 + i] = await script.arun(self.redis, k, a)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[-1].get("run_id", "")
 
     async def clear_server_state(self, server_key: str, workers_key: str) -> None:
         pipe = self.redis.pipeline(transaction=False)

@@ -21,7 +21,6 @@ from fastq import keys
 from fastq._proto import ServerInfo, Timestamp, WorkerInfo, encode
 from fastq.server.broker import Broker
 from fastq.server.config import WorkerConfig
-from fastq.server.maintenance import sleep_until_set
 from fastq.server.processor import Processor
 
 log = logging.getLogger("fastq.heartbeat")
@@ -34,6 +33,8 @@ class Heartbeater:
         self.cfg = cfg
         self.server_id = server_id or str(uuid.uuid4())
         self.tick = min(cfg.heartbeat_interval, cfg.lease_duration / 4)
+        self.run_id: str | None = None
+        self.rtt = 0.0  # duration of the last heartbeat round trip
         self.pid = os.getpid()
         self.started = Timestamp.now()
         self.status = "active"
@@ -63,18 +64,44 @@ class Heartbeater:
     async def beat(self) -> None:
         leased = self.processor.leased_ids()
         since = time.monotonic()
-        await self.broker.extend_leases(leased, self.cfg.lease_duration)
+        run_id = await self.broker.heartbeat(self.server_key, self.workers_key, self.ttl, encode(self.server_info()),
+                                             self.worker_infos(), leased, self.cfg.lease_duration)
         self.processor.leases_extended(leased, since)
-        await self.broker.write_server_state(self.server_key, self.workers_key, self.ttl,
-                                             encode(self.server_info()), self.worker_infos())
+        self.rtt = time.monotonic() - since
+        log.debug("heartbeat: %d lease(s) extended in %.3fs", sum(map(len, leased.values())), self.rtt)
+        if self.run_id is not None and run_id != self.run_id:
+            log.error("Redis restarted (run_id %s -> %s). If it runs without persistence, the tasks it held "
+                      "are lost; workers carry on with whatever it has now.", self.run_id, run_id)
+        self.run_id = run_id
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 await self.beat()
             except (RedisError, OSError) as exc:
                 log.warning("heartbeat failed: %s", exc)
-            await sleep_until_set(stop, self.tick)
+            await self._pause(stop, started + self.tick)
+
+    async def _pause(self, stop: asyncio.Event, until: float) -> None:
+        """Sleep until ``until``, or earlier when a held lease would otherwise run out before the
+        next extension could land (new claims wake us to re-plan)."""
+        claims = self.processor.claims_event
+        while not stop.is_set():
+            earliest = self.processor.earliest_lease_until()
+            wake = until if earliest is None else min(until, earliest - max(1.0, 3 * self.rtt))
+            delay = wake - time.monotonic()
+            if delay <= 0:
+                return
+            claims.clear()
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(claims.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+            if not claims.is_set():
+                return
 
     async def clear(self) -> None:
         await self.broker.clear_server_state(self.server_key, self.workers_key)

@@ -44,7 +44,10 @@ log = logging.getLogger("fastq.processor")
 
 DEFAULT_TIMEOUT = 1800.0
 POLL_MIN = 0.001
-LEASE_MARGIN = 1.5  # seconds: Redis stamps leases in whole seconds, plus round-trip slack
+# A lease set by a call that started at local time T stays valid until T + lease: Redis stamps
+# expiry = floor(server time) + lease and recoverers take a lease only once its score is
+# below the (whole-second) Redis time. The margin covers timer and scheduling slop.
+LEASE_MARGIN = 0.5
 UNDECODABLE_TYPE = "fastq:undecodable"
 
 # Why a running task was stopped before its handler returned.
@@ -123,6 +126,7 @@ class Processor:
         self._closed = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._slot_event: Optional[asyncio.Event] = None
+        self.claims_event: Optional[asyncio.Event] = None  # set after each claim (wakes the heartbeat)
         self._ack_event: Optional[asyncio.Event] = None
         self._idle_event: Optional[asyncio.Event] = None
         self._deadlines: list = []
@@ -141,6 +145,7 @@ class Processor:
         self._ack_event = asyncio.Event()
         self._idle_event = asyncio.Event()
         self._idle_event.set()
+        self.claims_event = asyncio.Event()
 
     async def fetch_loop(self) -> None:
         cfg = self.cfg
@@ -190,6 +195,7 @@ class Processor:
             lease_until = started + cfg.lease_duration - LEASE_MARGIN
             for i in range(2, len(reply), 2):
                 self._start(queue, reply[i].decode(), reply[i + 1], token, lease_until)
+            self.claims_event.set()
 
     def _next_queues(self) -> tuple[list, list, list]:
         names, dequeue_keys, prefixes = self.selector.next()
@@ -427,6 +433,10 @@ class Processor:
         for tid, queue in self.unacked.items():
             out.setdefault(queue, []).append(tid)
         return out
+
+    def earliest_lease_until(self) -> Optional[float]:
+        """The soonest local lease deadline among running tasks (None when nothing runs)."""
+        return min((r.lease_until for r in self.running.values()), default=None)
 
     def leases_extended(self, by_queue: dict[str, list[str]], since: float) -> None:
         """The leases of these IDs were pushed to Redis time + lease by a call started at ``since``."""

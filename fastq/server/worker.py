@@ -37,8 +37,15 @@ def redis_options() -> dict:
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff
 
-    return {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, "health_check_interval": 15,
-            "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1)}
+    options = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, "health_check_interval": 15,
+               "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1)}
+    try:  # redis-py 8 probes CLIENT MAINT_NOTIFICATIONS on every new connection: one more round trip
+        from redis.maint_notifications import MaintNotificationsConfig
+
+        options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+    except ImportError:  # pragma: no cover - older redis-py
+        pass
+    return options
 
 
 class Worker:
@@ -93,6 +100,12 @@ class Worker:
             if asyncio.iscoroutine(result):
                 await result
         await self._publish_queues(redis)
+        await _warn_about_server(redis)
+        await _load_scripts(redis)
+        try:  # register and warm a connection before taking tasks
+            await heartbeater.beat()
+        except (RedisError, OSError) as exc:
+            log.warning("first heartbeat failed: %s", exc)
         log.info("worker %d started: queues %s, concurrency %d, redis %s", os.getpid(),
                  ",".join(f"{q}={w}" for q, w in cfg.queues.items()), cfg.concurrency, redact(cfg.redis_url))
         self._upkeep_stop = asyncio.Event()  # forwarder and recoverer stop first
@@ -176,6 +189,32 @@ async def _join(tasks: list, timeout: float) -> None:
     for task in done:
         if not task.cancelled() and task.exception() is not None:
             log.error("%s failed: %r", task.get_name(), task.exception())
+
+
+async def _load_scripts(redis: Any) -> None:
+    """SCRIPT LOAD every script once at start, so the first calls need no NOSCRIPT round trip."""
+    from fastq import _scripts
+
+    try:
+        pipe = redis.pipeline(transaction=False)
+        for script in _scripts.SCRIPTS.values():
+            pipe.script_load(script.source)
+        await pipe.execute()
+    except (RedisError, OSError) as exc:  # the calls themselves load scripts on NOSCRIPT anyway
+        log.debug("preloading scripts failed: %s", exc)
+
+
+async def _warn_about_server(redis: Any) -> None:
+    """One WARNING at start for Redis settings that lose tasks (never fatal; CONFIG may be denied)."""
+    try:
+        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+    except (RedisError, OSError):
+        return
+    if isinstance(policy, bytes):
+        policy = policy.decode()
+    if policy and policy != "noeviction":
+        log.warning("Redis maxmemory-policy is %r: under memory pressure Redis may evict task data. "
+                    "Use 'noeviction' for a task queue (as Asynq, Sidekiq and BullMQ advise).", policy)
 
 
 def install_signal_handlers(worker: Worker) -> None:

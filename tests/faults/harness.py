@@ -135,9 +135,10 @@ class Harness:
 
     def backlog(self) -> int:
         q = self.queue
-        try:
-            return (self.r.llen(keys.pending_key(q)) + self.r.llen(keys.active_key(q))
-                    + self.r.zcard(keys.scheduled_key(q)) + self.r.zcard(keys.retry_key(q)))
+        try:  # one MULTI: separate reads could miss a task moving between containers
+            pipe = self.r.pipeline(transaction=True)
+            pipe.llen(keys.pending_key(q)).llen(keys.active_key(q)).zcard(keys.scheduled_key(q)).zcard(keys.retry_key(q))
+            return sum(pipe.execute())
         except redis.RedisError:
             return -1
 

@@ -1,0 +1,217 @@
+"""Redis faults (reliability.md §5.3) and network faults through a proxy (§5.4)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import redis
+
+import fastq
+from fastq import keys
+from harness import Harness, wait
+from proxy import Proxy
+
+
+def _stop_redis(h, seconds: float) -> None:
+    os.kill(h.server.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(h.server.proc.pid, signal.SIGCONT)
+
+
+def test_r1_redis_paused_briefly_then_restarted_with_data(tmp_path):
+    h = Harness(tmp_path, redis_args=["--appendonly", "yes", "--appendfsync", "everysec"])
+    try:
+        h.enqueue(600, sleep=0.02)
+        sup = h.supervisor(2)
+        wait(lambda: len(h.ledger.ids("end")) > 50, 20, "progress")
+        _stop_redis(h, 2.0)  # shorter than the lease: nothing is reclaimed
+        wait(lambda: len(h.ledger.ids("end")) > 300, 30, "progress after the pause")
+        h.r.shutdown(save=True)  # graceful restart on the same port and dir (AOF kept)
+        h.server.proc.wait(10)
+        h.server.start()
+        h.r = redis.Redis.from_url(h.url)
+        t0 = time.monotonic()
+        h.quiesce(60)
+        print(f"R1 drained {time.monotonic() - t0:.1f}s after the restart")
+        assert h.stop(sup) == 0
+        report = h.report()
+        report.assert_ok(max_duplicates=40)
+        log = h.log(sup)
+        assert log.count("Traceback") == 0
+    finally:
+        h.close()
+
+
+def test_r2_restart_without_persistence_is_survived(h):
+    h.enqueue(100, sleep=0.01)
+    sup = h.supervisor(1)
+    h.quiesce(30)
+    h.r.shutdown(nosave=True)
+    h.server.proc.wait(10)
+    h.server.start()
+    h.r = redis.Redis.from_url(h.url)
+    time.sleep(1)
+    ids = h.enqueue(50, sleep=0.01)  # new tasks after the data loss are processed
+    wait(lambda: set(ids) <= h.ledger.ids("end"), 30, "new tasks after the restart")
+    wait(lambda: "Redis restarted" in h.log(sup), 10, "restart noticed by the next heartbeat")
+    assert h.stop(sup) == 0
+    log = h.log(sup)
+    assert "Redis restarted" in log and "Traceback" not in log
+
+
+def test_r3_redis_killed_with_aof_loses_no_acknowledged_task(tmp_path):
+    h = Harness(tmp_path, redis_args=["--appendonly", "yes", "--appendfsync", "always"])
+    try:
+        h.enqueue(400, sleep=0.05)
+        sup = h.supervisor(2)
+        wait(lambda: len(h.ledger.ids("end")) > 50, 20, "progress")
+        h.server.proc.kill()  # kill -9 redis-server under load
+        h.server.proc.wait(10)
+        h.server.start()
+        h.r = redis.Redis.from_url(h.url)
+        h.quiesce(60)
+        assert h.stop(sup) == 0
+        h.report().assert_ok(max_duplicates=40)
+    finally:
+        h.close()
+
+
+def test_r5_script_cache_flushed_every_100ms(h):
+    ids = h.enqueue(1500, sleep=0)
+    sup = h.supervisor(2)
+    end = time.monotonic() + 6
+    while time.monotonic() < end and h.backlog():
+        h.r.script_flush()
+        time.sleep(0.1)
+    h.quiesce(30)
+    assert h.stop(sup) == 0
+    report = h.report()
+    report.assert_ok()
+    assert report.completed == len(ids)
+    assert "Traceback" not in h.log(sup)
+
+
+def test_r6_connections_killed_repeatedly_and_cancel_still_works(h):
+    h.enqueue(1000, sleep=0.005)
+    sup = h.supervisor(2)
+    for _ in range(8):
+        time.sleep(0.5)
+        h.r.client_kill_filter(_type="normal", skipme=True)
+        h.r.client_kill_filter(_type="pubsub", skipme=True)
+    h.quiesce(30)
+    clients = h.r.info("clients")["connected_clients"]
+    assert clients <= 2 * 8 + 4, clients  # no connection leak across reconnects
+    long = h.enqueue_one(sleep=60, max_retry=0)
+    wait(lambda: long in h.ledger.ids("start"), 10, "long task running")
+    time.sleep(1.0)  # the cancel listener re-subscribes after the kills (back-off <= 0.8 s here)
+    wait(lambda: h.r.publish(keys.CANCEL_CHANNEL, long) >= 2 or None, 10, "both workers subscribed")
+    wait(lambda: h.r.zcard(keys.archived_key("default")) == 1, 10, "cancelled task archived")
+    from fastq._codec import decode_message
+
+    assert decode_message(h.r.hget(keys.task_key("default", long), "msg")).error_msg == "context canceled"
+    assert h.stop(sup) == 0
+    h.report().assert_ok(max_duplicates=20)
+
+
+def test_r7_out_of_memory_enqueue_fails_clearly_and_running_tasks_still_settle(h):
+    running = h.enqueue(20, sleep=1.0)
+    sup = h.supervisor(1)
+    wait(lambda: len(h.ledger.ids("start")) == 20, 20, "all running")
+    used = h.r.info("memory")["used_memory"]
+    h.r.config_set("maxmemory-policy", "noeviction")
+    h.r.config_set("maxmemory", used // 2)
+    with pytest.raises(fastq.errors.BrokerFullError, match="out of memory"):
+        h.client.enqueue(fastq.Task("work", b"{}"))
+    wait(lambda: set(running) <= h.ledger.ids("end") and not h.r.llen(keys.active_key("default")), 20,
+         "running tasks settled while Redis is full")
+    assert int(h.r.get(keys.processed_total_key("default"))) == 20
+    h.r.config_set("maxmemory", 0)
+    more = h.enqueue(10, sleep=0)
+    wait(lambda: set(more) <= h.ledger.ids("end"), 20, "drain after raising maxmemory")
+    assert h.stop(sup) == 0
+    h.report().assert_ok()
+
+
+def test_r8_eviction_policy_warning(tmp_path):
+    h = Harness(tmp_path, redis_args=["--maxmemory", "50mb", "--maxmemory-policy", "allkeys-lru"])
+    try:
+        sup = h.supervisor(1)
+        h.wait_workers(sup, 1)
+        wait(lambda: "maxmemory-policy is 'allkeys-lru'" in h.log(sup), 10, "warning")
+        h.stop(sup)
+    finally:
+        h.close()
+
+
+def test_r12_redis_stalls_longer_than_the_lease(h):
+    """Workers stop handlers whose lease they cannot vouch for; fencing keeps completions single."""
+    ids = h.enqueue(10, sleep=12)
+    sup = h.supervisor(1)
+    wait(lambda: len(h.ledger.ids("start")) == 10, 20, "running")
+    _stop_redis(h, 8.0)  # lease is 5 s
+    h.quiesce(60)
+    assert h.stop(sup) == 0
+    report = h.report()
+    report.assert_ok(max_duplicates=10)
+    assert report.completed == len(ids)
+    assert "lease lost" in h.log(sup)
+
+
+def test_n1_short_partition_causes_no_reclaim(h):
+    proxy = Proxy(h.server.port)
+    try:
+        ids = h.enqueue(6, sleep=4)
+        sup = h.supervisor(1, url=proxy.url)
+        wait(lambda: len(h.ledger.ids("start")) == 6, 20, "running")
+        proxy.mode = "blackhole"
+        time.sleep(0.4 * 5)
+        proxy.mode = "pass"
+        h.quiesce(30)
+        assert h.stop(sup) == 0
+        report = h.report()
+        report.assert_ok(max_duplicates=0)
+        assert report.completed == len(ids)
+    finally:
+        proxy.close()
+
+
+def test_n2_partition_longer_than_the_lease_is_fenced(h):
+    """The isolated worker's tasks are reclaimed by a healthy one; its late results are rejected."""
+    proxy = Proxy(h.server.port)
+    try:
+        ids = h.enqueue(4, sleep=6)
+        isolated = h.supervisor(1, url=proxy.url)
+        wait(lambda: len(h.ledger.ids("start")) == 4, 20, "running on the isolated worker")
+        proxy.mode = "blackhole"
+        healthy = h.supervisor(1)
+        wait(lambda: len(h.ledger.ids("end")) == 4, 40, "completion by the healthy worker")
+        proxy.mode = "pass"
+        time.sleep(4)
+        h.quiesce(30)
+        for proc in (isolated, healthy):
+            h.stop(proc)
+        report = h.report()
+        report.assert_ok(max_duplicates=4)
+        assert report.completed == len(ids)
+    finally:
+        proxy.close()
+
+
+def test_n3_slow_link_keeps_leases(h):
+    proxy = Proxy(h.server.port)
+    proxy.mode, proxy.delay = "delay", 0.3
+    try:
+        ids = h.enqueue(20, sleep=7)
+        sup = h.supervisor(1, "--lease-duration", "8", url=proxy.url)  # the production default lease
+        h.quiesce(60)
+        assert h.stop(sup) == 0
+        report = h.report()
+        report.assert_ok(max_duplicates=0)  # heartbeats at 300 ms each way still land within the lease
+        assert report.completed == len(ids)
+    finally:
+        proxy.close()
