@@ -201,8 +201,10 @@ def build_peers() -> dict:
                                   {"BENCH_CONCURRENCY": "10"}),
                  "w2c50": Variant("saq --workers 2, concurrency 50, job ttl=-1", _saq_cmd(2),
                                   {"BENCH_CONCURRENCY": "50"}),
-                 "w2c200": Variant("saq --workers 2, concurrency 200, job ttl=-1", _saq_cmd(2),
-                                   {"BENCH_CONCURRENCY": "200"}),
+                 # concurrency 200 fails here: redis-py 8's asyncio pool raises MaxConnectionsError
+                 # ("Too many connections") and the workers spin with jobs stuck active.
+                 "w2c100": Variant("saq --workers 2, concurrency 100, job ttl=-1", _saq_cmd(2),
+                                   {"BENCH_CONCURRENCY": "100"}),
              }, default_variant="w2c50"),
         Peer("dramatiq", "2.2.1", ["dramatiq[redis]==2.2.1", "redis==8.1.0", "hiredis==3.5.0"],
              "HLEN dramatiq:default.msgs (a message leaves Dramatiq's hash when it is acked)",
@@ -629,7 +631,20 @@ def table(results: dict, ping: Optional[float]) -> str:
 def machine_info(rs: RedisServer) -> dict:
     return {"nproc": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "redis_server": rs.version(), "cpu_model": _cpu_model(), "mem_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "loadavg_at_start": os.getloadavg()}
+            "loadavg_at_start": os.getloadavg(), "fastq_source": fastq_source()}
+
+
+def fastq_source() -> dict:
+    """Which fastq was measured: the commit and any uncommitted changes under fastq/ (shared work tree)."""
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    import fastq
+
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted": git("status", "--porcelain", "--", "fastq").splitlines(),
+            "codec": "Cython" if fastq.USING_SPEEDUPS else "pure Python"}
 
 
 def _cpu_model() -> str:
@@ -666,7 +681,8 @@ def compare(args: argparse.Namespace) -> int:
         print(f"unknown peer(s): {', '.join(unknown)}; known: {', '.join(peers)}", file=sys.stderr)
         return 2
     chosen_variants = dict(v.split("=", 1) for v in args.variant)
-    st = Settings(tasks=args.tasks, samples=args.samples, idle_window=args.idle_window, settle=args.settle)
+    st = Settings(tasks=args.tasks, samples=args.samples, idle_window=args.idle_window, settle=args.settle,
+                  drain_timeout=max(120.0, args.tasks / 50))
     if args.quick:
         st.tasks = args.tasks if args.tasks_given else 500
         st.samples = args.samples if args.samples_given else 20
@@ -693,7 +709,7 @@ def compare(args: argparse.Namespace) -> int:
                 entry["packages"] = pip_freeze(peer.python) if peer.venv is not None else _fastq_packages()
                 variant = chosen_variants.get(name, peer.default_variant)
                 if args.sweep and len(peer.variants) > 1 and name not in chosen_variants:
-                    sweep_st = Settings(tasks=args.sweep_tasks, samples=0, drain_timeout=st.drain_timeout)
+                    sweep_st = Settings(tasks=args.sweep_tasks, samples=0, drain_timeout=max(120.0, args.sweep_tasks / 40))
                     entry["sweep"] = {}
                     for vname in peer.variants:
                         print(f"[{name}] sweep {vname}: {peer.variants[vname].desc}", flush=True)
