@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -13,15 +14,18 @@ def default_url() -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for logs and reprs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    """The URL with any password replaced by ``***`` (for logs and reprs); never raises."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    except ValueError:  # unparsable (e.g. a broken IPv6 host): blank out any userinfo
+        return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
 
 
 def check_bytes_client(client: Any) -> Any:

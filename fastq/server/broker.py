@@ -103,7 +103,7 @@ class Broker:
         return total
 
     async def heartbeat(self, server_key: str, workers_key: str, ttl: int, info: bytes,
-                        workers: list[tuple[str, bytes]], leases: dict[str, list[str]], lease: int) -> str:
+                        workers: list[tuple[str, bytes]], leases: dict[str, list[str]], lease: int) -> str | None:
         """One heartbeat in one round trip: extend leases, write server and worker info
         (Asynq's writeServerState with its two ZADDs), and read Redis's run_id."""
         calls: list = [(_scripts.EXTEND_LEASE, [keys.lease_key(q)], [lease, *ids]) for q, ids in leases.items() if ids]
@@ -123,9 +123,11 @@ class Broker:
             if isinstance(reply, NoScriptError):
                 script, k, a = calls[i]
                 replies[2 + i] = await script.arun(self.redis, k, a)
-        for reply in replies:
+        for reply in replies[:-1]:
             if isinstance(reply, Exception):
                 raise reply
+        if isinstance(replies[-1], Exception):  # INFO is in @dangerous: a least-privilege user may not run it
+            return None
         return replies[-1].get("run_id", "")
 
     async def clear_server_state(self, server_key: str, workers_key: str) -> None:

@@ -112,6 +112,15 @@ class WorkerConfig:
     # Set by the supervisor so it can find this worker's claims if the process dies.
     server_id: Optional[str] = None
 
+    def __repr__(self) -> str:
+        from dataclasses import fields
+
+        from fastq._redis import redact
+
+        shown = (f"{f.name}={redact(self.redis_url) if f.name == 'redis_url' else getattr(self, f.name)!r}"
+                 for f in fields(self))
+        return f"WorkerConfig({', '.join(shown)})"
+
     def __post_init__(self) -> None:
         self.queues = parse_queues(self.queues)
         _positive("concurrency", self.concurrency, 1, integer=True)

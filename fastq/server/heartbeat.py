@@ -69,6 +69,8 @@ class Heartbeater:
         self.processor.leases_extended(leased, since)
         self.rtt = time.monotonic() - since
         log.debug("heartbeat: %d lease(s) extended in %.3fs", sum(map(len, leased.values())), self.rtt)
+        if run_id is None:  # INFO not permitted: restarts go unnoticed, nothing else changes
+            return
         if self.run_id is not None and run_id != self.run_id:
             log.error("Redis restarted (run_id %s -> %s). If it runs without persistence, the tasks it held "
                       "are lost; workers carry on with whatever it has now.", self.run_id, run_id)

@@ -142,6 +142,9 @@ class Worker:
         heartbeater.status = "closed"
         processor.stop_fetching()
         self._upkeep_stop.set()
+        # A dequeue in flight may still hand us claims: let it land so they are started and
+        # then finished or requeued below, rather than orphaned until their lease expires.
+        await asyncio.wait([core[0]], timeout=6.0)
         timeout = 0.0 if self._immediate else cfg.shutdown_timeout
         log.info("worker %d stopping (%s), %d task(s) running", os.getpid(),
                  "immediately" if self._immediate else f"waiting up to {timeout:g}s", len(processor.running))

@@ -83,11 +83,11 @@ class Harness:
 
     # ------------------------------------------------------------ processes
 
-    def supervisor(self, processes: int = 2, *args: str, url: str | None = None) -> subprocess.Popen:
+    def supervisor(self, processes: int = 2, *args: str, url: str | None = None, fast: bool = True) -> subprocess.Popen:
         env = dict(os.environ, FASTQ_LEDGER=self.ledger_path, PYTHONPATH=str(HERE) + os.pathsep +
                    os.environ.get("PYTHONPATH", ""))
         cmd = [sys.executable, "-m", "fastq.server.cli", "fault_app:mux", "--redis-url", url or self.url,
-               "--processes", str(processes), "--queues", self.queue, *FAST, *args]
+               "--processes", str(processes), "--queues", self.queue, *(FAST if fast else []), *args]
         log = open(self.tmp / f"supervisor-{len(self.procs)}.log", "w")
         proc = subprocess.Popen(cmd, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()  # the child has its own copy of the descriptor
