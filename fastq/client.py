@@ -65,8 +65,8 @@ def _single_call(plan: EnqueuePlan, now: float) -> _Call:
     if plan.kind == SCHEDULE:
         if plan.unique_ttl:
             return _Call(_scripts.SCHEDULE_UNIQUE, [msg.unique_key, tkey, keys.scheduled_key(q)],
-                         [tid, plan.unique_ttl, plan.process_at, data])
-        return _Call(_scripts.SCHEDULE, [tkey, keys.scheduled_key(q)], [data, plan.process_at, tid])
+                         [tid, plan.unique_ttl, _score(plan), data])
+        return _Call(_scripts.SCHEDULE, [tkey, keys.scheduled_key(q)], [data, _score(plan), tid])
     group_keys = [tkey, keys.group_key(q, msg.group_key), keys.groups_key(q)]
     args = [data, tid, int(now), msg.group_key]
     if plan.unique_ttl:
@@ -75,12 +75,18 @@ def _single_call(plan: EnqueuePlan, now: float) -> _Call:
     return _Call(_scripts.ADD_TO_GROUP, group_keys, args)
 
 
+def _score(plan: EnqueuePlan) -> Any:
+    """The scheduled-zset score: absolute for process_at, "+delay" (added to Redis time by the
+    script) for process_in, so a skewed client clock does not move the run time."""
+    return plan.process_at if plan.process_in is None else f"+{plan.process_in!r}"
+
+
 def _batch_call(plans: Sequence[EnqueuePlan], now: float) -> _Call:
     """One script call for a chunk of plain (non-unique, non-group) tasks of one queue."""
     first = plans[0]
     q = first.msg.queue
     task_keys = []
-    args: list = [int(now * 1e9) if first.kind == ENQUEUE else first.process_at]
+    args: list = [int(now * 1e9) if first.kind == ENQUEUE else _score(first)]
     for plan in plans:
         msg = plan.msg
         task_keys.append(keys.task_key(q, msg.id))

@@ -34,8 +34,9 @@ ENQUEUE, SCHEDULE, GROUP = "enqueue", "schedule", "group"
 class EnqueuePlan:
     msg: TaskMessage
     kind: str  # ENQUEUE, SCHEDULE or GROUP
-    process_at: int = 0  # unix seconds, for SCHEDULE
+    process_at: int = 0  # unix seconds, for SCHEDULE (by the client clock)
     unique_ttl: int = 0  # seconds the uniqueness lock lives; 0 = not unique
+    process_in: float | None = None  # when given as a delay: measured from Redis time at write
 
 
 def check_option_names(options: dict) -> None:
@@ -127,10 +128,12 @@ def plan_enqueue(task: Task, options: dict, now: float | None = None) -> Enqueue
     if get("process_at") is not None and get("process_in") is not None:
         raise InvalidOptionError("give either 'process_at' or 'process_in', not both")
     process_at = 0
+    process_in = None
     if get("process_at") is not None:
         process_at = _unix("process_at", get("process_at"))
     elif get("process_in") is not None:
-        process_at = int(now + _seconds("process_in", get("process_in")))
+        process_in = _seconds("process_in", get("process_in"))
+        process_at = int(now + process_in)
 
     group = get("group")
     group = "" if group is None else _name("group", group)
@@ -160,7 +163,7 @@ def plan_enqueue(task: Task, options: dict, now: float | None = None) -> Enqueue
     if process_at > now:
         if unique_ttl:  # the lock lasts until the unique TTL after the run time, as in Go
             unique_ttl = max(1, int(process_at + unique_ttl - now))
-        return EnqueuePlan(msg, SCHEDULE, process_at, unique_ttl)
+        return EnqueuePlan(msg, SCHEDULE, process_at, process_in=process_in, unique_ttl=unique_ttl)
     if group:
-        return EnqueuePlan(msg, GROUP, 0, unique_ttl)
-    return EnqueuePlan(msg, ENQUEUE, 0, unique_ttl)
+        return EnqueuePlan(msg, GROUP, unique_ttl=unique_ttl)
+    return EnqueuePlan(msg, ENQUEUE, unique_ttl=unique_ttl)

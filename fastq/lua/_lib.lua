@@ -31,6 +31,22 @@ local function fastq_now()
     return tonumber(redis.call("TIME")[1])
 end
 
+-- Redis server time as a decimal string of Unix nanoseconds (for pending_since).
+local function fastq_now_ns()
+    local t = redis.call("TIME")
+    return t[1] .. string.format("%06d", tonumber(t[2])) .. "000"
+end
+
+-- A zset score in Unix seconds: the argument itself, or "+<seconds>" meaning that long after
+-- Redis server time (process_in is measured by the Redis clock, not the client's).
+local function fastq_score(arg)
+    if string.sub(arg, 1, 1) == "+" then
+        local t = redis.call("TIME")
+        return math.floor(tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(string.sub(arg, 2)))
+    end
+    return arg
+end
+
 -- Run `cmd key [flag1 flag2] items...` in slices, so a large batch never overflows
 -- Lua's unpack().
 local function fastq_bulk(cmd, key, items, flag1, flag2)

@@ -91,10 +91,9 @@ class Broker:
         total = 0
         sources = [(q, src) for q in queues for src in (keys.scheduled_key(q), keys.retry_key(q))]
         while sources:
-            now = time.time()
             calls = [
                 (_scripts.FORWARD, [src, keys.pending_key(q), keys.groups_key(q)],
-                 [int(now), keys.task_key_prefix(q), time.time_ns(), keys.group_key_prefix(q), batch])
+                 [keys.task_key_prefix(q), keys.group_key_prefix(q), batch])
                 for q, src in sources
             ]
             moved = await self.pipeline(calls)
@@ -103,9 +102,9 @@ class Broker:
         return total
 
     async def heartbeat(self, server_key: str, workers_key: str, ttl: int, info: bytes,
-                        workers: list[tuple[str, bytes]], leases: dict[str, list[str]], lease: int) -> str | None:
+                        workers: list[tuple[str, bytes]], leases: dict[str, list[str]], lease: int) -> dict | None:
         """One heartbeat in one round trip: extend leases, write server and worker info
-        (Asynq's writeServerState with its two ZADDs), and read Redis's run_id."""
+        (Asynq's writeServerState with its two ZADDs), and read ``INFO server`` (None if denied)."""
         calls: list = [(_scripts.EXTEND_LEASE, [keys.lease_key(q)], [lease, *ids]) for q, ids in leases.items() if ids]
         args: list = [ttl, info]
         for tid, data in workers:
@@ -128,7 +127,7 @@ class Broker:
                 raise reply
         if isinstance(replies[-1], Exception):  # INFO is in @dangerous: a least-privilege user may not run it
             return None
-        return replies[-1].get("run_id", "")
+        return replies[-1]
 
     async def clear_server_state(self, server_key: str, workers_key: str) -> None:
         pipe = self.redis.pipeline(transaction=False)

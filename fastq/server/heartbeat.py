@@ -35,6 +35,7 @@ class Heartbeater:
         self.tick = min(cfg.heartbeat_interval, cfg.lease_duration / 4)
         self.run_id: str | None = None
         self.rtt = 0.0  # duration of the last heartbeat round trip
+        self._clock_warned = False
         self.pid = os.getpid()
         self.started = Timestamp.now()
         self.status = "active"
@@ -64,17 +65,31 @@ class Heartbeater:
     async def beat(self) -> None:
         leased = self.processor.leased_ids()
         since = time.monotonic()
-        run_id = await self.broker.heartbeat(self.server_key, self.workers_key, self.ttl, encode(self.server_info()),
-                                             self.worker_infos(), leased, self.cfg.lease_duration)
+        info = await self.broker.heartbeat(self.server_key, self.workers_key, self.ttl, encode(self.server_info()),
+                                           self.worker_infos(), leased, self.cfg.lease_duration)
         self.processor.leases_extended(leased, since)
         self.rtt = time.monotonic() - since
         log.debug("heartbeat: %d lease(s) extended in %.3fs", sum(map(len, leased.values())), self.rtt)
-        if run_id is None:  # INFO not permitted: restarts go unnoticed, nothing else changes
+        if info is None:  # INFO not permitted: restarts go unnoticed, nothing else changes
             return
+        self._check_clock(info)
+        run_id = info.get("run_id", "")
         if self.run_id is not None and run_id != self.run_id:
             log.error("Redis restarted (run_id %s -> %s). If it runs without persistence, the tasks it held "
                       "are lost; workers carry on with whatever it has now.", self.run_id, run_id)
         self.run_id = run_id
+
+    def _check_clock(self, info: dict) -> None:
+        """Warn once when this host's clock is far from Redis's. Leases and due times use Redis
+        time, so skew is harmless to them; it does shift process_at times computed by clients."""
+        server_us = info.get("server_time_usec")
+        if server_us is None or self._clock_warned:
+            return
+        offset = time.time() - int(server_us) / 1e6 - self.rtt / 2
+        if abs(offset) > 5:
+            self._clock_warned = True
+            log.warning("this host's clock is %+.1fs off the Redis server's; fastq uses Redis time for leases "
+                        "and due times, but fix NTP: timestamps in task messages come from local clocks", offset)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -83,9 +83,10 @@ class Harness:
 
     # ------------------------------------------------------------ processes
 
-    def supervisor(self, processes: int = 2, *args: str, url: str | None = None, fast: bool = True) -> subprocess.Popen:
+    def supervisor(self, processes: int = 2, *args: str, url: str | None = None, fast: bool = True,
+                   env: dict | None = None) -> subprocess.Popen:
         env = dict(os.environ, FASTQ_LEDGER=self.ledger_path, PYTHONPATH=str(HERE) + os.pathsep +
-                   os.environ.get("PYTHONPATH", ""))
+                   os.environ.get("PYTHONPATH", ""), **(env or {}))
         cmd = [sys.executable, "-m", "fastq.server.cli", "fault_app:mux", "--redis-url", url or self.url,
                "--processes", str(processes), "--queues", self.queue, *(FAST if fast else []), *args]
         log = open(self.tmp / f"supervisor-{len(self.procs)}.log", "w")
@@ -160,6 +161,16 @@ class Harness:
             double_completed=max(0, settled_ok - len(completed - archived)),
             problems=doctor.check(self.r, self.queue),
         )
+
+
+def faketime_env(offset: str) -> dict | None:
+    """Environment that runs a process with its wall clock shifted (libfaketime), or None."""
+    import glob
+
+    libs = glob.glob("/usr/lib/*/faketime/libfaketime.so.1") + glob.glob("/usr/lib/faketime/libfaketime.so.1")
+    if not libs:
+        return None
+    return {"LD_PRELOAD": libs[0], "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
 def wait(predicate, timeout: float, what: str, interval: float = 0.05):

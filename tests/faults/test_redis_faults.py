@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -215,3 +216,51 @@ def test_n3_slow_link_keeps_leases(h):
         assert report.completed == len(ids)
     finally:
         proxy.close()
+
+
+def test_r4_rdb_only_loss_is_exactly_what_came_after_the_snapshot(tmp_path):
+    h = Harness(tmp_path, redis_args=["--save", "3600 1"])
+    try:
+        saved = h.enqueue(300, sleep=0)
+        h.r.save()
+        after = h.enqueue(200, sleep=0)
+        h.server.proc.kill()  # kill -9 redis-server: only the snapshot survives
+        h.server.proc.wait(10)
+        h.server.start()
+        h.r = redis.Redis.from_url(h.url)
+        present = {x.decode() for x in h.r.lrange(keys.pending_key("default"), 0, -1)}
+        assert present == set(saved)  # the loss is exactly the tasks acknowledged after the save
+        assert not present & set(after)
+        from fastq import doctor
+
+        assert doctor.check(h.r, "default") == []  # no half-written task survives
+    finally:
+        h.close()
+
+
+def test_n4_clock_skew_causes_no_premature_reclaim_and_schedules_by_redis_time(h):
+    from harness import faketime_env
+
+    if faketime_env("+0") is None:
+        pytest.skip("libfaketime is not installed (apt-get install faketime)")
+    ids = h.enqueue(6, sleep=7)  # longer than the 5 s lease: kept alive only by extensions
+    ahead = h.supervisor(1, env=faketime_env("+90s"))
+    behind = h.supervisor(1, env=faketime_env("-90s"))
+    wait(lambda: len(h.ledger.ids("start")) == 6, 20, "running")
+    script = ("import fastq, time, sys; c = fastq.Client(sys.argv[1]); "
+              "print(c.enqueue(fastq.Task('work', b'{}'), process_in=2).id)")
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-c", script, h.url], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, **faketime_env("+300s")))
+    scheduled = out.stdout.strip()
+    h.ledger.enqueued([scheduled])
+    wait(lambda: scheduled in h.ledger.ids("start"), 15, "the scheduled task")
+    started = time.time()  # observed here: the workers' own timestamps are skewed
+    h.quiesce(40)
+    for proc in (ahead, behind):
+        assert h.stop(proc) == 0
+    report = h.report()
+    report.assert_ok(max_duplicates=0)  # no reclaim although worker clocks are 90 s off
+    assert report.completed == len(ids) + 1
+    assert 1.0 <= started - t0 <= 5.0, started - t0  # process_in=2 by Redis time, not the client's +300 s
+    assert "clock is +90" in h.log(ahead) and "clock is -90" in h.log(behind)
