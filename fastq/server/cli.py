@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-start", metavar="MODULE:FUNCTION", default=None,
                    help="a function called in each worker process after it forks, before it takes tasks "
                         "(open database pools here); if it raises, the worker exits and is restarted with back-off")
+    p.add_argument("--hard-timeout-grace", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="recycle a worker whose sync handler is still running this long after its task "
+                        "timed out or was cancelled (default: 30)")
     p.add_argument("--max-tasks-per-child", type=_int_at_least(0), default=0,
                    help="replace a worker process after it ran this many tasks (default: 0 = never)")
     p.add_argument("--max-memory-per-child", type=_seconds, default=0.0, metavar="MB",
@@ -103,6 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             poll_interval=max(args.poll_interval, 0.001),
             max_tasks=args.max_tasks_per_child,
             lease_duration=args.lease_duration,
+            hard_timeout_grace=args.hard_timeout_grace,
             on_start=on_start,
         )
     except InvalidOptionError as exc:

@@ -99,6 +99,9 @@ class WorkerConfig:
     recover_retry_delay: float = 0.0
     # How often running tasks are checked against their deadline.
     deadline_check_interval: float = 0.05
+    # A sync handler still running this long after its task was settled (deadline, cancel) makes
+    # the worker recycle itself: the process exit is the only way to stop a stuck thread.
+    hard_timeout_grace: float = 30.0
     # Stop (gracefully) after this many tasks so the supervisor forks a fresh process; 0 = never.
     max_tasks: int = 0
     # Stored error text is cut to this many characters.
@@ -136,6 +139,7 @@ class WorkerConfig:
         _positive("recover_grace", self.recover_grace, 0)
         _positive("recover_retry_delay", self.recover_retry_delay, 0)
         _positive("max_tasks", self.max_tasks, 0, integer=True)
+        _positive("hard_timeout_grace", self.hard_timeout_grace, 0)
         _positive("max_error_length", self.max_error_length, 16, integer=True)
         _positive("deadline_check_interval", self.deadline_check_interval, 0.001)
 

@@ -120,6 +120,8 @@ class Processor:
         self.unacked: dict[str, str] = {}  # task id -> queue, outcome known but not yet written
         self.processed = 0  # handlers finished in this process (any outcome)
         self.on_processed: Optional[Callable[[int], None]] = None  # called after each finish (recycling)
+        self.on_stuck: Optional[Callable[[str], None]] = None  # a sync handler outlived its grace
+        self._abandoned: list[_Running] = []  # settled sync tasks whose thread still runs
         self._acks: list[tuple] = []
         self._free = cfg.concurrency
         self._stopping = False
@@ -260,6 +262,8 @@ class Processor:
             if len(heap) > 2 * len(self.running) + 1024:  # drop entries of finished tasks
                 self._deadlines = heap = [e for e in heap if not e[2].done]
                 heapq.heapify(heap)
+            if self._abandoned:
+                self._check_abandoned(now)
             mono = time.monotonic()
             if mono >= lease_check:
                 lease_check = mono + 0.25
@@ -267,6 +271,16 @@ class Processor:
                     log.warning("task %s: lease lost (no successful lease extension); stopping it and leaving "
                                 "it to lease recovery", run.id)
                     self.abort(run, ABORT_LEASE)
+
+    def _check_abandoned(self, now: float) -> None:
+        grace = self.cfg.hard_timeout_grace
+        still = [r for r in self._abandoned if not r.future.done()]
+        self._abandoned = still
+        stuck = [r for r in still if now > r.deadline + grace] if self.on_stuck is not None else []
+        if stuck:
+            self._abandoned = [r for r in still if r not in stuck]
+            self.on_stuck(f"sync handler of task {stuck[0].id} ({stuck[0].msg.type}) still running "
+                          f"{now - stuck[0].deadline:.0f}s after its deadline")
 
     # --------------------------------------------------------------- dispatch
 
@@ -346,6 +360,8 @@ class Processor:
         if fut is not None and isinstance(fut, asyncio.Task) and not fut.done():
             fut.cancel()
         else:
+            if fut is not None and not fut.done():
+                self._abandoned.append(run)
             self._finish(run, Aborted(_ABORT_ERRORS[reason]))
 
     # --------------------------------------------------------------- outcomes

@@ -133,7 +133,7 @@ class Supervisor:
                 continue
             if clean:
                 log.info("worker %d (slot %d) recycled (%s); starting a fresh one", pid, slot,
-                         "memory limit" if recycled else "task limit")
+                         "memory limit" if recycled else "it stopped itself: task limit or stuck handler")
                 self.restart_due[slot] = time.monotonic()
                 continue
             uptime = time.monotonic() - self.started_at.get(slot, 0.0)

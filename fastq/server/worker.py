@@ -94,6 +94,7 @@ class Worker:
         processor.bind()
         if cfg.max_tasks:
             processor.on_processed = self._recycle_after
+        processor.on_stuck = self._recycle_stuck
         self.heartbeater = heartbeater = Heartbeater(broker, processor, cfg, server_id)
         if cfg.on_start is not None:
             result = cfg.on_start()
@@ -132,6 +133,13 @@ class Worker:
         if processed >= self.config.max_tasks and self._stop_requests == 0:
             log.info("worker %d processed %d task(s) (max_tasks %d): recycling", os.getpid(), processed,
                      self.config.max_tasks)
+            self.processor.stop_fetching()
+            self._request_stop(False)
+            self.recycled = True
+
+    def _recycle_stuck(self, why: str) -> None:
+        if self._stop_requests == 0:
+            log.error("%s: recycling worker %d so the thread ends with the process", why, os.getpid())
             self.processor.stop_fetching()
             self._request_stop(False)
             self.recycled = True
