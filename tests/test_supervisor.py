@@ -182,3 +182,31 @@ def test_bad_redis_url_fails_clearly(app_dir):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "invalid Redis URL" in err and "Traceback" not in err
+
+
+SCHED_APP = textwrap.dedent('''
+    import fastq
+    sched = fastq.Scheduler()
+    sched.register("@every 1s", fastq.Task("noop"), queue="default")
+''')
+
+
+def test_supervisor_runs_the_scheduler_in_an_extra_process(app_dir, redis_url, r):
+    (app_dir / "sched_app.py").write_text(SCHED_APP)
+    proc = start(app_dir, redis_url, "--processes", "1", "--scheduler", "sched_app:sched")
+    try:
+        wait_for(lambda: int(r.get(keys.processed_total_key("default")) or 0) >= 2, timeout=20,
+                 what="periodic tasks enqueued and processed")
+        assert len(workers(proc)) == 2  # one worker + the scheduler
+        assert r.zcard(keys.ALL_SCHEDULERS) == 1
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err
+    assert "started scheduler" in err
+    assert not r.zcard(keys.ALL_SCHEDULERS)
+
+
+def test_bad_scheduler_app_fails_clearly(app_dir, redis_url):
+    proc = start(app_dir, redis_url, "--scheduler", "sup_app:mux")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "not a fastq.Scheduler" in err and "Traceback" not in err

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most tasks claimed per dequeue round trip (default: 200)")
     p.add_argument("--poll-interval", type=_seconds, default=0.1,
                    help="longest sleep between polls of empty queues, in seconds (default: 0.1)")
+    p.add_argument("--scheduler", metavar="MODULE:ATTRIBUTE", default=None,
+                   help="also run periodic tasks: a fastq.Scheduler or PeriodicTaskManager, in one extra process")
     p.add_argument("--lease-duration", type=_int_at_least(3), default=8, metavar="SECONDS",
                    help="lease of a claimed task; a dead worker's tasks are recovered within about this "
                         "(default: 8; Asynq: 30)")
@@ -93,6 +95,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         handler = import_app(args.app)
         on_start = import_app(args.on_start) if args.on_start else None
+        scheduler = None
+        if args.scheduler:
+            from fastq.scheduler_cli import as_service
+
+            scheduler = as_service(args.scheduler)
     except AppImportError as exc:
         parser.exit(2, f"fastq-supervisor: error: {exc}\n")
     try:
@@ -118,7 +125,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         parser.exit(2, f"fastq-supervisor: error: {exc}\n")
     logging.getLogger("fastq.supervisor").debug("config: %s", config)
-    return Supervisor(handler, config, args.processes, args.app, max_memory_mb=args.max_memory_per_child).run()
+    return Supervisor(handler, config, args.processes, args.app, max_memory_mb=args.max_memory_per_child,
+                      scheduler=scheduler).run()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,6 +35,7 @@ MIN_UPTIME = 2.0
 MAX_BACKOFF = 30.0
 KILL_GRACE = 10.0
 HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+SCHEDULER_SLOT = -1  # the slot of the optional periodic-task scheduler child
 
 
 def _set_title(title: str) -> None:
@@ -59,7 +60,7 @@ def describe_status(status: int) -> str:
 
 class Supervisor:
     def __init__(self, handler: Any, config: WorkerConfig, processes: int, app_name: str = "app",
-                 max_memory_mb: float = 0.0) -> None:
+                 max_memory_mb: float = 0.0, scheduler: Any = None) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self.handler = handler
@@ -67,6 +68,7 @@ class Supervisor:
         self.processes = processes
         self.app_name = app_name
         self.max_memory_mb = max_memory_mb
+        self.scheduler = scheduler  # a Scheduler / PeriodicTaskManager run in one extra child
         self.children: dict[int, int] = {}  # pid -> slot
         self.server_ids: dict[int, str] = {}  # pid -> the server id given to that worker
         self.recycling: set[int] = set()  # pids told to stop for using too much memory
@@ -92,11 +94,17 @@ class Supervisor:
                 for sig in HANDLED:
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
-                _set_title(f"fastq-supervisor: worker {slot} [{self.app_name}]")
-                from fastq.server.worker import run_worker
+                if slot == SCHEDULER_SLOT:
+                    _set_title(f"fastq-supervisor: scheduler [{self.app_name}]")
+                    from fastq.scheduler import run_scheduler
 
-                run_worker(self.handler, config, parent_pid=self.pid)
-                code = 0
+                    code = run_scheduler(self.scheduler, config.redis_url, parent_pid=self.pid, handle_sigint=False)
+                else:
+                    _set_title(f"fastq-supervisor: worker {slot} [{self.app_name}]")
+                    from fastq.server.worker import run_worker
+
+                    run_worker(self.handler, config, parent_pid=self.pid)
+                    code = 0
             except BaseException:  # noqa: BLE001 - report anything, then leave
                 log.exception("worker %d crashed", os.getpid())
             finally:
@@ -105,7 +113,7 @@ class Supervisor:
         self.children[pid] = slot
         self.server_ids[pid] = server_id
         self.started_at[slot] = time.monotonic()
-        log.info("started worker %d (slot %d)", pid, slot)
+        log.info("started %s %d (slot %d)", "scheduler" if slot == SCHEDULER_SLOT else "worker", pid, slot)
 
     def _reap(self) -> None:
         while self.children:
@@ -124,7 +132,7 @@ class Supervisor:
                 continue
             how = describe_status(status)
             clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-            if not clean and server_id is not None:
+            if not clean and server_id is not None and slot != SCHEDULER_SLOT:
                 from fastq.server.recovery import recover_worker
 
                 recover_worker(self.config, server_id, pid, how)
@@ -154,8 +162,8 @@ class Supervisor:
             return
         import psutil
 
-        for pid in list(self.children):
-            if pid in self.recycling:
+        for pid, slot in list(self.children.items()):
+            if pid in self.recycling or slot == SCHEDULER_SLOT:
                 continue
             try:
                 rss_mb = psutil.Process(pid).memory_info().rss / (1024 * 1024)
@@ -210,6 +218,8 @@ class Supervisor:
         log.info("supervisor %d starting %d worker(s) for %s", self.pid, self.processes, self.app_name)
         for slot in range(self.processes):
             self._spawn(slot)
+        if self.scheduler is not None:
+            self._spawn(SCHEDULER_SLOT)
         while True:
             info = signal.sigtimedwait(HANDLED, 0.5)
             if info is not None:
