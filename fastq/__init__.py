@@ -42,6 +42,9 @@ from fastq.errors import (
 )
 from fastq.inspect import AsyncInspector, DailyStats, GroupInfo, Inspector, QueueInfo
 from fastq.mux import ServeMux
+from fastq.results import ResultWriter, result_writer
+from fastq.periodic import PeriodicTaskConfig, PeriodicTaskManager
+from fastq.scheduler import Scheduler
 from fastq.server.config import WorkerConfig
 from fastq.server.worker import Worker
 from fastq.task import Task, TaskInfo, TaskState
@@ -69,7 +72,11 @@ __all__ = [
     "InvalidOptionError",
     "NoTaskContextError",
     "PayloadError",
+    "PeriodicTaskConfig",
+    "PeriodicTaskManager",
     "RevokeTask",
+    "Scheduler",
+    "ResultWriter",
     "ServeMux",
     "SkipRetry",
     "Task",
@@ -88,6 +95,7 @@ __all__ = [
     "get_retry_count",
     "get_root_task_id",
     "get_task_id",
+    "result_writer",
     "is_cancelled",
     "make_task",
     "typed_task",

@@ -44,7 +44,8 @@ class TaskContext:
     Asynq header map (read-only by convention).
     """
 
-    __slots__ = ("task_id", "retry_count", "max_retry", "queue", "type", "deadline", "headers", "cancelled")
+    __slots__ = ("task_id", "retry_count", "max_retry", "queue", "type", "deadline", "headers", "cancelled",
+                 "results")
 
     def __init__(self, task_id: str, retry_count: int, max_retry: int, queue: str, type: str = "",
                  deadline: float = 0.0, headers: Optional[dict] = None) -> None:
@@ -58,6 +59,7 @@ class TaskContext:
         # Set by the worker when the task is stopped (deadline, cancel request, shutdown, lost
         # lease). Async handlers also get CancelledError; sync handlers should poll is_cancelled().
         self.cancelled = False
+        self.results = None  # the worker's result store (fastq.result_writer() writes through it)
 
     def __repr__(self) -> str:
         return (f"TaskContext(task_id={self.task_id!r}, queue={self.queue!r}, type={self.type!r}, "

@@ -118,13 +118,28 @@ def test_complete_keeps_result_and_scores_expiry(r):
     seed_active(r, Q, "c", retention=60)
     r.hset(keys.task_key(Q, "c"), "result", b"42")
     done = TaskMessage(type="t", id="c", queue=Q, retention=60, completed_at=1000)
-    assert ack(r, {("complete", Q): [("c", "tok", 1060, done, "")]}) == []
+    assert ack(r, {("complete", Q): [("c", "tok", 1060, done, "", None)]}) == []
     fields = r.hgetall(keys.task_key(Q, "c"))
     assert fields[b"state"] == b"completed" and fields[b"result"] == b"42"
     assert b"lease_token" not in fields  # fastq's fencing field leaves with the lease
     assert decode_message(fields[b"msg"]).completed_at == 1000
     assert r.zscore(keys.completed_key(Q), "c") == 1060
     assert not r.llen(keys.active_key(Q)) and not r.zcard(keys.lease_key(Q))
+
+
+def test_complete_stores_a_returned_result(r):
+    seed_active(r, Q, "c", retention=60)
+    done = TaskMessage(type="t", id="c", queue=Q, retention=60, completed_at=1000)
+    ack(r, {("complete", Q): [("c", "tok", 1060, done, "", b"")]})  # an empty result is still a result
+    assert r.hget(keys.task_key(Q, "c"), "result") == b""
+    seed_active(r, Q, "d", retention=60)
+    ack(r, {("complete", Q): [("d", "tok", 1060, done, "", b"\x00bytes")]})
+    assert r.hget(keys.task_key(Q, "d"), "result") == b"\x00bytes"
+
+
+def test_write_result_never_creates_an_orphan_hash(r):
+    assert _scripts.WRITE_RESULT.run(r, [keys.task_key(Q, "gone")], [b"x"]) == 0
+    assert not r.exists(keys.task_key(Q, "gone"))
 
 
 def test_retry_counts_only_failures(r):

@@ -507,3 +507,87 @@ def test_system_exit_in_a_handler_fails_only_that_task(redis_url, r):
 
     asyncio.run(main())
     assert decode_message(r.hget("asynq:{default}:t:se", "msg")).error_msg == "SystemExit: 3"
+
+
+def test_completed_with_retention_and_result_writer_matches_go(redis_url, r):
+    async def handler(task):
+        await fastq.result_writer().awrite(b"done!")
+
+    _process_one(redis_url, r, handler, lambda: r.zcard("asynq:{default}:completed"),
+                 {"task_id": "st-completed", "retention": 3600})
+    assert_golden_state(r, "completed_with_retention")
+    msg = decode_message(r.hget("asynq:{default}:t:st-completed", "msg"))
+    assert r.zscore("asynq:{default}:completed", "st-completed") == msg.completed_at + 3600
+
+
+def test_returned_bytes_become_the_result(redis_url, r):
+    def handler(task):  # a sync handler: its return value is stored too
+        fastq.result_writer().write(b"partial")
+        return b"final"
+
+    _process_one(redis_url, r, handler, lambda: r.zcard("asynq:{default}:completed"),
+                 {"task_id": "res", "retention": 60})
+    assert r.hget("asynq:{default}:t:res", "result") == b"final"
+    assert fastq.Inspector(redis_url).get_task_info("default", "res").result == b"final"
+
+
+def test_result_writer_misuse_is_clear(redis_url, r):
+    errors = []
+
+    async def handler(task):
+        for call in (lambda: fastq.result_writer().write(b"x"), lambda: fastq.result_writer().awrite("text")):
+            try:
+                result = call()
+                if asyncio.iscoroutine(result):
+                    await result
+            except (RuntimeError, TypeError) as exc:
+                errors.append(str(exc))
+
+    _process_one(redis_url, r, handler, lambda: r.get("asynq:{default}:processed"), {"task_id": "m"})
+    assert "would block the event loop" in errors[0] and "must be bytes" in errors[1]
+    with pytest.raises(fastq.NoTaskContextError):
+        fastq.result_writer()
+
+
+def test_janitor_deletes_expired_completed_tasks(redis_url, r):
+    for i in range(250):
+        r.hset(f"asynq:{{default}}:t:c{i}", mapping={"msg": b"x", "state": "completed"})
+        r.zadd("asynq:{default}:completed", {f"c{i}": 1000 + i if i < 240 else int(time.time()) + 3600})
+
+    async def main():
+        async with RunningWorker(lambda t: None, redis_url, janitor_interval=0.1):
+            await async_wait_for(lambda: r.zcard("asynq:{default}:completed") == 10, what="janitor")
+
+    asyncio.run(main())
+    assert not r.exists("asynq:{default}:t:c0") and r.exists("asynq:{default}:t:c245")
+
+
+def test_hooks_observe_every_task(redis_url, r):
+    seen = []
+
+    class Observer:
+        def task_started(self, ctx):
+            seen.append(("start", ctx.task_id))
+
+        def task_finished(self, ctx, outcome, exc, seconds):
+            seen.append((outcome, ctx.task_id, type(exc).__name__ if exc else None, seconds >= 0))
+
+    class Broken:
+        def task_finished(self, *args):
+            raise RuntimeError("observer bug")
+
+    async def handler(task):
+        if task.type == "bad":
+            raise ValueError("x")
+
+    client = fastq.Client(redis_url)
+    client.enqueue(fastq.Task("good"), task_id="g")
+    client.enqueue(fastq.Task("bad"), task_id="b", max_retry=0)
+
+    async def main():
+        async with RunningWorker(handler, redis_url, hooks=[Observer(), Broken()]):
+            await async_wait_for(lambda: len(seen) == 4, what="hooks")
+
+    asyncio.run(main())
+    assert sorted(seen) == sorted([("start", "g"), ("start", "b"), ("done", "g", None, True),
+                                   ("archive", "b", "ValueError", True)])

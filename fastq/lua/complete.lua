@@ -4,17 +4,21 @@
 -- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease   KEYS[3] asynq:{q}:completed
 -- KEYS[4] asynq:{q}:processed:<YYYY-MM-DD>   KEYS[5] asynq:{q}:processed
 -- ARGV[1] daily-stats expire-at   ARGV[2] asynq:{q}:t:   ARGV[3] lease cutoff or ""
--- ARGV[4..] 5-tuples (task id, lease token, expiry Unix s = completed_at + retention,
---                     TaskMessage with completed_at, unique key or "")
+-- ARGV[4..] 6-tuples (task id, lease token, expiry Unix s = completed_at + retention,
+--                     TaskMessage with completed_at, unique key or "",
+--                     "" or "1" followed by the handler's result bytes for the "result" field)
 -- Returns the IDs that were not settled.
 local missing = {}
 local count = 0
-for i = 4, #ARGV, 5 do
+for i = 4, #ARGV, 6 do
     local id = ARGV[i]
     local key = ARGV[2] .. id
     if fastq_release(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3]) then
         redis.call("ZADD", KEYS[3], ARGV[i + 2], id)
         redis.call("HSET", key, "msg", ARGV[i + 3], "state", "completed")
+        if ARGV[i + 5] ~= "" then
+            redis.call("HSET", key, "result", string.sub(ARGV[i + 5], 2))
+        end
         fastq_unlock(ARGV[i + 4], id)
         count = count + 1
     else

@@ -42,7 +42,7 @@ class Broker:
 
         ``batch`` maps ``(kind, queue)`` to a list of items, each starting with the task id
         and the lease token of the claim (``""`` = no token check): DONE ``(id, token,
-        unique_key)``; COMPLETE ``(id, token, expiry, msg, unique_key)``; RETRY ``(id, token,
+        unique_key)``; COMPLETE ``(id, token, expiry, msg, unique_key, result bytes or None)``; RETRY ``(id, token,
         msg, retry_at, is_failure)``; ARCHIVE ``(id, token, msg)``; REQUEUE ``(id, token)``.
         Messages are TaskMessage objects (or already-encoded bytes for ARCHIVE). With
         ``cutoff`` (Unix s) a task is settled only if its lease expired by then (recoverers).
@@ -58,8 +58,9 @@ class Broker:
                     args += item
                 calls.append((_scripts.DONE, [active, lease, keys.processed_key(q, date), keys.processed_total_key(q)], args))
             elif kind == COMPLETE:
-                for tid, token, expiry, msg, ukey in items:
-                    args += (tid, token, expiry, encode_message(msg), ukey)
+                for tid, token, expiry, msg, ukey, result in items:
+                    args += (tid, token, expiry, encode_message(msg), ukey,
+                             b"" if result is None else b"1" + result)
                 calls.append((_scripts.COMPLETE, [active, lease, keys.completed_key(q), keys.processed_key(q, date),
                                                   keys.processed_total_key(q)], args))
             elif kind == RETRY:

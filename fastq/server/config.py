@@ -109,6 +109,12 @@ class WorkerConfig:
     retry_delay: Callable[..., float] = default_retry_delay
     is_failure: Callable[[BaseException], bool] = lambda exc: True
     error_handler: Optional[Callable[..., Any]] = None
+    # Observers of task life cycles (metrics, tracing): objects with any of task_started(ctx),
+    # task_finished(ctx, outcome, exception, seconds), redis_error(operation, exception).
+    hooks: list = field(default_factory=list)
+    # How often expired completed tasks (retention) are deleted, in batches (Asynq: 8 s, 100).
+    janitor_interval: float = 8.0
+    janitor_batch: int = 100
     # Called (sync or async) in each worker process before it takes tasks.
     on_start: Optional[Callable[[], Any]] = None
     host: str = field(default_factory=lambda: _hostname())
@@ -140,6 +146,8 @@ class WorkerConfig:
         _positive("recover_retry_delay", self.recover_retry_delay, 0)
         _positive("max_tasks", self.max_tasks, 0, integer=True)
         _positive("hard_timeout_grace", self.hard_timeout_grace, 0)
+        _positive("janitor_interval", self.janitor_interval, 0.01)
+        _positive("janitor_batch", self.janitor_batch, 1, integer=True)
         _positive("max_error_length", self.max_error_length, 16, integer=True)
         _positive("deadline_check_interval", self.deadline_check_interval, 0.001)
 

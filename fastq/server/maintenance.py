@@ -86,6 +86,19 @@ def settle_lost(q: str, tid: str, msg, reason: str, now: float, cfg: WorkerConfi
     return (RETRY, q, (tid, token, msg, int(now + cfg.recover_retry_delay), True))
 
 
+async def janitor_loop(broker: Broker, cfg: WorkerConfig, stop: asyncio.Event) -> None:
+    """Delete completed tasks whose retention ended, in batches, every ``janitor_interval``."""
+    while not stop.is_set():
+        try:
+            for q in cfg.queues:
+                while await _scripts.JANITOR.arun(broker.redis, [keys.completed_key(q)],
+                                                  [keys.task_key_prefix(q), cfg.janitor_batch]) >= cfg.janitor_batch:
+                    pass
+        except (RedisError, OSError) as exc:
+            log.warning("deleting expired completed tasks failed: %s", exc)
+        await sleep_until_set(stop, cfg.janitor_interval)
+
+
 async def cancel_listener(redis, processor: Processor, stop: asyncio.Event) -> None:
     """Cancel running tasks named on the ``asynq:cancel`` channel (from fastq or Go's Inspector).
 

@@ -121,6 +121,8 @@ class Processor:
         self.processed = 0  # handlers finished in this process (any outcome)
         self.on_processed: Optional[Callable[[int], None]] = None  # called after each finish (recycling)
         self.on_stuck: Optional[Callable[[str], None]] = None  # a sync handler outlived its grace
+        self.hooks: list = list(cfg.hooks)  # observers: task_started(ctx), task_finished(ctx, outcome, exc, s)
+        self.results: Any = None  # set by the worker: what fastq.result_writer() writes through
         self._abandoned: list[_Running] = []  # settled sync tasks whose thread still runs
         self._acks: list[tuple] = []
         self._free = cfg.concurrency
@@ -301,7 +303,10 @@ class Processor:
         deadline = deadline_for(msg, now)
         handler, is_async = self._resolve(msg.type)
         ctx = TaskContext(tid, msg.retried, msg.retry, queue, msg.type, deadline, msg.headers)
+        ctx.results = self.results
         run = _Running(tid, queue, msg, ctx, now, deadline, token, lease_until, handler)
+        if self.hooks:
+            self._call_hooks("task_started", ctx)
         self.running[tid] = run
         self._free -= 1
         self._idle_event.clear()
@@ -321,7 +326,7 @@ class Processor:
         set_current(run.ctx)
         msg = run.msg
         try:
-            await run.handler(Task._trusted(msg.type, msg.payload, msg.headers))
+            result = await run.handler(Task._trusted(msg.type, msg.payload, msg.headers))
         except asyncio.CancelledError:
             if run.abort is None:  # cancelled from outside fastq (loop teardown): put it back
                 run.abort = ABORT_SHUTDOWN
@@ -329,7 +334,7 @@ class Processor:
         except BaseException as exc:  # SystemExit/KeyboardInterrupt from a handler fail the task, not the worker
             self._finish(run, exc)
         else:
-            self._finish(run, None)
+            self._finish(run, None, result)
 
     def _sync_done(self, run: _Running, fut: Any) -> None:
         if run.done:
@@ -337,7 +342,8 @@ class Processor:
         if fut.cancelled():
             self._finish(run, Aborted("context canceled"))
             return
-        self._finish(run, fut.exception())
+        exc = fut.exception()
+        self._finish(run, exc, None if exc is not None else fut.result())
 
     def cancel(self, tid: str) -> bool:
         """Cancel a running task (``asynq:cancel``); it fails with "context canceled"."""
@@ -366,7 +372,9 @@ class Processor:
 
     # --------------------------------------------------------------- outcomes
 
-    def _finish(self, run: _Running, exc: Optional[BaseException]) -> None:
+    def _finish(self, run: _Running, exc: Optional[BaseException], result: Any = None) -> None:
+        """Settle a task. ``result``: what the handler returned; bytes are stored as the task's
+        Asynq ``result`` field when the task is kept (retention > 0)."""
         if run.done:
             return
         run.done = True
@@ -378,23 +386,39 @@ class Processor:
         if not self.running:
             self._idle_event.set()
         if run.abort == ABORT_LEASE:
-            pass  # nothing is written: the lease is gone and recovery owns the task now (as Asynq)
+            outcome = "lost"  # nothing is written: the lease is gone and recovery owns the task (as Asynq)
         elif run.abort == ABORT_SHUTDOWN:
+            outcome = REQUEUE
             self._ack(REQUEUE, queue, (tid, run.token))
         elif exc is None or isinstance(exc, RevokeTask):
             now = int(time.time())
             if msg.retention > 0 and exc is None:
+                outcome = COMPLETE
                 done = msg.copy()
                 done.completed_at = now
-                self._ack(COMPLETE, queue, (tid, run.token, now + msg.retention, done, msg.unique_key))
+                stored = bytes(result) if isinstance(result, (bytes, bytearray, memoryview)) else None
+                self._ack(COMPLETE, queue, (tid, run.token, now + msg.retention, done, msg.unique_key, stored))
             else:
+                outcome = DONE
                 self._ack(DONE, queue, (tid, run.token, msg.unique_key))
         else:
-            self._failed(run, exc, time.time())
+            outcome = self._failed(run, exc, time.time())
+        if self.hooks:
+            self._call_hooks("task_finished", run.ctx, outcome, exc, time.time() - run.started)
         if self.on_processed is not None:
             self.on_processed(self.processed)
 
-    def _failed(self, run: _Running, exc: BaseException, now: float) -> None:
+    def _call_hooks(self, name: str, *args: Any) -> None:
+        for hook in self.hooks:
+            method = getattr(hook, name, None)
+            if method is None:
+                continue
+            try:
+                method(*args)
+            except Exception:  # an observer must never break the worker
+                log.exception("hook %r.%s raised", hook, name)
+
+    def _failed(self, run: _Running, exc: BaseException, now: float) -> str:
         tid, queue, msg = run.id, run.queue, run.msg
         text = str(exc) if isinstance(exc, Aborted) else error_text(exc)
         handler = self.cfg.error_handler
@@ -409,7 +433,7 @@ class Processor:
         if isinstance(exc, SkipRetry) or msg.retried >= msg.retry:
             log.warning("task %s (%s) failed and is archived: %s", tid, msg.type, text)
             self._ack(ARCHIVE, queue, (tid, run.token, failed))
-            return
+            return ARCHIVE
         is_failure = bool(self.cfg.is_failure(exc))
         if is_failure:
             failed.retried += 1
@@ -417,6 +441,7 @@ class Processor:
         delay = self.cfg.retry_delay(msg.retried, exc, task)
         log.warning("task %s (%s) failed, retry %d/%d in %.0fs: %s", tid, msg.type, failed.retried, msg.retry, delay, text)
         self._ack(RETRY, queue, (tid, run.token, failed, int(now + delay), is_failure))
+        return RETRY
 
     def _archive_raw(self, queue: str, tid: str, raw: bytes, reason: str, token: str) -> None:
         """Archive a claimed task whose message cannot be used; keep the raw bytes as payload."""
@@ -514,12 +539,13 @@ async def _jittered_sleep(seconds: float) -> None:
     await asyncio.sleep(seconds * (0.5 + random.random()))
 
 
-def _call_sync(handler: Callable, task: Task) -> None:
+def _call_sync(handler: Callable, task: Task) -> Any:
     result = handler(task)
     if asyncio.iscoroutine(result):
         result.close()
         raise TypeError("handler returned a coroutine but was not detected as async; "
                         "declare it with 'async def' (or keep middleware async)")
+    return result
 
 
 def _call_error_handler(handler: Callable, run: _Running, exc: BaseException) -> None:

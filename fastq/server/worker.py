@@ -25,7 +25,7 @@ from fastq._redis import async_client, redact
 from fastq.server.broker import Broker
 from fastq.server.config import WorkerConfig
 from fastq.server.heartbeat import Heartbeater
-from fastq.server.maintenance import cancel_listener, forward_loop, recover_loop
+from fastq.server.maintenance import cancel_listener, forward_loop, janitor_loop, recover_loop
 from fastq.server.processor import Processor
 
 log = logging.getLogger("fastq.worker")
@@ -95,6 +95,9 @@ class Worker:
         if cfg.max_tasks:
             processor.on_processed = self._recycle_after
         processor.on_stuck = self._recycle_stuck
+        from fastq.results import ResultStore
+
+        processor.results = ResultStore(redis, self._loop)
         self.heartbeater = heartbeater = Heartbeater(broker, processor, cfg, server_id)
         if cfg.on_start is not None:
             result = cfg.on_start()
@@ -114,6 +117,7 @@ class Worker:
         upkeep = [
             asyncio.create_task(forward_loop(broker, cfg, self._upkeep_stop), name="fastq-forward"),
             asyncio.create_task(recover_loop(broker, processor, cfg, self._upkeep_stop), name="fastq-recover"),
+            asyncio.create_task(janitor_loop(broker, cfg, self._upkeep_stop), name="fastq-janitor"),
         ]
         self._cancel_stop = asyncio.Event()
         listener = asyncio.create_task(cancel_listener(redis, processor, self._cancel_stop), name="fastq-cancel")
