@@ -97,6 +97,7 @@ class Heartbeater:
             try:
                 await self.beat()
             except (RedisError, OSError) as exc:
+                self.processor.redis_error("heartbeat", exc)
                 log.warning("heartbeat failed: %s", exc)
             await self._pause(stop, started + self.tick)
 

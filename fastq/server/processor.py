@@ -180,11 +180,13 @@ class Processor:
                 if "WRONGTYPE" in str(exc):
                     await self._quarantine_broken(names)
                     continue
+                self.redis_error("dequeue", exc)
                 log.warning("dequeue failed (%s); retrying in %.2fs", exc, error_sleep)
                 await _jittered_sleep(error_sleep)
                 error_sleep = min(error_sleep * 2, 2.0)
                 continue
             except (RedisError, OSError) as exc:
+                self.redis_error("dequeue", exc)
                 log.warning("dequeue failed (%s); retrying in %.2fs", exc, error_sleep)
                 await _jittered_sleep(error_sleep)
                 error_sleep = min(error_sleep * 2, 2.0)
@@ -245,6 +247,7 @@ class Processor:
                 await self._write(batch)
                 error_sleep = 0.05
             except (RedisError, OSError) as exc:
+                self.redis_error("ack", exc)
                 log.warning("writing %d task outcomes failed (%s); retrying in %.2fs", len(batch), exc, error_sleep)
                 self._acks = batch + self._acks
                 await _jittered_sleep(error_sleep)
@@ -407,6 +410,11 @@ class Processor:
             self._call_hooks("task_finished", run.ctx, outcome, exc, time.time() - run.started)
         if self.on_processed is not None:
             self.on_processed(self.processed)
+
+    def redis_error(self, operation: str, exc: BaseException) -> None:
+        """Tell hooks a Redis call failed (``operation``: dequeue, ack, heartbeat, ...)."""
+        if self.hooks:
+            self._call_hooks("redis_error", operation, exc)
 
     def _call_hooks(self, name: str, *args: Any) -> None:
         for hook in self.hooks:
