@@ -250,3 +250,27 @@ def test_default_payload_limit_is_one_mebibyte(client):
     client.enqueue(fastq.Task("mb", b"x" * 1_000_000))
     with pytest.raises(fastq.errors.PayloadTooLargeError):
         client.enqueue(fastq.Task("too-big", b"x" * (1024 * 1024 + 1)))
+
+
+def test_hiredis_packing_is_byte_identical_to_redis_py():
+    from redis.asyncio.connection import Connection
+
+    from fastq._redis import fast_connection_class
+
+    fast = fast_connection_class()
+    assert fast is not None
+    args = ("EVALSHA", "a" * 40, 2, "asynq:{q}:t:ü", b"\x00\xffbytes", 12, 1.5, "")
+    assert b"".join(fast().pack_command(*args)) == b"".join(Connection().pack_command(*args))
+    assert fast().pack_command("CLIENT SETNAME", "x") == Connection().pack_command("CLIENT SETNAME", "x")
+    assert b"".join(fast().pack_command("SET", "k", memoryview(b"v"))) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
+
+
+def test_async_client_uses_hiredis_packing(redis_url):
+    from fastq._redis import fast_connection_class
+
+    async def main():
+        async with fastq.AsyncClient(redis_url) as client:
+            assert client.redis.connection_pool.connection_class is fast_connection_class()
+            await client.enqueue(fastq.Task("t"))
+
+    asyncio.run(main())
