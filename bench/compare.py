@@ -167,7 +167,7 @@ def build_peers() -> dict:
         Peer("fastq", _fastq_version(), [], "asynq:{bench}:processed (fastq's own counter, written with the batched ack)",
              done=_fastq_done,
              variants={"p2c100": Variant("fastq-supervisor --processes 2 --concurrency 100 (batch-size 200, "
-                                         "poll-interval 0.1 s)", _fastq_cmd(2, 100))},
+                                         "defaults: poll-interval 1 s, idle workers woken by fastq_notify)", _fastq_cmd(2, 100))},
              default_variant="p2c100"),
         Peer("arq", "0.28.0", ["arq==0.28.0", "hiredis==3.5.0"],
              "ZCARD arq:queue (arq removes a job from its queue sorted set when it finishes)",

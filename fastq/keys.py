@@ -112,6 +112,11 @@ def unique_key(qname: str, task_type: str, payload: bytes | None) -> str:
     return f"asynq:{{{qname}}}:unique:{task_type}:{hashlib.md5(payload).hexdigest()}"
 
 
+def notify_channel(qname: str) -> str:
+    """Pub/sub channel fastq's scripts publish to when a queue's pending list stops being empty."""
+    return f"asynq:{{{qname}}}:fastq_notify"
+
+
 def server_info_key(host: str, pid: int, server_id: str) -> str:
     return f"asynq:servers:{{{host}:{pid}:{server_id}}}"
 

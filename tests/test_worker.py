@@ -591,3 +591,39 @@ def test_hooks_observe_every_task(redis_url, r):
     asyncio.run(main())
     assert sorted(seen) == sorted([("start", "g"), ("start", "b"), ("done", "g", None, True),
                                    ("archive", "b", "ValueError", True)])
+
+
+def test_idle_worker_is_woken_by_enqueue_not_by_polling(redis_url, r):
+    started = []
+
+    async def handler(task):
+        started.append(time.monotonic())
+
+    async def main():
+        async with RunningWorker(handler, redis_url, poll_interval=10.0):
+            await asyncio.sleep(0.5)  # let the fetch loop back off into its long idle wait
+            client = fastq.AsyncClient(redis_url)
+            t0 = time.monotonic()
+            await client.enqueue(fastq.Task("wake"))
+            await async_wait_for(lambda: started, timeout=5, what="pickup")
+            await client.close()
+            return started[0] - t0
+
+    assert asyncio.run(main()) < 2.0  # far below the 10 s poll interval: the notification woke it
+
+
+def test_notification_is_published_only_when_a_queue_stops_being_empty(redis_url, r):
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.notify_channel("default"))
+    client = fastq.Client(redis_url)
+    client.enqueue(fastq.Task("a"))
+    client.enqueue(fastq.Task("b"))
+    client.enqueue_many([fastq.Task("c")] * 5)
+    messages = []
+    deadline = time.monotonic() + 1
+    while time.monotonic() < deadline:
+        m = pubsub.get_message(timeout=0.1)
+        if m:
+            messages.append(m)
+    assert len(messages) == 1  # only the first enqueue found the queue empty
+    pubsub.close()

@@ -85,6 +85,16 @@ local function fastq_release(active, lease, id, task_key, token, cutoff)
     return true
 end
 
+-- Wake idle fastq workers of a queue when its pending list goes from empty to not empty
+-- (they block on this channel instead of polling; Go clients do not publish, so workers
+-- still poll every poll_interval). Busy queues publish nothing. Call with the pending key
+-- and whether it was empty before the push.
+local function fastq_notify(pending_key, was_empty)
+    if was_empty and redis.call("LLEN", pending_key) > 0 then
+        redis.call("PUBLISH", string.sub(pending_key, 1, -8) .. "fastq_notify", "1")
+    end
+end
+
 -- Free a uniqueness lock if this task still holds it.
 local function fastq_unlock(unique_key, id)
     if unique_key ~= "" and redis.call("GET", unique_key) == id then

@@ -14,5 +14,7 @@ for i = 1, #KEYS - 1 do
         ids[#ids + 1] = id
     end
 end
+local was_empty = redis.call("LLEN", KEYS[1]) == 0
 fastq_bulk("LPUSH", KEYS[1], ids)
+fastq_notify(KEYS[1], was_empty)
 return conflicts

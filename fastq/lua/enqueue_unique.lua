@@ -12,5 +12,7 @@ if redis.call("EXISTS", KEYS[2]) == 1 then
     return 0
 end
 redis.call("HSET", KEYS[2], "msg", ARGV[3], "state", "pending", "pending_since", ARGV[4], "unique_key", KEYS[1])
+local was_empty = redis.call("LLEN", KEYS[3]) == 0
 redis.call("LPUSH", KEYS[3], ARGV[1])
+fastq_notify(KEYS[3], was_empty)
 return 1

@@ -7,6 +7,7 @@
 local now = fastq_now()
 local now_ns = fastq_now_ns()
 local ids = redis.call("ZRANGE", KEYS[1], "-inf", now, "BYSCORE", "LIMIT", 0, tonumber(ARGV[3]))
+local was_empty = redis.call("LLEN", KEYS[2]) == 0
 for _, id in ipairs(ids) do
     local key = ARGV[1] .. id
     local group = redis.call("HGET", key, "group")
@@ -20,4 +21,5 @@ for _, id in ipairs(ids) do
     end
 end
 fastq_bulk("ZREM", KEYS[1], ids)
+fastq_notify(KEYS[2], was_empty)
 return #ids

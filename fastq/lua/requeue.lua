@@ -5,6 +5,7 @@
 -- ARGV[1] asynq:{q}:t:   ARGV[2] lease cutoff or ""   ARGV[3..] pairs (task id, lease token)
 -- Returns the IDs that were not settled.
 local missing = {}
+local was_empty = redis.call("LLEN", KEYS[3]) == 0
 for i = 3, #ARGV, 2 do
     local id = ARGV[i]
     local key = ARGV[1] .. id
@@ -15,4 +16,5 @@ for i = 3, #ARGV, 2 do
         missing[#missing + 1] = id
     end
 end
+fastq_notify(KEYS[3], was_empty)
 return missing

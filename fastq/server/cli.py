@@ -61,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds running tasks get to finish on SIGTERM before they are requeued (default: 8)")
     p.add_argument("--batch-size", type=_int_at_least(1), default=200,
                    help="most tasks claimed per dequeue round trip (default: 200)")
-    p.add_argument("--poll-interval", type=_seconds, default=0.1,
-                   help="longest sleep between polls of empty queues, in seconds (default: 0.1)")
+    p.add_argument("--poll-interval", type=_seconds, default=1.0,
+                   help="longest sleep between polls of empty queues, in seconds; tasks from fastq clients "
+                        "wake idle workers at once, this bounds pickup of tasks from other (e.g. Go) "
+                        "clients (default: 1)")
     p.add_argument("--scheduler", metavar="MODULE:ATTRIBUTE", default=None,
                    help="also run periodic tasks: a fastq.Scheduler or PeriodicTaskManager, in one extra process")
     p.add_argument("--lease-duration", type=_int_at_least(3), default=8, metavar="SECONDS",

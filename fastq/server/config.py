@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Callable, Optional
 
 from fastq._redis import default_url
@@ -64,6 +65,16 @@ def _positive(name: str, value: Any, minimum: float = 0.0, integer: bool = False
     return value
 
 
+def _duration(name: str, value: Any) -> float:
+    """Seconds from a number or a ``timedelta``; finite and not negative."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOptionError(f"{name} must be a number of seconds or a timedelta, got {value!r}")
+    _positive(name, value, 0)
+    return float(value)
+
+
 @dataclass
 class WorkerConfig:
     """Settings of one worker process (the supervisor gives each child a copy).
@@ -84,9 +95,11 @@ class WorkerConfig:
     heartbeat_interval: float = 5.0
     # Largest number of tasks claimed by one dequeue call.
     batch_size: int = 200
-    # Longest sleep between dequeue attempts while every queue is empty (fastq polls
-    # with a back-off from 1 ms up to this; Asynq sleeps 0.5-1.5 s).
-    poll_interval: float = 0.1
+    # Longest sleep between dequeue attempts while every queue is empty. fastq's clients and
+    # forwarder wake idle workers at once through a pub/sub notification, so this bounds only
+    # the pickup of tasks written by other clients (e.g. Go's): back-off from 1 ms up to this
+    # (Asynq sleeps 0.5-1.5 s).
+    poll_interval: float = 1.0
     # How often scheduled and retry tasks that are due move to pending (Asynq: 5 s).
     forward_interval: float = 1.0
     # How often this worker looks for tasks whose lease expired (Asynq: 60 s).
@@ -120,6 +133,15 @@ class WorkerConfig:
     host: str = field(default_factory=lambda: _hostname())
     # Set by the supervisor so it can find this worker's claims if the process dies.
     server_id: Optional[str] = None
+    # Group aggregation (Asynq's GroupAggregator), see fastq/server/aggregator.py:
+    # ``(group, tasks) -> Task`` or ``-> (Task, enqueue_options)``, plain or async; None = off.
+    group_aggregator: Optional[Callable[..., Any]] = None
+    # A group is aggregated once nothing joined it for this long (seconds, >= 1; Asynq: 1 min),
+    group_grace_period: float = 60.0
+    # or once its oldest task waited this long (0 = no limit),
+    group_max_delay: float = 0.0
+    # or as soon as it holds this many tasks (0 = no limit; also the largest set aggregated at once).
+    group_max_size: int = 0
 
     def __repr__(self) -> str:
         from dataclasses import fields
@@ -150,6 +172,21 @@ class WorkerConfig:
         _positive("janitor_batch", self.janitor_batch, 1, integer=True)
         _positive("max_error_length", self.max_error_length, 16, integer=True)
         _positive("deadline_check_interval", self.deadline_check_interval, 0.001)
+        self._check_groups()
+
+    def _check_groups(self) -> None:
+        if self.group_aggregator is not None and not callable(self.group_aggregator):
+            raise InvalidOptionError(f"group_aggregator must be a callable (group, tasks) -> Task, "
+                                     f"got {type(self.group_aggregator).__name__}")
+        self.group_grace_period = _duration("group_grace_period", self.group_grace_period)
+        if self.group_grace_period < 1:
+            raise InvalidOptionError(f"group_grace_period must be at least 1 second (as Asynq), "
+                                     f"got {self.group_grace_period!r}")
+        self.group_max_delay = _duration("group_max_delay", self.group_max_delay)
+        if 0 < self.group_max_delay < 1:
+            raise InvalidOptionError(f"group_max_delay must be 0 (no limit) or at least 1 second "
+                                     f"(group times are whole seconds), got {self.group_max_delay!r}")
+        _positive("group_max_size", self.group_max_size, 0, integer=True)
 
 
 def _hostname() -> str:

@@ -99,20 +99,29 @@ async def janitor_loop(broker: Broker, cfg: WorkerConfig, stop: asyncio.Event) -
         await sleep_until_set(stop, cfg.janitor_interval)
 
 
-async def cancel_listener(redis, processor: Processor, stop: asyncio.Event) -> None:
-    """Cancel running tasks named on the ``asynq:cancel`` channel (from fastq or Go's Inspector).
+async def pubsub_listener(redis, processor: Processor, queues, stop: asyncio.Event) -> None:
+    """Listen on ``asynq:cancel`` (cancel running tasks, from fastq or Go's Inspector) and on the
+    queues' ``fastq_notify`` channels (wake the idle fetch loop when a queue gets tasks).
 
     Re-subscribes after connection errors (Asynq retries every 5 s; fastq backs off 0.1-5 s).
+    A wake-up lost while re-subscribing costs at most one poll interval.
     """
+    notify = {keys.notify_channel(q).encode() for q in queues}
     delay = 0.1
     while not stop.is_set():
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(keys.CANCEL_CHANNEL)
+            await pubsub.subscribe(keys.CANCEL_CHANNEL, *notify)
+            processor.wake()  # anything enqueued while we were not subscribed is picked up now
             delay = 0.1
             while not stop.is_set():
                 message = await pubsub.get_message(timeout=0.1)
-                if message and message.get("type") == "message":
+                if not message or message.get("type") != "message":
+                    continue
+                channel = message["channel"]
+                if channel in notify:
+                    processor.wake()
+                else:
                     data = message["data"]
                     processor.cancel(data.decode() if isinstance(data, bytes) else str(data))
         except (RedisError, OSError) as exc:

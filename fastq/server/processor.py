@@ -150,6 +150,7 @@ class Processor:
         self._idle_event = asyncio.Event()
         self._idle_event.set()
         self.claims_event = asyncio.Event()
+        self._wake = asyncio.Event()  # set when a queue we serve stops being empty (fastq_notify)
 
     async def fetch_loop(self) -> None:
         cfg = self.cfg
@@ -172,6 +173,7 @@ class Processor:
                 await asyncio.sleep(cfg.poll_interval)
                 continue
             token = f"{self._token_prefix}{next(self._claims)}"
+            self._wake.clear()  # a notification arriving from now on ends the idle wait below
             started = time.monotonic()
             try:
                 reply = await self.broker.dequeue(dequeue_keys, prefixes, min(free, cfg.batch_size),
@@ -193,7 +195,7 @@ class Processor:
                 continue
             error_sleep = 0.05
             if not reply:
-                await asyncio.sleep(sleep)
+                await self._idle_wait(sleep)
                 sleep = min(sleep * 2, cfg.poll_interval)
                 continue
             sleep = POLL_MIN
@@ -202,6 +204,19 @@ class Processor:
             for i in range(2, len(reply), 2):
                 self._start(queue, reply[i].decode(), reply[i + 1], token, lease_until)
             self.claims_event.set()
+
+    async def _idle_wait(self, seconds: float) -> None:
+        """Sleep while every queue is empty, or until a fastq client or forwarder says one is not."""
+        if self._wake.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def wake(self) -> None:
+        """A queue this worker serves has pending tasks again: end an idle wait now."""
+        self._wake.set()
 
     def _next_queues(self) -> tuple[list, list, list]:
         names, dequeue_keys, prefixes = self.selector.next()

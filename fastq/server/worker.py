@@ -25,7 +25,7 @@ from fastq._redis import async_client, redact
 from fastq.server.broker import Broker
 from fastq.server.config import WorkerConfig
 from fastq.server.heartbeat import Heartbeater
-from fastq.server.maintenance import cancel_listener, forward_loop, janitor_loop, recover_loop
+from fastq.server.maintenance import forward_loop, janitor_loop, pubsub_listener, recover_loop
 from fastq.server.processor import Processor
 
 log = logging.getLogger("fastq.worker")
@@ -120,7 +120,8 @@ class Worker:
             asyncio.create_task(janitor_loop(broker, cfg, self._upkeep_stop), name="fastq-janitor"),
         ]
         self._cancel_stop = asyncio.Event()
-        listener = asyncio.create_task(cancel_listener(redis, processor, self._cancel_stop), name="fastq-cancel")
+        listener = asyncio.create_task(pubsub_listener(redis, processor, cfg.queues, self._cancel_stop),
+                                       name="fastq-pubsub")
         core = [
             asyncio.create_task(processor.fetch_loop(), name="fastq-fetch"),
             asyncio.create_task(processor.deadline_loop(), name="fastq-deadlines"),
