@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import heapq
 import itertools
 import logging
 import time
@@ -133,8 +132,6 @@ class Processor:
         self.claims_event: Optional[asyncio.Event] = None  # set after each claim (wakes the heartbeat)
         self._ack_event: Optional[asyncio.Event] = None
         self._idle_event: Optional[asyncio.Event] = None
-        self._deadlines: list = []
-        self._seq = itertools.count()
         self._token_prefix = f"{server_id}:"
         self._claims = itertools.count(1)
         self._quarantine: dict[str, float] = {}  # queue -> monotonic time it may be tried again
@@ -270,27 +267,20 @@ class Processor:
                 self._ack_event.set()
 
     async def deadline_loop(self) -> None:
-        heap = self._deadlines
-        lease_check = 0.0
+        """Scan the running tasks (at most ``concurrency`` of them) every tick: cheaper than
+        keeping a per-task deadline structure up to date at tens of thousands of tasks a second."""
         while not self._closed:
             await asyncio.sleep(self.cfg.deadline_check_interval)
-            now = time.time()
-            while heap and heap[0][0] <= now:
-                _, _, run = heapq.heappop(heap)
-                if not run.done:
+            now, mono = time.time(), time.monotonic()
+            for run in [r for r in self.running.values() if r.deadline <= now or r.lease_until < mono]:
+                if run.deadline <= now:
                     self.abort(run, ABORT_DEADLINE)
-            if len(heap) > 2 * len(self.running) + 1024:  # drop entries of finished tasks
-                self._deadlines = heap = [e for e in heap if not e[2].done]
-                heapq.heapify(heap)
-            if self._abandoned:
-                self._check_abandoned(now)
-            mono = time.monotonic()
-            if mono >= lease_check:
-                lease_check = mono + 0.25
-                for run in [r for r in self.running.values() if r.lease_until < mono]:
+                else:
                     log.warning("task %s: lease lost (no successful lease extension); stopping it and leaving "
                                 "it to lease recovery", run.id)
                     self.abort(run, ABORT_LEASE)
+            if self._abandoned:
+                self._check_abandoned(now)
 
     def _check_abandoned(self, now: float) -> None:
         grace = self.cfg.hard_timeout_grace
@@ -328,7 +318,6 @@ class Processor:
         self.running[tid] = run
         self._free -= 1
         self._idle_event.clear()
-        heapq.heappush(self._deadlines, (deadline, next(self._seq), run))
         if deadline <= now:
             self.abort(run, ABORT_DEADLINE)
         elif is_async:
