@@ -8,9 +8,11 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcpy
 
+import os
+
 from fastq.errors import DecodeError
 
-__all__ = ["TaskMessage", "encode_message", "decode_message", "IMPLEMENTATION"]
+__all__ = ["TaskMessage", "encode_message", "decode_message", "new_task_ids", "IMPLEMENTATION"]
 
 IMPLEMENTATION = "cython"
 
@@ -384,3 +386,35 @@ def decode_message(data):
     if unknown is not None:
         msg.unknown = bytes(unknown)
     return msg
+
+
+# ---------------------------------------------------------------------------
+# task IDs
+
+cdef const char* HEX = b"0123456789abcdef"
+
+
+def new_task_ids(Py_ssize_t n):
+    """``n`` random UUID v4 strings in canonical lowercase form (Go's ``uuid.NewString()``)."""
+    cdef bytes raw = os.urandom(16 * n)
+    cdef const unsigned char* r = <const unsigned char*>PyBytes_AS_STRING(raw)
+    cdef char buf[36]
+    cdef Py_ssize_t i, j, k
+    cdef unsigned char b
+    cdef list out = []
+    for i in range(n):
+        k = 0
+        for j in range(16):
+            b = r[16 * i + j]
+            if j == 6:
+                b = (b & 0x0F) | 0x40  # version 4
+            elif j == 8:
+                b = (b & 0x3F) | 0x80  # RFC 4122 variant
+            if j == 4 or j == 6 or j == 8 or j == 10:
+                buf[k] = 45  # '-'
+                k += 1
+            buf[k] = HEX[b >> 4]
+            buf[k + 1] = HEX[b & 15]
+            k += 2
+        out.append(PyUnicode_DecodeUTF8(buf, 36, NULL))
+    return out

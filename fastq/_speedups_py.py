@@ -16,9 +16,12 @@ known ones, so a newer Asynq's additions survive a fastq retry or archive.
 """
 from __future__ import annotations
 
+import os
+import uuid
+
 from fastq.errors import DecodeError
 
-__all__ = ["TaskMessage", "encode_message", "decode_message", "IMPLEMENTATION"]
+__all__ = ["TaskMessage", "encode_message", "decode_message", "new_task_ids", "IMPLEMENTATION"]
 
 IMPLEMENTATION = "python"
 
@@ -289,3 +292,12 @@ def decode_message(data: bytes) -> TaskMessage:
             unknown += data[start:pos]
     msg.unknown = bytes(unknown)
     return msg
+
+
+# ---------------------------------------------------------------------------
+# task IDs
+
+def new_task_ids(n: int) -> list:
+    """``n`` random UUID v4 strings in canonical lowercase form (Go's ``uuid.NewString()``)."""
+    raw = os.urandom(16 * n)
+    return [str(uuid.UUID(bytes=raw[i:i + 16], version=4)) for i in range(0, 16 * n, 16)]

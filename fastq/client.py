@@ -17,7 +17,7 @@ from fastq import _scripts, keys
 from fastq._codec import encode_message
 from fastq._redis import async_client, sync_client
 from fastq.errors import BrokerFullError, DuplicateTaskError, PayloadTooLargeError, TaskIDConflictError
-from fastq.options import ENQUEUE, GROUP, SCHEDULE, EnqueuePlan, plan_enqueue
+from fastq.options import ENQUEUE, GROUP, SCHEDULE, EnqueuePlan, plan_enqueue, plan_many
 from fastq.task import Task, TaskInfo, TaskState
 
 __all__ = ["Client", "AsyncClient"]
@@ -97,13 +97,16 @@ def _batch_call(plans: Sequence[EnqueuePlan], now: float) -> _Call:
     return _Call(_scripts.SCHEDULE_BATCH, [keys.scheduled_key(q), *task_keys], args)
 
 
-def _info(plan: EnqueuePlan) -> TaskInfo:
-    next_at = None
+def _next_at(plan: EnqueuePlan) -> datetime | None:
     if plan.kind == SCHEDULE:
-        next_at = datetime.fromtimestamp(plan.process_at, timezone.utc)
-    elif plan.kind == ENQUEUE:
-        next_at = datetime.now(timezone.utc)
-    return TaskInfo.from_message(plan.msg, _STATE[plan.kind], next_at)
+        return datetime.fromtimestamp(plan.process_at, timezone.utc)
+    if plan.kind == ENQUEUE:
+        return datetime.now(timezone.utc)
+    return None
+
+
+def _info(plan: EnqueuePlan, next_at: Any = False) -> TaskInfo:
+    return TaskInfo.from_message(plan.msg, _STATE[plan.kind], _next_at(plan) if next_at is False else next_at)
 
 
 def _single_result(plan: EnqueuePlan, reply: int) -> TaskInfo:
@@ -118,8 +121,7 @@ def _plan_many(tasks: Iterable[Task], options: dict) -> list[EnqueuePlan]:
     tasks = list(tasks)
     if options.get("task_id") is not None and len(tasks) > 1:
         raise TypeError("option 'task_id' cannot be shared by several tasks in enqueue_many()")
-    now = time.time()
-    return [plan_enqueue(task, options, now) for task in tasks]
+    return plan_many(tasks, options)
 
 
 def _chunks(plans: list[EnqueuePlan], size: int) -> Iterable[list[EnqueuePlan]]:
@@ -157,12 +159,13 @@ class _Outcome:
 
     def add_batch(self, plans: Sequence[EnqueuePlan], skipped: Sequence[int]) -> None:
         skip = {int(i) - 1 for i in skipped}
+        next_at = _next_at(plans[0])  # the same for the whole chunk
         for i, plan in enumerate(plans):
             if i in skip:
                 self.conflicts.append(plan.msg.id)
                 self.queue = plan.msg.queue
             else:
-                self.infos.append(_info(plan))
+                self.infos.append(_info(plan, next_at))
 
     def add_single(self, plan: EnqueuePlan, reply: int) -> None:
         try:

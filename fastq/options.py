@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from fastq import keys
-from fastq._codec import TaskMessage
+from fastq._codec import TaskMessage, new_task_ids
 from fastq.context import PARENT_ID_HEADER, ROOT_ID_HEADER, current_task
 from fastq.errors import InvalidOptionError
 from fastq.task import Task
@@ -109,7 +108,7 @@ def plan_enqueue(task: Task, options: dict, now: float | None = None) -> Enqueue
 
     queue = _name("queue", get("queue", DEFAULT_QUEUE))
     task_id = get("task_id")
-    task_id = str(uuid.uuid4()) if task_id is None else _name("task_id", task_id)
+    task_id = new_task_ids(1)[0] if task_id is None else _name("task_id", task_id)
 
     max_retry = get("max_retry", DEFAULT_MAX_RETRY)
     if not isinstance(max_retry, int) or isinstance(max_retry, bool):
@@ -167,3 +166,27 @@ def plan_enqueue(task: Task, options: dict, now: float | None = None) -> Enqueue
     if group:
         return EnqueuePlan(msg, GROUP, unique_ttl=unique_ttl)
     return EnqueuePlan(msg, ENQUEUE, unique_ttl=unique_ttl)
+
+
+def plan_many(tasks: list, options: dict, now: float | None = None) -> list[EnqueuePlan]:
+    """``plan_enqueue`` for many tasks sharing ``options``: the options are validated once
+    (with the first task) and every other task only gets its own ID, type, payload, headers
+    and unique key - the per-task cost of ``enqueue_many``."""
+    if not tasks:
+        return []
+    now = time.time() if now is None else now
+    first = plan_enqueue(tasks[0], options, now)
+    plans = [first]
+    t = first.msg
+    kind, process_at, unique_ttl, process_in = first.kind, first.process_at, first.unique_ttl, first.process_in
+    unique = bool(t.unique_key)
+    in_handler = current_task() is not None
+    for task, tid in zip(tasks[1:], new_task_ids(len(tasks) - 1)):
+        if not isinstance(task, Task):
+            raise TypeError(f"enqueue_many() needs fastq.Task objects, not {type(task).__name__}")
+        headers = _headers_with_lineage(task) if (task.headers or in_handler) else None
+        msg = TaskMessage(task.type, task.payload, tid, t.queue, t.retry, 0, "", t.timeout, t.deadline,
+                          keys.unique_key(t.queue, task.type, task.payload) if unique else "", 0, t.retention, 0,
+                          t.group_key, headers)
+        plans.append(EnqueuePlan(msg, kind, process_at, unique_ttl, process_in))
+    return plans

@@ -100,24 +100,13 @@ class TaskInfo:
 
     @classmethod
     def from_message(cls, msg, state: TaskState, next_process_at: datetime | None = None) -> "TaskInfo":
-        return cls(
-            id=msg.id,
-            queue=msg.queue,
-            type=msg.type,
-            payload=msg.payload,
-            state=state,
-            max_retry=msg.retry,
-            retried=msg.retried,
-            last_err=msg.error_msg,
-            last_failed_at=_from_unix(msg.last_failed_at),
-            timeout=float(msg.timeout),
-            deadline=_from_unix(msg.deadline),
-            group=msg.group_key,
-            next_process_at=next_process_at,
-            retention=float(msg.retention),
-            completed_at=_from_unix(msg.completed_at),
-            headers=dict(msg.headers),
-        )
+        # positional: this runs once per task returned by enqueue_many
+        failed, deadline, completed = msg.last_failed_at, msg.deadline, msg.completed_at
+        return cls(msg.id, msg.queue, msg.type, msg.payload, state, msg.retry, msg.retried, msg.error_msg,
+                   _from_unix(failed) if failed else None, float(msg.timeout),
+                   _from_unix(deadline) if deadline else None, msg.group_key, next_process_at,
+                   float(msg.retention), _from_unix(completed) if completed else None,
+                   dict(msg.headers) if msg.headers else {})
 
 
 def _from_unix(seconds: int) -> datetime | None:

@@ -257,3 +257,14 @@ def test_no_extensions_env_selects_pure_python(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import fastq._codec as c; print(c.IMPLEMENTATION, c.USING_SPEEDUPS)"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["python", "False"]
+
+
+def test_new_task_ids_are_uuid4_strings(codec):
+    import uuid
+
+    ids = codec.new_task_ids(2000)
+    assert len(set(ids)) == 2000
+    for tid in ids[:200]:
+        u = uuid.UUID(tid)
+        assert str(u) == tid and u.version == 4 and u.variant == uuid.RFC_4122
+    assert codec.new_task_ids(0) == []
