@@ -25,12 +25,27 @@ def utc_date(now: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(now))
 
 
+def is_cluster(redis: Any) -> bool:
+    """True for a Redis Cluster client (every script call must stay within one queue's slot)."""
+    return type(redis).__name__ == "RedisCluster"
+
+
 class Broker:
     def __init__(self, redis: Any) -> None:
         self.redis = redis
+        self.cluster = is_cluster(redis)
 
     async def dequeue(self, dequeue_keys: list, prefixes: list, count: int, lease: int, token: str) -> list:
-        return await _scripts.DEQUEUE.arun(self.redis, dequeue_keys, [count, lease, token, *prefixes])
+        """Claim up to ``count`` tasks from the first ready queue, in one script call; on Redis
+        Cluster one call per queue in the same order (queues live in different slots)."""
+        if not self.cluster:
+            return await _scripts.DEQUEUE.arun(self.redis, dequeue_keys, [count, lease, token, *prefixes])
+        for i, prefix in enumerate(prefixes):
+            reply = await _scripts.DEQUEUE.arun(self.redis, dequeue_keys[4 * i:4 * i + 4], [count, lease, token, prefix])
+            if reply:
+                reply[0] = i + 1
+                return reply
+        return []
 
     async def pipeline(self, calls: Sequence[tuple[_scripts.Script, list, list]]) -> list:
         """Run script calls in one round trip; reload scripts after NOSCRIPT."""

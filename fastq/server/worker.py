@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from fastq import keys
 from fastq._redis import async_client, redact
+from fastq.server.aggregator import aggregation_loop
 from fastq.server.broker import Broker
 from fastq.server.config import WorkerConfig
 from fastq.server.heartbeat import Heartbeater
@@ -118,6 +119,7 @@ class Worker:
             asyncio.create_task(forward_loop(broker, cfg, self._upkeep_stop), name="fastq-forward"),
             asyncio.create_task(recover_loop(broker, processor, cfg, self._upkeep_stop), name="fastq-recover"),
             asyncio.create_task(janitor_loop(broker, cfg, self._upkeep_stop), name="fastq-janitor"),
+            asyncio.create_task(aggregation_loop(broker, cfg, self._upkeep_stop), name="fastq-aggregator"),
         ]
         self._cancel_stop = asyncio.Event()
         listener = asyncio.create_task(pubsub_listener(redis, processor, cfg.queues, self._cancel_stop),

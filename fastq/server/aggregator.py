@@ -1,0 +1,334 @@
+"""Group aggregation (Asynq's ``GroupAggregator``) and the reclaim of stale aggregation sets.
+
+Tasks enqueued with ``group="g"`` wait in ``asynq:{q}:g:g``. A worker whose
+``WorkerConfig.group_aggregator`` is set checks every group of its queues every
+``min(7 s, group_grace_period, group_max_delay)``; a ready group (``group_max_size``
+tasks, oldest task older than ``group_max_delay``, or nothing added for
+``group_grace_period``) has its oldest tasks moved into a new aggregation set
+``asynq:{q}:g:g:<setID>`` by one atomic script, so the set belongs to the worker that
+made it and no two workers ever aggregate the same task. The worker then reads the
+set (in pages), calls ``group_aggregator(group, tasks)``, and in one more script
+enqueues the returned task to the same queue and deletes the set and its tasks.
+
+A set has a deadline (2 minutes, as Asynq). If its worker dies, or the aggregator
+raises, hangs or returns something unusable, the set stays until the deadline and
+then every worker (aggregator or not) puts its tasks back into their group, where
+they are aggregated again: a failing aggregator is retried every 2 minutes, with
+nothing lost.
+
+Differences from Go Asynq, all invisible to its tools:
+
+* A ready group is checked again at once in the same run, so a burst of 1,000 tasks
+  with ``group_max_size=10`` is aggregated in one run, not 100 ticks of 7 s.
+* The check interval also honours ``group_max_delay`` (Go: min(7 s, grace) only).
+* Enqueue and delete are one script that first checks the set is still this
+  worker's; Go enqueues, then deletes, so a set reclaimed in between is aggregated twice.
+* Reclaiming adds the group name back to ``asynq:{q}:groups`` (Go does not, and such a
+  group waits until another task joins it); a group found empty is removed from it.
+* Members whose message cannot be decoded are archived as ``fastq:undecodable`` (with
+  the original bytes) instead of failing the whole set.
+* The aggregated task may come with enqueue options (``(task, {"max_retry": 3})``); a
+  ``queue`` other than the group's is an error (Go silently forces the group's queue).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, Optional, Sequence
+
+from redis.exceptions import RedisError
+
+from fastq import _scripts, keys
+from fastq._codec import TaskMessage, decode_message, encode_message
+from fastq.errors import DecodeError, InvalidOptionError, PayloadTooLargeError
+from fastq.mux import is_async_handler
+from fastq.options import ENQUEUE, GROUP, SCHEDULE, EnqueuePlan, plan_enqueue
+from fastq.server.config import WorkerConfig
+from fastq.server.maintenance import sleep_until_set
+from fastq.task import Task
+
+__all__ = ["Aggregator", "aggregation_loop", "check_interval", "reclaim_stale_sets"]
+
+log = logging.getLogger("fastq.aggregator")
+
+SET_TIMEOUT = 120  # seconds until an aggregation set may be reclaimed (Asynq: 2 min)
+MAX_RUNS_IN_FLIGHT = 3  # aggregation runs at once (Asynq: maxConcurrentAggregationChecks)
+DEFAULT_CHECK_INTERVAL = 7.0  # Asynq: defaultAggregationCheckInterval
+CHECK_PAGE = 100  # groups checked per round trip
+READ_PAGE = 1000  # set members read per round trip
+MAX_SETS_PER_GROUP = 100  # sets made from one group in one run, so other groups get their turn
+RECLAIM_BATCH = 100  # stale sets reclaimed per script call
+UNDECODABLE_TYPE = "fastq:undecodable"  # as the processor archives an undecodable message
+DEFAULT_TIMEOUT = 1800
+MAX_PAYLOAD_BYTES = 1024 * 1024  # the client's default limit, applied to aggregated tasks too
+
+# finish_aggregation replies
+DONE, ID_CONFLICT, DUPLICATE, NOT_OURS = 1, 0, -1, -2
+
+
+def check_interval(cfg: WorkerConfig) -> float:
+    """Seconds between aggregation runs: min(7 s, grace period, max delay if set)."""
+    interval = min(DEFAULT_CHECK_INTERVAL, cfg.group_grace_period)
+    if cfg.group_max_delay:
+        interval = min(interval, cfg.group_max_delay)
+    return interval
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# ----------------------------------------------------------------- stale sets
+
+async def reclaim_stale_sets(redis: Any, queues: Sequence[str]) -> int:
+    """Put the tasks of aggregation sets past their deadline back into their groups.
+
+    One round trip for all queues while nothing is stale; returns the number of sets reclaimed.
+    """
+    total = 0
+    pending = list(queues)
+    while pending:
+        calls = [(_scripts.RECLAIM_AGGREGATION_SETS,
+                  [keys.all_aggregation_sets_key(q), keys.groups_key(q)],
+                  [keys.group_key_prefix(q), keys.task_key_prefix(q), RECLAIM_BATCH]) for q in pending]
+        replies = await _scripts.arun_many(redis, calls)
+        total += sum(int(n) for n in replies)
+        pending = [q for q, n in zip(pending, replies) if int(n) >= RECLAIM_BATCH]
+    if total:
+        log.warning("reclaimed %d stale aggregation set(s): their tasks are back in their groups", total)
+    return total
+
+
+async def _reclaim_loop(redis: Any, cfg: WorkerConfig, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await reclaim_stale_sets(redis, list(cfg.queues))
+        except (RedisError, OSError) as exc:
+            log.warning("reclaiming stale aggregation sets failed: %s", exc)
+        await sleep_until_set(stop, cfg.recover_interval)
+
+
+# ----------------------------------------------------------------- aggregation
+
+class Aggregator:
+    """Checks the groups of ``cfg.queues`` and aggregates the ready ones with ``cfg.group_aggregator``."""
+
+    def __init__(self, redis: Any, cfg: WorkerConfig) -> None:
+        if cfg.group_aggregator is None:
+            raise InvalidOptionError("group_aggregator is not set")
+        self.redis = redis
+        self.cfg = cfg
+        self.queues = list(cfg.queues)
+        self._fn = cfg.group_aggregator
+        self._is_async = is_async_handler(cfg.group_aggregator)
+        self.aggregated = 0  # sets finished by this aggregator (tests and logs)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """One run at start, then one every ``check_interval``, at most 3 in flight, until ``stop``."""
+        interval = check_interval(self.cfg)
+        runs: set[asyncio.Task] = set()
+        try:
+            while not stop.is_set():
+                if len(runs) >= MAX_RUNS_IN_FLIGHT:
+                    log.warning("%d aggregation runs in flight (slow group_aggregator?); skipping this one",
+                                len(runs))
+                else:
+                    run = asyncio.create_task(self._logged_run(stop), name="fastq-aggregate")
+                    runs.add(run)
+                    run.add_done_callback(runs.discard)
+                await sleep_until_set(stop, interval)
+            if runs:  # let them finish the sets they made (each checks stop between groups)
+                await asyncio.wait(set(runs))
+        finally:
+            for run in runs:
+                run.cancel()
+
+    async def _logged_run(self, stop: asyncio.Event) -> None:
+        try:
+            await self.run_once(stop)
+        except (RedisError, OSError) as exc:
+            log.warning("group aggregation run failed: %s", exc)
+
+    async def run_once(self, stop: Optional[asyncio.Event] = None) -> int:
+        """Check every group of every queue once (re-checking groups that were ready); return sets made."""
+        made = 0
+        for q in self.queues:
+            groups = sorted({_text(g) async for g in self.redis.sscan_iter(keys.groups_key(q), count=1000)})
+            for _ in range(MAX_SETS_PER_GROUP):
+                if not groups or (stop is not None and stop.is_set()):
+                    break
+                ready = await self._check(q, groups)
+                made += len(ready)
+                done = [group for group, set_id in ready if await self.aggregate_set(q, group, set_id)]
+                # Only a max-size set leaves tasks behind that may be ready at once; a group whose
+                # set failed waits for the next run.
+                groups = done if self.cfg.group_max_size else []
+        return made
+
+    async def _check(self, q: str, groups: list[str]) -> list[tuple[str, str]]:
+        """Run aggregation_check for ``groups`` (pipelined); the (group, set ID) pairs that were made."""
+        cfg = self.cfg
+        ready = []
+        for i in range(0, len(groups), CHECK_PAGE):
+            page = [(g, str(uuid.uuid4())) for g in groups[i:i + CHECK_PAGE]]
+            calls = [(_scripts.AGGREGATION_CHECK,
+                      [keys.group_key(q, g), keys.aggregation_set_key(q, g, set_id),
+                       keys.all_aggregation_sets_key(q), keys.groups_key(q)],
+                      [cfg.group_max_size, cfg.group_max_delay, cfg.group_grace_period, SET_TIMEOUT, g])
+                     for g, set_id in page]
+            replies = await _scripts.arun_many(self.redis, calls)
+            ready.extend(pair for pair, reply in zip(page, replies) if int(reply) == 1)
+        return ready
+
+    async def aggregate_set(self, q: str, group: str, set_id: str) -> bool:
+        """Aggregate one set this worker made; True when its task was enqueued and the set deleted.
+
+        On any failure the set is left as it is: after its deadline it is reclaimed into the group.
+        """
+        set_key = keys.aggregation_set_key(q, group, set_id)
+        where = f"queue={q!r} group={group!r} set={set_id}"
+        started = time.monotonic()
+        try:
+            members = await self._read(set_key, q)
+        except (RedisError, OSError) as exc:
+            log.warning("reading aggregation set failed (%s): %s; it is reclaimed after %ds", where, exc, SET_TIMEOUT)
+            return False
+        if members is None:
+            log.warning("aggregation set %s was reclaimed before it was read", where)
+            return False
+        tasks, bad = _decode(q, members)
+        plan = None
+        if tasks:
+            try:
+                result = await asyncio.wait_for(self._call(group, tasks), SET_TIMEOUT - (time.monotonic() - started))
+                plan = aggregated_plan(q, result)
+            except asyncio.TimeoutError:
+                log.error("group_aggregator did not return within %ds (%s); the tasks go back to the group",
+                          SET_TIMEOUT, where)
+                return False
+            except Exception:
+                log.exception("group_aggregator failed (%s, %d tasks); the set is kept and its tasks go back "
+                              "to the group after %ds", where, len(tasks), SET_TIMEOUT)
+                return False
+        try:
+            reply = int(await _scripts.FINISH_AGGREGATION.arun(self.redis, *_finish_call(q, set_key, plan, bad)))
+        except (RedisError, OSError) as exc:
+            log.warning("enqueueing the aggregated task failed (%s): %s; the set is reclaimed after %ds",
+                        where, exc, SET_TIMEOUT)
+            return False
+        if reply == DONE:
+            self.aggregated += 1
+            log.debug("aggregated %d task(s) (%s) into task %s", len(tasks), where, plan.msg.id if plan else "-")
+            return True
+        if reply == NOT_OURS:
+            log.warning("aggregation set %s passed its deadline and was reclaimed; its tasks are aggregated "
+                        "again, the task aggregated here was not enqueued", where)
+        elif reply == ID_CONFLICT:
+            log.error("aggregated task ID %r already exists (%s); the set goes back to the group after %ds",
+                      plan.msg.id, where, SET_TIMEOUT)
+        else:
+            log.error("aggregated task is a duplicate (unique key %r held; %s); the set goes back to the group "
+                      "after %ds", plan.msg.unique_key, where, SET_TIMEOUT)
+        return False
+
+    async def _read(self, set_key: str, q: str) -> Optional[list[tuple[str, bytes]]]:
+        """The set's (task ID, message) pairs, oldest first; None when the set is no longer registered."""
+        members: list[tuple[str, bytes]] = []
+        first = 0
+        while True:
+            reply = await _scripts.READ_AGGREGATION_SET.arun(
+                self.redis, [set_key, keys.all_aggregation_sets_key(q)], [keys.task_key_prefix(q), first, READ_PAGE])
+            if not int(reply[0]):
+                return None
+            members.extend((_text(reply[i]), reply[i + 1]) for i in range(2, len(reply), 2))
+            if int(reply[1]) < READ_PAGE:
+                return members
+            first += READ_PAGE
+
+    async def _call(self, group: str, tasks: list[Task]) -> Any:
+        if self._is_async:
+            return await self._fn(group, tasks)
+        result = await asyncio.to_thread(self._fn, group, tasks)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+
+def _decode(q: str, members: list[tuple[str, bytes]]) -> tuple[list[Task], list[tuple[str, TaskMessage]]]:
+    """Tasks to aggregate, and archive messages for members whose bytes are unusable."""
+    tasks, bad = [], []
+    for tid, raw in members:
+        try:
+            msg = decode_message(raw)
+            reason = "" if msg.type and msg.id == tid else f"message has type {msg.type!r} and ID {msg.id!r}"
+        except DecodeError as exc:
+            msg, reason = None, f"undecodable message: {exc}"
+        if reason:
+            log.error("task %s in queue %s archived instead of aggregated: %s", tid, q, reason)
+            bad.append((tid, TaskMessage(type=UNDECODABLE_TYPE, payload=bytes(raw), id=tid, queue=q, error_msg=reason,
+                                         last_failed_at=int(time.time()), timeout=DEFAULT_TIMEOUT)))
+        else:
+            tasks.append(Task._trusted(msg.type, msg.payload, dict(msg.headers or {})))
+    return tasks, bad
+
+
+def aggregated_plan(q: str, result: Any) -> EnqueuePlan:
+    """Validate what the aggregator returned: a ``Task`` or ``(Task, options)`` for queue ``q``.
+
+    Raises ``TypeError`` for another shape or an unknown option, ``InvalidOptionError`` for a
+    bad option value (also a ``queue`` other than ``q``), ``PayloadTooLargeError`` over 1 MiB.
+    """
+    options: Any = {}
+    if isinstance(result, tuple) and len(result) == 2:
+        result, options = result
+        if not isinstance(options, dict):
+            raise TypeError(f"group_aggregator returned options of type {type(options).__name__}, not a dict")
+    if not isinstance(result, Task):
+        raise TypeError(f"group_aggregator must return a fastq.Task or (Task, options dict), "
+                        f"not {type(result).__name__}")
+    options = dict(options)
+    queue = options.pop("queue", q)
+    if queue != q:
+        raise InvalidOptionError(f"option 'queue': an aggregated task is enqueued to its group's queue {q!r}, "
+                                 f"not {queue!r}")
+    plan = plan_enqueue(result, {**options, "queue": q})
+    if len(plan.msg.payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLargeError(len(plan.msg.payload), MAX_PAYLOAD_BYTES)
+    return plan
+
+
+def _finish_call(q: str, set_key: str, plan: Optional[EnqueuePlan],
+                 bad: list[tuple[str, TaskMessage]]) -> tuple[list, list]:
+    """KEYS and ARGV of finish_aggregation.lua."""
+    archived = [x for tid, msg in bad for x in (tid, encode_message(msg))]
+    fixed = [set_key, keys.all_aggregation_sets_key(q), keys.archived_key(q)]
+    if plan is None:
+        return ([*fixed, set_key, keys.pending_key(q), keys.groups_key(q)],
+                [keys.task_key_prefix(q), "none", "", "", "", 0, *archived])
+    msg = plan.msg
+    if plan.kind == ENQUEUE:
+        kind, container, extra = "enqueue", keys.pending_key(q), ""
+    elif plan.kind == SCHEDULE:
+        kind, container = "schedule", keys.scheduled_key(q)
+        extra = plan.process_at if plan.process_in is None else f"+{plan.process_in!r}"
+    else:
+        assert plan.kind == GROUP
+        kind, container, extra = "group", keys.group_key(q, msg.group_key), msg.group_key
+    task_keys = [*fixed, keys.task_key(q, msg.id), container, keys.groups_key(q)]
+    if plan.unique_ttl:
+        task_keys.append(msg.unique_key)
+    return task_keys, [keys.task_key_prefix(q), kind, encode_message(msg), msg.id, extra, plan.unique_ttl, *archived]
+
+
+# ----------------------------------------------------------------- the worker's loop
+
+async def aggregation_loop(broker: Any, cfg: WorkerConfig, stop: asyncio.Event) -> None:
+    """Run by every worker until ``stop``: reclaim stale sets (every ``recover_interval``, as Asynq's
+    recoverer does in every server) and, when ``cfg.group_aggregator`` is set, aggregate groups."""
+    redis = broker.redis
+    loops = [_reclaim_loop(redis, cfg, stop)]
+    if cfg.group_aggregator is not None:
+        loops.append(Aggregator(redis, cfg).run(stop))
+    await asyncio.gather(*loops)

@@ -1,0 +1,534 @@
+"""Group aggregation against a real Redis: in-process workers, Go-layout data, races, reclaim, bad input."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+import redis.asyncio
+
+import fastq
+from fastq import _scripts, keys
+from fastq._codec import decode_message
+from fastq.errors import InvalidOptionError
+from fastq.server.aggregator import SET_TIMEOUT, Aggregator, aggregated_plan, check_interval
+from helpers import RunningWorker, async_wait_for, golden
+
+Q = "default"
+GROUPS = keys.groups_key(Q)
+SETS = keys.all_aggregation_sets_key(Q)
+
+
+def joined(group: str, tasks: list[fastq.Task]) -> fastq.Task:
+    """An aggregator: one "batch" task whose payload lists the group and the payloads, in order."""
+    return fastq.Task("batch", group.encode() + b"=" + b",".join(t.payload for t in tasks))
+
+
+class Batches:
+    """Handler of the aggregated "batch" tasks: records (group, [payloads]) per run."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, list[bytes]]] = []
+        self.meta: list[tuple[str, int]] = []
+
+    async def __call__(self, task: fastq.Task) -> None:
+        assert task.type == "batch", task
+        group, _, items = task.payload.partition(b"=")
+        self.seen.append((group.decode(), items.split(b",") if items else []))
+        self.meta.append((fastq.get_task_id(), fastq.get_max_retry()))
+
+    def items(self) -> list[bytes]:
+        return [p for _, batch in self.seen for p in batch]
+
+
+def add_go_style(r, group: str, tid: str, msg: bytes, score: int, queue: str = Q) -> None:
+    """Write an aggregating task exactly as Go Asynq's client (addToGroup) does."""
+    r.sadd("asynq:queues", queue)
+    r.hset(keys.task_key(queue, tid), mapping={"msg": msg, "state": "aggregating", "group": group})
+    r.zadd(keys.group_key(queue, group), {tid: score})
+    r.sadd(keys.groups_key(queue), group)
+
+
+def left_over(r) -> list[str]:
+    """Keys of queue Q other than counters, pending/active/completed bookkeeping."""
+    ignore = ("processed", "failed", "pending", "active", "lease")
+    return sorted(k.decode() for k in r.keys("asynq:{default}:*")
+                  if not any(k.decode().split(":", 2)[2].startswith(i) for i in ignore))
+
+
+def enqueue_group(redis_url: str, group: str, payloads: list[bytes], **options) -> None:
+    with fastq.Client(redis_url) as client:
+        for p in payloads:
+            client.enqueue(fastq.Task("item", p), group=group, **options)
+
+
+# ----------------------------------------------------------------- the three triggers
+
+def test_grace_period_aggregates_a_quiet_group_and_deletes_its_tasks(redis_url, r):
+    handler = Batches()
+    calls = []
+
+    async def aggregate(group, tasks):
+        calls.append((group, [t.type for t in tasks]))
+        return joined(group, tasks)
+
+    async def main():
+        async with RunningWorker(handler, redis_url, group_aggregator=aggregate, group_grace_period=1):
+            enqueue_group(redis_url, "g1", [b"a", b"b", b"c"])
+            started = time.monotonic()
+            await async_wait_for(lambda: handler.seen, timeout=8, what="aggregated task")
+            return time.monotonic() - started
+
+    took = asyncio.run(main())
+    assert calls == [("g1", ["item", "item", "item"])]
+    assert sorted(handler.items()) == [b"a", b"b", b"c"]
+    assert handler.seen[0][0] == "g1"
+    assert took < 4  # grace 1 s, whole-second scores, check every 1 s
+    assert left_over(r) == []  # group, groups, set, set index and the three task hashes are gone
+
+
+def test_a_group_that_keeps_growing_waits_for_its_grace_period(redis_url, r):
+    """Script level: the check refuses while the newest task is younger than the grace period."""
+    enqueue_group(redis_url, "busy", [b"x"])
+    set_key = keys.aggregation_set_key(Q, "busy", "s1")
+    check = [keys.group_key(Q, "busy"), set_key, SETS, GROUPS]
+    assert _scripts.AGGREGATION_CHECK.run(r, check, [0, 0, 5, SET_TIMEOUT, "busy"]) == 0
+    assert r.zcard(keys.group_key(Q, "busy")) == 1 and not r.exists(set_key)
+    # An old task and a new one: the grace period counts from the newest.
+    r.zadd(keys.group_key(Q, "busy"), {"older": int(time.time()) - 100})
+    assert _scripts.AGGREGATION_CHECK.run(r, check, [0, 0, 5, SET_TIMEOUT, "busy"]) == 0
+    # max delay counts from the oldest.
+    assert _scripts.AGGREGATION_CHECK.run(r, check, [0, 50, 5, SET_TIMEOUT, "busy"]) == 1
+    assert r.zcard(set_key) == 2 and not r.exists(keys.group_key(Q, "busy"))
+    assert not r.sismember(GROUPS, "busy")
+    deadline = r.zscore(SETS, set_key)
+    assert abs(deadline - (time.time() + SET_TIMEOUT)) < 3
+
+
+def test_max_size_makes_sets_of_the_oldest_tasks(redis_url, r):
+    handler = Batches()
+    # Same-second scores tie; Redis then orders by member, so sortable IDs make the order certain.
+    with fastq.Client(redis_url) as client:
+        for i in range(7):
+            client.enqueue(fastq.Task("item", b"%d" % i), group="g", task_id=f"t{i}")
+
+    async def main():
+        async with RunningWorker(handler, redis_url, group_aggregator=joined, group_grace_period=60,
+                                 group_max_size=3):
+            await async_wait_for(lambda: len(handler.seen) == 2, timeout=8, what="two batches")
+            await asyncio.sleep(0.3)
+
+    asyncio.run(main())
+    assert handler.seen == [("g", [b"0", b"1", b"2"]), ("g", [b"3", b"4", b"5"])]
+    assert r.zrange(keys.group_key(Q, "g"), 0, -1) == [b"t6"]  # one task waits for more (grace 60 s)
+    assert r.sismember(GROUPS, "g")
+    assert r.hget(keys.task_key(Q, "t6"), "state") == b"aggregating"
+    assert not r.exists(keys.task_key(Q, "t0")) and r.zcard(SETS) == 0
+
+
+def test_max_delay_aggregates_a_group_that_never_goes_quiet(redis_url, r):
+    handler = Batches()
+
+    async def main():
+        async with RunningWorker(handler, redis_url, group_aggregator=joined, group_grace_period=60,
+                                 group_max_delay=1):
+            enqueue_group(redis_url, "slow", [b"first"])
+            started = time.monotonic()
+            await async_wait_for(lambda: handler.seen, timeout=8, what="aggregated task")
+            return time.monotonic() - started
+
+    took = asyncio.run(main())
+    assert handler.seen == [("slow", [b"first"])]
+    assert took < 4  # not the 60 s grace period: max delay 1 s, checked every 1 s
+
+
+def test_check_interval_follows_asynq_and_max_delay():
+    assert check_interval(fastq.WorkerConfig()) == 7.0
+    assert check_interval(fastq.WorkerConfig(group_grace_period=2)) == 2.0
+    assert check_interval(fastq.WorkerConfig(group_grace_period=60, group_max_delay=3)) == 3.0
+
+
+# ----------------------------------------------------------------- Go layout
+
+def test_tasks_written_by_go_asynq_are_aggregated(redis_url, r):
+    state = next(s for s in golden("redis_states.json")["states"] if s["name"] == "aggregating")
+    now = int(time.time())
+    for key in state["keys"]:
+        if key["type"] == "hash":
+            tid = key["key"].rsplit(":", 1)[1]
+            add_go_style(r, key["fields"]["group"], tid, bytes.fromhex(key["fields"]["msg"]["hex"]), now - 5)
+    handler = Batches()
+    received = []
+
+    def aggregate(group, tasks):  # a plain def runs in a thread
+        received.extend((t.type, t.payload) for t in tasks)
+        return joined(group, tasks)
+
+    async def main():
+        async with RunningWorker(handler, redis_url, group_aggregator=aggregate, group_grace_period=1):
+            await async_wait_for(lambda: handler.seen, timeout=8, what="aggregated task")
+
+    asyncio.run(main())
+    assert received == [("batch:item", b"item1"), ("batch:item", b"item2")]
+    assert handler.seen == [("g1", [b"item1", b"item2"])]
+    assert left_over(r) == []
+
+
+# ----------------------------------------------------------------- several workers
+
+def test_two_workers_never_aggregate_the_same_task_twice(redis_url, r):
+    groups = [f"g{i}" for i in range(6)]
+    with fastq.Client(redis_url) as client:
+        for i in range(240):
+            client.enqueue(fastq.Task("item", b"%d" % i), group=groups[i % len(groups)])
+    handler = Batches()
+    aggregated: list[bytes] = []
+    calls = []
+
+    def aggregate(group, tasks):
+        calls.append(group)
+        aggregated.extend(t.payload for t in tasks)
+        time.sleep(0.005)  # widen the window between check and finish
+        return joined(group, tasks)
+
+    async def main():
+        options = dict(group_aggregator=aggregate, group_grace_period=1, group_max_size=7)
+        async with RunningWorker(handler, redis_url, **options), RunningWorker(handler, redis_url, **options):
+            with fastq.Client(redis_url) as client:  # more tasks while both workers aggregate
+                for i in range(240, 300):
+                    client.enqueue(fastq.Task("item", b"%d" % i), group=groups[i % len(groups)])
+                    await asyncio.sleep(0.002)
+            await async_wait_for(lambda: len(handler.items()) >= 300, timeout=15, what="every task aggregated")
+            await asyncio.sleep(0.5)
+
+    asyncio.run(main())
+    expected = sorted(b"%d" % i for i in range(300))
+    assert sorted(aggregated) == expected  # each task given to exactly one aggregate call
+    assert sorted(handler.items()) == expected  # and run in exactly one aggregated task
+    assert len(handler.seen) == len(calls)
+    assert all(len(batch) <= 7 for _, batch in handler.seen)
+    assert left_over(r) == []
+
+
+def test_concurrent_checks_put_every_task_in_exactly_one_set(redis_url, r):
+    """Script level: 40 concurrent checks from two connections on one group (max size 10)."""
+    with fastq.Client(redis_url) as client:
+        client.enqueue_many([fastq.Task("item", b"%d" % i) for i in range(200)], group="race")
+
+    async def checks(client):
+        async def one():
+            set_key = keys.aggregation_set_key(Q, "race", str(uuid.uuid4()))
+            ok = await _scripts.AGGREGATION_CHECK.arun(
+                client, [keys.group_key(Q, "race"), set_key, SETS, GROUPS], [10, 0, 60, SET_TIMEOUT, "race"])
+            return set_key if ok else None
+        return await asyncio.gather(*(one() for _ in range(20)))
+
+    async def main():
+        a, b = redis.asyncio.Redis.from_url(redis_url), redis.asyncio.Redis.from_url(redis_url)
+        try:
+            made = await asyncio.gather(checks(a), checks(b))
+            return [k for ks in made for k in ks if k]
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    made = asyncio.run(main())
+    set_keys = [k.decode() for k in r.zrange(SETS, 0, -1)]
+    assert sorted(made) == sorted(set_keys)
+    assert len(set_keys) == 20  # 200 tasks / 10; the other 20 checks found nothing left
+    members = [m for k in set_keys for m in r.zrange(k, 0, -1)]
+    assert len(members) == 200 and len(set(members)) == 200
+    assert not r.exists(keys.group_key(Q, "race")) and not r.sismember(GROUPS, "race")
+
+
+def test_a_big_group_is_never_read_whole(redis_url, r):
+    """100,000 waiting tasks, max size 100: each check moves 100 tasks, not the group."""
+    group_key = keys.group_key(Q, "big")
+    now = int(time.time())
+    pipe = r.pipeline(transaction=False)
+    for start in range(0, 100_000, 10_000):
+        pipe.zadd(group_key, {f"id{i:06d}": now for i in range(start, start + 10_000)})
+    pipe.sadd(GROUPS, "big")
+    pipe.execute()
+    set_keys = [keys.aggregation_set_key(Q, "big", f"s{i}") for i in range(50)]
+    args = [100, 0, 60, SET_TIMEOUT, "big"]
+    started = time.perf_counter()
+    for set_key in set_keys:
+        assert _scripts.AGGREGATION_CHECK.run(r, [group_key, set_key, SETS, GROUPS], args) == 1
+    took = time.perf_counter() - started
+    # Copying 100,000 members takes tens of ms per call (seconds for 50); 100 members take ~0.1 ms.
+    assert took < 1.5, took
+    assert r.zcard(group_key) == 100_000 - 5_000
+    assert r.zrange(set_keys[0], 0, -1)[:2] == [b"id000000", b"id000001"]
+    assert r.zrange(set_keys[-1], -1, -1) == [b"id004999"]
+    assert r.sismember(GROUPS, "big")
+    # Not ready (grace 60 s, newest is fresh, under max size): answered without moving anything.
+    r.zremrangebyrank(group_key, 50, -1)
+    assert _scripts.AGGREGATION_CHECK.run(r, [group_key, "asynq:{default}:g:big:x", SETS, GROUPS], args) == 0
+
+
+def test_a_set_larger_than_a_read_page_reaches_the_aggregator_whole_and_in_order(redis_url, r):
+    now = int(time.time()) - 10
+    pipe = r.pipeline(transaction=False)
+    from fastq._codec import TaskMessage, encode_message
+
+    for i in range(2500):
+        tid = f"t{i:05d}"
+        msg = encode_message(TaskMessage(type="item", payload=b"%d" % i, id=tid, queue=Q, retry=25, timeout=1800,
+                                         group_key="many"))
+        pipe.hset(keys.task_key(Q, tid), mapping={"msg": msg, "state": "aggregating", "group": "many"})
+        pipe.zadd(keys.group_key(Q, "many"), {tid: now})
+    pipe.sadd(GROUPS, "many")
+    pipe.execute()
+    sizes = []
+
+    def aggregate(group, tasks):
+        sizes.append([int(t.payload) for t in tasks])
+        return fastq.Task("batch", b"many=" + b"%d" % len(tasks))
+
+    handler = Batches()
+
+    async def main():
+        async with RunningWorker(handler, redis_url, group_aggregator=aggregate, group_grace_period=1):
+            await async_wait_for(lambda: handler.seen, timeout=8, what="aggregated task")
+
+    asyncio.run(main())
+    assert sizes == [list(range(2500))]
+    assert left_over(r) == []
+
+
+# ----------------------------------------------------------------- stale sets and failures
+
+def test_stale_sets_are_reclaimed_by_any_worker_and_the_group_is_listed_again(redis_url, r):
+    """A Go-layout set whose worker died (deadline passed) goes back to its group; a live set stays."""
+    now = int(time.time())
+    stale = keys.aggregation_set_key(Q, "g:with:colons", "3f9a7e4c-0000-4000-8000-000000000001")
+    live = keys.aggregation_set_key(Q, "other", "3f9a7e4c-0000-4000-8000-000000000002")
+    for tid, key, group in (("s1", stale, "g:with:colons"), ("s2", stale, "g:with:colons"), ("l1", live, "other")):
+        r.hset(keys.task_key(Q, tid), mapping={"msg": b"x", "state": "aggregating", "group": group})
+    r.zadd(stale, {"s1": now - 300, "s2": now - 200, "gone": now - 100})  # "gone": its hash was deleted
+    r.zadd(live, {"l1": now - 50})
+    r.zadd(SETS, {stale: now - 1, live: now + 100})
+    r.sadd("asynq:queues", Q)
+
+    async def main():
+        async with RunningWorker(lambda task: None, redis_url):  # no group_aggregator
+            await async_wait_for(lambda: not r.exists(stale), timeout=5, what="reclaim")
+
+    asyncio.run(main())
+    group = keys.group_key(Q, "g:with:colons")
+    assert r.zrange(group, 0, -1, withscores=True) == [(b"s1", now - 300), (b"s2", now - 200)]
+    assert r.smembers(GROUPS) == {b"g:with:colons"}  # Go would leave it out of the groups set
+    assert r.zrange(SETS, 0, -1) == [live.encode()]
+    assert r.zrange(live, 0, -1) == [b"l1"]
+    assert r.hget(keys.task_key(Q, "s1"), "state") == b"aggregating"
+
+
+def test_an_aggregator_that_raises_keeps_the_set_until_it_is_reclaimed_then_retries(redis_url, r, caplog):
+    handler = Batches()
+    calls = []
+
+    async def aggregate(group, tasks):
+        calls.append([t.payload for t in tasks])
+        if len(calls) == 1:
+            raise RuntimeError("database down")
+        return joined(group, tasks)
+
+    enqueue_group(redis_url, "flaky", [b"a", b"b"])
+
+    async def main():
+        async with RunningWorker(handler, redis_url, group_aggregator=aggregate, group_grace_period=1):
+            await async_wait_for(lambda: calls, timeout=8, what="first aggregate call")
+            await asyncio.sleep(1.5)  # several checks and reclaims: nothing happens before the deadline
+            assert len(calls) == 1 and not handler.seen
+            (set_key, deadline), = r.zrange(SETS, 0, -1, withscores=True)
+            assert abs(deadline - (time.time() + SET_TIMEOUT)) < 5
+            assert sorted(r.zrange(set_key, 0, -1)) and r.zcard(keys.group_key(Q, "flaky")) == 0
+            assert all(r.hget(keys.task_key(Q, tid.decode()), "state") == b"aggregating"
+                       for tid in r.zrange(set_key, 0, -1))
+            r.zadd(SETS, {set_key: int(time.time()) - 1}, xx=True)  # fast-forward to the deadline
+            await async_wait_for(lambda: handler.seen, timeout=8, what="aggregated after reclaim")
+
+    with caplog.at_level(logging.ERROR, logger="fastq.aggregator"):
+        asyncio.run(main())
+    assert [sorted(c) for c in calls] == [[b"a", b"b"], [b"a", b"b"]]  # same-second scores: order by ID
+    assert len(handler.seen) == 1 and sorted(handler.items()) == [b"a", b"b"]
+    assert "database down" in caplog.text and "group='flaky'" in caplog.text
+    assert left_over(r) == []
+
+
+def test_a_set_reclaimed_while_its_aggregator_ran_is_not_enqueued(redis_url, r):
+    """Fencing: the worker that lost its set (deadline passed, reclaimed) writes nothing."""
+    enqueue_group(redis_url, "late", [b"a"])
+    r.zadd(keys.group_key(Q, "late"), {r.zrange(keys.group_key(Q, "late"), 0, 0)[0]: int(time.time()) - 10}, xx=True)
+
+    async def main():
+        client = redis.asyncio.Redis.from_url(redis_url)
+        reclaimed = []
+
+        async def aggregate(group, tasks):  # while it runs, the set passes its deadline and is reclaimed
+            (set_key,) = r.zrange(SETS, 0, -1)
+            r.zadd(SETS, {set_key: 0}, xx=True)
+            reclaimed.append(_scripts.RECLAIM_AGGREGATION_SETS.run(
+                r, [SETS, GROUPS], [keys.group_key_prefix(Q), keys.task_key_prefix(Q), 10]))
+            return joined(group, tasks)
+
+        try:
+            agg = Aggregator(client, fastq.WorkerConfig(redis_url=redis_url, group_aggregator=aggregate,
+                                                        group_grace_period=1))
+            made = await agg.run_once()
+            return made, agg.aggregated, reclaimed
+        finally:
+            await client.aclose()
+
+    made, finished, reclaimed = asyncio.run(main())
+    assert (made, finished, reclaimed) == (1, 0, [1])
+    assert r.llen(keys.pending_key(Q)) == 0  # no aggregated task
+    assert r.zcard(keys.group_key(Q, "late")) == 1 and r.sismember(GROUPS, "late")  # back, to be aggregated again
+
+
+def test_an_undecodable_member_is_archived_and_the_rest_aggregated(redis_url, r):
+    now = int(time.time()) - 5
+    enqueue_group(redis_url, "mixed", [b"good"], task_id="ok1")
+    r.zadd(keys.group_key(Q, "mixed"), {"ok1": now}, xx=True)
+    add_go_style(r, "mixed", "bad1", b"\xff\xff\xff not protobuf", now)
+    handler = Batches()
+
+    async def main():
+        async with RunningWorker(handler, redis_url, group_aggregator=joined, group_grace_period=1):
+            await async_wait_for(lambda: handler.seen, timeout=8, what="aggregated task")
+
+    asyncio.run(main())
+    assert handler.seen == [("mixed", [b"good"])]
+    assert r.zrange(keys.archived_key(Q), 0, -1) == [b"bad1"]
+    fields = r.hgetall(keys.task_key(Q, "bad1"))
+    assert fields[b"state"] == b"archived"
+    msg = decode_message(fields[b"msg"])
+    assert (msg.type, msg.id, msg.payload) == ("fastq:undecodable", "bad1", b"\xff\xff\xff not protobuf")
+    assert "undecodable" in msg.error_msg
+    assert not r.exists(keys.task_key(Q, "ok1"))
+
+
+# ----------------------------------------------------------------- what the aggregator returns
+
+def test_the_aggregated_task_takes_the_options_returned_with_it(redis_url, r):
+    handler = Batches()
+
+    def aggregate(group, tasks):
+        return joined(group, tasks), {"max_retry": 3, "task_id": f"agg-{group}"}
+
+    async def main():
+        async with RunningWorker(handler, redis_url, group_aggregator=aggregate, group_grace_period=1):
+            enqueue_group(redis_url, "opt", [b"x"])
+            await async_wait_for(lambda: handler.seen, timeout=8, what="aggregated task")
+
+    asyncio.run(main())
+    assert handler.meta == [("agg-opt", 3)]
+
+
+def test_the_aggregated_task_can_be_scheduled(redis_url, r):
+    enqueue_group(redis_url, "later", [b"x"])
+    r.zadd(keys.group_key(Q, "later"), {r.zrange(keys.group_key(Q, "later"), 0, 0)[0]: 0}, xx=True)
+
+    async def main():
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            cfg = fastq.WorkerConfig(redis_url=redis_url, group_grace_period=1,
+                                     group_aggregator=lambda g, ts: (joined(g, ts), {"process_in": 3600,
+                                                                                     "task_id": "sched"}))
+            return await Aggregator(client, cfg).run_once()
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == 1
+    assert r.hget(keys.task_key(Q, "sched"), "state") == b"scheduled"
+    assert abs(r.zscore(keys.scheduled_key(Q), "sched") - (time.time() + 3600)) < 5
+    assert r.zcard(SETS) == 0 and r.zcard(keys.group_key(Q, "later")) == 0
+
+
+@pytest.mark.parametrize("result, error, words", [
+    (None, TypeError, "must return a fastq.Task"),
+    ("batch", TypeError, "must return a fastq.Task"),
+    ((fastq.Task("b"), ["max_retry", 3]), TypeError, "not a dict"),
+    ((fastq.Task("b"), {"queue": "elsewhere"}), InvalidOptionError, "option 'queue'"),
+    ((fastq.Task("b"), {"max_retry": -1}), InvalidOptionError, "option 'max_retry'"),
+    ((fastq.Task("b"), {"retries": 3}), TypeError, "unknown enqueue option 'retries'"),
+    (fastq.Task("b", b"x" * (1024 * 1024 + 1)), fastq.errors.PayloadTooLargeError, "over the limit"),
+])
+def test_a_bad_aggregator_result_is_a_typed_error(result, error, words):
+    with pytest.raises(error, match=words):
+        aggregated_plan(Q, result)
+
+
+def test_a_bad_aggregator_result_writes_nothing_and_keeps_the_set(redis_url, r, caplog):
+    enqueue_group(redis_url, "bad", [b"x"], task_id="kept")
+    r.zadd(keys.group_key(Q, "bad"), {"kept": 0}, xx=True)
+
+    async def main():
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            cfg = fastq.WorkerConfig(redis_url=redis_url, group_grace_period=1,
+                                     group_aggregator=lambda g, ts: (joined(g, ts), {"queue": "elsewhere"}))
+            agg = Aggregator(client, cfg)
+            return await agg.run_once(), agg.aggregated
+        finally:
+            await client.aclose()
+
+    with caplog.at_level(logging.ERROR, logger="fastq.aggregator"):
+        assert asyncio.run(main()) == (1, 0)
+    assert "option 'queue'" in caplog.text
+    (set_key,) = r.zrange(SETS, 0, -1)
+    assert r.zrange(set_key, 0, -1) == [b"kept"] and r.hget(keys.task_key(Q, "kept"), "state") == b"aggregating"
+    assert r.llen(keys.pending_key(Q)) == 0 and not r.keys("asynq:{elsewhere}:*")
+
+
+def test_an_aggregated_task_whose_id_exists_keeps_the_set(redis_url, r):
+    with fastq.Client(redis_url) as client:
+        client.enqueue(fastq.Task("other"), task_id="taken")
+    enqueue_group(redis_url, "dup", [b"x"], task_id="member")
+    r.zadd(keys.group_key(Q, "dup"), {"member": 0}, xx=True)
+
+    async def main():
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            cfg = fastq.WorkerConfig(redis_url=redis_url, group_grace_period=1,
+                                     group_aggregator=lambda g, ts: (joined(g, ts), {"task_id": "taken"}))
+            agg = Aggregator(client, cfg)
+            return await agg.run_once(), agg.aggregated
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == (1, 0)
+    assert r.llen(keys.pending_key(Q)) == 1  # only the first "taken"
+    assert r.hget(keys.task_key(Q, "member"), "state") == b"aggregating" and r.zcard(SETS) == 1
+
+
+# ----------------------------------------------------------------- configuration
+
+@pytest.mark.parametrize("option, value, words", [
+    ("group_aggregator", "myapp:aggregate", "group_aggregator must be a callable"),
+    ("group_grace_period", 0.5, "group_grace_period must be at least 1 second"),
+    ("group_grace_period", 0, "group_grace_period must be at least 1 second"),
+    ("group_grace_period", -5, "group_grace_period must be at least 0"),
+    ("group_grace_period", "60", "group_grace_period must be a number"),
+    ("group_grace_period", float("nan"), "group_grace_period"),
+    ("group_grace_period", float("inf"), "group_grace_period"),
+    ("group_max_delay", 0.5, "group_max_delay must be 0 \\(no limit\\) or at least 1 second"),
+    ("group_max_delay", -1, "group_max_delay"),
+    ("group_max_delay", None, "group_max_delay must be a number"),
+    ("group_max_size", -1, "group_max_size must be at least 0"),
+    ("group_max_size", 2.5, "group_max_size must be an integer"),
+    ("group_max_size", True, "group_max_size must be a number"),
+])
+def test_bad_group_settings_raise_invalid_option_error(option, value, words):
+    with pytest.raises(InvalidOptionError, match=words):
+        fastq.WorkerConfig(**{option: value})
+
+
+def test_group_settings_accept_timedelta():
+    cfg = fastq.WorkerConfig(group_grace_period=timedelta(seconds=5), group_max_delay=timedelta(minutes=1),
+                             group_max_size=50, group_aggregator=joined)
+    assert (cfg.group_grace_period, cfg.group_max_delay, cfg.group_max_size) == (5.0, 60.0, 50)
