@@ -145,6 +145,33 @@ def test_max_delay_aggregates_a_group_that_never_goes_quiet(redis_url, r):
     assert took < 4  # not the 60 s grace period: max delay 1 s, checked every 1 s
 
 
+def test_the_aggregated_task_wakes_idle_workers_like_a_client_enqueue(redis_url, r):
+    """finish_aggregation publishes on the queue's fastq_notify channel when pending was empty."""
+    enqueue_group(redis_url, "wake", [b"x"], task_id="w1")
+    r.zadd(keys.group_key(Q, "wake"), {"w1": 0}, xx=True)
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.notify_channel(Q))
+
+    async def main():
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            cfg = fastq.WorkerConfig(redis_url=redis_url, group_grace_period=1, group_aggregator=joined)
+            return await Aggregator(client, cfg).run_once()
+        finally:
+            await client.aclose()
+
+    try:
+        assert asyncio.run(main()) == 1
+        message = None
+        deadline = time.monotonic() + 5
+        while message is None and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.1)
+        assert message is not None and message["channel"] == keys.notify_channel(Q).encode()
+    finally:
+        pubsub.close()
+    assert r.llen(keys.pending_key(Q)) == 1
+
+
 def test_check_interval_follows_asynq_and_max_delay():
     assert check_interval(fastq.WorkerConfig()) == 7.0
     assert check_interval(fastq.WorkerConfig(group_grace_period=2)) == 2.0

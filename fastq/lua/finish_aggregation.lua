@@ -33,7 +33,9 @@ if kind ~= "none" then
     end
     if kind == "enqueue" then
         redis.call("HSET", KEYS[4], "msg", ARGV[3], "state", "pending", "pending_since", fastq_now_ns())
+        local was_empty = redis.call("LLEN", KEYS[5]) == 0
         redis.call("LPUSH", KEYS[5], ARGV[4])
+        fastq_notify(KEYS[5], was_empty) -- wake idle fastq workers of the queue
     elseif kind == "schedule" then
         redis.call("HSET", KEYS[4], "msg", ARGV[3], "state", "scheduled")
         redis.call("ZADD", KEYS[5], fastq_score(ARGV[5]), ARGV[4])
