@@ -1,7 +1,8 @@
 """``fastq-demo``: enqueue many tasks, drain them with fastq-supervisor, print throughput.
 
 Redis: ``--redis-url`` / ``$FASTQ_REDIS_URL`` when given; otherwise a private
-redis-server started for the demo when one is installed; otherwise the one on
+redis-server started for the demo when one is installed; otherwise a private
+embedded Valkey when the ``[embedded]`` extra is installed; otherwise the one on
 127.0.0.1:6379 if it answers. The demo uses its own queue (``fastq-demo``)
 and clears only that queue's keys.
 """
@@ -43,17 +44,16 @@ def sync_report(task: fastq.Task) -> None:
 
 
 def _choose_redis(url: Optional[str]):
-    from fastq.devserver import DevServer, find_redis_server, reachable
+    from fastq.devserver import (INSTALL_HINT, embedded_available, find_redis_server, reachable, server_version,
+                                 start_dev_server)
 
     if url:
         return url, None, "given"
-    if find_redis_server():
-        server = DevServer().start()
-        return server.url, server, "private redis-server started for this demo"
+    if find_redis_server() or embedded_available():  # the installed redis-server first, else the [embedded] extra
+        server = start_dev_server()
+        return server.url, server, f"private {server.kind}, {server_version(server.url)}, for this demo"
     if reachable("redis://127.0.0.1:6379/0"):
         return "redis://127.0.0.1:6379/0", None, "existing Redis on 127.0.0.1:6379"
-    from fastq.devserver import INSTALL_HINT
-
     raise SystemExit(f"fastq-demo: {INSTALL_HINT}")
 
 

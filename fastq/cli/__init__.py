@@ -144,4 +144,5 @@ def _current_url() -> str:
     return _LAST["url"]
 
 
-from fastq.cli import _misc, _queue, _task  # noqa: E402,F401  (registers the commands)
+from fastq.cli import _dev, _misc, _queue, _task  # noqa: E402,F401  (registers the commands)
+from fastq.cli import _dashboard  # noqa: E402,F401  (fastq dashboard)

@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from fastq import config_file
 from fastq._redis import default_url
 from fastq.errors import AppImportError, InvalidOptionError
 from fastq.server.config import WorkerConfig, parse_queues
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fastq-supervisor",
         description="Run fastq worker processes that serve APP (a ServeMux or handler callable).",
     )
-    p.add_argument("app", metavar="APP", help="module:attribute naming a fastq.ServeMux or a handler callable")
+    p.add_argument("app", metavar="APP", nargs="?", default=None,
+                   help="module:attribute naming a fastq.ServeMux or a handler callable")
     p.add_argument("--redis-url", default=None, help=f"Redis URL (default: $FASTQ_REDIS_URL or {default_url()})")
     p.add_argument("--processes", type=_int_at_least(1), default=os.cpu_count() or 1,
                    help="worker processes to fork (default: CPU count)")
@@ -83,12 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "tasks finish (default: 0 = never)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="log level (default: INFO)")
+    config_file.add_arguments(p, "supervisor")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = config_file.parse_args(parser, argv, "supervisor", required=["app"])  # flag > env > file > default
     from fastq import logging as fastq_logging
 
     fastq_logging.setup(args.log_level)

@@ -1,0 +1,307 @@
+"""Settings for a command from its flags, ``FASTQ_*`` environment variables and a TOML file.
+
+Used by ``fastq-supervisor``. Every option of the command's argparse parser is
+a setting, and so is its ``APP`` argument: the flag ``--max-tasks-per-child``
+is the environment variable ``FASTQ_MAX_TASKS_PER_CHILD`` and the key
+``max_tasks_per_child`` of the file's ``[supervisor]`` table. A new flag is
+therefore configurable in all three places without touching this module.
+
+Precedence: flag > environment > file > built-in default. The file is the one
+given with ``--config PATH`` or, without the flag, ``$FASTQ_CONFIG``.
+
+Values are checked as strictly as the flags, and more strictly for types: in
+the file ``processes = "4"`` is an error (a string where an integer belongs),
+as are unknown keys and tables. Every error names the key (or variable) and
+where it came from; the command exits with code 2 before it starts anything.
+An empty environment variable counts as unset.
+
+``--print-config`` prints the effective settings as a TOML ``[supervisor]``
+table, each line commented with where its value came from, with passwords in
+URLs masked, and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, NoReturn, Optional, Sequence
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+from fastq._redis import default_url, redact
+
+__all__ = ["ConfigError", "Setting", "add_arguments", "settings_of", "load_file", "parse_args", "render",
+           "ENV_PREFIX", "CONFIG_ENV"]
+
+ENV_PREFIX = "FASTQ_"
+CONFIG_ENV = "FASTQ_CONFIG"
+_NOT_SETTINGS = {"help", "config", "print_config"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_KIND_NAMES = {bool: "a boolean (true or false)", int: "an integer", float: "a number", str: "a string",
+               dict: "a queue list: a string like \"critical=6,default=3\" or a table like "
+                     "{ critical = 6, default = 3 }"}
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names the key and where it came from."""
+
+
+@dataclass
+class Setting:
+    """One configurable value: its argparse action and how it is spelled in each place."""
+
+    action: argparse.Action
+    kind: type
+    dest: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dest = self.action.dest
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+    @property
+    def flag(self) -> str:
+        return self.action.option_strings[-1] if self.action.option_strings else str(self.action.metavar or self.dest)
+
+
+def add_arguments(parser: argparse.ArgumentParser, table: str) -> None:
+    """Add ``--config`` and ``--print-config`` to a command's parser."""
+    parser.add_argument("--config", metavar="PATH", default=None,
+                        help=f"TOML file with a [{table}] table of settings (default: ${CONFIG_ENV}); every "
+                             f"flag also reads {ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}PROCESSES); "
+                             "precedence: flag > environment > file > default")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the effective settings (passwords masked) with where each came from, and exit")
+
+
+def _kind(action: argparse.Action) -> type:
+    """The type of a setting's value: what its flag's parser returns (probed), bool for switches."""
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        return bool
+    if action.type is None:
+        return str
+    for probe in ("1000", "1000.5", "x"):
+        try:
+            value = action.type(probe)  # type: ignore[operator]
+        except (argparse.ArgumentTypeError, ValueError, TypeError):
+            continue
+        return type(value) if type(value) in _KIND_NAMES else str
+    return str
+
+
+def settings_of(parser: argparse.ArgumentParser) -> dict[str, Setting]:
+    """The settings of a parser by destination name, in the order of its --help."""
+    out: dict[str, Setting] = {}
+    for action in parser._actions:
+        if action.dest in _NOT_SETTINGS or action.dest == argparse.SUPPRESS:
+            continue
+        if not isinstance(action, (argparse._StoreAction, argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            continue
+        out[action.dest] = Setting(action, _kind(action))
+    return out
+
+
+def _type_error(where: str, setting: Setting, value: Any) -> ConfigError:
+    got = "a boolean" if isinstance(value, bool) else f"{type(value).__name__} {value!r}"
+    if isinstance(value, (dict, list)):
+        got = "a table" if isinstance(value, dict) else "an array"
+    return ConfigError(f"{where}: expected {_KIND_NAMES[setting.kind]}, got {got}")
+
+
+def _apply_type(where: str, setting: Setting, value: Any) -> Any:
+    """Run the flag's own parser/validator on a value, and check its choices."""
+    action = setting.action
+    if action.type is not None and setting.kind is not bool:
+        try:
+            value = action.type(value)  # type: ignore[operator]
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if action.choices is not None and value not in action.choices:
+        choices = ", ".join(repr(c) for c in action.choices)
+        raise ConfigError(f"{where}: invalid choice {value!r} (choose from {choices})")
+    return value
+
+
+def convert_file_value(where: str, setting: Setting, value: Any) -> Any:
+    """A TOML value, type-checked strictly (no strings for numbers), then validated like the flag."""
+    kind = setting.kind
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and (math.isnan(value) or math.isinf(value)):
+            raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+    elif kind is dict:
+        ok = isinstance(value, (str, dict)) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise _type_error(where, setting, value)
+    if kind in (int, float):
+        value = str(value)  # the flag parsers take text, as from the command line
+    return _apply_type(where, setting, value)
+
+
+def convert_env_value(where: str, setting: Setting, text: str) -> Any:
+    """An environment variable's text, parsed and validated like the flag."""
+    if setting.kind is bool:
+        word = text.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+        raise ConfigError(f"{where}: expected a boolean (1/0, true/false, yes/no, on/off), got {text!r}")
+    return _apply_type(where, setting, text)
+
+
+def _unknown(where: str, key: str, known: Sequence[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.replace("-", "_"), known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"
+    return ConfigError(f"{where}: unknown key {key!r}{hint}")
+
+
+def load_file(path: str, table: str, settings: dict[str, Setting]) -> dict[str, Any]:
+    """The validated values of ``[table]`` in a TOML file, by destination name."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path}: is a directory") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: not UTF-8 ({exc.reason})") from None
+    for key in data:
+        if key != table:
+            raise _unknown(f"config file {path}", key, [table])
+    section = data.get(table, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: {table} must be a table ([{table}]), got {type(section).__name__}")
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        if key not in settings:
+            raise _unknown(f"config file {path}: [{table}]", key, list(settings))
+        values[key] = convert_file_value(f"config file {path}: [{table}] {key}", settings[key], value)
+    return values
+
+
+def load_env(settings: dict[str, Setting], environ: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    environ = dict(os.environ) if environ is None else environ
+    values: dict[str, Any] = {}
+    for dest, setting in settings.items():
+        text = environ.get(setting.env, "")
+        if text != "":
+            values[dest] = convert_env_value(f"environment variable {setting.env}", setting, text)
+    return values
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(_mask(str(value)), ensure_ascii=False)
+
+
+def _toml_key(key: Any) -> str:
+    text = str(key)
+    bare = text and all(c.isascii() and (c.isalnum() or c in "-_") for c in text)
+    return text if bare else json.dumps(text, ensure_ascii=False)
+
+
+def _mask(text: str) -> str:
+    return redact(text) if "://" in text else text
+
+
+def render(table: str, settings: dict[str, Setting], args: argparse.Namespace, sources: dict[str, str]) -> str:
+    """The effective settings as TOML, passwords masked, each line commented with its source."""
+    lines = [f"# effective settings (flag > environment > config file > default); paste into a file for --config",
+             f"[{table}]"]
+    width = 0
+    rows = []
+    for dest in settings:
+        value = getattr(args, dest, None)
+        if value is None and dest == "redis_url":
+            value = default_url()
+        if any(word in dest for word in ("password", "secret", "token")) and value is not None:
+            value = "***"
+        text = f"# {dest} is not set" if value is None else f"{dest} = {_toml(value)}"
+        rows.append((text, sources.get(dest, "default")))
+        width = max(width, len(text))
+    lines += [f"{text.ljust(width)}  # {source}" for text, source in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _fail(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], table: str,
+               required: Sequence[str] = (), environ: Optional[dict[str, str]] = None,
+               out: Optional[Callable[[str], Any]] = None) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` with the environment and the config file as defaults.
+
+    Exits with code 2 (one line naming the key) on a bad setting, and with 0
+    after printing the settings when ``--print-config`` is given. ``required``
+    names settings (such as a positional APP made optional with ``nargs="?"``)
+    that must come from somewhere.
+    """
+    environ = dict(os.environ) if environ is None else environ
+    settings = settings_of(parser)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    path = known.config or environ.get(CONFIG_ENV) or None
+    try:
+        file_values = load_file(path, table, settings) if path else {}
+        env_values = load_env(settings, environ)
+    except ConfigError as exc:
+        _fail(parser, str(exc))
+    sources = {dest: f"config file {path}" for dest in file_values}
+    sources.update({dest: f"environment variable {settings[dest].env}" for dest in env_values})
+    saved = [(action, action.default) for action in parser._actions]
+    saved_defaults = dict(parser._defaults)
+    try:
+        for dest, value in {**file_values, **env_values}.items():
+            settings[dest].action.default = value
+        args = parser.parse_args(argv)
+        # Which settings did the command line give? Parse once more with no defaults at all.
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        parser._defaults.clear()
+        given = vars(parser.parse_args(argv))
+    finally:
+        for action, default in saved:
+            action.default = default
+        parser._defaults.clear()
+        parser._defaults.update(saved_defaults)
+    sources.update({dest: "command line" for dest in given if dest in settings})
+    if getattr(args, "print_config", False):
+        (out or sys.stdout.write)(render(table, settings, args, sources))
+        parser.exit(0)
+    for dest in required:
+        if getattr(args, dest, None) in (None, ""):
+            setting = settings[dest]
+            _fail(parser, f"{setting.flag} is required: give it on the command line, in {setting.env} or as "
+                          f"{dest} in the [{table}] table of the --config file")
+    return args
