@@ -8,6 +8,8 @@ Public API::
     fastq.get_task_id(), get_retry_count(), get_max_retry(), get_queue_name(), current_task()
     fastq.SkipRetry, fastq.RevokeTask and the errors in fastq.errors
 """
+from typing import TYPE_CHECKING
+
 from fastq._codec import USING_SPEEDUPS
 from fastq.client import AsyncClient, Client
 from fastq.context import (
@@ -40,15 +42,46 @@ from fastq.errors import (
     TaskNotFoundError,
     TaskStateError,
 )
-from fastq.inspect import AsyncInspector, DailyStats, GroupInfo, Inspector, QueueInfo
 from fastq.mux import ServeMux
 from fastq.results import ResultWriter, result_writer
-from fastq.periodic import PeriodicTaskConfig, PeriodicTaskManager
-from fastq.scheduler import Scheduler
 from fastq.server.config import WorkerConfig
-from fastq.server.worker import Worker
 from fastq.task import Task, TaskInfo, TaskState
-from fastq.typed import TaskType, make_task, typed_task
+
+# Loaded on first use (PEP 562): a worker process or a producer need none of these, and they pull
+# in croniter, the Inspector and the server (faster `import fastq`, smaller worker RSS).
+_LAZY = {
+    "AsyncInspector": "fastq.inspect",
+    "DailyStats": "fastq.inspect",
+    "GroupInfo": "fastq.inspect",
+    "Inspector": "fastq.inspect",
+    "QueueInfo": "fastq.inspect",
+    "PeriodicTaskConfig": "fastq.periodic",
+    "PeriodicTaskManager": "fastq.periodic",
+    "Scheduler": "fastq.scheduler",
+    "Worker": "fastq.server.worker",
+    "TaskType": "fastq.typed",
+    "make_task": "fastq.typed",
+    "typed_task": "fastq.typed",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastq' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from fastq.inspect import AsyncInspector, DailyStats, GroupInfo, Inspector, QueueInfo
+    from fastq.periodic import PeriodicTaskConfig, PeriodicTaskManager
+    from fastq.scheduler import Scheduler
+    from fastq.server.worker import Worker
+    from fastq.typed import TaskType, make_task, typed_task
 
 __version__ = "0.1.0"
 
