@@ -559,3 +559,67 @@ def test_group_settings_accept_timedelta():
     cfg = fastq.WorkerConfig(group_grace_period=timedelta(seconds=5), group_max_delay=timedelta(minutes=1),
                              group_max_size=50, group_aggregator=joined)
     assert (cfg.group_grace_period, cfg.group_max_delay, cfg.group_max_size) == (5.0, 60.0, 50)
+
+
+# ----------------------------------------------------------------- fastq-supervisor
+
+SUPERVISED_APP = '''
+import fastq
+mux = fastq.ServeMux()
+
+@mux.handle("batch")
+async def batch(task):
+    pass
+
+def aggregate(group, tasks):
+    payload = group.encode() + b"=" + b",".join(sorted(t.payload for t in tasks))
+    return fastq.Task("batch", payload), {"retention": 60, "task_id": "agg-" + group}
+
+not_callable = 42
+'''
+
+
+def supervisor(tmp_path, redis_url, *args):
+    import subprocess
+    import sys
+
+    (tmp_path / "agg_app.py").write_text(SUPERVISED_APP)
+    cmd = [sys.executable, "-m", "fastq.server.cli", "agg_app:mux", "--redis-url", redis_url, "--processes", "1",
+           *args]
+    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_fastq_supervisor_runs_the_group_aggregator(tmp_path, redis_url, r):
+    import signal
+
+    from helpers import wait_for
+
+    enqueue_group(redis_url, "sup", [b"a", b"b", b"c"])
+    proc = supervisor(tmp_path, redis_url, "--group-aggregator", "agg_app:aggregate", "--group-grace-period", "1")
+    try:
+        wait_for(lambda: r.zscore(keys.completed_key(Q), "agg-sup"), timeout=20, what="aggregated task completed")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    msg = decode_message(r.hget(keys.task_key(Q, "agg-sup"), "msg"))
+    assert (msg.type, msg.payload, msg.retention) == ("batch", b"sup=a,b,c", 60)
+    assert r.zcard(keys.group_key(Q, "sup")) == 0 and r.zcard(SETS) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", [
+    (["--group-aggregator", "agg_app:not_callable"], "not a ServeMux or a handler callable"),
+    (["--group-aggregator", "no_such_module:f"], "cannot import module 'no_such_module'"),
+    (["--group-grace-period", "0.5"], "group_grace_period must be at least 1 second"),
+    (["--group-grace-period", "soon"], "expected a number of seconds"),
+    (["--group-max-delay", "0.2"], "group_max_delay must be 0 (no limit) or at least 1 second"),
+    (["--group-max-size", "-3"], "--group-max-size: must be at least 0"),
+])
+def test_fastq_supervisor_rejects_bad_group_flags(tmp_path, redis_url, r, args, message):
+    proc = supervisor(tmp_path, redis_url, *args)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2, err
+    assert message in err and "Traceback" not in err
+    assert r.dbsize() == 0  # nothing written
