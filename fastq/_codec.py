@@ -52,5 +52,5 @@ else:
 
 USING_SPEEDUPS = IMPLEMENTATION == "cython"
 
-__all__ = ["TaskMessage", "encode_message", "decode_message", "IMPLEMENTATION", "USING_SPEEDUPS",
+__all__ = ["TaskMessage", "encode_message", "decode_message", "new_task_ids", "IMPLEMENTATION", "USING_SPEEDUPS",
            "SpeedupsWarning"]

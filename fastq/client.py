@@ -48,8 +48,8 @@ _STATE = {ENQUEUE: TaskState.PENDING, SCHEDULE: TaskState.SCHEDULED, GROUP: Task
 
 class _Call(NamedTuple):
     script: _scripts.Script
-    keys: list
-    args: list
+    keys: list[Any]
+    args: list[Any]
 
 
 def _single_call(plan: EnqueuePlan, now: float) -> _Call:
@@ -86,7 +86,7 @@ def _batch_call(plans: Sequence[EnqueuePlan], now: float) -> _Call:
     first = plans[0]
     q = first.msg.queue
     task_keys = []
-    args: list = [int(now * 1e9) if first.kind == ENQUEUE else _score(first)]
+    args: list[Any] = [int(now * 1e9) if first.kind == ENQUEUE else _score(first)]
     for plan in plans:
         msg = plan.msg
         task_keys.append(keys.task_key(q, msg.id))
@@ -117,7 +117,7 @@ def _single_result(plan: EnqueuePlan, reply: int) -> TaskInfo:
     raise TaskIDConflictError([plan.msg.id], plan.msg.queue)
 
 
-def _plan_many(tasks: Iterable[Task], options: dict) -> list[EnqueuePlan]:
+def _plan_many(tasks: Iterable[Task], options: dict[str, Any]) -> list[EnqueuePlan]:
     tasks = list(tasks)
     if options.get("task_id") is not None and len(tasks) > 1:
         raise TypeError("option 'task_id' cannot be shared by several tasks in enqueue_many()")
@@ -133,7 +133,7 @@ def _batched(plan: EnqueuePlan) -> bool:
     return plan.kind in (ENQUEUE, SCHEDULE) and not plan.unique_ttl
 
 
-def _enqueue_many_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[list[_Call], list, list[TaskInfo]]:
+def _enqueue_many_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[list[_Call], list[Any], list[TaskInfo]]:
     """The I/O-free part of enqueue_many: yields the calls of one round trip, receives their replies."""
     outcome = _Outcome()
     for chunk in _chunks(plans, chunk_size):
@@ -243,7 +243,8 @@ class Client:
                 while True:
                     calls = steps.send(_scripts.run_many(self._redis, calls))
             except StopIteration as done:
-                return done.value
+                infos: list[TaskInfo] = done.value
+                return infos
 
     def ping(self) -> bool:
         return bool(self._redis.ping())
@@ -302,7 +303,8 @@ class AsyncClient:
                 while True:
                     calls = steps.send(await _scripts.arun_many(self._redis, calls))
             except StopIteration as done:
-                return done.value
+                infos: list[TaskInfo] = done.value
+                return infos
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())

@@ -48,7 +48,7 @@ class TaskContext:
                  "results")
 
     def __init__(self, task_id: str, retry_count: int, max_retry: int, queue: str, type: str = "",
-                 deadline: float = 0.0, headers: Optional[dict] = None) -> None:
+                 deadline: float = 0.0, headers: Optional[dict[str, str]] = None) -> None:
         self.task_id = task_id
         self.retry_count = retry_count
         self.max_retry = max_retry

@@ -1,6 +1,11 @@
 """Exceptions raised by fastq, and the signals handlers use to steer retries."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastq.task import TaskInfo
+
 
 class FastqError(Exception):
     """Base class of every error fastq raises itself."""
@@ -18,7 +23,7 @@ class TaskIDConflictError(FastqError):
     written.
     """
 
-    def __init__(self, ids: list[str], queue: str, enqueued: list | None = None) -> None:
+    def __init__(self, ids: list[str], queue: str, enqueued: list[TaskInfo] | None = None) -> None:
         self.ids = list(ids)
         self.queue = queue
         self.enqueued = list(enqueued or [])

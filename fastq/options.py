@@ -38,7 +38,7 @@ class EnqueuePlan:
     process_in: float | None = None  # when given as a delay: measured from Redis time at write
 
 
-def check_option_names(options: dict) -> None:
+def check_option_names(options: dict[str, Any]) -> None:
     unknown = set(options) - OPTION_NAMES
     if unknown:
         name = sorted(unknown)[0]
@@ -81,7 +81,7 @@ def _name(name: str, value: Any) -> str:
     return value
 
 
-def _headers_with_lineage(task: Task) -> dict | None:
+def _headers_with_lineage(task: Task) -> dict[str, str] | None:
     """The task's headers, plus its lineage when it is enqueued from inside a handler.
 
     The parent is the running task; the root is the parent's root, or the parent
@@ -98,7 +98,7 @@ def _headers_with_lineage(task: Task) -> dict | None:
     return headers
 
 
-def plan_enqueue(task: Task, options: dict, now: float | None = None) -> EnqueuePlan:
+def plan_enqueue(task: Task, options: dict[str, Any], now: float | None = None) -> EnqueuePlan:
     """Validate ``options`` for ``task`` and build the message Go Asynq's client would write."""
     if not isinstance(task, Task):
         raise TypeError(f"enqueue() needs a fastq.Task, not {type(task).__name__}")
@@ -168,7 +168,7 @@ def plan_enqueue(task: Task, options: dict, now: float | None = None) -> Enqueue
     return EnqueuePlan(msg, ENQUEUE, unique_ttl=unique_ttl)
 
 
-def plan_many(tasks: list, options: dict, now: float | None = None) -> list[EnqueuePlan]:
+def plan_many(tasks: list[Task], options: dict[str, Any], now: float | None = None) -> list[EnqueuePlan]:
     """``plan_enqueue`` for many tasks sharing ``options``: the options are validated once
     (with the first task) and every other task only gets its own ID, type, payload, headers
     and unique key - the per-task cost of ``enqueue_many``."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from typing import Any, Optional, Sequence
 
@@ -21,29 +20,9 @@ __all__ = ["load_app", "as_service", "main"]
 
 def load_app(spec: str) -> Any:
     """Import ``module:attribute`` and return the object; ``AppImportError`` says what went wrong."""
-    from importlib import import_module
+    from fastq._imports import load_object
 
-    if not isinstance(spec, str):
-        raise AppImportError(f"APP must be a 'module:attribute' string, not {type(spec).__name__}")
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise AppImportError(f"APP must look like 'module:attribute' (e.g. myapp.cron:scheduler), got {spec!r}")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = import_module(module_name)
-    except ImportError as exc:
-        raise AppImportError(f"cannot import module {module_name!r} of APP {spec!r}: {exc}") from exc
-    except Exception as exc:
-        raise AppImportError(f"importing module {module_name!r} of APP {spec!r} failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise AppImportError(f"module {module_name!r} has no attribute {attr!r} (APP {spec!r})") from None
-    return obj
+    return load_object(spec, example="myapp.cron:scheduler")
 
 
 def as_service(app: Any) -> Any:

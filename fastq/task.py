@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Mapping
+from typing import Any, Mapping
 
 
 class TaskState(str, enum.Enum):
@@ -52,7 +52,7 @@ class Task:
         self.headers = headers or {}
 
     @classmethod
-    def _trusted(cls, type: str, payload: bytes, headers: dict) -> "Task":
+    def _trusted(cls, type: str, payload: bytes, headers: dict[str, str]) -> "Task":
         """Build a Task from a decoded message without re-validating (worker hot path)."""
         task = cls.__new__(cls)
         task.type = type
@@ -94,12 +94,12 @@ class TaskInfo:
     next_process_at: datetime | None = None
     retention: float = 0.0
     completed_at: datetime | None = None
-    headers: dict = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
     result: bytes | None = None
     is_orphaned: bool = False  # Inspector, active tasks only: its lease has expired (worker gone?)
 
     @classmethod
-    def from_message(cls, msg, state: TaskState, next_process_at: datetime | None = None) -> "TaskInfo":
+    def from_message(cls, msg: Any, state: TaskState, next_process_at: datetime | None = None) -> "TaskInfo":
         # positional: this runs once per task returned by enqueue_many
         failed, deadline, completed = msg.last_failed_at, msg.deadline, msg.completed_at
         return cls(msg.id, msg.queue, msg.type, msg.payload, state, msg.retry, msg.retried, msg.error_msg,

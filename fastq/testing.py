@@ -68,7 +68,7 @@ def _non_blank(name: str, value: Any) -> str:
     return value
 
 
-def _headers(value: Optional[Mapping[str, str]]) -> dict:
+def _headers(value: Optional[Mapping[str, str]]) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -96,7 +96,7 @@ def _deadline(value: Deadline, now: float) -> float:
 
 
 def _make_context(task_id: Optional[str], type: str, retry_count: int, max_retry: int, queue: str,
-                  headers: dict, deadline: Deadline) -> TaskContext:
+                  headers: dict[str, str], deadline: Deadline) -> TaskContext:
     task_id = str(uuid.uuid4()) if task_id is None else _non_blank("task_id", task_id)
     return TaskContext(
         task_id,
@@ -254,7 +254,7 @@ class TaskRun:
     type: str
     queue: str
     payload: bytes
-    headers: dict
+    headers: dict[str, str]
     retry_count: int
     result: Any = None
     error: Optional[BaseException] = None
@@ -334,6 +334,7 @@ class _Recorder(ServeMux):
         from fastq.context import current_task
 
         ctx = current_task()
+        assert ctx is not None  # called inside the task's context
         run = TaskRun(ctx.task_id, task.type, ctx.queue, task.payload, dict(task.headers), ctx.retry_count)
         self.runs.append(run)
         return run
@@ -446,7 +447,7 @@ class WorkerHarness:
         return result
 
 
-async def _wait_started(worker: Any, runner: asyncio.Future) -> None:
+async def _wait_started(worker: Any, runner: asyncio.Future[Any]) -> None:
     while worker.started is None or not worker.started.is_set():
         if runner.done():
             runner.result()  # raises the worker's error
@@ -472,7 +473,7 @@ async def _busy(redis: Any, queues: list[str]) -> dict[str, int]:
     return out
 
 
-async def _wait_idle(redis: Any, queues: list[str], timeout: float, runner: asyncio.Future) -> dict[str, int]:
+async def _wait_idle(redis: Any, queues: list[str], timeout: float, runner: asyncio.Future[Any]) -> dict[str, int]:
     """Wait until nothing is left to do now; return {} then, or what is still busy at the timeout.
 
     A task moves pending -> active atomically, and leaves ``active`` only when
@@ -491,7 +492,7 @@ async def _wait_idle(redis: Any, queues: list[str], timeout: float, runner: asyn
 
 
 async def _archived_ids(redis: Any, queues: list[str]) -> set[tuple[str, str]]:
-    out = set()
+    out: set[tuple[str, str]] = set()
     for q in queues:
         out.update((q, tid.decode()) for tid in await redis.zrange(keys.archived_key(q), 0, -1))
     return out

@@ -130,7 +130,7 @@ def _fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
     return tuple(out)
 
 
-def _check_annotation(tp: Any, path: str, seen: set) -> None:
+def _check_annotation(tp: Any, path: str, seen: set[Any]) -> None:
     """Raise TypeError naming ``path`` for an annotation fastq cannot map to JSON."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any or tp is object or tp in _SCALARS:
@@ -224,7 +224,7 @@ def _load(value: Any, tp: Any) -> Any:
         except ValueError:
             allowed = ", ".join(repr(m.value) for m in tp)
             raise _Bad(f"{value!r} is not one of {allowed}"[:200]) from None
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _load_dataclass(value, tp)
     if origin is typing.Literal:
         for a in args:
@@ -265,7 +265,7 @@ def _load(value: Any, tp: Any) -> Any:
     raise _Bad(f"type {_describe(tp)} is not supported")  # pragma: no cover - refused by _check_annotation
 
 
-def _at(part: str, fn: Callable, value: Any, tp: Any) -> Any:
+def _at(part: str, fn: Callable[..., Any], value: Any, tp: Any) -> Any:
     try:
         return fn(value, tp)
     except _Bad as bad:
@@ -326,7 +326,7 @@ def _dump(value: Any, tp: Any) -> Any:
         if not isinstance(value, tp):
             raise _Bad(f"expected {tp.__name__}, got {type(value).__name__}")
         return _dump_any(value.value)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, tp):
             raise _Bad(f"expected {tp.__name__}, got {type(value).__name__}")
         return {name: _at(name, _dump, getattr(value, name), ann) for name, ann, _ in _fields(tp)}
@@ -427,7 +427,9 @@ class _PydanticCodec:
     def encode(self, task_type: str, obj: Any) -> bytes:
         if not isinstance(obj, self.schema):
             raise PayloadError(task_type, "", f"expected a {self.schema.__name__}, got {type(obj).__name__}")
-        return obj.model_dump_json().encode()
+        model: Any = obj
+        encoded: bytes = model.model_dump_json().encode()
+        return encoded
 
     def decode(self, task_type: str, data: bytes) -> Any:
         from pydantic import ValidationError
@@ -482,11 +484,13 @@ class TaskType(Generic[P]):
 
     def encode(self, payload: P) -> bytes:
         """The JSON bytes of ``payload``; ``PayloadError`` names a field that does not fit."""
-        return self._codec.encode(self.type, payload)
+        encoded: bytes = self._codec.encode(self.type, payload)
+        return encoded
 
     def decode(self, data: bytes) -> P:
         """The schema object in ``data``; ``PayloadError`` names what does not match."""
-        return self._codec.decode(self.type, data)
+        decoded: P = self._codec.decode(self.type, data)
+        return decoded
 
     def __call__(self, payload: P, *, headers: Optional[Mapping[str, str]] = None) -> Task:
         """A ``fastq.Task`` of this type carrying ``payload`` (enqueue it with any client)."""
@@ -529,7 +533,7 @@ class TaskType(Generic[P]):
             raise SkipRetry(str(exc)) from exc
 
 
-def typed_task(mux: ServeMux, task_type: Any, schema: Optional[type] = None) -> Callable[[Callable], Callable]:
+def typed_task(mux: ServeMux, task_type: Any, schema: Optional[type] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: ``@typed_task(mux, "email:deliver", EmailPayload)`` (or ``typed_task(mux, EmailTask)``)
     registers a handler that receives the decoded payload; the function is returned unchanged."""
     if isinstance(task_type, TaskType):
@@ -551,10 +555,12 @@ def make_task(type: str, payload: Any, *, headers: Optional[Mapping[str, str]] =
 
 def encode_payload(obj: Any, task_type: str = "") -> bytes:
     """The JSON bytes of a dataclass or pydantic model instance (checked against its class)."""
-    return _codec_for(builtins.type(obj)).encode(task_type or "task", obj)
+    encoded: bytes = _codec_for(builtins.type(obj)).encode(task_type or "task", obj)
+    return encoded
 
 
 def decode_payload(schema: type[P], data: bytes, task_type: str = "") -> P:
     """Decode JSON ``data`` into ``schema``; ``PayloadError`` names what does not match."""
-    return _codec_for(schema).decode(task_type or "task", data)
+    decoded: P = _codec_for(schema).decode(task_type or "task", data)
+    return decoded
 

@@ -15,18 +15,22 @@ signal-handler re-entrancy:
 * SIGTERM / SIGINT: graceful stop, forwarded as SIGTERM to every worker; a
   second one sends SIGQUIT (immediate stop). Workers still alive
   ``shutdown_timeout + KILL_GRACE`` seconds later are killed.
+* Metrics (``metrics``, a ``fastq.contrib.prometheus.MetricsServer``): ``/metrics`` is
+  served by one more child, restarted like a worker; the parent only binds the socket
+  (before any fork) and removes the live-gauge files of reaped children, so it stays
+  single-threaded.
 """
 from __future__ import annotations
 
 import logging
 import os
 import signal
-import sys
 import time
 import uuid
 from dataclasses import replace
 from typing import Any, Optional
 
+from fastq.logging import lifecycle
 from fastq.server.config import WorkerConfig
 
 log = logging.getLogger("fastq.supervisor")
@@ -36,6 +40,11 @@ MAX_BACKOFF = 30.0
 KILL_GRACE = 10.0
 HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 SCHEDULER_SLOT = -1  # the slot of the optional periodic-task scheduler child
+METRICS_SLOT = -2  # the slot of the optional /metrics server child
+
+
+def _kind(slot: int) -> str:
+    return {SCHEDULER_SLOT: "scheduler", METRICS_SLOT: "metrics server"}.get(slot, "worker")
 
 
 def _set_title(title: str) -> None:
@@ -60,7 +69,7 @@ def describe_status(status: int) -> str:
 
 class Supervisor:
     def __init__(self, handler: Any, config: WorkerConfig, processes: int, app_name: str = "app",
-                 max_memory_mb: float = 0.0, scheduler: Any = None) -> None:
+                 max_memory_mb: float = 0.0, scheduler: Any = None, metrics: Any = None) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self.handler = handler
@@ -69,6 +78,7 @@ class Supervisor:
         self.app_name = app_name
         self.max_memory_mb = max_memory_mb
         self.scheduler = scheduler  # a Scheduler / PeriodicTaskManager run in one extra child
+        self.metrics = metrics  # a fastq.contrib.prometheus.MetricsServer served by one extra child
         self.children: dict[int, int] = {}  # pid -> slot
         self.server_ids: dict[int, str] = {}  # pid -> the server id given to that worker
         self.recycling: set[int] = set()  # pids told to stop for using too much memory
@@ -94,7 +104,12 @@ class Supervisor:
                 for sig in HANDLED:
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
-                if slot == SCHEDULER_SLOT:
+                if self.metrics is not None and slot != METRICS_SLOT:
+                    self.metrics.close_socket()
+                if slot == METRICS_SLOT:
+                    _set_title(f"fastq-supervisor: metrics [{self.app_name}]")
+                    code = self.metrics.serve(config.redis_url, parent_pid=self.pid)
+                elif slot == SCHEDULER_SLOT:
                     _set_title(f"fastq-supervisor: scheduler [{self.app_name}]")
                     from fastq.scheduler import run_scheduler
 
@@ -103,17 +118,21 @@ class Supervisor:
                     _set_title(f"fastq-supervisor: worker {slot} [{self.app_name}]")
                     from fastq.server.worker import run_worker
 
+                    if self.metrics is not None:
+                        config = replace(config, hooks=[*config.hooks, self.metrics.worker_hooks()])
                     run_worker(self.handler, config, parent_pid=self.pid)
                     code = 0
             except BaseException:  # noqa: BLE001 - report anything, then leave
-                log.exception("worker %d crashed", os.getpid())
+                log.exception("%s %d crashed", _kind(slot), os.getpid(),
+                              extra=lifecycle("child_crashed", child_pid=os.getpid(), slot=slot))
             finally:
                 logging.shutdown()
                 os._exit(code)
         self.children[pid] = slot
         self.server_ids[pid] = server_id
         self.started_at[slot] = time.monotonic()
-        log.info("started %s %d (slot %d)", "scheduler" if slot == SCHEDULER_SLOT else "worker", pid, slot)
+        log.info("started %s %d (slot %d)", _kind(slot), pid, slot,
+                 extra=lifecycle("child_started", child_pid=pid, slot=slot, kind=_kind(slot)))
 
     def _reap(self) -> None:
         while self.children:
@@ -130,30 +149,37 @@ class Supervisor:
             self.recycling.discard(pid)
             if slot is None:
                 continue
+            if self.metrics is not None:
+                self.metrics.process_dead(pid)
             how = describe_status(status)
+            kind = _kind(slot)
+            fields = _exit_fields(status, child_pid=pid, slot=slot, kind=kind)
             clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-            if not clean and server_id is not None and slot != SCHEDULER_SLOT:
+            if not clean and server_id is not None and slot >= 0:
                 from fastq.server.recovery import recover_worker
 
                 recover_worker(self.config, server_id, pid, how)
             if self.stopping:
-                log.info("worker %d (slot %d) stopped: %s", pid, slot, how)
+                log.info("%s %d (slot %d) stopped: %s", kind, pid, slot, how, extra=lifecycle("child_stopped", **fields))
                 continue
             if clean:
-                log.info("worker %d (slot %d) recycled (%s); starting a fresh one", pid, slot,
-                         "memory limit" if recycled else "it stopped itself: task limit or stuck handler")
+                log.info("%s %d (slot %d) recycled (%s); starting a fresh one", kind, pid, slot,
+                         "memory limit" if recycled else "it stopped itself: task limit or stuck handler",
+                         extra=lifecycle("child_recycled", reason="memory" if recycled else "self", **fields))
                 self.restart_due[slot] = time.monotonic()
                 continue
             uptime = time.monotonic() - self.started_at.get(slot, 0.0)
             if uptime < MIN_UPTIME:
                 delay = min(MAX_BACKOFF, max(0.5, self.backoff.get(slot, 0.25) * 2))
                 self.backoff[slot] = delay
-                log.error("worker %d (slot %d) died after %.1fs (%s); restarting in %.1fs",
-                          pid, slot, uptime, how, delay)
+                log.error("%s %d (slot %d) died after %.1fs (%s); restarting in %.1fs",
+                          kind, pid, slot, uptime, how, delay,
+                          extra=lifecycle("child_died", uptime=round(uptime, 3), restart_in=delay, **fields))
             else:
                 delay = 0.0
                 self.backoff.pop(slot, None)
-                log.error("worker %d (slot %d) died (%s); restarting it", pid, slot, how)
+                log.error("%s %d (slot %d) died (%s); restarting it", kind, pid, slot, how,
+                          extra=lifecycle("child_died", uptime=round(uptime, 3), restart_in=0.0, **fields))
             self.restart_due[slot] = time.monotonic() + delay
 
     def _check_memory(self) -> None:
@@ -220,6 +246,8 @@ class Supervisor:
             self._spawn(slot)
         if self.scheduler is not None:
             self._spawn(SCHEDULER_SLOT)
+        if self.metrics is not None:
+            self._spawn(METRICS_SLOT)
         while True:
             info = signal.sigtimedwait(HANDLED, 0.5)
             if info is not None:
@@ -229,42 +257,39 @@ class Supervisor:
                 if not self.children:
                     break
                 if self.kill_at is not None and time.monotonic() >= self.kill_at:
-                    log.error("killing %d worker(s) that did not stop in time", len(self.children))
+                    log.error("killing %d child process(es) that did not stop in time: %s", len(self.children),
+                              sorted(self.children), extra=lifecycle("children_killed", pids=sorted(self.children)))
                     self._signal_all(signal.SIGKILL)
                     self.kill_at = None
             else:
                 self._check_memory()
                 self._restart_due()
         log.info("supervisor %d stopped", self.pid)
+        if self.metrics is not None:
+            self.metrics.close()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
         return 0
 
 
+def _exit_fields(status: int, **fields: Any) -> dict:
+    """How a child ended, for structured logs: ``exit_code`` or ``signal`` (its name)."""
+    if os.WIFSIGNALED(status):
+        try:
+            fields["signal"] = signal.Signals(os.WTERMSIG(status)).name
+        except ValueError:  # pragma: no cover
+            fields["signal"] = str(os.WTERMSIG(status))
+    else:
+        fields["exit_code"] = os.waitstatus_to_exitcode(status)
+    return fields
+
+
 def import_app(spec: str) -> Any:
     """Resolve ``module:attribute`` (attribute may be dotted) to a ServeMux or handler."""
-    from importlib import import_module
-
+    from fastq._imports import load_object
     from fastq.errors import AppImportError
     from fastq.mux import ServeMux
 
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise AppImportError(f"APP must look like 'module:attribute' (e.g. myapp.tasks:mux), got {spec!r}")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = import_module(module_name)
-    except ImportError as exc:
-        raise AppImportError(f"cannot import module {module_name!r} of APP {spec!r}: {exc}") from exc
-    except Exception as exc:
-        raise AppImportError(f"importing module {module_name!r} of APP {spec!r} failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise AppImportError(f"module {module_name!r} has no attribute {attr!r} (APP {spec!r})") from None
+    obj = load_object(spec)
     if not isinstance(obj, ServeMux) and not callable(obj):
         raise AppImportError(f"APP {spec!r} is a {type(obj).__name__}, not a ServeMux or a handler callable")
     return obj
