@@ -6,18 +6,29 @@ thread a sync handler runs in, since fastq runs it in the task's context) and
 ``"-"`` elsewhere. Values passed with ``extra=`` are left alone. Filters on a
 *handler* see every record that handler emits, whatever logger it came from,
 so ``install()`` puts the filter on the root logger's handlers; ``setup()`` is
-what ``fastq-supervisor`` uses: a stream handler with ``DEFAULT_FORMAT``.
+what ``fastq-supervisor`` uses: a stream handler with ``DEFAULT_FORMAT``, or
+``JsonFormatter`` with ``--log-format json``.
+
+Threads a handler starts itself see the task only when they run in a copy of
+its context: ``contextvars.copy_context().run(fn)`` or ``asyncio.to_thread``
+(a bare ``threading.Thread`` starts with an empty context, as in any Python).
 """
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
+from typing import Any, Optional
 
 from fastq.context import current_task
 
-__all__ = ["TaskContextFilter", "install", "setup", "DEFAULT_FORMAT"]
+__all__ = ["TaskContextFilter", "JsonFormatter", "install", "setup", "add_task_context", "lifecycle",
+           "DEFAULT_FORMAT", "LOG_FORMATS"]
 
 DEFAULT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s task=%(task_id)s: %(message)s"
+LOG_FORMATS = ("text", "json")
+_TASK_FIELDS = ("task_id", "task_type", "queue", "retry")
 
 
 class TaskContextFilter(logging.Filter):
@@ -39,6 +50,76 @@ class TaskContextFilter(logging.Filter):
         return True
 
 
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime",
+                                                                                  "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with structlog's key names.
+
+    Keys: ``timestamp`` (ISO 8601, UTC, milliseconds), ``level`` (lower case), ``logger``,
+    ``event`` (the message), ``pid``; inside a task ``task_id``, ``task_type``, ``queue``
+    and ``retry`` (left out elsewhere); ``exception`` (the formatted traceback) when the
+    record has ``exc_info``; ``stack`` for ``stack_info``; then every ``extra=`` field
+    (values JSON cannot hold are written with ``str()``).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "timestamp": _iso_utc(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+            "pid": record.process,
+        }
+        d = record.__dict__
+        ctx = current_task()
+        if d.get("task_id", "-") != "-":  # set by TaskContextFilter (maybe in another thread) or extra=
+            for key in _TASK_FIELDS:
+                if key in d:
+                    out[key] = d[key]
+        elif ctx is not None:
+            out.update(task_id=ctx.task_id, task_type=ctx.type, queue=ctx.queue, retry=ctx.retry_count)
+        for key, value in d.items():
+            if key not in _STANDARD and key not in out and key not in _TASK_FIELDS:
+                out[key] = value
+        if record.exc_info:
+            if not record.exc_text:
+                record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exception"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def _iso_utc(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+
+
+def add_task_context(logger: Any, method_name: str, event_dict: dict) -> dict:
+    """A structlog processor: adds the running task's ``task_id``, ``task_type``, ``queue``
+    and ``retry`` to the event dict (nothing outside a handler; keys already there win).
+
+    ``structlog.configure(processors=[fastq.logging.add_task_context, ...])``
+    """
+    ctx = current_task()
+    if ctx is not None:
+        event_dict.setdefault("task_id", ctx.task_id)
+        event_dict.setdefault("task_type", ctx.type)
+        event_dict.setdefault("queue", ctx.queue)
+        event_dict.setdefault("retry", ctx.retry_count)
+    return event_dict
+
+
+def lifecycle(event: str, **fields: Any) -> dict:
+    """``extra=`` for a supervisor/worker life-cycle log line: JSON logs get ``lifecycle``
+    (e.g. ``"child_died"``) and the given fields (``child_pid``, ``exit_code``, ``signal``...)
+    as keys, so they can be queried without parsing the message."""
+    return {"lifecycle": event, **fields}
+
+
 def install(logger: logging.Logger | None = None) -> None:
     """Attach a TaskContextFilter to every handler of ``logger`` (default: root); idempotent."""
     logger = logger or logging.getLogger()
@@ -47,12 +128,18 @@ def install(logger: logging.Logger | None = None) -> None:
             handler.addFilter(TaskContextFilter())
 
 
-def setup(level: int | str = logging.INFO, fmt: str = DEFAULT_FORMAT) -> None:
-    """Log to stderr with the task ID on every line (used by fastq-supervisor)."""
+def setup(level: int | str = logging.INFO, fmt: str = DEFAULT_FORMAT, log_format: Optional[str] = None) -> None:
+    """Log to stderr with the task ID on every line (used by fastq-supervisor).
+
+    ``log_format="json"`` writes one JSON object per line (``JsonFormatter``) instead of
+    ``fmt``. Does nothing to the handlers if the root logger has some already.
+    """
+    if log_format is not None and log_format not in LOG_FORMATS:
+        raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(fmt))
+        handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(fmt))
         root.addHandler(handler)
     root.setLevel(level)
     install(root)

@@ -36,6 +36,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
+    return value
+
+
 def _queues(text: str) -> dict:
     try:
         return parse_queues(text)
@@ -94,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="aggregate a group as soon as it holds N tasks, N at a time (default: 0 = no limit)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="log level (default: INFO)")
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="text lines with task=<id>, or one JSON object per line with task_id, task_type, "
+                        "queue, retry (default: text)")
+    p.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics from one extra process: task "
+                        "counters and durations of all workers, and Asynq's queue gauges "
+                        "(needs fastq-tasks[prometheus]; 0 = any free port, logged)")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="address the metrics endpoint binds (default: 127.0.0.1)")
     config_file.add_arguments(p, "supervisor")
     return p
 
@@ -103,7 +122,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = config_file.parse_args(parser, argv, "supervisor", required=["app"])  # flag > env > file > default
     from fastq import logging as fastq_logging
 
-    fastq_logging.setup(args.log_level)
+    fastq_logging.setup(args.log_level, log_format=args.log_format)
+    metrics = None
+    if args.metrics_port is not None:  # before the app is imported: it may import prometheus_client
+        try:
+            from fastq.contrib.prometheus import MetricsServer
+
+            metrics = MetricsServer(args.metrics_host, args.metrics_port)
+        except ImportError as exc:
+            parser.exit(2, f"fastq-supervisor: error: --metrics-port: {exc}\n")
+        except OSError as exc:
+            parser.exit(2, f"fastq-supervisor: error: cannot serve metrics on {args.metrics_host}:"
+                           f"{args.metrics_port}: {exc.strerror or exc}\n")
+    try:
+        return _run(parser, args, metrics)
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, metrics: object) -> int:
     from fastq.server.supervisor import Supervisor, import_app
 
     try:
@@ -145,7 +183,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.exit(2, f"fastq-supervisor: error: {exc}\n")
     logging.getLogger("fastq.supervisor").debug("config: %s", config)
     return Supervisor(handler, config, args.processes, args.app, max_memory_mb=args.max_memory_per_child,
-                      scheduler=scheduler).run()
+                      scheduler=scheduler, metrics=metrics).run()
 
 
 if __name__ == "__main__":  # pragma: no cover
