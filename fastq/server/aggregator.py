@@ -128,7 +128,7 @@ class Aggregator:
     async def run(self, stop: asyncio.Event) -> None:
         """One run at start, then one every ``check_interval``, at most 3 in flight, until ``stop``."""
         interval = check_interval(self.cfg)
-        runs: set[asyncio.Task] = set()
+        runs: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
                 if len(runs) >= MAX_RUNS_IN_FLIGHT:
@@ -170,7 +170,7 @@ class Aggregator:
     async def _check(self, q: str, groups: list[str]) -> list[tuple[str, str]]:
         """Run aggregation_check for ``groups`` (pipelined); the (group, set ID) pairs that were made."""
         cfg = self.cfg
-        ready = []
+        ready: list[tuple[str, str]] = []
         for i in range(0, len(groups), CHECK_PAGE):
             page = [(g, str(uuid.uuid4())) for g in groups[i:i + CHECK_PAGE]]
             calls = [(_scripts.AGGREGATION_CHECK,
@@ -222,7 +222,7 @@ class Aggregator:
             self.aggregated += 1
             log.debug("aggregated %d task(s) (%s) into task %s", len(tasks), where, plan.msg.id if plan else "-")
             return True
-        if reply == NOT_OURS:
+        if reply == NOT_OURS or plan is None:
             log.warning("aggregation set %s passed its deadline and was reclaimed; its tasks are aggregated "
                         "again, the task aggregated here was not enqueued", where)
         elif reply == ID_CONFLICT:
@@ -258,13 +258,14 @@ class Aggregator:
 
 def _decode(q: str, members: list[tuple[str, bytes]]) -> tuple[list[Task], list[tuple[str, TaskMessage]]]:
     """Tasks to aggregate, and archive messages for members whose bytes are unusable."""
-    tasks, bad = [], []
+    tasks: list[Task] = []
+    bad: list[tuple[str, TaskMessage]] = []
     for tid, raw in members:
         try:
             msg = decode_message(raw)
             reason = "" if msg.type and msg.id == tid else f"message has type {msg.type!r} and ID {msg.id!r}"
         except DecodeError as exc:
-            msg, reason = None, f"undecodable message: {exc}"
+            reason = f"undecodable message: {exc}"
         if reason:
             log.error("task %s in queue %s archived instead of aggregated: %s", tid, q, reason)
             bad.append((tid, TaskMessage(type=UNDECODABLE_TYPE, payload=bytes(raw), id=tid, queue=q, error_msg=reason,
@@ -300,7 +301,7 @@ def aggregated_plan(q: str, result: Any) -> EnqueuePlan:
 
 
 def _finish_call(q: str, set_key: str, plan: Optional[EnqueuePlan],
-                 bad: list[tuple[str, TaskMessage]]) -> tuple[list, list]:
+                 bad: list[tuple[str, TaskMessage]]) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of finish_aggregation.lua."""
     archived = [x for tid, msg in bad for x in (tid, encode_message(msg))]
     fixed = [set_key, keys.all_aggregation_sets_key(q), keys.archived_key(q)]
@@ -308,6 +309,7 @@ def _finish_call(q: str, set_key: str, plan: Optional[EnqueuePlan],
         return ([*fixed, set_key, keys.pending_key(q), keys.groups_key(q)],
                 [keys.task_key_prefix(q), "none", "", "", "", 0, *archived])
     msg = plan.msg
+    extra: Any
     if plan.kind == ENQUEUE:
         kind, container, extra = "enqueue", keys.pending_key(q), ""
     elif plan.kind == SCHEDULE:
