@@ -43,14 +43,14 @@ def sync_report(task: fastq.Task) -> None:
     log.info("sync handler in a thread sees task %s", fastq.get_task_id())
 
 
-def _choose_redis(url: Optional[str]):
+def _choose_redis(url: Optional[str], embedded: bool = False):
     from fastq.devserver import (INSTALL_HINT, embedded_available, find_redis_server, reachable, server_version,
                                  start_dev_server)
 
     if url:
         return url, None, "given"
-    if find_redis_server() or embedded_available():  # the installed redis-server first, else the [embedded] extra
-        server = start_dev_server()
+    if embedded or find_redis_server() or embedded_available():  # the installed redis-server first, else the [embedded] extra
+        server = start_dev_server(embedded=True if embedded else None)
         return server.url, server, f"private {server.kind}, {server_version(server.url)}, for this demo"
     if reachable("redis://127.0.0.1:6379/0"):
         return "redis://127.0.0.1:6379/0", None, "existing Redis on 127.0.0.1:6379"
@@ -71,10 +71,14 @@ def _pump(stream, lines: list[str]) -> None:
             sys.stdout.flush()
 
 
-def run(tasks: int, processes: int, concurrency: int, url: Optional[str], results: Optional[dict] = None) -> int:
+def run(tasks: int, processes: int, concurrency: int, url: Optional[str], results: Optional[dict] = None,
+        embedded: bool = False) -> int:
     """Run the demo once; fill ``results`` (if given) with the measured rates; return an exit code."""
     results = {} if results is None else results
-    url, server, source = _choose_redis(url or os.environ.get("FASTQ_REDIS_URL"))
+    try:
+        url, server, source = _choose_redis(url or (None if embedded else os.environ.get("FASTQ_REDIS_URL")), embedded)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"fastq-demo: {exc}") from None
     proc = None
     try:
         print(f"redis: {url} ({source}); codec: {'Cython' if fastq.USING_SPEEDUPS else 'pure Python'}")
@@ -139,11 +143,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--tasks", type=int, default=100_000, help="no-op tasks to enqueue (default 100000)")
     p.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--concurrency", type=int, default=100, help="tasks at once per process (default 100)")
-    p.add_argument("--redis-url", default=None, help="use this Redis instead of a private one")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--redis-url", default=None, help="use this Redis instead of a private one")
+    where.add_argument("--embedded", action="store_true",
+                       help="use a private embedded Valkey (the [embedded] extra) even if redis-server is installed")
     args = p.parse_args(argv)
     if args.tasks < 0 or args.processes < 1 or args.concurrency < 1:
         p.error("--tasks must be >= 0, --processes and --concurrency >= 1")
-    return run(args.tasks, args.processes, args.concurrency, args.redis_url)
+    return run(args.tasks, args.processes, args.concurrency, args.redis_url, embedded=args.embedded)
 
 
 if __name__ == "__main__":  # pragma: no cover

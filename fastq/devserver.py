@@ -152,7 +152,7 @@ class DevServer:
             self.dir = None
 
     def __enter__(self) -> "DevServer":
-        return self.start()
+        return self if self.alive() else self.start()  # start_dev_server() returns a started one
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -206,7 +206,7 @@ class EmbeddedServer:
             self.dir = None
 
     def __enter__(self) -> "EmbeddedServer":
-        return self.start()
+        return self if self._server is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
