@@ -750,3 +750,110 @@ def test_wheel_contains_templates_and_static_files(tmp_path):
                if p.is_file() and "__pycache__" not in p.parts}
     assert on_disk and on_disk <= names, on_disk - names
     assert {"fastq/contrib/prometheus.py", "fastq/contrib/otel.py"} <= names
+
+
+# ------------------------------------------------------------------ asynqmon compatibility
+
+
+def _field_numbers(data: bytes) -> list[int]:
+    """Field numbers present in a protobuf message, read with a bare wire-format walker (no fastq code)."""
+    out, i = [], 0
+
+    def varint() -> int:
+        nonlocal i
+        shift = result = 0
+        while True:
+            b = data[i]
+            i += 1
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return result
+            shift += 7
+
+    while i < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            varint()
+        elif wire == 2:
+            length = varint()  # (not "i += varint()": that reads i before varint() moves it)
+            i += length
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise AssertionError(f"wire type {wire}")
+        out.append(number)
+    return out
+
+
+def test_what_a_fastq_worker_writes_reads_like_go_asynq_for_asynqmon(redis_url, r):
+    """asynqmon reads everything through Go's Inspector. Do its reads as raw Redis commands (Go's
+    listServerKeys/listWorkers, currentStats) on a live fastq worker and check the protobufs have
+    the fields Go's own server writes (tests/golden/server_info.json), by field number."""
+    import socket as socket_mod
+
+    from fastq._proto import ServerInfo, WorkerInfo, decode
+    from helpers import golden
+
+    sample = golden("server_info.json")["sample_active"]
+    started = asyncio.Event()
+
+    async def handler(task):
+        if task.type == "slow":
+            started.set()
+            await asyncio.sleep(30)
+        elif task.type == "bad":
+            raise RuntimeError("nope")
+
+    async def main():
+        c = fastq.Client(redis_url)
+        c.enqueue_many([fastq.Task("ok")] * 3)
+        c.enqueue(fastq.Task("bad"), max_retry=0)
+        slow = c.enqueue(fastq.Task("slow", b"zz")).id
+        async with RunningWorker(handler, redis_url, concurrency=3, queues={"default": 1}) as w:
+            await asyncio.wait_for(started.wait(), 10)
+            await async_wait_for(lambda: r.hlen(next(iter(r.zrange("asynq:workers", 0, -1)), b"x")) == 1,
+                                 what="heartbeat with the running task")
+            now = time.time()
+            # Go's listServerKeys / ListServers
+            (server_key,) = r.zrangebyscore("asynq:servers", now, "+inf")
+            raw_server = r.get(server_key)
+            assert 0 < r.pttl(server_key) <= 10_000 and r.zscore("asynq:servers", server_key) >= int(now)
+            # Go's listWorkers
+            (workers_key,) = r.zrangebyscore("asynq:workers", now, "+inf")
+            raw_workers = r.hvals(workers_key)
+            assert 0 < r.pttl(workers_key) <= 10_000
+            await w.stop(immediate=True)
+        return slow, server_key.decode(), raw_server, workers_key.decode(), raw_workers
+
+    slow, server_key, raw_server, workers_key, raw_workers = asyncio.run(main())
+    info = decode(ServerInfo, raw_server)
+    host, pid = socket_mod.gethostname(), os.getpid()
+    assert server_key == f"asynq:servers:{{{host}:{pid}:{info.server_id}}}"
+    assert workers_key == f"asynq:workers:{{{host}:{pid}:{info.server_id}}}"
+    assert (info.host, info.pid, info.concurrency, info.queues, info.status) == (host, pid, 3, {"default": 1}, "active")
+    assert info.active_worker_count == 1 and info.start_time is not None
+    # the same fields, in the same order, as the ServerInfo Go's server wrote for one running task
+    assert _field_numbers(raw_server) == _field_numbers(bytes.fromhex(sample["server_info_hex"]))
+    (raw_worker,) = raw_workers
+    winfo = decode(WorkerInfo, raw_worker)
+    assert (winfo.task_id, winfo.task_type, winfo.task_payload, winfo.queue) == (slow, "slow", b"zz", "default")
+    assert winfo.server_id == info.server_id and winfo.host == host and winfo.pid == pid
+    assert _field_numbers(raw_worker) == _field_numbers(bytes.fromhex(sample["worker_info_hex"]))
+    deadline = winfo.deadline.seconds + winfo.deadline.nanos / 1e9
+    start = winfo.start_time.seconds + winfo.start_time.nanos / 1e9
+    assert deadline == pytest.approx(start + 1800, abs=2)  # default timeout, as Go computes the deadline
+    # Go's currentStats: plain counters and containers of the queue
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert r.get(f"asynq:{{default}}:processed:{today}") == b"4"  # the slow task was requeued, not processed
+    assert r.get(f"asynq:{{default}}:failed:{today}") == b"1"
+    assert r.get("asynq:{default}:processed") == b"4" and r.get("asynq:{default}:failed") == b"1"
+    assert 89 * 86400 < r.ttl(f"asynq:{{default}}:processed:{today}") <= 90 * 86400
+    assert r.llen("asynq:{default}:pending") == 1 and r.zcard("asynq:{default}:archived") == 1
+    (requeued,) = r.lrange("asynq:{default}:pending", -1, -1)
+    fields = r.hgetall(b"asynq:{default}:t:" + requeued)
+    assert requeued.decode() == slow and fields[b"state"] == b"pending"
+    assert b"pending_since" not in fields  # requeued at shutdown: Go's requeue sets none either (latency 0)
+    assert r.smembers("asynq:queues") == {b"default"}

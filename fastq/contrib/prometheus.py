@@ -302,7 +302,7 @@ class MetricsServer:
         server.socket.close()
         server.socket = self.sock  # inherited from the supervisor, already listening
         server.server_address = self.sock.getsockname()
-        log.info("metrics server %d: serving %s", os.getpid(), self.url)
+        log.info("metrics server %d: serving %s (worker files in %s)", os.getpid(), self.url, self.directory)
         try:
             server.serve_forever()
         except _Stop:

@@ -37,8 +37,8 @@
     if (!rates.length) { return; }
     var top = 1;
     rates.forEach(function (r) { top = Math.max(top, r.p, r.f); });
-    var step = W / (keep - 1);
-    var x0 = W - step * (rates.length - 1);
+    var step = W / Math.max(1, rates.length - 1);  // spread over the width until the window is full
+    var x0 = rates.length === 1 ? W : 0;
     function points(key) {
       return rates.map(function (r, i) {
         return (x0 + i * step).toFixed(1) + "," + (H - 2 - (H - 20) * r[key] / top).toFixed(1);
@@ -46,7 +46,7 @@
     }
     document.getElementById("line-processed").setAttribute("points", points("p"));
     document.getElementById("line-failed").setAttribute("points", points("f"));
-    document.getElementById("chart-max").textContent = fmt(top) + " tasks/s";
+    document.getElementById("chart-max").textContent = fmt(top) + " tasks/s at the top line";
     var last = rates[rates.length - 1];
     document.getElementById("rate-processed").textContent = fmt(last.p);
     document.getElementById("rate-failed").textContent = fmt(last.f);
