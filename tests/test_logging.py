@@ -295,3 +295,53 @@ def test_supervisor_json_logs_and_life_cycle_events(tmp_path, redis_url):
     assert "exit_code" not in killed and killed["pid"] == proc.pid
     stopped = [e for e in events if e["lifecycle"] == "child_stopped"]
     assert stopped and stopped[-1]["exit_code"] == 0
+
+
+def _readme_block(marker: str) -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = text.split("```python\n")[1:]
+    (block,) = [b.split("```", 1)[0] for b in blocks if marker in b]
+    return block
+
+
+def test_readme_reporting_middleware_reports_in_the_task_context(redis_url):
+    """The README's middleware for fastq-supervisor (which has no error_handler flag), run as written."""
+    reports = []
+
+    def report(task, exc):
+        reports.append((fastq.get_task_id(), task.type, type(exc).__name__))
+
+    mux = fastq.ServeMux()
+    namespace = {"fastq": fastq, "mux": mux, "report": report}
+    exec(compile(_readme_block("def reporting(handler):"), "README.md", "exec"), namespace)
+
+    @mux.handle("async:boom")
+    async def aboom(task):
+        raise ValueError("a")
+
+    @mux.handle("sync:boom")
+    def sboom(task):
+        raise KeyError("s")
+
+    @mux.handle("revoked")
+    def revoked(task):
+        raise fastq.RevokeTask()
+
+    @mux.handle("fine")
+    async def fine(task):
+        return None
+
+    assert asyncio.iscoroutinefunction(mux.resolve("async:boom")[0])
+    assert not asyncio.iscoroutinefunction(mux.resolve("sync:boom")[0])
+    client = fastq.Client(redis_url)
+    ids = [client.enqueue(fastq.Task(t), max_retry=0).id for t in ("async:boom", "sync:boom", "revoked", "fine")]
+
+    async def main():
+        async with RunningWorker(mux, redis_url):
+            await async_wait_for(lambda: fastq.Inspector(redis_url).get_queue_info("default").processed == 4,
+                                 what="4 tasks processed")
+
+    asyncio.run(main())
+    assert sorted(reports) == sorted([(ids[0], "async:boom", "ValueError"), (ids[1], "sync:boom", "KeyError")])
