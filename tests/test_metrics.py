@@ -396,3 +396,15 @@ def test_bad_metrics_and_log_flags_fail_clearly(app_dir, redis_url, args, fragme
     assert proc.returncode == 2, err
     assert fragment.format(busy=port) in err and "Traceback" not in err
     assert not fastq.Inspector(redis_url).servers()  # nothing was started
+
+
+def test_import_fastq_loads_no_integration():
+    """The extras stay optional: importing fastq (and its CLIs) pulls in none of them."""
+    # redis-py itself imports opentelemetry when it is installed: count only what fastq adds
+    code = ("import sys, redis, redis.asyncio; before = set(sys.modules); "
+            "import fastq, fastq.cli, fastq.server.cli, fastq.logging; "
+            "bad = sorted(m for m in set(sys.modules) - before if m.split('.')[0] in ('prometheus_client', "
+            "'opentelemetry', 'starlette', 'uvicorn', 'jinja2', 'selenium')); print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
