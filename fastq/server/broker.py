@@ -27,7 +27,9 @@ def utc_date(now: float) -> str:
 
 def is_cluster(redis: Any) -> bool:
     """True for a Redis Cluster client (every script call must stay within one queue's slot)."""
-    return type(redis).__name__ == "RedisCluster"
+    from fastq.connection import is_cluster as _is_cluster
+
+    return _is_cluster(redis)
 
 
 class Broker:
@@ -132,8 +134,11 @@ class Broker:
         pipe.zadd(keys.ALL_WORKERS, {workers_key: expiry})
         for script, k, a in calls:
             pipe.evalsha(script.sha, len(k), *k, *a)
-        pipe.info("server")
-        replies = await pipe.execute(raise_on_error=False)
+        if self.cluster:  # no single server to watch for restarts (and INFO cannot be pipelined there)
+            replies = [*await pipe.execute(raise_on_error=False), RuntimeError("no INFO on Redis Cluster")]
+        else:
+            pipe.info("server")
+            replies = await pipe.execute(raise_on_error=False)
         for i, reply in enumerate(replies[2:-1]):
             if isinstance(reply, NoScriptError):
                 script, k, a = calls[i]
@@ -141,8 +146,8 @@ class Broker:
         for reply in replies[:-1]:
             if isinstance(reply, Exception):
                 raise reply
-        if isinstance(replies[-1], Exception):  # INFO is in @dangerous: a least-privilege user may not run it
-            return None
+        if isinstance(replies[-1], Exception):  # INFO is in @dangerous: a least-privilege user may not run it;
+            return None                         # on a cluster each node restarts on its own
         return replies[-1]
 
     async def clear_server_state(self, server_key: str, workers_key: str) -> None:

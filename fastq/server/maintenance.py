@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from fastq import _scripts, keys
 from fastq._codec import decode_message
+from fastq.connection import pubsub_client
 from fastq.errors import DecodeError
 from fastq.server.broker import ARCHIVE, RETRY, Broker, group_by
 from fastq.server.config import WorkerConfig
@@ -108,8 +109,13 @@ async def pubsub_listener(redis, processor: Processor, queues, stop: asyncio.Eve
     """
     notify = {keys.notify_channel(q).encode() for q in queues}
     delay = 0.1
+    attempt = 0
     while not stop.is_set():
-        pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        # On Redis Cluster: a plain connection to one node (PUBLISH reaches every node), another
+        # node after each failure. Elsewhere the worker's own client.
+        source, owned = pubsub_client(redis, attempt)
+        attempt += 1
+        pubsub = source.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(keys.CANCEL_CHANNEL, *notify)
             processor.wake()  # anything enqueued while we were not subscribed is picked up now
@@ -131,6 +137,8 @@ async def pubsub_listener(redis, processor: Processor, queues, stop: asyncio.Eve
         finally:
             try:
                 await pubsub.aclose()
+                if owned:
+                    await source.aclose()
             except (RedisError, OSError):
                 pass
 

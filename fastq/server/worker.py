@@ -88,7 +88,8 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
-        redis = self._redis_arg or async_client(cfg.redis_url, **redis_options())
+        # durability=None: WAIT is for enqueues; a worker's lost ack means a re-run, never a lost task
+        redis = self._redis_arg or async_client(cfg.redis_url, durability=None, **redis_options())
         broker = Broker(redis)
         server_id = cfg.server_id or str(uuid.uuid4())
         self.processor = processor = Processor(broker, self.handler, cfg, server_id)
