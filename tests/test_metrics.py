@@ -152,6 +152,10 @@ def test_task_type_labels_are_capped():
     assert value(registry, "fastq_tasks_processed_total", queue="q", task_type="type1") == 1
     assert value(registry, "fastq_tasks_processed_total", queue="q", task_type="other") == 3
     assert value(registry, "fastq_tasks_in_progress", queue="q", task_type="other") == 0
+    assert len(hooks._series_cache) == 3  # type0, type1, other: junk types do not grow it
+    hooks.task_finished(fastq.TaskContext("x", 0, 3, "q", "type9"), "retry", None, 0.5)
+    assert value(registry, "fastq_task_outcomes_total", queue="q", task_type="other", outcome="retry") == 1
+    assert value(registry, "fastq_tasks_failed_total", queue="q", task_type="other") == 1
     with pytest.raises(ValueError, match="max_task_types"):
         PrometheusHooks(registry=registry, max_task_types=0)
 

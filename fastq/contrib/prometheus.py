@@ -105,28 +105,38 @@ class PrometheusHooks:
         self._redis_errors = m["redis_errors"]
         self._types: set = set()
         self._max_types = max_task_types
+        self._series_cache: dict = {}
 
-    def _type(self, task_type: str) -> str:
-        if task_type in self._types:
-            return task_type
-        if len(self._types) >= self._max_types:
-            return OTHER_TYPE
-        self._types.add(task_type)
-        return task_type
+    def _series(self, queue: str, task_type: str) -> list:
+        """The labelled children of one (queue, type), looked up once (``labels()`` is slow)."""
+        key = (queue, task_type)
+        series = self._series_cache.get(key)
+        if series is None:
+            if task_type not in self._types and task_type != OTHER_TYPE:
+                if len(self._types) >= self._max_types:  # not cached: junk types must not grow the cache
+                    return self._series(queue, OTHER_TYPE)
+                self._types.add(task_type)
+            series = [self._in_progress.labels(queue, task_type), self._processed.labels(queue, task_type),
+                      self._failed.labels(queue, task_type), self._duration.labels(queue, task_type), {}, task_type]
+            self._series_cache[key] = series
+        return series
 
     def task_started(self, ctx: Any) -> None:
-        self._in_progress.labels(ctx.queue, self._type(ctx.type)).inc()
+        self._series(ctx.queue, ctx.type)[0].inc()
 
     def task_finished(self, ctx: Any, outcome: str, exception: Optional[BaseException], seconds: float) -> None:
-        queue, task_type = ctx.queue, self._type(ctx.type)
-        self._in_progress.labels(queue, task_type).dec()
-        self._outcomes.labels(queue, task_type, outcome).inc()
+        in_progress, processed, failed, duration, outcomes, label = self._series(ctx.queue, ctx.type)
+        in_progress.dec()
+        counter = outcomes.get(outcome)
+        if counter is None:
+            counter = outcomes[outcome] = self._outcomes.labels(ctx.queue, label, outcome)
+        counter.inc()
         if outcome in _NOT_PROCESSED:
             return
-        self._processed.labels(queue, task_type).inc()
-        self._duration.labels(queue, task_type).observe(max(0.0, seconds))
+        processed.inc()
+        duration.observe(seconds if seconds > 0 else 0.0)
         if outcome in FAILED_OUTCOMES:
-            self._failed.labels(queue, task_type).inc()
+            failed.inc()
 
     def redis_error(self, operation: str, exception: BaseException) -> None:
         self._redis_errors.labels(operation).inc()
