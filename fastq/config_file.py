@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser, table: str) -> None:
 
 def _kind(action: argparse.Action) -> type:
     """The type of a setting's value: what its flag's parser returns (probed), bool for switches."""
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
         return bool
     if action.type is None:
         return str
@@ -105,8 +105,9 @@ def settings_of(parser: argparse.ArgumentParser) -> dict[str, Setting]:
     for action in parser._actions:
         if action.dest in _NOT_SETTINGS or action.dest == argparse.SUPPRESS:
             continue
-        if not isinstance(action, (argparse._StoreAction, argparse._StoreTrueAction, argparse._StoreFalseAction)):
-            continue
+        if not isinstance(action, (argparse._StoreAction, argparse._StoreTrueAction, argparse._StoreFalseAction,
+                                   argparse.BooleanOptionalAction)):
+            continue  # counters, appends and help are not settings
         out[action.dest] = Setting(action, _kind(action))
     return out
 

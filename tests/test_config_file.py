@@ -280,3 +280,22 @@ def test_supervisor_runs_from_config_file_and_env(clean_env, tmp_path, redis_url
             proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+def test_switch_flags_of_every_kind_are_settings(clean_env, tmp_path, capsys):
+    """store_true and --x/--no-x switches read booleans from the file and the environment."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="demo-cmd")
+    parser.add_argument("--fast", action="store_true")
+    parser.add_argument("--color", action=argparse.BooleanOptionalAction, default=True)
+    config_file.add_arguments(parser, "demo")
+    conf = write(tmp_path, "[demo]\nfast = true\ncolor = false\n")
+    args = config_file.parse_args(parser, ["--config", conf], "demo", environ={})
+    assert args.fast is True and args.color is False
+    args = config_file.parse_args(parser, ["--config", conf, "--color"], "demo", environ={"FASTQ_FAST": "off"})
+    assert args.fast is False and args.color is True
+    with pytest.raises(SystemExit) as info:
+        config_file.parse_args(parser, [], "demo", environ={"FASTQ_COLOR": "blue"})
+    assert info.value.code == 2
+    assert "environment variable FASTQ_COLOR: expected a boolean" in capsys.readouterr().err

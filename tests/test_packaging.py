@@ -251,6 +251,22 @@ def test_fastq_dev_server_command_serves_until_sigterm():
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
 
 
+def test_fastq_dev_server_says_what_to_install_when_there_is_no_server(monkeypatch, capsys):
+    from fastq import devserver
+    from fastq.cli import main
+
+    monkeypatch.setattr(devserver, "find_redis_server", lambda: None)
+    monkeypatch.setattr(devserver, "embedded_available", lambda: False)
+    for argv, message in ((["dev-server"], "no redis-server found"),
+                          (["dev-server", "--redis-server"], "no redis-server found"),
+                          (["dev-server", "--embedded"], "the embedded server needs the [embedded] extra")):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 1 and err.startswith(f"Error: {message}") and err.count("\n") == 1, err
+        assert "pip install 'fastq-tasks[embedded]'" in err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["dev-server", "--port", "0"], "Invalid value for '--port'"),
     (["dev-server", "--port", "abc"], "Invalid value for '--port'"),
