@@ -211,9 +211,7 @@ def make_registry(redis_url: Optional[str], multiprocess_dir: Optional[str] = No
         from fastq._redis import sync_client
         from fastq.inspect import Inspector
 
-        client = sync_client(redis_url)
-        client.connection_pool.connection_kwargs.setdefault("socket_timeout", 10.0)
-        client.connection_pool.connection_kwargs.setdefault("socket_connect_timeout", 5.0)
+        client = sync_client(redis_url, socket_timeout=10.0, socket_connect_timeout=5.0)  # a scrape must end
         registry.register(AsynqQueueCollector(Inspector(client)))
     return registry
 

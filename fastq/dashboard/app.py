@@ -121,6 +121,7 @@ class Dashboard:
         self.config = config
         self.sessions: dict[str, Session] = {}
         self._inspector: Optional[AsyncInspector] = None
+        self._owns_client = False
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")),
                                autoescape=select_autoescape(default=True, default_for_string=True))
         self.env.filters["when"] = _when
@@ -137,16 +138,19 @@ class Dashboard:
         if self._inspector is None:
             from fastq._redis import async_client
 
-            client = async_client(self.config.redis)
-            kwargs = client.connection_pool.connection_kwargs
-            kwargs.setdefault("socket_timeout", 10.0)
-            kwargs.setdefault("socket_connect_timeout", 5.0)
+            target = self.config.redis
+            self._owns_client = target is None or isinstance(target, str)
+            if self._owns_client:  # a page must end: no endless waits on Redis
+                client = async_client(target, socket_timeout=10.0, socket_connect_timeout=5.0)
+            else:
+                client = async_client(target)
             self._inspector = AsyncInspector(client)
         return self._inspector
 
     async def close(self) -> None:
         if self._inspector is not None:
-            await self._inspector.redis.aclose()
+            if self._owns_client:  # a client given by the caller stays theirs to close
+                await self._inspector.redis.aclose()
             self._inspector = None
 
     # ------------------------------------------------------------ sessions and checks
