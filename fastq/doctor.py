@@ -59,9 +59,12 @@ def check(r: Any, queue: str) -> list[str]:
     containers = {"pending": set(pending), "active": set(active)}
     for name in ("scheduled", "retry", "archived", "completed"):
         containers[name] = set(_zset(r, getattr(keys, f"{name}_key")(queue)))
-    for raw in r.smembers(keys.groups_key(queue)):
-        group = raw.decode()
-        containers[f"group:{group}"] = set(_zset(r, keys.group_key(queue, group)))
+    # groups and aggregation sets: every asynq:{q}:g:* zset (a group may be missing from the
+    # groups set, and sets being aggregated are listed only in aggregation_sets)
+    group_prefix = keys.group_key_prefix(queue)
+    for raw_key in r.scan_iter(match=_glob_escape(group_prefix) + "*", count=PAGE):
+        name = raw_key.decode()[len(group_prefix):]
+        containers[f"group:{name}"] = set(_zset(r, raw_key.decode()))
     for name, ids in containers.items():
         for tid in ids:
             where.setdefault(tid, []).append(name)
@@ -88,7 +91,7 @@ def check(r: Any, queue: str) -> list[str]:
         if not places:
             problems.append(f"{tid}: task hash with state {state!r} is in no container (dangling)")
             continue
-        want = expected_state.get(places[0], "aggregating")
+        want = expected_state.get(places[0], "aggregating")  # group:<g> and group:<g>:<set id>
         if state != want:
             problems.append(f"{tid}: state {state!r} but listed in {places[0]}")
         if fields[1] is None:

@@ -627,3 +627,19 @@ def test_notification_is_published_only_when_a_queue_stops_being_empty(redis_url
             messages.append(m)
     assert len(messages) == 1  # only the first enqueue found the queue empty
     pubsub.close()
+
+
+def test_doctor_accepts_groups_and_aggregation_sets(redis_url, r):
+    from fastq import doctor
+
+    client = fastq.Client(redis_url)
+    client.enqueue(fastq.Task("g", b"1"), group="grp", task_id="in-group")
+    assert doctor.check(r, "default") == []
+    # a set taken out of the group for aggregation, as aggregation_check leaves it
+    r.zadd("asynq:{default}:g:grp:set-1", {"in-set": 1})
+    r.hset("asynq:{default}:t:in-set", mapping={"msg": encode_message(TaskMessage(type="g", id="in-set")),
+                                                 "state": "aggregating", "group": "grp"})
+    r.zadd("asynq:{default}:aggregation_sets", {"asynq:{default}:g:grp:set-1": 1})
+    assert doctor.check(r, "default") == []
+    r.hset("asynq:{default}:t:stray", mapping={"msg": b"x", "state": "pending"})
+    assert any("stray" in p for p in doctor.check(r, "default"))
