@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections import Counter
 
@@ -14,7 +15,9 @@ class Ledger:
     def __init__(self, path: str) -> None:
         self.path = path
         self.pid = os.getpid()
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        # sync handlers run in a thread pool: one connection shared by the process's threads, serialised
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute("CREATE TABLE IF NOT EXISTS enqueued (task_id TEXT PRIMARY KEY, at REAL)")
@@ -25,7 +28,8 @@ class Ledger:
         self.db.executemany("INSERT OR IGNORE INTO enqueued VALUES (?, ?)", [(i, now) for i in ids])
 
     def record(self, task_id: str, event: str) -> None:
-        self.db.execute("INSERT INTO runs VALUES (?, ?, ?, ?)", (task_id, event, os.getpid(), time.time()))
+        with self._lock:
+            self.db.execute("INSERT INTO runs VALUES (?, ?, ?, ?)", (task_id, event, os.getpid(), time.time()))
 
     def enqueued_ids(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT task_id FROM enqueued")}
