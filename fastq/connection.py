@@ -57,7 +57,7 @@ import redis.client
 import redis.cluster
 import redis.connection
 import redis.sentinel
-from redis.exceptions import RedisClusterException, SlotNotCoveredError
+from redis.exceptions import ClusterError, RedisClusterException, SlotNotCoveredError
 
 from fastq.errors import FastqError
 
@@ -181,8 +181,8 @@ def _split_host_port(text: str, default_port: int, what: str) -> tuple[str, int]
         if ":" in text and not port_text:
             raise _fail(f"{what}: empty port in {text!r}")
     if port_text:
-        if not port_text.isdigit():
-            raise _fail(f"{what}: port must be a number, got {port_text!r}")
+        if not port_text.isdigit():  # worded as urllib words it, which earlier fastq versions showed
+            raise _fail(f"{what}: Port could not be cast to integer value as {port_text!r} (a port is a number 1-65535)")
         port = int(port_text)
     else:
         port = default_port
@@ -526,7 +526,7 @@ def parse_url(url: Any) -> RedisConnOpt:
     scheme, rest = m.group(1).lower(), m.group(2)
     kind = _SCHEMES.get(scheme)
     if kind is None:
-        raise _url_error(url, f"unknown scheme {scheme + '://'!r}; use one of: "
+        raise _url_error(url, f"unknown scheme {scheme + '://'!r}: the scheme must be one of "
                               + ", ".join(s + "://" for s in _SCHEMES))
     if "#" in rest:
         raise _url_error(url, "a '#' fragment is not allowed (percent-encode '#' in a password as %23)")
@@ -963,8 +963,14 @@ def _redis_class(base: type, opt: Any, asyncio: bool) -> type:
 
 # ---------------------------------------------------------------- Redis Cluster
 
-def _translate(exc: RedisClusterException) -> BaseException:
+_CLUSTER_ERRORS = (RedisClusterException, ClusterError)
+
+
+def _translate(exc: BaseException) -> BaseException:
     text = str(exc)
+    if isinstance(exc, ClusterError) and "TTL exhausted" in text:
+        return ClusterUnavailableError("Redis Cluster kept redirecting or refusing the command (a slot is migrating "
+                                       "or failing over; TTL exhausted): retry it, with the same task_id for an enqueue")
     if isinstance(exc, SlotNotCoveredError) or "cannot be connected" in text or "No targets" in text:
         return ClusterUnavailableError(f"Redis Cluster unavailable: {text}")
     return exc
@@ -1029,7 +1035,7 @@ class _SyncClusterPipeline(_ClusterPipelineFixes):
         try:
             loaded = [(pos, self._fastq_client.script_load(src)) for pos, src in loads]
             replies = super().execute(raise_on_error=raise_on_error) if len(self) else []  # type: ignore[misc]
-        except RedisClusterException as exc:
+        except _CLUSTER_ERRORS as exc:
             raise _translate(exc) from exc
         return self._fastq_merge(list(replies), loaded)
 
@@ -1043,7 +1049,7 @@ class _AsyncClusterPipeline(_ClusterPipelineFixes):
                 replies = await super().execute(raise_on_error, allow_redirections)  # type: ignore[misc]
             else:
                 replies = []
-        except RedisClusterException as exc:
+        except _CLUSTER_ERRORS as exc:
             raise _translate(exc) from exc
         return self._fastq_merge(list(replies), loaded)
 
@@ -1075,13 +1081,13 @@ class AsyncRedisCluster(redis.asyncio.cluster.RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().execute_command(*args, **kwargs)
-        except RedisClusterException as exc:
+        except _CLUSTER_ERRORS as exc:
             raise _translate(exc) from exc
 
-    async def initialize(self) -> "AsyncRedisCluster":
+    async def initialize(self, *args: Any, **kwargs: Any) -> "AsyncRedisCluster":
         try:
-            return await super().initialize()
-        except RedisClusterException as exc:
+            return await super().initialize(*args, **kwargs)
+        except _CLUSTER_ERRORS as exc:
             raise _translate(exc) from exc
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
@@ -1120,7 +1126,7 @@ class SyncRedisCluster(redis.cluster.RedisCluster):
             args, kwargs = init
             try:
                 super().__init__(*args, **kwargs)
-            except RedisClusterException as exc:
+            except _CLUSTER_ERRORS as exc:
                 self.__dict__["_fastq_init"] = init  # try again at the next use
                 raise _translate(exc) from exc
 
@@ -1134,7 +1140,7 @@ class SyncRedisCluster(redis.cluster.RedisCluster):
         self._fastq_ready()
         try:
             return super().execute_command(*args, **kwargs)
-        except RedisClusterException as exc:
+        except _CLUSTER_ERRORS as exc:
             raise _translate(exc) from exc
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
@@ -1308,3 +1314,27 @@ def pubsub_client(client: Any, attempt: int = 0) -> tuple[Any, bool]:
                                             **_node_kwargs(node.connection_kwargs))
         return redis.asyncio.Redis.from_pool(pool), True
     return client, False
+
+
+def with_tls(url: str, ca: Optional[str] = None, cert: Optional[str] = None, key: Optional[str] = None,
+             server_name: Optional[str] = None) -> str:
+    """``url`` with TLS options added as query options (what ``--tls-ca`` and friends do), checked.
+
+    The URL must use a TLS scheme (``rediss://``, ``rediss+sentinel://``, ``rediss+cluster://``):
+    adding a CA to a plain-text URL is refused rather than silently ignored.
+    """
+    given = [(k, v) for k, v in (("tls_ca", ca), ("tls_cert", cert), ("tls_key", key),
+                                 ("tls_server_name", server_name)) if v]
+    if not given:
+        return url
+    opt = parse_url(url)
+    if opt.tls is None:
+        raise ConnectionConfigError(f"TLS options ({', '.join(k for k, _ in given)}) need a TLS URL "
+                                    f"(rediss://, rediss+sentinel://, rediss+cluster://), got {redact(url)!r}")
+    present = {k for k, _ in parse_qsl(url.partition("?")[2], keep_blank_values=True)}
+    for k, _ in given:
+        if k in present or {"tls_ca": "ssl_ca_certs", "tls_cert": "ssl_certfile", "tls_key": "ssl_keyfile"}.get(k) in present:
+            raise ConnectionConfigError(f"{k} is given both in the URL and as an option")
+    merged = url + ("&" if "?" in url else "?") + "&".join(f"{k}={quote(os.fspath(v), safe='/:')}" for k, v in given)
+    parse_url(merged)  # reads and checks the files
+    return merged

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 from typing import Any, Sequence
-from urllib.parse import urlsplit
 
 import click
 import redis
@@ -36,22 +35,13 @@ def safe_url(url: str) -> str:
 
 
 def check_url(url: str) -> str:
-    """Refuse URLs redis-py would reject or silently misread (e.g. a database that is not a number)."""
+    """Refuse URLs fastq cannot use (any form of fastq.connection; a database that is not a number...)."""
+    from fastq.connection import ConnectionConfigError, parse_url
+
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        raise click.BadParameter(f"invalid Redis URL {safe_url(url)!r}: {exc}", param_hint="'--redis-url'")
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise click.BadParameter(f"invalid Redis URL {safe_url(url)!r}: the scheme must be redis://, rediss:// "
-                                 "or unix://", param_hint="'--redis-url'")
-    if parts.scheme != "unix":
-        if not parts.hostname:
-            raise click.BadParameter(f"invalid Redis URL {safe_url(url)!r}: no host", param_hint="'--redis-url'")
-        db = parts.path.lstrip("/")
-        if db and not db.isdigit():
-            raise click.BadParameter(f"invalid Redis URL {safe_url(url)!r}: the database must be a number, "
-                                     f"not {db!r}", param_hint="'--redis-url'")
+        parse_url(url)
+    except ConnectionConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--redis-url'") from None
     return url
 
 
@@ -65,8 +55,10 @@ class Ctx:
         self.timeout = COMMAND_TIMEOUT
 
     def _redis(self) -> Any:
-        return redis.Redis.from_url(self.url, socket_connect_timeout=min(CONNECT_TIMEOUT, self.timeout),
-                                    socket_timeout=self.timeout)
+        from fastq._redis import sync_client
+
+        return sync_client(self.url, socket_connect_timeout=min(CONNECT_TIMEOUT, self.timeout),
+                           socket_timeout=self.timeout)
 
     @property
     def inspector(self) -> Any:
@@ -93,10 +85,26 @@ class Ctx:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--redis-url", "-u", envvar="FASTQ_REDIS_URL", default=DEFAULT_URL, show_default=True,
               metavar="URL", callback=lambda _c, _p, v: check_url(v),
-              help="Redis to inspect (env FASTQ_REDIS_URL); redis://[:password@]host:port/db")
+              help="Redis to inspect (env FASTQ_REDIS_URL): redis://[user:password@]host:port/db, rediss://..., "
+                   "unix:///path, redis+sentinel://h1:p1,h2:p2/db?master=NAME, redis+cluster://h1:p1,h2:p2")
+@click.option("--tls-ca", envvar="FASTQ_TLS_CA", metavar="PEM", default=None,
+              help="CA certificate(s) that signed the server's certificate (rediss:// URLs; env FASTQ_TLS_CA)")
+@click.option("--tls-cert", envvar="FASTQ_TLS_CERT", metavar="PEM", default=None,
+              help="client certificate for mutual TLS (env FASTQ_TLS_CERT)")
+@click.option("--tls-key", envvar="FASTQ_TLS_KEY", metavar="PEM", default=None,
+              help="private key of --tls-cert (env FASTQ_TLS_KEY)")
+@click.option("--tls-server-name", envvar="FASTQ_TLS_SERVER_NAME", metavar="NAME", default=None,
+              help="name the server's certificate must carry, when it is not the URL's host")
 @click.pass_context
-def cli(ctx: click.Context, redis_url: str) -> None:
+def cli(ctx: click.Context, redis_url: str, tls_ca: Any = None, tls_cert: Any = None, tls_key: Any = None,
+        tls_server_name: Any = None) -> None:
     """Inspect and manage fastq / Go Asynq queues and tasks."""
+    from fastq.connection import ConnectionConfigError, with_tls
+
+    try:
+        redis_url = with_tls(redis_url, tls_ca, tls_cert, tls_key, tls_server_name)
+    except ConnectionConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--tls-*'") from None
     state = Ctx(redis_url)
     _LAST["url"] = redis_url
     ctx.obj = state
