@@ -520,6 +520,16 @@ def parse_url(url: Any) -> RedisConnOpt:
     (naming the problem, never the password) for anything fastq cannot use."""
     if not isinstance(url, str):
         raise ConnectionConfigError(f"a Redis URL must be a str, got {type(url).__name__}")
+    try:
+        return _parse(url)
+    except ConnectionConfigError as exc:
+        text = str(exc)
+        if not text.startswith("invalid Redis URL"):
+            text = str(_url_error(url, text))
+        raise ConnectionConfigError(_scrub(text, url)) from None
+
+
+def _parse(url: str) -> RedisConnOpt:
     m = _URL_RE.match(url.strip())
     if not m:
         raise _url_error(url, "expected scheme://..., e.g. redis://127.0.0.1:6379/0")
@@ -576,6 +586,25 @@ def parse_url(url: Any) -> RedisConnOpt:
 
 
 parse_redis_uri = parse_url  # Go Asynq's ParseRedisURI
+
+
+def _scrub(message: str, url: str) -> str:
+    """Mask in ``message`` every piece of what may be a password in ``url``: the text between
+    ``://`` and the last ``@`` (a password with an unencoded ``/``, ``?`` or ``@`` can end up
+    parsed as a host, port, path or query, and quoted back in an error)."""
+    m = _URL_RE.match(url.strip())
+    if m is None:
+        return message
+    rest = m.group(2)
+    at = rest.rfind("@")
+    if at < 0 or ":" not in rest[:at]:
+        return message
+    secret = rest[:at].split(":", 1)[1]
+    pieces = {secret, unquote(secret)} | {p for p in re.split(r"[/?#@&=:;,]", secret) if len(p) >= 3}
+    pieces |= {unquote(p) for p in pieces}
+    for piece in sorted((p for p in pieces if p), key=len, reverse=True):
+        message = message.replace(piece, MASK)
+    return message
 
 
 def _db(url: str, path: str, opts: dict) -> int:
@@ -845,6 +874,38 @@ def _task_ids(keys_and_args: tuple, numkeys: Any) -> list[str]:
     return out
 
 
+def _check_replicated(replies: list, acked: Any, wait: tuple, ids_by_call: dict) -> None:
+    """Raise ``NotReplicatedError`` when a call that ran (no error reply) was not replicated in time.
+    Calls answered with an error (NOSCRIPT...) wrote nothing: their callers handle them and the
+    retried call waits again."""
+    if isinstance(acked, Exception):
+        raise acked
+    replicas, timeout = wait
+    if int(acked) >= replicas:
+        return
+    ran = [i for i, reply in enumerate(replies) if not isinstance(reply, Exception)]
+    if ran:
+        raise NotReplicatedError(int(acked), replicas, timeout, [t for i in ran for t in ids_by_call.get(i, [])])
+
+
+class _WaitPipelineBase:
+    _fastq_wait: tuple
+
+    def evalsha(self, sha, numkeys, *keys_and_args):  # type: ignore[no-untyped-def]
+        ids = self.__dict__.setdefault("_fastq_ids", {})
+        ids[len(self.command_stack)] = _task_ids(keys_and_args, numkeys)
+        return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
+
+    def _fastq_finish(self, replies: list, ids: dict, raise_on_error: bool) -> list:
+        acked = replies.pop()
+        _check_replicated(replies, acked, self._fastq_wait, ids)
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies
+
+
 class _SyncWait:
     """``WAIT replicas timeout`` after every script call and pipeline, on the same connection."""
 
@@ -853,7 +914,7 @@ class _SyncWait:
     def evalsha(self, sha, numkeys, *keys_and_args):  # type: ignore[no-untyped-def]
         pipe = self.pipeline(transaction=False)
         pipe.evalsha(sha, numkeys, *keys_and_args)
-        return pipe._fastq_run(True, _task_ids(keys_and_args, numkeys))[0]
+        return pipe.execute(raise_on_error=True)[0]
 
     def pipeline(self, transaction=True, shard_hint=None):  # type: ignore[no-untyped-def]
         pipe = super().pipeline(transaction, shard_hint)  # type: ignore[misc]
@@ -863,33 +924,15 @@ class _SyncWait:
         return pipe
 
 
-class _SyncWaitPipeline:
-    _fastq_wait: tuple
-
-    def evalsha(self, sha, numkeys, *keys_and_args):  # type: ignore[no-untyped-def]
-        self._fastq_ids = getattr(self, "_fastq_ids", []) + _task_ids(keys_and_args, numkeys)
-        return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
-
+class _SyncWaitPipeline(_WaitPipelineBase):
     def execute(self, raise_on_error=True):  # type: ignore[no-untyped-def]
-        return self._fastq_run(raise_on_error, getattr(self, "_fastq_ids", []))
-
-    def _fastq_run(self, raise_on_error, ids):  # type: ignore[no-untyped-def]
         if not self.command_stack:
             return []
+        ids = self.__dict__.pop("_fastq_ids", {})
         replicas, timeout = self._fastq_wait
         self.execute_command("WAIT", replicas, int(timeout * 1000))
-        self._fastq_ids = []
         replies = super().execute(raise_on_error=False)  # type: ignore[misc]
-        acked = replies.pop()
-        if isinstance(acked, Exception):
-            raise acked
-        if int(acked) < replicas:
-            raise NotReplicatedError(int(acked), replicas, timeout, ids)
-        if raise_on_error:
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-        return replies
+        return self._fastq_finish(list(replies), ids, raise_on_error)
 
 
 class _AsyncWait:
@@ -898,7 +941,7 @@ class _AsyncWait:
     async def evalsha(self, sha, numkeys, *keys_and_args):  # type: ignore[no-untyped-def]
         pipe = self.pipeline(transaction=False)
         pipe.evalsha(sha, numkeys, *keys_and_args)
-        return (await pipe._fastq_run(True, _task_ids(keys_and_args, numkeys)))[0]
+        return (await pipe.execute(raise_on_error=True))[0]
 
     def pipeline(self, transaction=True, shard_hint=None):  # type: ignore[no-untyped-def]
         pipe = super().pipeline(transaction, shard_hint)  # type: ignore[misc]
@@ -908,33 +951,15 @@ class _AsyncWait:
         return pipe
 
 
-class _AsyncWaitPipeline:
-    _fastq_wait: tuple
-
-    def evalsha(self, sha, numkeys, *keys_and_args):  # type: ignore[no-untyped-def]
-        self._fastq_ids = getattr(self, "_fastq_ids", []) + _task_ids(keys_and_args, numkeys)
-        return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
-
+class _AsyncWaitPipeline(_WaitPipelineBase):
     async def execute(self, raise_on_error=True):  # type: ignore[no-untyped-def]
-        return await self._fastq_run(raise_on_error, getattr(self, "_fastq_ids", []))
-
-    async def _fastq_run(self, raise_on_error, ids):  # type: ignore[no-untyped-def]
         if not self.command_stack:
             return []
+        ids = self.__dict__.pop("_fastq_ids", {})
         replicas, timeout = self._fastq_wait
         self.execute_command("WAIT", replicas, int(timeout * 1000))
-        self._fastq_ids = []
         replies = await super().execute(raise_on_error=False)  # type: ignore[misc]
-        acked = replies.pop()
-        if isinstance(acked, Exception):
-            raise acked
-        if int(acked) < replicas:
-            raise NotReplicatedError(int(acked), replicas, timeout, ids)
-        if raise_on_error:
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-        return replies
+        return self._fastq_finish(list(replies), ids, raise_on_error)
 
 
 def _sync_wait_pipeline(base: type) -> type:
@@ -1338,3 +1363,17 @@ def with_tls(url: str, ca: Optional[str] = None, cert: Optional[str] = None, key
     merged = url + ("&" if "?" in url else "?") + "&".join(f"{k}={quote(os.fspath(v), safe='/:')}" for k, v in given)
     parse_url(merged)  # reads and checks the files
     return merged
+
+
+# ---------------------------------------------------------------- least-privilege ACL users (Redis >= 7)
+
+# ``ACL SETUSER <name> on >PASSWORD`` followed by one of these (README, "Redis Cluster, Sentinel,
+# TLS and ACLs"; tests/test_connection.py runs each role under its user). Redis 7 checks the keys
+# and channels of commands *inside* scripts, so these hold for fastq's Lua too.
+ACL_WORKER = ("resetkeys ~asynq:* resetchannels &asynq:* -@all +@read +@write -@dangerous "
+              "+evalsha +script|load +subscribe +unsubscribe +publish +ping +select +time +info")
+ACL_PRODUCER = ("resetkeys ~asynq:* resetchannels &asynq:{*}:fastq_notify -@all "
+                "+evalsha +script|load +ping +select +time +exists +llen +sadd +hset +lpush +zadd +publish "
+                "(~asynq:{*}:unique:* +set +del)")
+ACL_READONLY = ("resetkeys ~asynq:* resetchannels -@all +@read -@dangerous "
+                "+evalsha +script|load +ping +select +time +info")

@@ -348,7 +348,7 @@ class SentinelGroup:
 
     def wait_synced(self, timeout: float = 20.0, client_kwargs: Optional[dict] = None) -> None:
         """The §4.5 trap: a replica that has not finished its first sync would be promoted empty."""
-        master = self.current_master()
+        master = self.current_master() if any(s.alive for s in self.sentinels) else self.master
 
         def synced() -> bool:
             for node in self.data_nodes:
@@ -374,13 +374,12 @@ class SentinelGroup:
                     continue
                 c = s.client(socket_timeout=1)
                 try:
-                    m = c.execute_command("SENTINEL", "MASTER", self.name)
-                    fields = dict(zip(m[::2], m[1::2]))
-                    if int(fields[b"num-slaves"]) < want_replicas:
+                    m = c.sentinel_master(self.name)
+                    if int(m["num-slaves"]) < want_replicas:
                         return False
-                    if int(fields[b"num-other-sentinels"]) < len(self.sentinels) - 1:
+                    if int(m["num-other-sentinels"]) < sum(1 for x in self.sentinels if x.alive) - 1:
                         return False
-                    if b"s_down" in fields[b"flags"] or b"o_down" in fields[b"flags"]:
+                    if m["is_sdown"] or m["is_odown"] or not m["is_master"]:
                         return False
                 finally:
                     c.close()

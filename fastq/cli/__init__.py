@@ -138,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         _fail(f"cannot reach Redis at {safe_url(_current_url())}: {exc}")
     except redis.ResponseError as exc:
+        if isinstance(exc, redis.exceptions.NoPermissionError) or "can't run this command" in str(exc):
+            _fail(f"the Redis user has no permission for this (ACL): {exc}")
         _fail(f"Redis answered with an error: {exc}")
     except redis.RedisError as exc:
         _fail(f"Redis error: {exc}")

@@ -60,7 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("app", metavar="APP", nargs="?", default=None,
                    help="module:attribute naming a fastq.ServeMux or a handler callable")
-    p.add_argument("--redis-url", default=None, help=f"Redis URL (default: $FASTQ_REDIS_URL or {default_url()})")
+    p.add_argument("--redis-url", default=None, help=f"Redis URL (default: $FASTQ_REDIS_URL or {default_url()}): "
+                   "redis://, rediss://, unix://, redis+sentinel://h1:p1,h2:p2/db?master=NAME, redis+cluster://h1:p1,...")
+    p.add_argument("--tls-ca", default=None, metavar="PEM", help="CA that signed the Redis server's certificate "
+                   "(rediss:// URLs; verification is always on)")
+    p.add_argument("--tls-cert", default=None, metavar="PEM", help="client certificate for mutual TLS")
+    p.add_argument("--tls-key", default=None, metavar="PEM", help="private key of --tls-cert")
+    p.add_argument("--tls-server-name", default=None, metavar="NAME",
+                   help="name the server's certificate must carry, when it is not the URL's host")
     p.add_argument("--processes", type=_int_at_least(1), default=os.cpu_count() or 1,
                    help="worker processes to fork (default: CPU count)")
     p.add_argument("--concurrency", type=_int_at_least(1), default=100,
@@ -155,9 +162,16 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, metrics: obj
             scheduler = as_service(args.scheduler)
     except AppImportError as exc:
         parser.exit(2, f"fastq-supervisor: error: {exc}\n")
+    from fastq.connection import ConnectionConfigError, with_tls
+
+    try:  # checks the URL and reads the TLS files now; connects only when used
+        redis_url = with_tls(args.redis_url or default_url(), args.tls_ca, args.tls_cert, args.tls_key,
+                             args.tls_server_name)
+    except ConnectionConfigError as exc:
+        parser.exit(2, f"fastq-supervisor: error: {exc}\n")
     try:
         config = WorkerConfig(
-            redis_url=args.redis_url or default_url(),
+            redis_url=redis_url,
             concurrency=args.concurrency,
             queues=args.queues,
             strict_priority=args.strict_priority,
@@ -174,12 +188,6 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, metrics: obj
             group_max_size=args.group_max_size,
         )
     except InvalidOptionError as exc:
-        parser.exit(2, f"fastq-supervisor: error: {exc}\n")
-    from fastq._redis import sync_client
-
-    try:
-        sync_client(config.redis_url).close()  # validates the URL; connects only when used
-    except ValueError as exc:
         parser.exit(2, f"fastq-supervisor: error: {exc}\n")
     logging.getLogger("fastq.supervisor").debug("config: %s", config)
     return Supervisor(handler, config, args.processes, args.app, max_memory_mb=args.max_memory_per_child,
