@@ -1350,9 +1350,9 @@ def with_tls(url: str, ca: Optional[str] = None, cert: Optional[str] = None, key
     """
     given = [(k, v) for k, v in (("tls_ca", ca), ("tls_cert", cert), ("tls_key", key),
                                  ("tls_server_name", server_name)) if v]
+    opt = parse_url(url)
     if not given:
         return url
-    opt = parse_url(url)
     if opt.tls is None:
         raise ConnectionConfigError(f"TLS options ({', '.join(k for k, _ in given)}) need a TLS URL "
                                     f"(rediss://, rediss+sentinel://, rediss+cluster://), got {redact(url)!r}")
