@@ -787,7 +787,11 @@ def _pack_mixin() -> Any:
 def _describe_tls_failure(exc: BaseException, host: str, port: Any, name: str) -> str:
     reason = _ssl_reason(exc)
     where = f"TLS handshake with {host}:{port} failed: {reason}"
+    if isinstance(exc, TimeoutError):
+        return (f"TLS handshake with {host}:{port} timed out: the server never answered it (is this port TLS? "
+                f"use redis:// for a plain-text port)")
     if isinstance(exc, ssl.SSLCertVerificationError):
+        where = f"TLS handshake with {host}:{port} failed: certificate verify failed: {reason}"
         if "hostname" in reason.lower() or "ip address mismatch" in reason.lower():
             return (f"{where} (the certificate does not name {name!r}; connect by a name the certificate "
                     f"carries or set tls_server_name)")
@@ -799,17 +803,38 @@ def _describe_tls_failure(exc: BaseException, host: str, port: Any, name: str) -
     return where
 
 
+def _closed_after_handshake(exc: BaseException, tls: TLSConfig, host: str, port: Any) -> Optional[TLSHandshakeError]:
+    """TLS 1.3 servers check the client certificate after the handshake: a server that wants one
+    closes the connection at our first command. Say so instead of "EOF in violation of protocol"."""
+    text = f"{exc} {exc.__cause__ or ''}".lower()
+    if tls.cert_file is not None or not any(w in text for w in ("eof occurred", "certificate required",
+                                                                 "connection reset", "closed by server")):
+        return None
+    return TLSHandshakeError(f"TLS handshake with {host}:{port} failed: the server closed the connection right after "
+                             f"the handshake ({exc}); it probably wants a client certificate (tls-auth-clients "
+                             f"yes): give tls_cert and tls_key")
+
+
 class _SyncTLS:
     """Wrap the socket with fastq's TLS context (verification on; server name override)."""
 
     _fastq_tls: TLSConfig
+
+    def on_connect_check_health(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return super().on_connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        except redis.exceptions.ConnectionError as exc:
+            better = _closed_after_handshake(exc, self._fastq_tls, self.host, self.port)
+            if better is None:
+                raise
+            raise better from None
 
     def _connect(self):  # type: ignore[no-untyped-def]
         sock = super()._connect()  # type: ignore[misc]
         name = self._fastq_tls.server_name or self.host
         try:
             return self._fastq_tls.context().wrap_socket(sock, server_hostname=name)
-        except (ssl.SSLError, ssl.CertificateError) as exc:
+        except (ssl.SSLError, ssl.CertificateError, TimeoutError) as exc:  # TCP is up: this is the handshake
             sock.close()
             raise TLSHandshakeError(_describe_tls_failure(exc, self.host, self.port, name)) from None
         except OSError:
@@ -820,11 +845,28 @@ class _SyncTLS:
 class _AsyncTLS:
     _fastq_tls: TLSConfig
 
+    async def on_connect_check_health(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return await super().on_connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        except redis.exceptions.ConnectionError as exc:
+            better = _closed_after_handshake(exc, self._fastq_tls, self.host, self.port)
+            if better is None:
+                raise
+            raise better from None
+
     def _connection_arguments(self):  # type: ignore[no-untyped-def]
         kwargs = dict(super()._connection_arguments())  # type: ignore[misc]
         kwargs["ssl"] = self._fastq_tls.context()
         kwargs["server_hostname"] = self._fastq_tls.server_name or self.host
         return kwargs
+
+    async def connect_check_health(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return await super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        except redis.exceptions.ConnectionError as exc:  # redis-py wraps what _connect raises: unwrap ours
+            if isinstance(exc.__cause__, TLSHandshakeError):
+                raise exc.__cause__ from None
+            raise
 
     async def _connect(self):  # type: ignore[no-untyped-def]
         try:
@@ -996,6 +1038,8 @@ def _translate(exc: BaseException) -> BaseException:
     if isinstance(exc, ClusterError) and "TTL exhausted" in text:
         return ClusterUnavailableError("Redis Cluster kept redirecting or refusing the command (a slot is migrating "
                                        "or failing over; TTL exhausted): retry it, with the same task_id for an enqueue")
+    if "TLS handshake with" in text:  # every node refused our TLS: say so, not "unavailable"
+        return TLSHandshakeError(text[text.index("TLS handshake with"):])
     if isinstance(exc, SlotNotCoveredError) or "cannot be connected" in text or "No targets" in text:
         return ClusterUnavailableError(f"Redis Cluster unavailable: {text}")
     return exc

@@ -53,12 +53,12 @@ class Node:
     """One redis-server process (cluster node, master, replica or sentinel)."""
 
     def __init__(self, workdir: Path, port: int, args: list[str], sentinel_conf: Optional[str] = None,
-                 tls_port: Optional[int] = None) -> None:
+                 tls_client: Optional[dict] = None) -> None:
         self.workdir = workdir
-        self.port = port
+        self.port = port  # the port clients use (the TLS port of a TLS-only node)
         self.args = args
         self.sentinel_conf = sentinel_conf
-        self.tls_port = tls_port
+        self.tls_client = tls_client  # redis-py ssl_* arguments for the harness's own clients
         self.proc: Optional[subprocess.Popen] = None
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -90,9 +90,7 @@ class Node:
         wait_until(ping, timeout, f"redis-server on port {self.port}")
 
     def client(self, **kwargs) -> redis.Redis:
-        if self.port == 0:  # TLS only
-            raise RuntimeError("TLS-only node: build the client yourself")
-        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
+        return redis.Redis(host="127.0.0.1", port=self.port, **(self.tls_client or {}), **kwargs)
 
     def log_tail(self, n: int = 2000) -> str:
         try:
@@ -137,31 +135,42 @@ class Node:
 class Cluster:
     """``masters`` masters (+ ``replicas`` replicas each) joined with ``redis-cli --cluster create``."""
 
-    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0, extra: Optional[list[str]] = None) -> None:
+    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0, extra: Optional[list[str]] = None,
+                 certs: Optional[dict] = None) -> None:
         self.workdir = Path(workdir)
         n = masters * (1 + replicas)
         ports = _free_ports(2 * n)
         self.nodes = []
+        self.certs = certs
+        tls_client = None
+        if certs is not None:  # TLS only: clients, the cluster bus and replication
+            tls_client = {"ssl": True, "ssl_ca_certs": str(certs["ca"]), "ssl_check_hostname": False}
         for i in range(n):
             port, bus = ports[2 * i], ports[2 * i + 1]
             d = self.workdir / f"node-{port}"
+            tls = [] if certs is None else [*tls_args(certs, port, server="server-ip"), "--tls-cluster", "yes",
+                                            "--tls-replication", "yes"]
             self.nodes.append(Node(d, port, [
                 "--cluster-enabled", "yes", "--cluster-port", str(bus),
                 "--cluster-config-file", str(d / "nodes.conf"), "--cluster-node-timeout", "1000",
-                "--save", "", "--appendonly", "no", *(extra or [])]))
+                "--save", "", "--appendonly", "no", *tls, *(extra or [])], tls_client=tls_client))
         self.masters = masters
         self.replicas = replicas
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+        hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+        if self.certs is not None:
+            return f"rediss+cluster://{hosts}?tls_ca={self.certs['ca']}"
+        return f"redis+cluster://{hosts}"
 
     def start(self) -> "Cluster":
         for node in self.nodes:
             node.start()
         for node in self.nodes:
             node.wait_ready()
-        cmd = ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+        tls = [] if self.certs is None else ["--tls", "--cacert", str(self.certs["ca"])]
+        cmd = ["redis-cli", *tls, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
                "--cluster-replicas", str(self.replicas), "--cluster-yes"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
@@ -410,21 +419,24 @@ class SentinelGroup:
 
 # ---------------------------------------------------------------- TLS
 
-def make_certs(directory: Path, hostname: str = "localhost", ip: str = "127.0.0.1") -> dict[str, Path]:
-    """A CA, a server certificate for ``hostname`` and ``ip``, a client certificate (mTLS), and a
-    second CA nobody trusts, made with the openssl command line."""
+def make_certs(directory: Path) -> dict[str, Path]:
+    """Certificates made with the openssl command line: a CA; ``server`` for the name
+    ``localhost`` only (so connecting to 127.0.0.1 must fail the host-name check unless
+    ``tls_server_name=localhost``); ``server-ip`` for ``localhost`` and ``127.0.0.1``; a
+    ``client`` certificate for mutual TLS; and ``other-ca``, a CA nobody trusts."""
     directory.mkdir(parents=True, exist_ok=True)
     d = directory
 
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d, timeout=60)
 
-    out = {}
+    out: dict[str, Path] = {}
     for ca in ("ca", "other-ca"):
         run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=fastq test {ca}",
             "-keyout", f"{ca}.key", "-out", f"{ca}.crt")
         out[ca] = d / f"{ca}.crt"
-    for name, ext in (("server", f"subjectAltName=DNS:{hostname},IP:{ip}\nextendedKeyUsage=serverAuth"),
+    for name, ext in (("server", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth"),
+                      ("server-ip", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"),
                       ("client", "extendedKeyUsage=clientAuth")):
         (d / f"{name}.ext").write_text(ext + "\n")
         run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=fastq {name}", "-keyout", f"{name}.key",
@@ -433,12 +445,11 @@ def make_certs(directory: Path, hostname: str = "localhost", ip: str = "127.0.0.
             "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt")
         out[name] = d / f"{name}.crt"
         out[f"{name}-key"] = d / f"{name}.key"
-    out["ca-key"] = d / "ca.key"
     return out
 
 
-def tls_args(certs: dict[str, Path], tls_port: int, mtls: bool = False) -> list[str]:
+def tls_args(certs: dict[str, Path], tls_port: int, mtls: bool = False, server: str = "server") -> list[str]:
     """redis-server flags: TLS only (``--port 0``), verify clients when ``mtls``."""
-    return ["--port", "0", "--tls-port", str(tls_port), "--tls-cert-file", str(certs["server"]),
-            "--tls-key-file", str(certs["server-key"]), "--tls-ca-cert-file", str(certs["ca"]),
+    return ["--port", "0", "--tls-port", str(tls_port), "--tls-cert-file", str(certs[server]),
+            "--tls-key-file", str(certs[f"{server}-key"]), "--tls-ca-cert-file", str(certs["ca"]),
             "--tls-auth-clients", "yes" if mtls else "no"]
