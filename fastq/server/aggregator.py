@@ -46,6 +46,7 @@ from fastq.errors import DecodeError, InvalidOptionError, PayloadTooLargeError
 from fastq.mux import is_async_handler
 from fastq.options import ENQUEUE, GROUP, SCHEDULE, EnqueuePlan, plan_enqueue
 from fastq.server.config import WorkerConfig
+from fastq.server.health import noop_health
 from fastq.server.maintenance import sleep_until_set
 from fastq.task import Task
 
@@ -101,12 +102,13 @@ async def reclaim_stale_sets(redis: Any, queues: Sequence[str]) -> int:
     return total
 
 
-async def _reclaim_loop(redis: Any, cfg: WorkerConfig, stop: asyncio.Event) -> None:
+async def _reclaim_loop(redis: Any, cfg: WorkerConfig, stop: asyncio.Event, health: Any = None) -> None:
+    health = health or noop_health()
     while not stop.is_set():
         try:
             await reclaim_stale_sets(redis, list(cfg.queues))
         except (RedisError, OSError) as exc:
-            log.warning("reclaiming stale aggregation sets failed: %s", exc)
+            health.failed("aggregation-reclaim", exc)
         await sleep_until_set(stop, cfg.recover_interval)
 
 
@@ -115,7 +117,8 @@ async def _reclaim_loop(redis: Any, cfg: WorkerConfig, stop: asyncio.Event) -> N
 class Aggregator:
     """Checks the groups of ``cfg.queues`` and aggregates the ready ones with ``cfg.group_aggregator``."""
 
-    def __init__(self, redis: Any, cfg: WorkerConfig) -> None:
+    def __init__(self, redis: Any, cfg: WorkerConfig, health: Any = None) -> None:
+        self.health = health or noop_health()
         if cfg.group_aggregator is None:
             raise InvalidOptionError("group_aggregator is not set")
         self.redis = redis
@@ -149,7 +152,7 @@ class Aggregator:
         try:
             await self.run_once(stop)
         except (RedisError, OSError) as exc:
-            log.warning("group aggregation run failed: %s", exc)
+            self.health.failed("aggregation", exc)
 
     async def run_once(self, stop: Optional[asyncio.Event] = None) -> int:
         """Check every group of every queue once (re-checking groups that were ready); return sets made."""
@@ -326,11 +329,11 @@ def _finish_call(q: str, set_key: str, plan: Optional[EnqueuePlan],
 
 # ----------------------------------------------------------------- the worker's loop
 
-async def aggregation_loop(broker: Any, cfg: WorkerConfig, stop: asyncio.Event) -> None:
+async def aggregation_loop(broker: Any, cfg: WorkerConfig, stop: asyncio.Event, health: Any = None) -> None:
     """Run by every worker until ``stop``: reclaim stale sets (every ``recover_interval``, as Asynq's
     recoverer does in every server) and, when ``cfg.group_aggregator`` is set, aggregate groups."""
     redis = broker.redis
-    loops = [_reclaim_loop(redis, cfg, stop)]
+    loops = [_reclaim_loop(redis, cfg, stop, health)]
     if cfg.group_aggregator is not None:
-        loops.append(Aggregator(redis, cfg).run(stop))
+        loops.append(Aggregator(redis, cfg, health).run(stop))
     await asyncio.gather(*loops)

@@ -96,9 +96,9 @@ class Heartbeater:
             started = time.monotonic()
             try:
                 await self.beat()
+                self.processor.health.ok("heartbeat")
             except (RedisError, OSError) as exc:
                 self.processor.redis_error("heartbeat", exc)
-                log.warning("heartbeat failed: %s", exc)
             await self._pause(stop, started + self.tick)
 
     async def _pause(self, stop: asyncio.Event, until: float) -> None:

@@ -17,6 +17,7 @@ from fastq.connection import pubsub_client
 from fastq.errors import DecodeError
 from fastq.server.broker import ARCHIVE, RETRY, Broker, group_by
 from fastq.server.config import WorkerConfig
+from fastq.server.health import noop_health
 from fastq.server.processor import Processor
 
 log = logging.getLogger("fastq.maintenance")
@@ -33,15 +34,16 @@ async def sleep_until_set(event: asyncio.Event, seconds: float) -> None:
         pass
 
 
-async def forward_loop(broker: Broker, cfg: WorkerConfig, stop: asyncio.Event) -> None:
+async def forward_loop(broker: Broker, cfg: WorkerConfig, stop: asyncio.Event, health=None) -> None:
     """Move due scheduled and retry tasks to pending every ``forward_interval`` until ``stop`` is set."""
+    health = health or noop_health()
     while not stop.is_set():
         try:
             moved = await broker.forward(cfg.queues)
             if moved:
                 log.debug("forwarded %d due task(s)", moved)
         except (RedisError, OSError) as exc:
-            log.warning("forwarding due tasks failed: %s", exc)
+            health.failed("forward", exc)
         await sleep_until_set(stop, cfg.forward_interval)
 
 
@@ -87,8 +89,9 @@ def settle_lost(q: str, tid: str, msg, reason: str, now: float, cfg: WorkerConfi
     return (RETRY, q, (tid, token, msg, int(now + cfg.recover_retry_delay), True))
 
 
-async def janitor_loop(broker: Broker, cfg: WorkerConfig, stop: asyncio.Event) -> None:
+async def janitor_loop(broker: Broker, cfg: WorkerConfig, stop: asyncio.Event, health=None) -> None:
     """Delete completed tasks whose retention ended, in batches, every ``janitor_interval``."""
+    health = health or noop_health()
     while not stop.is_set():
         try:
             for q in cfg.queues:
@@ -96,7 +99,7 @@ async def janitor_loop(broker: Broker, cfg: WorkerConfig, stop: asyncio.Event) -
                                                   [keys.task_key_prefix(q), cfg.janitor_batch]) >= cfg.janitor_batch:
                     pass
         except (RedisError, OSError) as exc:
-            log.warning("deleting expired completed tasks failed: %s", exc)
+            health.failed("janitor", exc)
         await sleep_until_set(stop, cfg.janitor_interval)
 
 
@@ -131,7 +134,7 @@ async def pubsub_listener(redis, processor: Processor, queues, stop: asyncio.Eve
                     data = message["data"]
                     processor.cancel(data.decode() if isinstance(data, bytes) else str(data))
         except (RedisError, OSError) as exc:
-            log.warning("cancel subscription lost (%s); re-subscribing in %.1fs", exc, delay)
+            processor.redis_error("pubsub", exc)
             await sleep_until_set(stop, delay)
             delay = min(delay * 2, 5.0)
         finally:
@@ -148,5 +151,5 @@ async def recover_loop(broker: Broker, processor: Processor, cfg: WorkerConfig, 
         try:
             await recover_once(broker, processor, cfg)
         except (RedisError, OSError) as exc:
-            log.warning("lease recovery failed: %s", exc)
+            processor.redis_error("recover", exc)
         await sleep_until_set(stop, cfg.recover_interval)

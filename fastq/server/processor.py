@@ -36,6 +36,7 @@ from fastq.errors import DecodeError, RevokeTask, SkipRetry
 from fastq.mux import ServeMux, is_async_handler
 from fastq.server.broker import ARCHIVE, COMPLETE, DONE, REQUEUE, RETRY, Broker, group_by
 from fastq.server.config import WorkerConfig
+from fastq.server.health import RedisHealth
 from fastq.server.queues import QueueSelector
 from fastq.task import Task
 
@@ -122,6 +123,7 @@ class Processor:
         self.on_stuck: Optional[Callable[[str], None]] = None  # a sync handler outlived its grace
         self.hooks: list = list(cfg.hooks)  # observers: task_started(ctx), task_finished(ctx, outcome, exc, s)
         self.results: Any = None  # set by the worker: what fastq.result_writer() writes through
+        self.health = RedisHealth(self._call_hooks)
         self._abandoned: list[_Running] = []  # settled sync tasks whose thread still runs
         self._acks: list[tuple] = []
         self._free = cfg.concurrency
@@ -180,16 +182,16 @@ class Processor:
                     await self._quarantine_broken(names)
                     continue
                 self.redis_error("dequeue", exc)
-                log.warning("dequeue failed (%s); retrying in %.2fs", exc, error_sleep)
                 await _jittered_sleep(error_sleep)
                 error_sleep = min(error_sleep * 2, 2.0)
                 continue
             except (RedisError, OSError) as exc:
                 self.redis_error("dequeue", exc)
-                log.warning("dequeue failed (%s); retrying in %.2fs", exc, error_sleep)
                 await _jittered_sleep(error_sleep)
                 error_sleep = min(error_sleep * 2, 2.0)
                 continue
+            if self.health.down:
+                self.health.ok("dequeue")
             error_sleep = 0.05
             if not reply:
                 await self._idle_wait(sleep)
@@ -260,7 +262,7 @@ class Processor:
                 error_sleep = 0.05
             except (RedisError, OSError) as exc:
                 self.redis_error("ack", exc)
-                log.warning("writing %d task outcomes failed (%s); retrying in %.2fs", len(batch), exc, error_sleep)
+                log.debug("%d task outcome(s) wait for Redis", len(batch))
                 self._acks = batch + self._acks
                 await _jittered_sleep(error_sleep)
                 error_sleep = min(error_sleep * 2, 2.0)
@@ -277,7 +279,7 @@ class Processor:
                     self.abort(run, ABORT_DEADLINE)
                 else:
                     log.warning("task %s: lease lost (no successful lease extension); stopping it and leaving "
-                                "it to lease recovery", run.id)
+                                "it to lease recovery", run.id, extra=_fields(run))
                     self.abort(run, ABORT_LEASE)
             if self._abandoned:
                 self._check_abandoned(now)
@@ -416,9 +418,9 @@ class Processor:
             self.on_processed(self.processed)
 
     def redis_error(self, operation: str, exc: BaseException) -> None:
-        """Tell hooks a Redis call failed (``operation``: dequeue, ack, heartbeat, ...)."""
-        if self.hooks:
-            self._call_hooks("redis_error", operation, exc)
+        """A Redis call failed (``operation``: dequeue, ack, heartbeat, forward, ...): logged once
+        per outage by ``self.health``, and passed to hooks."""
+        self.health.failed(operation, exc)
 
     def _call_hooks(self, name: str, *args: Any) -> None:
         for hook in self.hooks:
@@ -443,7 +445,7 @@ class Processor:
         failed.error_msg = text[: self.cfg.max_error_length]
         failed.last_failed_at = int(now)
         if isinstance(exc, SkipRetry) or msg.retried >= msg.retry:
-            log.warning("task %s (%s) failed and is archived: %s", tid, msg.type, text)
+            log.warning("task %s (%s) failed and is archived: %s", tid, msg.type, text, extra=_fields(run))
             self._ack(ARCHIVE, queue, (tid, run.token, failed))
             return ARCHIVE
         is_failure = bool(self.cfg.is_failure(exc))
@@ -451,7 +453,8 @@ class Processor:
             failed.retried += 1
         task = Task._trusted(msg.type, msg.payload, msg.headers)
         delay = self.cfg.retry_delay(msg.retried, exc, task)
-        log.warning("task %s (%s) failed, retry %d/%d in %.0fs: %s", tid, msg.type, failed.retried, msg.retry, delay, text)
+        log.warning("task %s (%s) failed, retry %d/%d in %.0fs: %s", tid, msg.type, failed.retried, msg.retry, delay, text,
+                    extra=_fields(run))
         self._ack(RETRY, queue, (tid, run.token, failed, int(now + delay), is_failure))
         return RETRY
 
@@ -542,6 +545,13 @@ class Processor:
         self._closed = True
         self._ack_event.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _fields(run: _Running) -> dict:
+    """Log-record fields of a task, for lines written outside its context (sync handlers'
+    outcomes are settled on the event loop, not in the handler's thread)."""
+    ctx = run.ctx
+    return {"task_id": ctx.task_id, "task_type": ctx.type, "queue": ctx.queue, "retry": ctx.retry_count}
 
 
 async def _jittered_sleep(seconds: float) -> None:

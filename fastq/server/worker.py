@@ -117,10 +117,11 @@ class Worker:
         self._upkeep_stop = asyncio.Event()  # forwarder and recoverer stop first
         self._heartbeat_stop = asyncio.Event()  # the heartbeat runs until the tasks are settled
         upkeep = [
-            asyncio.create_task(forward_loop(broker, cfg, self._upkeep_stop), name="fastq-forward"),
+            asyncio.create_task(forward_loop(broker, cfg, self._upkeep_stop, processor.health), name="fastq-forward"),
             asyncio.create_task(recover_loop(broker, processor, cfg, self._upkeep_stop), name="fastq-recover"),
-            asyncio.create_task(janitor_loop(broker, cfg, self._upkeep_stop), name="fastq-janitor"),
-            asyncio.create_task(aggregation_loop(broker, cfg, self._upkeep_stop), name="fastq-aggregator"),
+            asyncio.create_task(janitor_loop(broker, cfg, self._upkeep_stop, processor.health), name="fastq-janitor"),
+            asyncio.create_task(aggregation_loop(broker, cfg, self._upkeep_stop, processor.health),
+                                name="fastq-aggregator"),
         ]
         self._cancel_stop = asyncio.Event()
         listener = asyncio.create_task(pubsub_listener(redis, processor, cfg.queues, self._cancel_stop),
