@@ -60,6 +60,10 @@ def test_r2_restart_without_persistence_is_survived(h):
     ids = h.enqueue(50, sleep=0.01)  # new tasks after the data loss are processed
     wait(lambda: set(ids) <= h.ledger.ids("end"), 30, "new tasks after the restart")
     wait(lambda: "Redis restarted" in h.log(sup), 10, "restart noticed by the next heartbeat")
+    log = h.log(sup)
+    # one line when Redis went away and one when it came back, not one per failed retry
+    assert log.count("Redis unreachable") <= 1 and log.count("Redis reachable again") <= 1
+    assert log.count("Redis unreachable") == log.count("Redis reachable again")
     assert h.stop(sup) == 0
     log = h.log(sup)
     assert "Redis restarted" in log and "Traceback" not in log
@@ -264,3 +268,22 @@ def test_n4_clock_skew_causes_no_premature_reclaim_and_schedules_by_redis_time(h
     assert report.completed == len(ids) + 1
     assert 1.0 <= started - t0 <= 5.0, started - t0  # process_in=2 by Redis time, not the client's +300 s
     assert "clock is +90" in h.log(ahead) and "clock is -90" in h.log(behind)
+
+
+def test_r6b_outage_is_logged_once_not_per_retry(h):
+    sup = h.supervisor(1)
+    h.wait_workers(sup, 1)
+    time.sleep(1.0)
+    h.r.shutdown(nosave=True)
+    h.server.proc.wait(10)
+    time.sleep(3.0)  # every loop fails and retries meanwhile
+    h.server.start()
+    h.r = redis.Redis.from_url(h.url)
+    wait(lambda: "Redis reachable again" in h.log(sup), 15, "the recovery line")
+    ids = h.enqueue(20, sleep=0)
+    wait(lambda: set(ids) <= h.ledger.ids("end"), 20, "work after the outage")
+    assert h.stop(sup) == 0
+    log = h.log(sup)
+    assert log.count("Redis unreachable") == 1, log
+    assert log.count("Redis reachable again") == 1
+    assert log.count("WARNING") + log.count("ERROR") < 10, log  # no storm of retry warnings
