@@ -876,6 +876,43 @@ class _AsyncTLS:
             raise TLSHandshakeError(_describe_tls_failure(exc, self.host, self.port, name)) from None
 
 
+class _SyncSentinelReconnect:
+    """Reconnect through Sentinel. redis-py 8.1 reconnects a dropped Sentinel-managed connection
+    (``send_packed_command`` -> ``connect_check_health``) to the host it last used, bypassing
+    discovery: after a failover that keeps the old master alive as a replica, every retry lands
+    on it again (READONLY forever). Only ``connect_to`` (which discovery calls) connects directly."""
+
+    _fastq_direct = False
+
+    def connect_to(self, address):  # type: ignore[no-untyped-def]
+        self._fastq_direct = True
+        try:
+            return super().connect_to(address)  # type: ignore[misc]
+        finally:
+            self._fastq_direct = False
+
+    def connect_check_health(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self._fastq_direct:
+            return super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        return self.connect()  # type: ignore[attr-defined]
+
+
+class _AsyncSentinelReconnect:
+    _fastq_direct = False
+
+    async def connect_to(self, address):  # type: ignore[no-untyped-def]
+        self._fastq_direct = True
+        try:
+            return await super().connect_to(address)  # type: ignore[misc]
+        finally:
+            self._fastq_direct = False
+
+    async def connect_check_health(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self._fastq_direct:
+            return await super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        return await self.connect()  # type: ignore[attr-defined]
+
+
 def _connection_class(base: type, tls: Optional[TLSConfig], asyncio: bool) -> type:
     """``base`` with fastq's TLS (when ``tls``) and, for asyncio, hiredis packing."""
     key = (base, id(tls) if tls is not None else None, asyncio)
@@ -889,9 +926,11 @@ def _connection_class(base: type, tls: Optional[TLSConfig], asyncio: bool) -> ty
             bases.append(pack)
     if tls is not None:
         bases.append(_AsyncTLS if asyncio else _SyncTLS)
+    if issubclass(base, (redis.sentinel.SentinelManagedConnection, redis.asyncio.sentinel.SentinelManagedConnection)):
+        bases.append(_AsyncSentinelReconnect if asyncio else _SyncSentinelReconnect)
     if not bases:
         return base
-    cls = type(f"Fastq{'TLS' if tls else ''}{base.__name__}", (*bases, base), {"_fastq_tls": tls})
+    cls = type(f"Fastq{'TLS' if tls else ''}{base.__name__}", (*bases, base), {"_fastq_tls": tls})  # noqa: E501
     _class_cache[key] = cls
     return cls
 
@@ -1018,12 +1057,44 @@ def _async_wait_pipeline(base: type) -> type:
     return _class_cache[key]
 
 
+class _SyncSentinelOwner:
+    """A Sentinel master client that also closes its connections to the sentinels."""
+
+    _fastq_sentinel: Any = None
+
+    def close(self) -> None:
+        try:
+            super().close()  # type: ignore[misc]
+        finally:
+            for s in getattr(self._fastq_sentinel, "sentinels", ()):
+                s.close()
+
+
+class _AsyncSentinelOwner:
+    _fastq_sentinel: Any = None
+
+    async def aclose(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().aclose(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            for s in getattr(self._fastq_sentinel, "sentinels", ()):
+                await s.aclose()
+
+
 def _redis_class(base: type, opt: Any, asyncio: bool) -> type:
-    if not getattr(opt, "durability", None):
+    mixins: list = []
+    if getattr(opt, "durability", None):
+        mixins.append(_AsyncWait if asyncio else _SyncWait)
+    if isinstance(opt, RedisFailoverClientOpt):
+        mixins.append(_AsyncSentinelOwner if asyncio else _SyncSentinelOwner)
+    if not mixins:
         return base
-    key = ("wait", base, opt.replicas, opt.replica_timeout)
+    key = ("redis", base, tuple(mixins), opt.replicas, opt.replica_timeout)
     if key not in _class_cache:
-        _class_cache[key] = type(f"Durable{base.__name__}", (_AsyncWait if asyncio else _SyncWait, base),
+        name = ("Durable" if getattr(opt, "durability", None) else "") + ("Sentinel" if len(mixins) > 1 or
+                                                                          mixins[0] in (_SyncSentinelOwner,
+                                                                                        _AsyncSentinelOwner) else "")
+        _class_cache[key] = type(f"{name}{base.__name__}", (*mixins, base),
                                  {"_fastq_wait": (opt.replicas, opt.replica_timeout)})
     return _class_cache[key]
 
@@ -1325,8 +1396,14 @@ def _sync_sentinel(opt: RedisFailoverClientOpt, overrides: dict) -> Any:
     sentinel.sentinels = [redis.Redis.from_pool(redis.ConnectionPool(connection_class=plain, host=h, port=p, **skw))
                           for h, p in opt.sentinels()]
     managed = _connection_class(redis.sentinel.SentinelManagedConnection, opt.tls, asyncio=False)
+    kwargs = _kwargs(opt, overrides)
+    if "retry" not in kwargs:  # redis-py gives Sentinel clients no retry; a failover needs a few
+        from redis.backoff import ExponentialWithJitterBackoff
+        from redis.retry import Retry
+
+        kwargs["retry"] = Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10)
     client = sentinel.master_for(opt.master_name, redis_class=_redis_class(redis.Redis, opt, asyncio=False),
-                                 connection_class=managed, db=opt.db, **_kwargs(opt, overrides))
+                                 connection_class=managed, db=opt.db, **kwargs)
     client._fastq_sentinel = sentinel
     return client
 
@@ -1339,8 +1416,14 @@ def _async_sentinel(opt: RedisFailoverClientOpt, overrides: dict) -> Any:
         redis.asyncio.Redis.from_pool(redis.asyncio.ConnectionPool(connection_class=plain, host=h, port=p, **skw))
         for h, p in opt.sentinels()]
     managed = _connection_class(redis.asyncio.sentinel.SentinelManagedConnection, opt.tls, asyncio=True)
+    kwargs = _kwargs(opt, overrides)
+    if "retry" not in kwargs:  # as for the sync client: READONLY or a lost master is retried, reconnecting
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialWithJitterBackoff
+
+        kwargs["retry"] = Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10)
     client = sentinel.master_for(opt.master_name, redis_class=_redis_class(redis.asyncio.Redis, opt, asyncio=True),
-                                 connection_class=managed, db=opt.db, **_kwargs(opt, overrides))
+                                 connection_class=managed, db=opt.db, **kwargs)
     client._fastq_sentinel = sentinel
     return client
 

@@ -41,7 +41,7 @@ def _tls_node(directory, certs, mtls: bool) -> Node:
     if mtls:
         client.update(ssl_certfile=str(certs["client"]), ssl_keyfile=str(certs["client-key"]))
     node = Node(directory, port, ["--save", "", "--appendonly", "no", *tls_args(certs, port, mtls=mtls)],
-                tls_client=client)
+                client_kwargs=client)
     node.start()
     node.wait_ready()
     return node

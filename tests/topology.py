@@ -53,12 +53,12 @@ class Node:
     """One redis-server process (cluster node, master, replica or sentinel)."""
 
     def __init__(self, workdir: Path, port: int, args: list[str], sentinel_conf: Optional[str] = None,
-                 tls_client: Optional[dict] = None) -> None:
+                 client_kwargs: Optional[dict] = None) -> None:
         self.workdir = workdir
         self.port = port  # the port clients use (the TLS port of a TLS-only node)
         self.args = args
         self.sentinel_conf = sentinel_conf
-        self.tls_client = tls_client  # redis-py ssl_* arguments for the harness's own clients
+        self.client_kwargs = client_kwargs  # redis-py arguments (TLS, password) for the harness's own clients
         self.proc: Optional[subprocess.Popen] = None
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -90,7 +90,7 @@ class Node:
         wait_until(ping, timeout, f"redis-server on port {self.port}")
 
     def client(self, **kwargs) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, **(self.tls_client or {}), **kwargs)
+        return redis.Redis(host="127.0.0.1", port=self.port, **{**(self.client_kwargs or {}), **kwargs})
 
     def log_tail(self, n: int = 2000) -> str:
         try:
@@ -153,7 +153,7 @@ class Cluster:
             self.nodes.append(Node(d, port, [
                 "--cluster-enabled", "yes", "--cluster-port", str(bus),
                 "--cluster-config-file", str(d / "nodes.conf"), "--cluster-node-timeout", "1000",
-                "--save", "", "--appendonly", "no", *tls, *(extra or [])], tls_client=tls_client))
+                "--save", "", "--appendonly", "no", *tls, *(extra or [])], client_kwargs=tls_client))
         self.masters = masters
         self.replicas = replicas
 
@@ -314,23 +314,29 @@ class SentinelGroup:
 
     def __init__(self, workdir: Path, name: str = "mymaster", replicas: int = 1, sentinels: int = 3,
                  down_after_ms: int = 1000, failover_timeout_ms: int = 5000,
-                 data_args: Optional[list[str]] = None, sentinel_auth: Optional[tuple[str, str]] = None) -> None:
+                 data_args: Optional[list[str]] = None, data_password: Optional[str] = None,
+                 sentinel_password: Optional[str] = None) -> None:
         self.workdir = Path(workdir)
         self.name = name
         ports = _free_ports(1 + replicas + sentinels)
+        auth = [] if data_password is None else ["--requirepass", data_password, "--masterauth", data_password]
         base = ["--save", "", "--appendonly", "no", "--repl-diskless-sync", "yes",
-                "--repl-diskless-sync-delay", "0", *(data_args or [])]
-        self.master = Node(self.workdir / f"data-{ports[0]}", ports[0], base)
-        self.replicas = [Node(self.workdir / f"data-{p}", p, [*base, "--replicaof", "127.0.0.1", str(ports[0])])
-                         for p in ports[1:1 + replicas]]
+                "--repl-diskless-sync-delay", "0", *auth, *(data_args or [])]
+        data_kwargs = {"password": data_password} if data_password else None
+        self.master = Node(self.workdir / f"data-{ports[0]}", ports[0], base, client_kwargs=data_kwargs)
+        self.replicas = [Node(self.workdir / f"data-{p}", p, [*base, "--replicaof", "127.0.0.1", str(ports[0])],
+                              client_kwargs=data_kwargs) for p in ports[1:1 + replicas]]
         quorum = max(1, sentinels // 2 + 1)
         conf = (f"sentinel monitor {name} 127.0.0.1 {ports[0]} {quorum}\n"
                 f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
                 f"sentinel failover-timeout {name} {failover_timeout_ms}\n"
                 f"sentinel parallel-syncs {name} 1\n")
-        if sentinel_auth is not None:  # the data nodes' ACL user, for Sentinel itself
-            conf += f"sentinel auth-user {name} {sentinel_auth[0]}\nsentinel auth-pass {name} {sentinel_auth[1]}\n"
-        self.sentinels = [Node(self.workdir / f"sentinel-{p}", p, [], sentinel_conf=conf)
+        if data_password is not None:  # how Sentinel itself logs in to the data nodes
+            conf += f"sentinel auth-pass {name} {data_password}\n"
+        if sentinel_password is not None:  # clients (and the other sentinels) must log in to Sentinel
+            conf += f"requirepass {sentinel_password}\nsentinel sentinel-pass {sentinel_password}\n"
+        s_kwargs = {"password": sentinel_password} if sentinel_password else None
+        self.sentinels = [Node(self.workdir / f"sentinel-{p}", p, [], sentinel_conf=conf, client_kwargs=s_kwargs)
                           for p in ports[1 + replicas:]]
 
     @property
