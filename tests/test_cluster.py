@@ -422,3 +422,88 @@ def test_periodic_scheduler_runs_on_the_cluster(fresh):
                  what="a tick enqueued")
     finally:
         scheduler.stop()
+
+
+# ---------------------------------------------------------------- throughput (soak: pytest -m soak -s)
+
+BENCH_APP = """
+import fastq
+mux = fastq.ServeMux()
+
+@mux.handle("noop")
+async def noop(task):
+    pass
+"""
+
+
+def _drain_rate(url: str, queues: list[str], per_queue: int, workdir, processes: int = 2) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    (workdir / "bench_app.py").write_text(BENCH_APP)
+    with fastq.Client(url) as client:
+        t0 = time.perf_counter()
+        for q in queues:
+            for _ in range(per_queue // 1000):
+                client.enqueue_many([fastq.Task("noop")] * 1000, queue=q)
+        enqueue_s = time.perf_counter() - t0
+        total = per_queue // 1000 * 1000 * len(queues)
+
+        def processed() -> int:
+            return sum(int(client.redis.get(keys.processed_total_key(q)) or 0) for q in queues)
+
+        proc = subprocess.Popen([sys.executable, "-m", "fastq.server.cli", "bench_app:mux", "--redis-url", url,
+                                 "--processes", str(processes), "--concurrency", "100",
+                                 "--queues", ",".join(queues), "--log-level", "WARNING"],
+                                cwd=workdir, env={**os.environ, "PYTHONPATH": str(workdir)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            first = wait_for(lambda: processed() > 0 and time.perf_counter(), timeout=60, interval=0.005,
+                             what="first task done")
+            wait_for(lambda: processed() >= total, timeout=300, interval=0.01, what="drained")
+            last = time.perf_counter()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return {"tasks": total, "drain_per_s": round(total / (last - first)), "enqueue_per_s": round(total / enqueue_s)}
+
+
+@pytest.mark.soak
+def test_drain_throughput_three_masters_vs_one_redis(tmp_path, cluster):
+    """Drain rate of fastq-supervisor (2 processes x 100) over 3 queues: on the 3-master cluster
+    (queues on 3 masters) and on one redis-server with the same queues. Prints both."""
+    from helpers import RedisServer
+
+    per_queue = 30_000
+    cluster.wait_ok()
+    cluster.flushall()
+    queues = spread_queues(cluster)
+    single = RedisServer(tmp_path / "single")
+    (tmp_path / "single").mkdir()
+    single.start()
+    try:
+        results = {}
+        for name, url in (("single", single.url), ("cluster", cluster.url)):
+            runs = []
+            for i in range(2):
+                work = tmp_path / f"{name}-{i}"
+                work.mkdir()
+                if name == "cluster":
+                    cluster.flushall()
+                else:
+                    redis.Redis.from_url(url).flushall()
+                runs.append(_drain_rate(url, queues, per_queue, work))
+            results[name] = max(runs, key=lambda r: r["drain_per_s"])
+        ping = redis.Redis.from_url(single.url)
+        t0 = time.perf_counter()
+        for _ in range(2000):
+            ping.ping()
+        ping_rate = 2000 / (time.perf_counter() - t0)
+        print(f"\ndrain, {3 * per_queue:,} no-op tasks over 3 queues, fastq-supervisor 2 x 100 "
+              f"(best of 2; single-connection PING {ping_rate:,.0f}/s):")
+        for name, r in results.items():
+            print(f"  {name:8s} drain {r['drain_per_s']:>8,} tasks/s   enqueue_many {r['enqueue_per_s']:>8,} tasks/s")
+        assert all(r["drain_per_s"] > 1000 for r in results.values())
+    finally:
+        single.stop()
