@@ -461,3 +461,11 @@ def test_read_only_user_can_look_at_everything_and_change_nothing(acl_server):
         assert code == 1 and "no permission for this (ACL)" in out and "viewer-pw" not in out, (args, out)
     assert dump(admin) == before
     ins.close()
+
+
+def test_the_readme_documents_exactly_the_tested_acl_rules():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\|", "|")
+    for rules in (ACL_WORKER, ACL_PRODUCER, ACL_READONLY):
+        assert f"`{rules}`" in readme, rules
