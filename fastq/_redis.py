@@ -35,7 +35,8 @@ def check_bytes_client(client: Any) -> Any:
                 "give fastq a Redis Cluster as a URL (redis+cluster://host:port,...) or a "
                 "fastq.connection.RedisClusterClientOpt, not a redis-py RedisCluster: its pipelines refuse the "
                 "script calls fastq batches")
-        kwargs = getattr(client, "connection_kwargs", None) or {}
+        pending = client.__dict__.get("_fastq_init")  # a lazy SyncRedisCluster: look without connecting
+        kwargs = pending[1] if pending is not None else (getattr(client, "connection_kwargs", None) or {})
     else:
         pool = getattr(client, "connection_pool", None)
         kwargs = pool.connection_kwargs if pool is not None else {}
