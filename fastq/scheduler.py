@@ -466,9 +466,10 @@ class Scheduler(_Service):
     async def _beat(self) -> None:
         blobs = [encode(e) for e in self.entries()]
         ttl = self.ttl
-        try:
-            await _SCRIPT_WRITE.arun(self._redis, [keys.scheduler_entries_key(self.id), keys.ALL_SCHEDULERS],
-                                     [ttl, int(time.time()) + ttl, *blobs])
+        entries_key = keys.scheduler_entries_key(self.id)
+        try:  # two commands, as Go: the global zset and the entries list live in different cluster slots
+            await self._redis.zadd(keys.ALL_SCHEDULERS, {entries_key: int(time.time()) + ttl})
+            await _SCRIPT_WRITE.arun(self._redis, [entries_key], [ttl, *blobs])
         except (RedisError, OSError) as exc:
             log.warning("scheduler heartbeat failed: %s", exc)
 

@@ -58,11 +58,17 @@ class RedisServer:
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            probe = redis.Redis(port=self.port, socket_connect_timeout=0.2)
             try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+                probe.ping()
+                return
+            except redis.AuthenticationError:  # started with --requirepass: it is up
                 return
             except redis.ConnectionError:
                 time.sleep(0.02)
+            finally:
+                probe.close()
+        self.stop()  # do not leave a half-started server behind
         raise RuntimeError(f"redis-server on port {self.port} did not start")
 
     def stop(self) -> None:

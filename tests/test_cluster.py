@@ -408,9 +408,6 @@ def test_a_queue_slot_migrates_while_tasks_flow_nothing_is_lost(fresh):
 
 # ---------------------------------------------------------------- the scheduler
 
-@pytest.mark.xfail(strict=True, reason="fastq/scheduler.py + lua/write_scheduler_entries.lua ZADD asynq:schedulers "
-                                       "inside the script that writes asynq:schedulers:{id} (two slots): CROSSSLOT. "
-                                       "Go does the ZADD as its own command.")
 def test_periodic_scheduler_runs_on_the_cluster(fresh):
     scheduler = fastq.Scheduler(fresh.url, heartbeat_interval=0.5)
     scheduler.register("@every 1s", fastq.Task("tick"), queue="ticks")

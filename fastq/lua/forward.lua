@@ -3,14 +3,20 @@
 -- KEYS[1] asynq:{q}:scheduled or asynq:{q}:retry   KEYS[2] asynq:{q}:pending   KEYS[3] asynq:{q}:groups
 -- ARGV[1] asynq:{q}:t:   ARGV[2] asynq:{q}:g:   ARGV[3] max tasks per call
 -- "Due" is judged by the Redis server clock, so skewed worker clocks neither forward early
--- nor late. Returns the number of tasks moved.
+-- nor late. All task hashes are read before anything is written, so a hash this node no
+-- longer holds (cluster slot migration) fails the call without a half-done move.
+-- Returns the number of tasks moved.
 local now = fastq_now()
 local now_ns = fastq_now_ns()
 local ids = redis.call("ZRANGE", KEYS[1], "-inf", now, "BYSCORE", "LIMIT", 0, tonumber(ARGV[3]))
+local groups = {}
+for i, id in ipairs(ids) do
+    groups[i] = redis.call("HGET", ARGV[1] .. id, "group")
+end
 local was_empty = redis.call("LLEN", KEYS[2]) == 0
-for _, id in ipairs(ids) do
+for i, id in ipairs(ids) do
     local key = ARGV[1] .. id
-    local group = redis.call("HGET", key, "group")
+    local group = groups[i]
     if group and group ~= "" then
         redis.call("ZADD", ARGV[2] .. group, now, id)
         redis.call("HSET", key, "state", "aggregating")

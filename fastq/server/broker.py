@@ -137,7 +137,7 @@ class Broker:
         if self.cluster:  # no single server to watch for restarts (and INFO cannot be pipelined there)
             replies = [*await pipe.execute(raise_on_error=False), RuntimeError("no INFO on Redis Cluster")]
         else:
-            pipe.info("server")
+            pipe.info("server", "replication")
             replies = await pipe.execute(raise_on_error=False)
         for i, reply in enumerate(replies[2:-1]):
             if isinstance(reply, NoScriptError):

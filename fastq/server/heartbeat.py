@@ -34,6 +34,7 @@ class Heartbeater:
         self.server_id = server_id or str(uuid.uuid4())
         self.tick = min(cfg.heartbeat_interval, cfg.lease_duration / 4)
         self.run_id: str | None = None
+        self.replid: str | None = None  # the server's replication ID, to tell a failover from a restart
         self.rtt = 0.0  # duration of the last heartbeat round trip
         self._clock_warned = False
         self.pid = os.getpid()
@@ -75,9 +76,14 @@ class Heartbeater:
         self._check_clock(info)
         run_id = info.get("run_id", "")
         if self.run_id is not None and run_id != self.run_id:
-            log.error("Redis restarted (run_id %s -> %s). If it runs without persistence, the tasks it held "
-                      "are lost; workers carry on with whatever it has now.", self.run_id, run_id)
+            if self.replid and info.get("master_replid2") == self.replid:
+                # a promoted replica keeps its old master's replication ID as replid2: a failover
+                log.warning("Redis failover: now served by a promoted replica (run_id %s -> %s)", self.run_id, run_id)
+            else:
+                log.error("Redis restarted (run_id %s -> %s). If it runs without persistence, the tasks it held "
+                          "are lost; workers carry on with whatever it has now.", self.run_id, run_id)
         self.run_id = run_id
+        self.replid = info.get("master_replid")
 
     def _check_clock(self, info: dict) -> None:
         """Warn once when this host's clock is far from Redis's. Leases and due times use Redis

@@ -150,6 +150,8 @@ def test_r9_sentinel_failover_with_a_synced_replica_loses_no_acknowledged_task(t
               f"worker from the new primary {resumed:.2f}s after the kill; refused enqueues during the failover: "
               f"{len(producer.errors)} ({sorted({e for _, e in producer.errors})})")
         assert outage < 10 and resumed < 10
+        log = h.log(sup)
+        assert "Redis restarted" not in log  # a promotion is not a restart with data loss
     finally:
         h.close()
         group.stop()
