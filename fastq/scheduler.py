@@ -467,9 +467,11 @@ class Scheduler(_Service):
         blobs = [encode(e) for e in self.entries()]
         ttl = self.ttl
         entries_key = keys.scheduler_entries_key(self.id)
-        try:  # two commands, as Go: the global zset and the entries list live in different cluster slots
-            await self._redis.zadd(keys.ALL_SCHEDULERS, {entries_key: int(time.time()) + ttl})
+        # Two commands, as Go: the global zset and the entries list live in different cluster slots.
+        # The entries go first so a reader never finds a member of the zset without its list.
+        try:
             await _SCRIPT_WRITE.arun(self._redis, [entries_key], [ttl, *blobs])
+            await self._redis.zadd(keys.ALL_SCHEDULERS, {entries_key: int(time.time()) + ttl})
         except (RedisError, OSError) as exc:
             log.warning("scheduler heartbeat failed: %s", exc)
 
