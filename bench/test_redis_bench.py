@@ -31,6 +31,25 @@ def test_enqueue_many_1000(benchmark, bench_redis, bench_redis_url):
     benchmark(client.enqueue_many, tasks)
 
 
+@pytest.mark.benchmark(group="enqueue-100k")
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_enqueue_many_100k(benchmark, bench_redis, bench_redis_url, api):
+    """One enqueue_many call of 100,000 tasks (100 chunks, one in flight while the next is built),
+    on an empty Redis each round. Divide 100,000 by the mean for tasks/s."""
+    tasks = [TASK] * 100_000
+    if api == "sync":
+        client = fastq.Client(bench_redis_url)
+        run = lambda: client.enqueue_many(tasks)  # noqa: E731
+    else:
+        loop = asyncio.new_event_loop()
+        aclient = fastq.AsyncClient(bench_redis_url)
+        run = lambda: loop.run_until_complete(aclient.enqueue_many(tasks))  # noqa: E731
+    benchmark.pedantic(run, setup=lambda: bench_redis.flushdb() and None, rounds=7, iterations=1)
+    if api == "async":
+        loop.run_until_complete(aclient.close())
+        loop.close()
+
+
 @pytest.mark.benchmark(group="dequeue-ack")
 @pytest.mark.parametrize("batch", [1, 10, 100])
 def test_dequeue_and_ack_batch(benchmark, bench_redis, bench_redis_url, batch):

@@ -54,26 +54,32 @@ class Script:
             return
         raise error
 
+    def load(self, client: Any) -> None:
+        try:
+            client.script_load(self.source)
+        except ResponseError as exc:
+            self._loaded(exc)
+            client.script_load(self.source)
+
+    async def aload(self, client: Any) -> None:
+        try:
+            await client.script_load(self.source)
+        except ResponseError as exc:
+            self._loaded(exc)
+            await client.script_load(self.source)
+
     def run(self, client: Any, keys: Sequence, args: Sequence) -> Any:
         try:
             return client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            try:
-                client.script_load(self.source)
-            except ResponseError as exc:
-                self._loaded(exc)
-                client.script_load(self.source)
+            self.load(client)
             return client.evalsha(self.sha, len(keys), *keys, *args)
 
     async def arun(self, client: Any, keys: Sequence, args: Sequence) -> Any:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            try:
-                await client.script_load(self.source)
-            except ResponseError as exc:
-                self._loaded(exc)
-                await client.script_load(self.source)
+            await self.aload(client)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
     def __repr__(self) -> str:

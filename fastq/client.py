@@ -7,15 +7,17 @@ The two classes share everything but I/O: ``plan_enqueue`` validates options,
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from datetime import datetime, timezone
-from typing import Any, Generator, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Generator, Iterable, Iterator, NamedTuple, Optional, Sequence
 
 from redis.exceptions import OutOfMemoryError
 
 from fastq import _scripts, keys
 from fastq._codec import encode_message
 from fastq._redis import async_client, sync_client
+from fastq._window import Resent, arun_window, async_window_pool, run_window, sync_window_pool
 from fastq.errors import BrokerFullError, DuplicateTaskError, PayloadTooLargeError, TaskIDConflictError
 from fastq.options import ENQUEUE, GROUP, SCHEDULE, EnqueuePlan, plan_enqueue, plan_many
 from fastq.task import Task, TaskInfo, TaskState
@@ -35,6 +37,21 @@ def _broker_errors() -> Iterator[None]:
     except OutOfMemoryError as exc:
         raise BrokerFullError(f"Redis is out of memory (maxmemory reached with noeviction); nothing was "
                               f"enqueued: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _gc_paused(pause: bool) -> Iterator[None]:
+    """Pause the cyclic GC while a large ``enqueue_many`` builds three small objects per task
+    (message, plan, TaskInfo). They form no cycles, but their number sets off full collections
+    that cost more than the rest of the client's work (measured: 3.9 -> 1.5 us per task)."""
+    if not pause or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _check_size(plans: Sequence[EnqueuePlan], limit: int) -> None:
@@ -133,6 +150,11 @@ def _batched(plan: EnqueuePlan) -> bool:
     return plan.kind in (ENQUEUE, SCHEDULE) and not plan.unique_ttl
 
 
+def _windowed(plans: list[EnqueuePlan], chunk_size: int, options: dict[str, Any]) -> bool:
+    """Several chunks of plain tasks whose IDs fastq generated: worth overlapping (``_window``)."""
+    return len(plans) > chunk_size and _batched(plans[0]) and options.get("task_id") is None
+
+
 def _enqueue_many_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[list[_Call], list[Any], list[TaskInfo]]:
     """The I/O-free part of enqueue_many: yields the calls of one round trip, receives their replies."""
     outcome = _Outcome()
@@ -145,6 +167,22 @@ def _enqueue_many_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[
             replies = yield [_single_call(p, now) for p in chunk]
             for plan, reply in zip(chunk, replies):
                 outcome.add_single(plan, reply)
+    return outcome.result()
+
+
+def _windowed_batch_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[Optional[_Call], Any, list[TaskInfo]]:
+    """``_enqueue_many_steps`` for plain tasks with generated IDs, in ``fastq._window``'s protocol:
+    the reply received is that of the call yielded before the last, so this builds the next
+    call (and the last chunk's TaskInfos) while Redis runs the one in flight."""
+    outcome = _Outcome()
+    sent: Optional[list[EnqueuePlan]] = None
+    for chunk in [*_chunks(plans, chunk_size), None]:
+        reply = yield (_batch_call(chunk, time.time()) if chunk is not None else None)
+        if sent is not None:
+            # a call sent again after a lost connection may find its own first write: its IDs
+            # are fresh random ones, so "already exists" means "written"
+            outcome.add_batch(sent, () if isinstance(reply, Resent) else reply)
+        sent = chunk
     return outcome.result()
 
 
@@ -230,13 +268,25 @@ class Client:
         Each chunk is one atomic script call. Tasks whose ID exists are skipped
         and reported at the end by ``TaskIDConflictError`` (its ``.enqueued``
         lists what was written).
+
+        Above one chunk, the cyclic garbage collector is paused for the call (``_gc_paused``).
         """
+        tasks = list(tasks)
+        with _gc_paused(len(tasks) > self._chunk_size):
+            return self._enqueue_many(tasks, options)
+
+    def _enqueue_many(self, tasks: list[Task], options: dict[str, Any]) -> list[TaskInfo]:
         plans = _plan_many(tasks, options)
         if not plans:
             return []
         _check_size(plans, self._max_payload)
         with _broker_errors():
             self._publish(plans[0].msg.queue)
+            pool = sync_window_pool(self._redis)
+            if pool is not None and _windowed(plans, self._chunk_size, options):
+                windowed: list[TaskInfo] = run_window(self._redis, pool,
+                                                      _windowed_batch_steps(plans, self._chunk_size))
+                return windowed
             steps = _enqueue_many_steps(plans, self._chunk_size)
             try:
                 calls = next(steps)
@@ -291,12 +341,22 @@ class AsyncClient:
             return _single_result(plan, await call.script.arun(self._redis, call.keys, call.args))
 
     async def enqueue_many(self, tasks: Iterable[Task], **options: Any) -> list[TaskInfo]:
+        tasks = list(tasks)
+        with _gc_paused(len(tasks) > self._chunk_size):
+            return await self._enqueue_many(tasks, options)
+
+    async def _enqueue_many(self, tasks: list[Task], options: dict[str, Any]) -> list[TaskInfo]:
         plans = _plan_many(tasks, options)
         if not plans:
             return []
         _check_size(plans, self._max_payload)
         with _broker_errors():
             await self._publish(plans[0].msg.queue)
+            pool = async_window_pool(self._redis)
+            if pool is not None and _windowed(plans, self._chunk_size, options):
+                windowed: list[TaskInfo] = await arun_window(self._redis, pool,
+                                                              _windowed_batch_steps(plans, self._chunk_size))
+                return windowed
             steps = _enqueue_many_steps(plans, self._chunk_size)
             try:
                 calls = next(steps)

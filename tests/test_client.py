@@ -118,14 +118,21 @@ def test_enqueue_many_writes_every_task(client, r):
     assert set(fields) == {b"msg", b"state", b"pending_since"} and fields[b"state"] == b"pending"
 
 
-def test_enqueue_many_uses_one_round_trip_per_chunk(redis_url, monkeypatch):
+def _evalsha_calls(r) -> int:
+    return r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+@pytest.mark.parametrize("flush_scripts", [False, True])
+def test_enqueue_many_makes_one_script_call_per_chunk(redis_url, r, flush_scripts):
     client = fastq.Client(redis_url, chunk_size=100)
     client.enqueue_many([fastq.Task("warm-up")])  # loads the script (the fixture flushed them)
-    sent = []
-    original = client.redis.evalsha
-    monkeypatch.setattr(client.redis, "evalsha", lambda *a: sent.append(a) or original(*a))
+    if flush_scripts:
+        r.script_flush()
+    r.config_resetstat()
     client.enqueue_many([fastq.Task("noop")] * 1000)
-    assert len(sent) == 10
+    # counted by Redis; a flushed script costs the first call and the one in flight behind it
+    assert _evalsha_calls(r) == (12 if flush_scripts else 10)
+    assert r.llen("asynq:{default}:pending") == 1001
 
 
 def test_enqueue_many_scheduled(client, r):

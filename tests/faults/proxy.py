@@ -2,7 +2,8 @@
 
 Modes: "pass" forwards bytes; "blackhole" keeps every connection open but forwards
 nothing (a partition: the far end's sockets time out); "delay" forwards after a
-fixed delay each way. Runs its own event loop in a thread.
+fixed delay each way; "drop-replies" forwards commands to Redis but throws its
+replies away (a reply lost after the command ran). Runs its own event loop in a thread.
 """
 from __future__ import annotations
 
@@ -41,12 +42,13 @@ class Proxy:
             writer.close()
             return
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer, replies=True),
+                                 return_exceptions=True)
         finally:
             for w in (writer, up_writer):
                 w.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, replies: bool = False) -> None:
         """Forward one direction. Each chunk leaves ``delay`` seconds after it arrived (chunks
         do not queue behind each other's delay); in blackhole mode chunks are held back."""
         queue: asyncio.Queue = asyncio.Queue()
@@ -68,11 +70,14 @@ class Proxy:
         try:
             while True:
                 data = await reader.read(65536)
+                if data and replies and self.mode == "drop-replies":
+                    continue
                 delay = self.delay if self.mode == "delay" else 0.0
                 queue.put_nowait((self._loop.time() + delay, data or None))
                 if not data:
                     break
             await sender
+            writer.close()  # one side hung up: hang up the other, so the opposite pipe ends too
         finally:
             sender.cancel()
 
@@ -82,6 +87,7 @@ class Proxy:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0.05)  # let the closed transports finish closing before the loop stops
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
