@@ -1,10 +1,13 @@
 """Settings for a command from its flags, ``FASTQ_*`` environment variables and a TOML file.
 
-Used by ``fastq-supervisor``. Every option of the command's argparse parser is
-a setting, and so is its ``APP`` argument: the flag ``--max-tasks-per-child``
-is the environment variable ``FASTQ_MAX_TASKS_PER_CHILD`` and the key
-``max_tasks_per_child`` of the file's ``[supervisor]`` table. A new flag is
-therefore configurable in all three places without touching this module.
+Used by ``fastq-supervisor`` and ``fastq-scheduler``. Every option of the command's argparse
+parser is a setting, and so is its ``APP`` argument: the supervisor's flag
+``--max-tasks-per-child`` is the environment variable ``FASTQ_MAX_TASKS_PER_CHILD`` and the
+key ``max_tasks_per_child`` of the file's ``[supervisor]`` table. A new flag is therefore
+configurable in all three places without touching this module. The scheduler reads
+``FASTQ_SCHEDULER_<FLAG>`` and a ``[scheduler]`` table, so one environment and one file can
+configure both (``FASTQ_APP`` names the supervisor's app, ``FASTQ_SCHEDULER_APP`` the
+scheduler's); a file may hold both tables, and each command reads its own.
 
 Precedence: flag > environment > file > built-in default. The file is the one
 given with ``--config PATH`` or, without the flag, ``$FASTQ_CONFIG``.
@@ -42,6 +45,7 @@ __all__ = ["ConfigError", "Setting", "add_arguments", "settings_of", "load_file"
 
 ENV_PREFIX = "FASTQ_"
 CONFIG_ENV = "FASTQ_CONFIG"
+TABLES = ("supervisor", "scheduler")  # the commands that share a config file, one table each
 _NOT_SETTINGS = {"help", "config", "print_config"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -60,6 +64,7 @@ class Setting:
 
     action: argparse.Action
     kind: type
+    prefix: str = ENV_PREFIX
     dest: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,18 +72,19 @@ class Setting:
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.dest.upper()
+        return self.prefix + self.dest.upper()
 
     @property
     def flag(self) -> str:
         return self.action.option_strings[-1] if self.action.option_strings else str(self.action.metavar or self.dest)
 
 
-def add_arguments(parser: argparse.ArgumentParser, table: str) -> None:
+def add_arguments(parser: argparse.ArgumentParser, table: str, env_prefix: str = ENV_PREFIX,
+                  example: str = "PROCESSES") -> None:
     """Add ``--config`` and ``--print-config`` to a command's parser."""
     parser.add_argument("--config", metavar="PATH", default=None,
                         help=f"TOML file with a [{table}] table of settings (default: ${CONFIG_ENV}); every "
-                             f"flag also reads {ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}PROCESSES); "
+                             f"flag also reads {env_prefix}<FLAG> (e.g. {env_prefix}{example}); "
                              "precedence: flag > environment > file > default")
     parser.add_argument("--print-config", action="store_true",
                         help="print the effective settings (passwords masked) with where each came from, and exit")
@@ -99,7 +105,7 @@ def _kind(action: argparse.Action) -> type:
     return str
 
 
-def settings_of(parser: argparse.ArgumentParser) -> dict[str, Setting]:
+def settings_of(parser: argparse.ArgumentParser, env_prefix: str = ENV_PREFIX) -> dict[str, Setting]:
     """The settings of a parser by destination name, in the order of its --help."""
     out: dict[str, Setting] = {}
     for action in parser._actions:
@@ -108,7 +114,7 @@ def settings_of(parser: argparse.ArgumentParser) -> dict[str, Setting]:
         if not isinstance(action, (argparse._StoreAction, argparse._StoreTrueAction, argparse._StoreFalseAction,
                                    argparse.BooleanOptionalAction)):
             continue  # counters, appends and help are not settings
-        out[action.dest] = Setting(action, _kind(action))
+        out[action.dest] = Setting(action, _kind(action), env_prefix)
     return out
 
 
@@ -189,8 +195,8 @@ def load_file(path: str, table: str, settings: dict[str, Setting]) -> dict[str, 
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path}: not valid TOML: not UTF-8 ({exc.reason})") from None
     for key in data:
-        if key != table:
-            raise _unknown(f"config file {path}", key, [table])
+        if key != table and key not in TABLES:  # another command's table is left to it
+            raise _unknown(f"config file {path}", key, list(dict.fromkeys([table, *TABLES])))
     section = data.get(table, {})
     if not isinstance(section, dict):
         raise ConfigError(f"config file {path}: {table} must be a table ([{table}]), got {type(section).__name__}")
@@ -259,7 +265,7 @@ def _fail(parser: argparse.ArgumentParser, message: str) -> NoReturn:
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], table: str,
                required: Sequence[str] = (), environ: Optional[dict[str, str]] = None,
-               out: Optional[Callable[[str], Any]] = None) -> argparse.Namespace:
+               out: Optional[Callable[[str], Any]] = None, env_prefix: str = ENV_PREFIX) -> argparse.Namespace:
     """``parser.parse_args(argv)`` with the environment and the config file as defaults.
 
     Exits with code 2 (one line naming the key) on a bad setting, and with 0
@@ -268,7 +274,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], t
     that must come from somewhere.
     """
     environ = dict(os.environ) if environ is None else environ
-    settings = settings_of(parser)
+    settings = settings_of(parser, env_prefix)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)

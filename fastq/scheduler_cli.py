@@ -1,9 +1,10 @@
 """``fastq-scheduler APP``: run a Scheduler, a PeriodicTaskManager or a config provider in its own process.
 
 APP is ``module:attribute`` (the attribute may be dotted; the current
-directory is on ``sys.path``). A bad APP or a bad flag exits with code 2 and
-one line on stderr; a provider whose first ``get_configs()`` fails exits
-with code 1.
+directory is on ``sys.path``). Every flag (and APP) can also come from
+``FASTQ_SCHEDULER_<FLAG>`` or the ``[scheduler]`` table of a ``--config`` TOML file
+(``fastq.config_file``). A bad APP, flag or setting exits with code 2 and one
+line on stderr; a provider whose first ``get_configs()`` fails exits with code 1.
 """
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import math
 import sys
 from typing import Any, Optional, Sequence
 
+from fastq import config_file
 from fastq._redis import default_url
 from fastq.errors import AppImportError, ConfigProviderError, InvalidOptionError, TimeZoneError
 
-__all__ = ["load_app", "as_service", "main"]
+__all__ = ["load_app", "as_service", "main", "ENV_PREFIX"]
+
+ENV_PREFIX = "FASTQ_SCHEDULER_"  # FASTQ_APP etc. belong to fastq-supervisor
 
 
 def load_app(spec: str) -> Any:
@@ -69,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Enqueue periodic tasks: run APP, a fastq.Scheduler, a fastq.PeriodicTaskManager "
                     "or a config provider, until SIGTERM/SIGINT.",
     )
-    p.add_argument("app", metavar="APP", help="module:attribute naming a Scheduler, PeriodicTaskManager or provider")
+    p.add_argument("app", metavar="APP", nargs="?", default=None,
+                   help="module:attribute naming a Scheduler, PeriodicTaskManager or provider")
     p.add_argument("--redis-url", default=None,
                    help=f"Redis URL (default: the APP's own, else $FASTQ_REDIS_URL or {default_url()})")
     p.add_argument("--location", type=_zone, default=None,
@@ -78,12 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between writes of the entries to Redis (default: the APP's own, else 10)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="log level (default: INFO)")
+    config_file.add_arguments(p, "scheduler", ENV_PREFIX, example="LOCATION")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = config_file.parse_args(parser, argv, "scheduler", required=["app"], env_prefix=ENV_PREFIX)
     from fastq import logging as fastq_logging
     from fastq._redis import sync_client
     from fastq.scheduler import run_scheduler

@@ -1,4 +1,4 @@
-"""fastq-supervisor settings from flags, FASTQ_* environment variables and a TOML file.
+"""fastq-supervisor and fastq-scheduler settings from flags, FASTQ_* environment variables and a TOML file.
 
 Precedence flag > environment > file > default; --print-config; every bad input
 (unknown key, wrong type, bad value; file, environment and flag) is one line
@@ -39,10 +39,10 @@ def clean_env(monkeypatch):
     return monkeypatch
 
 
-def print_config(capsys, *argv: str) -> dict[str, tuple[str, str]]:
+def print_config(capsys, *argv: str, main=cli.main) -> dict[str, tuple[str, str]]:
     """Run ``fastq-supervisor ... --print-config`` in-process; {key: (TOML value, source)}."""
     with pytest.raises(SystemExit) as exit_info:
-        cli.main([*argv, "--print-config"])
+        main([*argv, "--print-config"])
     out = capsys.readouterr().out
     assert exit_info.value.code == 0, out
     rows = {}
@@ -57,12 +57,12 @@ def print_config(capsys, *argv: str) -> dict[str, tuple[str, str]]:
     return rows
 
 
-def bad(capsys, *argv: str) -> str:
+def bad(capsys, *argv: str, main=cli.main, prog: str = "fastq-supervisor") -> str:
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(list(argv))
+        main(list(argv))
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err
-    assert err.count("\n") == 1 and err.startswith("fastq-supervisor: error: "), err
+    assert err.count("\n") == 1 and err.startswith(f"{prog}: error: "), err
     return err
 
 
@@ -166,7 +166,7 @@ def test_every_supervisor_flag_is_settable_from_env_and_file(clean_env, tmp_path
     ('[supervisor]\nprocesess = 2\n', "[supervisor]: unknown key 'procesess' (did you mean 'processes'?)"),
     ('[supervisor]\nredis-url = "redis://h"\n', "unknown key 'redis-url' (did you mean 'redis_url'?)"),
     ('[supervisor]\nzzz = 1\n', "unknown key 'zzz' (known keys: app, redis_url"),
-    ('[worker]\nprocesses = 2\n', "unknown key 'worker' (known keys: supervisor)"),
+    ('[worker]\nprocesses = 2\n', "unknown key 'worker' (known keys: supervisor, scheduler)"),
     ('processes = 2\n', "unknown key 'processes'"),
     ('supervisor = 3\n', "supervisor must be a table ([supervisor]), got int"),
     ('[supervisor]\nprocesses = "4"\n', "[supervisor] processes: expected an integer, got str '4'"),
@@ -299,3 +299,48 @@ def test_switch_flags_of_every_kind_are_settings(clean_env, tmp_path, capsys):
         config_file.parse_args(parser, [], "demo", environ={"FASTQ_COLOR": "blue"})
     assert info.value.code == 2
     assert "environment variable FASTQ_COLOR: expected a boolean" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- fastq-scheduler
+
+
+def test_scheduler_reads_its_own_env_and_table_beside_the_supervisors(clean_env, tmp_path, capsys):
+    from fastq import scheduler_cli
+    conf = write(tmp_path, """
+        [supervisor]
+        app = "tasks:mux"
+        processes = 4
+
+        [scheduler]
+        app = "cron:scheduler"
+        heartbeat_interval = 2.5
+        location = "Europe/Paris"
+    """)
+    clean_env.setenv("FASTQ_APP", "tasks:mux")  # the supervisor's: not read by the scheduler
+    clean_env.setenv("FASTQ_SCHEDULER_LOCATION", "Asia/Tokyo")
+    rows = print_config(capsys, "--config", conf, "--log-level", "DEBUG", main=scheduler_cli.main)
+    assert rows["app"] == ('"cron:scheduler"', f"config file {conf}")
+    assert rows["heartbeat_interval"] == ("2.5", f"config file {conf}")
+    assert rows["location"] == ('"Asia/Tokyo"', "environment variable FASTQ_SCHEDULER_LOCATION")
+    assert rows["log_level"] == ('"DEBUG"', "command line")
+    # and the supervisor reads the same file without minding the [scheduler] table
+    assert print_config(capsys, "--config", conf)["processes"] == ("4", f"config file {conf}")
+
+
+@pytest.mark.parametrize("env, text, message", [
+    ({}, "", "APP is required: give it on the command line, in FASTQ_SCHEDULER_APP or as app in the "
+             "[scheduler] table"),
+    ({"FASTQ_APP": "cron:scheduler"}, "", "APP is required"),
+    ({"FASTQ_SCHEDULER_APP": "cron:s", "FASTQ_SCHEDULER_HEARTBEAT_INTERVAL": "soon"}, "",
+     "environment variable FASTQ_SCHEDULER_HEARTBEAT_INTERVAL"),
+    ({"FASTQ_SCHEDULER_APP": "cron:s"}, '[scheduler]\nlocation = "Mars/Olympus"\n', "unknown time zone"),
+    ({"FASTQ_SCHEDULER_APP": "cron:s"}, "[scheduler]\nheartbeat = 3\n",
+     "[scheduler]: unknown key 'heartbeat' (did you mean 'heartbeat_interval'?)"),
+    ({"FASTQ_SCHEDULER_APP": "cron:s"}, "[schedular]\n", "unknown key 'schedular' (did you mean 'scheduler'?)"),
+])
+def test_scheduler_bad_settings_exit_2_naming_them(clean_env, tmp_path, capsys, env, text, message):
+    from fastq import scheduler_cli
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    argv = ["--config", write(tmp_path, text)] if text else []
+    assert message in bad(capsys, *argv, main=scheduler_cli.main, prog="fastq-scheduler")
