@@ -133,10 +133,11 @@ class PrometheusHooks:
         counter.inc()
         if outcome in _NOT_PROCESSED:
             return
-        processed.inc()
+        # processed last: a scrape that counts a run as processed also sees its duration and failure
         duration.observe(seconds if seconds > 0 else 0.0)
         if outcome in FAILED_OUTCOMES:
             failed.inc()
+        processed.inc()
 
     def redis_error(self, operation: str, exception: BaseException) -> None:
         self._redis_errors.labels(operation).inc()
