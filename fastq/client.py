@@ -1,7 +1,7 @@
 """Client and AsyncClient: enqueue tasks exactly as Go Asynq's client writes them.
 
 The two classes share everything but I/O: ``plan_enqueue`` validates options,
-``_single_call`` / ``_enqueue_many_steps`` turn plans into script calls, and
+``_single_call`` / ``_enqueue_many_steps`` / ``_windowed_batch_steps`` turn plans into script calls, and
 ``_single_result`` / ``_Outcome`` turn replies into ``TaskInfo`` or errors.
 """
 from __future__ import annotations
@@ -150,9 +150,10 @@ def _batched(plan: EnqueuePlan) -> bool:
     return plan.kind in (ENQUEUE, SCHEDULE) and not plan.unique_ttl
 
 
-def _windowed(plans: list[EnqueuePlan], chunk_size: int, options: dict[str, Any]) -> bool:
-    """Several chunks of plain tasks whose IDs fastq generated: worth overlapping (``_window``)."""
-    return len(plans) > chunk_size and _batched(plans[0]) and options.get("task_id") is None
+def _windowed(plans: list[EnqueuePlan], chunk_size: int) -> bool:
+    """Several chunks of plain tasks: worth overlapping (``_window``). Their IDs are fastq's own,
+    as ``_plan_many`` refuses one ``task_id`` for several tasks."""
+    return len(plans) > chunk_size and _batched(plans[0])
 
 
 def _enqueue_many_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[list[_Call], list[Any], list[TaskInfo]]:
@@ -283,7 +284,7 @@ class Client:
         with _broker_errors():
             self._publish(plans[0].msg.queue)
             pool = sync_window_pool(self._redis)
-            if pool is not None and _windowed(plans, self._chunk_size, options):
+            if pool is not None and _windowed(plans, self._chunk_size):
                 windowed: list[TaskInfo] = run_window(self._redis, pool,
                                                       _windowed_batch_steps(plans, self._chunk_size))
                 return windowed
@@ -353,7 +354,7 @@ class AsyncClient:
         with _broker_errors():
             await self._publish(plans[0].msg.queue)
             pool = async_window_pool(self._redis)
-            if pool is not None and _windowed(plans, self._chunk_size, options):
+            if pool is not None and _windowed(plans, self._chunk_size):
                 windowed: list[TaskInfo] = await arun_window(self._redis, pool,
                                                               _windowed_batch_steps(plans, self._chunk_size))
                 return windowed
