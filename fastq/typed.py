@@ -107,8 +107,36 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
 def _is_union(origin: Any) -> bool:
     return origin is typing.Union or (hasattr(types, "UnionType") and origin is types.UnionType)
+
+
+def _literal(value: Any, args: tuple[Any, ...]) -> Any:
+    """``value`` if it is one of a ``Literal``'s values (of the same type: ``True`` is not ``1``)."""
+    for a in args:
+        if value == a and type(value) is type(a):
+            return value
+    raise _Bad(f"{value!r} is not one of {', '.join(repr(a) for a in args)}"[:200])
+
+
+def _union(value: Any, args: tuple[Any, ...], convert: Callable[[Any, Any], Any], kind: Callable[[Any], str]) -> Any:
+    """``convert`` (``_load`` or ``_dump``) ``value`` with the first member of a union that takes it;
+    ``kind(value)`` names the value in the error."""
+    if value is None and type(None) in args:
+        return None
+    options = [a for a in args if a is not type(None)]
+    if len(options) == 1:
+        return convert(value, options[0])
+    for a in options:
+        try:
+            return convert(value, a)
+        except _Bad:
+            continue
+    raise _Bad(f"{kind(value)} matches none of {', '.join(_describe(a) for a in args)}")
 
 
 _SCALARS = (str, int, float, bool, bytes, type(None), datetime, date, uuid.UUID)
@@ -227,22 +255,9 @@ def _load(value: Any, tp: Any) -> Any:
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _load_dataclass(value, tp)
     if origin is typing.Literal:
-        for a in args:
-            if value == a and type(value) is type(a):
-                return value
-        raise _Bad(f"{value!r} is not one of {', '.join(repr(a) for a in args)}"[:200])
+        return _literal(value, args)
     if _is_union(origin):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            return _load(value, options[0])
-        for a in options:
-            try:
-                return _load(value, a)
-            except _Bad:
-                continue
-        raise _Bad(f"{_json_kind(value)} matches none of {', '.join(_describe(a) for a in args)}")
+        return _union(value, args, _load, _json_kind)
     if tp is list or origin is list:
         if not isinstance(value, list):
             raise _Bad(f"expected an array, got {_json_kind(value)}")
@@ -331,22 +346,9 @@ def _dump(value: Any, tp: Any) -> Any:
             raise _Bad(f"expected {tp.__name__}, got {type(value).__name__}")
         return {name: _at(name, _dump, getattr(value, name), ann) for name, ann, _ in _fields(tp)}
     if origin is typing.Literal:
-        for a in args:
-            if value == a and type(value) is type(a):
-                return value
-        raise _Bad(f"{value!r} is not one of {', '.join(repr(a) for a in args)}"[:200])
+        return _literal(value, args)
     if _is_union(origin):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            return _dump(value, options[0])
-        for a in options:
-            try:
-                return _dump(value, a)
-            except _Bad:
-                continue
-        raise _Bad(f"{type(value).__name__} matches none of {', '.join(_describe(a) for a in args)}")
+        return _union(value, args, _dump, _type_name)
     if tp in (list, tuple) or origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise _Bad(f"expected {_describe(tp)}, got {type(value).__name__}")
