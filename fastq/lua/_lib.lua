@@ -101,3 +101,17 @@ local function fastq_unlock(unique_key, id)
         redis.call("DEL", unique_key)
     end
 end
+
+-- Take up to n task IDs out of a container: a list's oldest ("list": the right end, where
+-- dequeue takes from) or a zset's lowest scores (any other kind).
+local function fastq_take(key, n, kind)
+    if kind == "list" then
+        return redis.call("RPOP", key, n) or {}
+    end
+    local ids = {}
+    local popped = redis.call("ZPOPMIN", key, n)
+    for i = 1, #popped, 2 do
+        ids[#ids + 1] = popped[i]
+    end
+    return ids
+end

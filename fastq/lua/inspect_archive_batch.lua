@@ -9,15 +9,7 @@
 -- deletes the trimmed tasks' hashes, at most ARGV[2] + 1000 per call.
 -- Returns the number of tasks archived (0 when the source is empty).
 local n = tonumber(ARGV[2])
-local ids = {}
-if ARGV[3] == "list" then
-    ids = redis.call("RPOP", KEYS[1], n) or {}
-else
-    local popped = redis.call("ZPOPMIN", KEYS[1], n)
-    for i = 1, #popped, 2 do
-        ids[#ids + 1] = popped[i]
-    end
-end
+local ids = fastq_take(KEYS[1], n, ARGV[3])
 for _, id in ipairs(ids) do
     redis.call("ZADD", KEYS[2], ARGV[5], id)
     redis.call("HSET", ARGV[1] .. id, "state", "archived")

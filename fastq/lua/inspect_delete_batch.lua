@@ -9,21 +9,10 @@
 -- an emptied group leaves KEYS[2].
 -- Returns the number of tasks deleted (0 when the container is empty).
 local n = tonumber(ARGV[2])
-local ids = {}
-if ARGV[3] == "list" then
-    ids = redis.call("RPOP", KEYS[1], n) or {}
-else
-    local popped = redis.call("ZPOPMIN", KEYS[1], n)
-    for i = 1, #popped, 2 do
-        ids[#ids + 1] = popped[i]
-    end
-end
+local ids = fastq_take(KEYS[1], n, ARGV[3])
 for _, id in ipairs(ids) do
     local key = ARGV[1] .. id
-    local unique_key = redis.call("HGET", key, "unique_key")
-    if unique_key and unique_key ~= "" and redis.call("GET", unique_key) == id then
-        redis.call("DEL", unique_key)
-    end
+    fastq_unlock(redis.call("HGET", key, "unique_key") or "", id)
     redis.call("DEL", key)
 end
 if ARGV[4] ~= "" and redis.call("EXISTS", KEYS[1]) == 0 then

@@ -26,8 +26,6 @@ elseif state == "aggregating" then
 elseif state == "scheduled" or state == "retry" or state == "archived" or state == "completed" then
     redis.call("ZREM", ARGV[2] .. state, ARGV[1])
 end
-if unique_key and unique_key ~= "" and redis.call("GET", unique_key) == ARGV[1] then
-    redis.call("DEL", unique_key)
-end
+fastq_unlock(unique_key or "", ARGV[1])
 redis.call("DEL", KEYS[1])
 return 1

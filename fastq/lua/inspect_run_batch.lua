@@ -5,15 +5,12 @@
 -- ARGV[4] group name when KEYS[1] is a group, else ""
 -- Each task gets state pending and, unlike Asynq, pending_since. An emptied group leaves
 -- KEYS[3]. Returns the number of tasks moved (0 when the zset is empty).
-local popped = redis.call("ZPOPMIN", KEYS[1], tonumber(ARGV[2]))
-local n = 0
-for i = 1, #popped, 2 do
-    local id = popped[i]
+local ids = fastq_take(KEYS[1], tonumber(ARGV[2]), "zset")
+for _, id in ipairs(ids) do
     redis.call("LPUSH", KEYS[2], id)
     redis.call("HSET", ARGV[1] .. id, "state", "pending", "pending_since", ARGV[3])
-    n = n + 1
 end
 if ARGV[4] ~= "" and redis.call("EXISTS", KEYS[1]) == 0 then
     redis.call("SREM", KEYS[3], ARGV[4])
 end
-return n
+return #ids
