@@ -107,6 +107,31 @@ class Harness:
         return wait(lambda: len(w := self.workers(proc)) == n and w, timeout, f"{n} workers")
 
     @staticmethod
+    def processes(pids: list[int]) -> list[psutil.Process]:
+        """Handles on ``pids`` taken now (each remembers its start time, so a reused PID is not mistaken for it
+        later). ``workers()`` is [] once the supervisor is reaped, so a check that the workers are gone after a
+        stop must take these while they run and pass them to ``survivors()``."""
+        out = []
+        for pid in pids:
+            try:
+                out.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    @staticmethod
+    def survivors(procs: list[psutil.Process]) -> list[int]:
+        """PIDs of ``procs`` (from ``processes()``) still running: neither gone nor a zombie."""
+        alive = []
+        for p in procs:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
+    @staticmethod
     def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if proc.poll() is None:
             proc.send_signal(sig)

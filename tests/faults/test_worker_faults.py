@@ -131,13 +131,16 @@ def test_w4_second_signal_stops_at_once_and_requeues(h):
     long = h.enqueue(6, sleep=30)
     sup = h.supervisor(2, "--shutdown-timeout", "60")
     wait(lambda: len(h.ledger.ids("start")) == 6, 20, "running")
+    # taken while they run: h.workers(sup) is [] once the supervisor is reaped, whatever its children do
+    workers = h.processes(h.wait_workers(sup, 2))
     sup.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     t0 = time.monotonic()
     assert h.stop(sup, signal.SIGTERM) == 0
     assert time.monotonic() - t0 < 5
     assert {x.decode() for x in h.r.lrange(keys.pending_key("default"), 0, -1)} == set(long)
-    assert not h.workers(sup)
+    assert len(workers) == 2 and not h.survivors(workers), \
+        f"worker(s) outlived the stopped supervisor: {h.survivors(workers)}"
 
 
 def test_w5_paused_worker_cannot_complete_a_reclaimed_task(h):
