@@ -6,8 +6,13 @@ thread a sync handler runs in, since fastq runs it in the task's context) and
 ``"-"`` elsewhere. Values passed with ``extra=`` are left alone. Filters on a
 *handler* see every record that handler emits, whatever logger it came from,
 so ``install()`` puts the filter on the root logger's handlers; ``setup()`` is
-what ``fastq-supervisor`` uses: a stream handler with ``DEFAULT_FORMAT``, or
-``JsonFormatter`` with ``--log-format json``.
+what ``fastq-supervisor`` uses: a stream handler with ``TextFormatter`` and
+``DEFAULT_FORMAT``, or ``JsonFormatter`` with ``--log-format json``.
+
+Task types, queue names and error texts come from whoever enqueues or from
+handlers; neither format lets a newline or another control character in them
+start a line of its own (a forged log record): ``TextFormatter`` escapes them,
+``JsonFormatter`` writes them as JSON escapes.
 
 Threads a handler starts itself see the task only when they run in a copy of
 its context: ``contextvars.copy_context().run(fn)`` or ``asyncio.to_thread``
@@ -17,13 +22,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+import traceback
 from typing import Any, Optional
 
 from fastq.context import current_task
 
-__all__ = ["TaskContextFilter", "JsonFormatter", "install", "setup", "add_task_context", "lifecycle",
+__all__ = ["TaskContextFilter", "JsonFormatter", "TextFormatter", "install", "setup", "add_task_context", "lifecycle",
            "DEFAULT_FORMAT", "LOG_FORMATS"]
 
 DEFAULT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s task=%(task_id)s: %(message)s"
@@ -91,7 +98,64 @@ class JsonFormatter(logging.Formatter):
             out["exception"] = record.exc_text
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        text = json.dumps(out, default=str, ensure_ascii=False)
+        # json escapes C0 controls; with ensure_ascii=False it leaves DEL, C1 controls (NEL U+0085 ends a
+        # line for str.splitlines()) and U+2028/U+2029 raw. They can only stand inside JSON strings: \\uXXXX.
+        if _JSON_RAW.search(text) is None:
+            return text
+        return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+# C0 controls (newline, carriage return, tab, ESC...), DEL, C1 controls (NEL U+0085, CSI U+009B...) and the
+# Unicode line and paragraph separators: anything a terminal acts on or str.splitlines() breaks a line at.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_JSON_RAW = re.compile("[\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(m: "re.Match[str]") -> str:
+    c = m.group()
+    named = _NAMED.get(c)
+    if named is not None:
+        return named
+    return f"\\x{ord(c):02x}" if ord(c) <= 0xFF else f"\\u{ord(c):04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters escaped: ``\\n``, ``\\r``, ``\\t``, others ``\\xNN`` (``\\u2028``)."""
+    if text.isprintable():  # the common case, and the cheapest scan (no control is printable)
+        return text
+    return _CONTROL.sub(_escape_char, text)
+
+
+class TextFormatter(logging.Formatter):
+    """``logging.Formatter`` that keeps each record on one line: control characters in the formatted
+    line (message, task type, queue, any field of the format) are escaped, ``\\n`` for a newline,
+    ``\\xNN`` for other C0/C1 controls. A traceback (``exc_info``) still follows on its own lines,
+    with the exception's text escaped the same way; backslashes are written as they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        try:
+            te = traceback.TracebackException(*ei, compact=True)
+            _escape_exception_texts(te, set())
+            text = "".join(te.format())
+        except Exception:  # a private attribute gone in some Python: the standard traceback
+            return super().formatException(ei)
+        return text[:-1] if text.endswith("\n") else text
+
+
+def _escape_exception_texts(te: traceback.TracebackException, seen: set) -> None:
+    """Escape the exception text of ``te`` and its chain, so the traceback's last line stays one line."""
+    if id(te) in seen:
+        return
+    seen.add(id(te))
+    te._str = escape_controls(te._str)  # type: ignore[attr-defined]
+    for other in (te.__cause__, te.__context__, *(getattr(te, "exceptions", None) or ())):
+        if other is not None:
+            _escape_exception_texts(other, seen)
 
 
 def _iso_utc(created: float) -> str:
@@ -139,7 +203,7 @@ def setup(level: int | str = logging.INFO, fmt: str = DEFAULT_FORMAT, log_format
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(fmt))
+        handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(fmt))
         root.addHandler(handler)
     root.setLevel(level)
     install(root)

@@ -14,9 +14,11 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import psutil
 import pytest
+import redis
 
 import fastq
 import fastq.logging as fql
@@ -57,7 +59,7 @@ def capture_json():
 
 @pytest.fixture
 def capture_text():
-    handler = Capture(logging.Formatter(fql.DEFAULT_FORMAT))
+    handler = Capture(fql.TextFormatter(fql.DEFAULT_FORMAT))  # what fastq-supervisor's text format uses
     logger = logging.getLogger("app")
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
@@ -184,6 +186,94 @@ def test_structlog_processor_adds_task_fields():
 def test_setup_refuses_an_unknown_format():
     with pytest.raises(ValueError, match="log_format must be one of text, json"):
         fql.setup(log_format="xml")
+
+
+# ------------------------------------------------------------------ no forged lines (control characters)
+
+FORGED = "x\nFAKE LINE ERROR admin"
+
+
+def test_text_lines_escape_control_characters_in_the_message_and_task_fields(capture_text):
+    log = logging.getLogger("app")
+    with task_context("id\r\n2026-01-01 00:00:00,000 ERROR", type="a\nb", queue="q\x1b[2J"):
+        log.warning("failed: %s", FORGED + "\t\x85\u2028\x7f", extra={"task_type": "a\nb"})
+    (line,) = capture_text.lines()  # splitlines() also breaks at \x85 and \u2028
+    assert line.endswith("task=id\\r\\n2026-01-01 00:00:00,000 ERROR: failed: x\\nFAKE LINE ERROR admin"
+                         "\\t\\x85\\u2028\\x7f")
+    # the other fields of a format are escaped too
+    fmt = fql.TextFormatter("%(task_type)s %(queue)s %(message)s")
+    record = logging.LogRecord("app", logging.INFO, __file__, 1, "m", (), None)
+    record.__dict__.update(task_type="a\nb", queue="q\x1b[2J")
+    assert fmt.format(record) == "a\\nb q\\x1b[2J m"
+
+
+def test_text_lines_without_control_characters_are_unchanged():
+    record = logging.LogRecord("app", logging.INFO, __file__, 1, "caf\u00e9 %s \\n C:\\tmp", ("\u00a0x",), None)
+    record.task_id = "t-1"
+    assert fql.TextFormatter(fql.DEFAULT_FORMAT).format(record) == logging.Formatter(fql.DEFAULT_FORMAT).format(record)
+
+
+def test_text_traceback_keeps_the_exception_text_on_its_line(capture_text):
+    try:
+        try:
+            raise ValueError("inner\nFAKE LINE INFO inner")
+        except ValueError as exc:
+            raise RuntimeError(FORGED) from exc
+    except RuntimeError:
+        logging.getLogger("app").exception("boom")
+    lines = capture_text.lines()
+    assert lines[0].endswith("task=-: boom") and lines[1] == "Traceback (most recent call last):"
+    assert "ValueError: inner\\nFAKE LINE INFO inner" in lines and lines[-1] == "RuntimeError: x\\nFAKE LINE ERROR admin"
+    assert not [line for line in lines if line.startswith("FAKE")]
+
+
+def test_json_lines_escape_every_line_break(capture_json):
+    text = FORGED + "\r\x85\u2028\u2029\x1b\x7f\x9b"
+    with task_context("t-1", type="a\nb", queue="q\u2028"):
+        logging.getLogger("app").warning(text, extra={"note": "n\x85"})
+    (line,) = capture_json.lines()  # str.splitlines() breaks at \x85, \u2028 and \u2029 too
+    assert line.isprintable()
+    record = json.loads(line)
+    assert record["event"] == text and record["task_type"] == "a\nb" and record["queue"] == "q\u2028"
+    assert record["note"] == "n\x85"
+
+
+@pytest.mark.slow
+def test_supervisor_text_log_has_one_line_for_a_forged_failure(tmp_path, redis_url):
+    """A handler's error text and a task type with newlines cannot add lines to fastq-supervisor's text log."""
+    (tmp_path / "forge_app.py").write_text(textwrap.dedent('''
+        import fastq
+        mux = fastq.ServeMux()
+
+        @mux.handle("a\\nb")
+        async def forge(task):
+            raise RuntimeError("x\\nFAKE LINE ERROR admin")
+    '''))
+    # fastq's client refuses such a type; Go Asynq's does not: write the task as it does
+    from fastq._codec import TaskMessage, encode_message
+
+    tid = "forged-1"
+    r = redis.Redis.from_url(redis_url)
+    r.sadd("asynq:queues", "default")
+    r.hset(f"asynq:{{default}}:t:{tid}", mapping={"state": "pending", "pending_since": time.time_ns(), "msg": encode_message(
+        TaskMessage(type="a\nb", id=tid, queue="default", retry=0, timeout=1800))})
+    r.lpush("asynq:{default}:pending", tid)
+    r.close()
+    proc = subprocess.Popen([sys.executable, "-m", "fastq.server.cli", "forge_app:mux", "--redis-url", redis_url,
+                             "--processes", "1", "--shutdown-timeout", "1"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        ins = fastq.Inspector(redis_url)
+        wait_for(lambda: ins.get_queue_info("default").archived == 1, timeout=20, what="the task archived")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = err.splitlines()
+    record = [line for line in lines if "FAKE LINE" in line]
+    assert len(record) == 1, err
+    assert f"task={tid}: task {tid} (a\\nb) failed and is archived: RuntimeError: x\\nFAKE LINE ERROR admin" in record[0]
+    assert not [line for line in lines if line.startswith("FAKE") or line == "b"]
 
 
 # ------------------------------------------------------------------ error reports
