@@ -44,12 +44,29 @@ class Batches:
         return [p for _, batch in self.seen for p in batch]
 
 
-def add_go_style(r, group: str, tid: str, msg: bytes, score: int, queue: str = Q) -> None:
-    """Write an aggregating task exactly as Go Asynq's client (addToGroup) does."""
+def add_go_style(r, group: str | bytes, tid: str, msg: bytes, score: int, queue: str = Q,
+                 listed: bool = True) -> None:
+    """Write an aggregating task exactly as Go Asynq's client (addToGroup) does.
+
+    ``listed=False`` leaves the group name out of ``asynq:{q}:groups``, as Go's recoverer
+    leaves a reclaimed group. ``group`` may be bytes (any name, UTF-8 or not)."""
+    name = group if isinstance(group, bytes) else group.encode()
     r.sadd("asynq:queues", queue)
-    r.hset(keys.task_key(queue, tid), mapping={"msg": msg, "state": "aggregating", "group": group})
-    r.zadd(keys.group_key(queue, group), {tid: score})
-    r.sadd(keys.groups_key(queue), group)
+    r.hset(keys.task_key(queue, tid), mapping={"msg": msg, "state": "aggregating", "group": name})
+    r.zadd(keys.group_key_prefix(queue).encode() + name, {tid: score})
+    if listed:
+        r.sadd(keys.groups_key(queue), name)
+
+
+def item_msg(tid: str, payload: bytes, queue: str = Q) -> bytes:
+    from fastq._codec import TaskMessage, encode_message
+
+    return encode_message(TaskMessage(type="item", payload=payload, id=tid, queue=queue, retry=25, timeout=1800))
+
+
+def raw_joined(group: str, tasks: list[fastq.Task]) -> fastq.Task:
+    """``joined`` for any group name: a non-UTF-8 name comes as a str with surrogate escapes."""
+    return fastq.Task("batch", group.encode("utf-8", "surrogateescape") + b"=" + b",".join(t.payload for t in tasks))
 
 
 def left_over(r) -> list[str]:
@@ -453,6 +470,113 @@ def test_an_undecodable_member_is_archived_and_the_rest_aggregated(redis_url, r)
     assert not r.exists(keys.task_key(Q, "ok1"))
 
 
+# ----------------------------------------------------------------- groups missing from asynq:{q}:groups
+
+class RawBatches:
+    """Handler of "batch" tasks keeping the raw payloads (the group name may be any bytes)."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+
+    async def __call__(self, task: fastq.Task) -> None:
+        self.payloads.append(task.payload)
+
+    def by_group(self) -> dict[bytes, list[bytes]]:
+        out: dict[bytes, list[bytes]] = {}
+        for p in self.payloads:
+            group, _, items = p.partition(b"=")
+            out.setdefault(group, []).extend(items.split(b","))
+        return out
+
+
+def test_groups_missing_from_the_groups_set_are_found_and_aggregated(redis_url, r):
+    """Go's recoverer puts a reclaimed set back into its group zset but not the group name into
+    asynq:{q}:groups: fastq finds such groups (also a non-UTF-8 name and a name with colons)
+    without mistaking a live aggregation set, an empty or non-zset key for a group."""
+    now = int(time.time()) - 5
+    orphans = {b"orphan": [b"o1", b"o2"], b"\xff\xfe-bin": [b"b1"], b"g:with:colons": [b"c1", b"c2"]}
+    for group, payloads in orphans.items():
+        for p in payloads:
+            tid = f"t-{p.decode()}"
+            add_go_style(r, group, tid, item_msg(tid, p), now, listed=False)
+    add_go_style(r, b"listed-\x80", "t-l1", item_msg("t-l1", b"l1"), now)  # non-UTF-8 name in the groups set
+    live = keys.aggregation_set_key(Q, "other", "3f9a7e4c-0000-4000-8000-000000000002")
+    r.hset(keys.task_key(Q, "s1"), mapping={"msg": item_msg("s1", b"s1"), "state": "aggregating", "group": "other"})
+    r.zadd(live, {"s1": now})
+    r.zadd(SETS, {live: now + 100})  # its worker is still on it
+    r.set(keys.group_key(Q, "junk"), "not a zset")
+    handler = RawBatches()
+    groups_seen: list[str] = []
+
+    def aggregate(group, tasks):
+        groups_seen.append(group)
+        return raw_joined(group, tasks)
+
+    async def main():
+        async with RunningWorker(handler, redis_url, group_aggregator=aggregate, group_grace_period=1):
+            await async_wait_for(lambda: len(handler.payloads) >= 4, timeout=10, what="four aggregated tasks")
+            await asyncio.sleep(0.3)
+
+    asyncio.run(main())
+    assert handler.by_group() == {**orphans, b"listed-\x80": [b"l1"]}
+    assert sorted(groups_seen) == sorted(g.decode("utf-8", "surrogateescape") for g in [*orphans, b"listed-\x80"])
+    assert r.smembers(GROUPS) == set()  # found, aggregated, then dropped as empty
+    assert r.zrange(SETS, 0, -1) == [live.encode()] and r.zrange(live, 0, -1) == [b"s1"]  # untouched
+    assert r.get(keys.group_key(Q, "junk")) == b"not a zset"
+    assert all(not r.exists(keys.group_key_prefix(Q).encode() + g) for g in orphans)
+
+
+def test_a_group_orphaned_while_the_worker_runs_is_found_within_the_discovery_interval(redis_url, r, monkeypatch):
+    from fastq.server import aggregator
+
+    monkeypatch.setattr(aggregator, "DISCOVERY_INTERVAL", 1.0)
+    handler = RawBatches()
+
+    async def main():
+        async with RunningWorker(handler, redis_url, group_aggregator=raw_joined, group_grace_period=1):
+            await asyncio.sleep(0.5)  # the start-up sweep has run and found nothing
+            add_go_style(r, b"late\xc3", "t-x1", item_msg("t-x1", b"x1"), int(time.time()) - 5, listed=False)
+            started = time.monotonic()
+            await async_wait_for(lambda: handler.payloads, timeout=8, what="aggregated task")
+            return time.monotonic() - started
+
+    took = asyncio.run(main())
+    assert handler.payloads == [b"late\xc3=x1"]
+    assert took < 4  # next sweep (<= 1.1 s) + next check (1 s)
+    assert left_over(r) == []
+
+
+def test_the_discovery_script_lists_only_unlisted_nonempty_group_zsets(redis_url, r):
+    """Script level: one SCAN step per call; registered sets, listed groups, other types are skipped."""
+    now = int(time.time())
+    add_go_style(r, "listed", "a1", item_msg("a1", b"a1"), now)
+    add_go_style(r, "lost", "b1", item_msg("b1", b"b1"), now, listed=False)
+    add_go_style(r, b"\xff", "c1", item_msg("c1", b"c1"), now, listed=False)
+    live = keys.aggregation_set_key(Q, "lost", "3f9a7e4c-0000-4000-8000-000000000003")
+    r.hset(keys.task_key(Q, "d1"), mapping={"msg": b"x", "state": "aggregating", "group": "lost"})
+    r.zadd(live, {"d1": now})
+    r.zadd(SETS, {live: now + 100})
+    # an unregistered key whose first member belongs to another group is not taken for a group
+    r.hset(keys.task_key(Q, "e1"), mapping={"msg": b"x", "state": "aggregating", "group": "lost"})
+    r.zadd(keys.group_key(Q, "lost:stray"), {"e1": now})
+    r.set(keys.group_key(Q, "str"), "x")
+    for i in range(300):  # other keys to scan past
+        r.set(f"asynq:{{{Q}}}:t:filler{i}", "x")
+    from fastq.server.aggregator import discover_groups
+
+    async def main():
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            return await discover_groups(client, [Q, "empty-queue"], count=10)
+        finally:
+            await client.aclose()
+
+    found = asyncio.run(main())
+    assert found == {Q: sorted([b"lost", b"\xff"])}
+    assert r.smembers(GROUPS) == {b"listed", b"lost", b"\xff"}
+    assert asyncio.run(main()) == {}  # listed now: nothing more to add
+
+
 # ----------------------------------------------------------------- what the aggregator returns
 
 def test_the_aggregated_task_takes_the_options_returned_with_it(redis_url, r):
@@ -512,11 +636,39 @@ def test_an_aggregated_task_can_join_another_group(redis_url, r):
     ((fastq.Task("b"), {"queue": "elsewhere"}), InvalidOptionError, "option 'queue'"),
     ((fastq.Task("b"), {"max_retry": -1}), InvalidOptionError, "option 'max_retry'"),
     ((fastq.Task("b"), {"retries": 3}), TypeError, "unknown enqueue option 'retries'"),
-    (fastq.Task("b", b"x" * (1024 * 1024 + 1)), fastq.errors.PayloadTooLargeError, "over the limit"),
 ])
 def test_a_bad_aggregator_result_is_a_typed_error(result, error, words):
     with pytest.raises(error, match=words):
         aggregated_plan(Q, result)
+
+
+def test_the_client_payload_limit_does_not_apply_to_an_aggregated_task():
+    """1 MiB is a producer-side guard (Client(max_payload_bytes=...)); Go's aggregator has none."""
+    plan = aggregated_plan(Q, fastq.Task("b", b"x" * (3 * 1024 * 1024)))
+    assert len(plan.msg.payload) == 3 * 1024 * 1024
+
+
+def test_a_group_over_1_mib_is_aggregated_whole_into_one_task(redis_url, r):
+    """20 members of 60 KiB (1.17 MiB together): one aggregated task, run by a handler, nothing left."""
+    payloads = [bytes([65 + i]) * (60 * 1024) for i in range(20)]
+    enqueue_group(redis_url, "big", payloads)
+    received: list[bytes] = []
+
+    async def handler(task: fastq.Task) -> None:
+        received.append(task.payload)
+
+    async def main():
+        async with RunningWorker(handler, redis_url, group_aggregator=joined, group_grace_period=1):
+            await async_wait_for(lambda: received, timeout=8, what="aggregated task")
+            await asyncio.sleep(0.3)  # no second task, no retry
+
+    asyncio.run(main())
+    (payload,) = received
+    assert len(payload) > 1024 * 1024
+    group, _, items = payload.partition(b"=")
+    assert group == b"big" and sorted(items.split(b",")) == payloads  # every member, whole (same-second: ID order)
+    assert r.zcard(keys.group_key(Q, "big")) == 0 and r.zcard(SETS) == 0 and not r.smembers(GROUPS)
+    assert left_over(r) == []
 
 
 def test_a_bad_aggregator_result_writes_nothing_and_keeps_the_set(redis_url, r, caplog):

@@ -25,24 +25,38 @@ Differences from Go Asynq, all invisible to its tools:
   worker's; Go enqueues, then deletes, so a set reclaimed in between is aggregated twice.
 * Reclaiming adds the group name back to ``asynq:{q}:groups`` (Go does not, and such a
   group waits until another task joins it); a group found empty is removed from it.
+* Groups that have tasks but are missing from ``asynq:{q}:groups`` (left so by Go's
+  recoverer, or by hand) are found by a sweep at start and every ``DISCOVERY_INTERVAL``
+  (60 s): SCAN steps over ``asynq:{q}:g:*`` in a script (``aggregation_discover.lua``) that
+  adds their names back. Cost: one full SCAN of the keyspace per sweep and worker, in
+  steps of ``DISCOVERY_SCAN_COUNT`` keys (a few hundred microseconds each): on a standalone
+  Redis one sweep serves all the worker's queues; on Redis Cluster each queue sweeps the
+  node owning its slot (all its keys live there), so queues sharing a node scan it once each.
+* Group names are bytes throughout (keys, scripts): a name that is not UTF-8 works and is
+  given to ``group_aggregator`` as a str with surrogate escapes
+  (``group.encode("utf-8", "surrogateescape")`` gives the bytes back).
 * Members whose message cannot be decoded are archived as ``fastq:undecodable`` (with
   the original bytes) instead of failing the whole set.
 * The aggregated task may come with enqueue options (``(task, {"max_retry": 3})``); a
   ``queue`` other than the group's is an error (Go silently forces the group's queue).
+  Like Go's, it has no payload limit: ``Client(max_payload_bytes=...)`` guards producers, and
+  a group's tasks, each within that limit, may add up to more.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from typing import Any, Optional, Sequence
 
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from fastq import _scripts, keys
 from fastq._codec import TaskMessage, decode_message, encode_message
-from fastq.errors import DecodeError, InvalidOptionError, PayloadTooLargeError
+from fastq.connection import is_cluster
+from fastq.errors import DecodeError, InvalidOptionError
 from fastq.mux import is_async_handler
 from fastq.options import ENQUEUE, GROUP, SCHEDULE, EnqueuePlan, plan_enqueue
 from fastq.server.config import WorkerConfig
@@ -50,7 +64,7 @@ from fastq.server.health import noop_health
 from fastq.server.maintenance import sleep_until_set
 from fastq.task import Task
 
-__all__ = ["Aggregator", "aggregation_loop", "check_interval", "reclaim_stale_sets"]
+__all__ = ["Aggregator", "aggregation_loop", "check_interval", "discover_groups", "reclaim_stale_sets"]
 
 log = logging.getLogger("fastq.aggregator")
 
@@ -63,7 +77,10 @@ MAX_SETS_PER_GROUP = 100  # sets made from one group in one run, so other groups
 RECLAIM_BATCH = 100  # stale sets reclaimed per script call
 UNDECODABLE_TYPE = "fastq:undecodable"  # as the processor archives an undecodable message
 DEFAULT_TIMEOUT = 1800
-MAX_PAYLOAD_BYTES = 1024 * 1024  # the client's default limit, applied to aggregated tasks too
+DISCOVERY_INTERVAL = 60.0  # seconds between sweeps for groups missing from asynq:{q}:groups (+-10 %)
+DISCOVERY_SCAN_COUNT = 1000  # keys looked at per SCAN step (one script call each)
+
+AGGREGATION_DISCOVER = _scripts.SCRIPTS["aggregation_discover"]
 
 # finish_aggregation replies
 DONE, ID_CONFLICT, DUPLICATE, NOT_OURS = 1, 0, -1, -2
@@ -79,6 +96,66 @@ def check_interval(cfg: WorkerConfig) -> float:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _name(group: Any) -> bytes:
+    """A group name as the bytes of its keys (a str may carry surrogate escapes, see ``_label``)."""
+    return group if isinstance(group, bytes) else str(group).encode("utf-8", "surrogateescape")
+
+
+def _label(name: bytes) -> str:
+    """A group name for ``group_aggregator`` and logs: lossless for any bytes (surrogate escapes)."""
+    return name.decode("utf-8", "surrogateescape")
+
+
+def _group_key(q: str, name: bytes) -> bytes:
+    return keys.group_key_prefix(q).encode() + name  # keys.group_key for any bytes
+
+
+def _set_key(q: str, name: bytes, set_id: str) -> bytes:
+    return _group_key(q, name) + b":" + set_id.encode()  # keys.aggregation_set_key for any bytes
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+# ----------------------------------------------------------------- groups missing from the groups set
+
+async def discover_groups(redis: Any, queues: Sequence[str],
+                          count: int = DISCOVERY_SCAN_COUNT) -> dict[str, list[bytes]]:
+    """Add groups that have tasks but are missing from ``asynq:{q}:groups`` back to it.
+
+    One full SCAN cycle over ``asynq:{q}:g:*`` in steps of ``count`` keys (one short script
+    call each, steps of several sweeps sent together). Standalone Redis: one sweep for all
+    ``queues``. Redis Cluster: one sweep per queue, on the node owning its slot. Returns
+    ``{queue: [group names added]}`` for the queues where some were found.
+    """
+    queues = list(dict.fromkeys(queues))
+    if not queues:
+        return {}
+    sweeps = [[q] for q in queues] if is_cluster(redis) or len(queues) == 1 else [queues]
+    found: dict[str, set[bytes]] = {}
+    cursors: dict[int, Any] = {i: 0 for i in range(len(sweeps))}
+    while cursors:
+        order = list(cursors)
+        calls = []
+        for i in order:
+            sweep = sweeps[i]
+            pattern = _glob_escape(keys.group_key_prefix(sweep[0])) + "*" if len(sweep) == 1 else "asynq:{*}:g:*"
+            calls.append((AGGREGATION_DISCOVER,
+                          [k for q in sweep for k in (keys.groups_key(q), keys.all_aggregation_sets_key(q))],
+                          [cursors[i], pattern, count,
+                           *(a for q in sweep for a in (keys.group_key_prefix(q), keys.task_key_prefix(q)))]))
+        replies = await _scripts.arun_many(redis, calls)
+        for i, reply in zip(order, replies):
+            for j in range(1, len(reply), 2):
+                found.setdefault(sweeps[i][int(reply[j]) - 1], set()).add(reply[j + 1])
+            if int(reply[0]) == 0:
+                del cursors[i]
+            else:
+                cursors[i] = reply[0]
+    return {q: sorted(names) for q, names in found.items()}
 
 
 # ----------------------------------------------------------------- stale sets
@@ -129,9 +206,11 @@ class Aggregator:
         self.aggregated = 0  # sets finished by this aggregator (tests and logs)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """One run at start, then one every ``check_interval``, at most 3 in flight, until ``stop``."""
+        """One run at start, then one every ``check_interval``, at most 3 in flight, until ``stop``;
+        and a sweep for unlisted groups at start and every ``DISCOVERY_INTERVAL``."""
         interval = check_interval(self.cfg)
         runs: set[asyncio.Task[None]] = set()
+        discovery = asyncio.create_task(self._discovery_loop(stop), name="fastq-group-discovery")
         try:
             while not stop.is_set():
                 if len(runs) >= MAX_RUNS_IN_FLIGHT:
@@ -147,6 +226,29 @@ class Aggregator:
         finally:
             for run in runs:
                 run.cancel()
+            discovery.cancel()
+            try:
+                await discovery
+            except asyncio.CancelledError:
+                pass
+
+    async def _discovery_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                found = await discover_groups(self.redis, self.queues)
+            except ResponseError as exc:
+                if isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM"):
+                    self.health.failed("aggregation-discovery", exc)  # Redis full: the health state says so
+                else:  # an answer, not an outage: say what failed, try again next time
+                    log.warning("looking for groups missing from asynq:{q}:groups failed: %s", exc)
+            except (RedisError, OSError) as exc:
+                self.health.failed("aggregation-discovery", exc)
+            else:
+                for q, names in found.items():
+                    log.warning("queue %r: %d group(s) with tasks were missing from %s (left so by Go Asynq's "
+                                "recoverer?); listed again to be aggregated: %s", q, len(names),
+                                keys.groups_key(q), ", ".join(repr(_label(n)) for n in names[:20]))
+            await sleep_until_set(stop, DISCOVERY_INTERVAL * random.uniform(0.9, 1.1))
 
     async def _logged_run(self, stop: asyncio.Event) -> None:
         try:
@@ -158,7 +260,7 @@ class Aggregator:
         """Check every group of every queue once (re-checking groups that were ready); return sets made."""
         made = 0
         for q in self.queues:
-            groups = sorted({_text(g) async for g in self.redis.sscan_iter(keys.groups_key(q), count=1000)})
+            groups = sorted({_name(g) async for g in self.redis.sscan_iter(keys.groups_key(q), count=1000)})
             for _ in range(MAX_SETS_PER_GROUP):
                 if not groups or (stop is not None and stop.is_set()):
                     break
@@ -170,14 +272,14 @@ class Aggregator:
                 groups = done if self.cfg.group_max_size else []
         return made
 
-    async def _check(self, q: str, groups: list[str]) -> list[tuple[str, str]]:
+    async def _check(self, q: str, groups: list[bytes]) -> list[tuple[bytes, str]]:
         """Run aggregation_check for ``groups`` (pipelined); the (group, set ID) pairs that were made."""
         cfg = self.cfg
-        ready: list[tuple[str, str]] = []
+        ready: list[tuple[bytes, str]] = []
         for i in range(0, len(groups), CHECK_PAGE):
             page = [(g, str(uuid.uuid4())) for g in groups[i:i + CHECK_PAGE]]
             calls = [(_scripts.AGGREGATION_CHECK,
-                      [keys.group_key(q, g), keys.aggregation_set_key(q, g, set_id),
+                      [_group_key(q, g), _set_key(q, g, set_id),
                        keys.all_aggregation_sets_key(q), keys.groups_key(q)],
                       [cfg.group_max_size, cfg.group_max_delay, cfg.group_grace_period, SET_TIMEOUT, g])
                      for g, set_id in page]
@@ -185,12 +287,14 @@ class Aggregator:
             ready.extend(pair for pair, reply in zip(page, replies) if int(reply) == 1)
         return ready
 
-    async def aggregate_set(self, q: str, group: str, set_id: str) -> bool:
+    async def aggregate_set(self, q: str, group: str | bytes, set_id: str) -> bool:
         """Aggregate one set this worker made; True when its task was enqueued and the set deleted.
 
         On any failure the set is left as it is: after its deadline it is reclaimed into the group.
         """
-        set_key = keys.aggregation_set_key(q, group, set_id)
+        name = _name(group)
+        group = _label(name)
+        set_key = _set_key(q, name, set_id)
         where = f"queue={q!r} group={group!r} set={set_id}"
         started = time.monotonic()
         try:
@@ -236,7 +340,7 @@ class Aggregator:
                       "after %ds", plan.msg.unique_key, where, SET_TIMEOUT)
         return False
 
-    async def _read(self, set_key: str, q: str) -> Optional[list[tuple[str, bytes]]]:
+    async def _read(self, set_key: bytes, q: str) -> Optional[list[tuple[str, bytes]]]:
         """The set's (task ID, message) pairs, oldest first; None when the set is no longer registered."""
         members: list[tuple[str, bytes]] = []
         first = 0
@@ -282,7 +386,8 @@ def aggregated_plan(q: str, result: Any) -> EnqueuePlan:
     """Validate what the aggregator returned: a ``Task`` or ``(Task, options)`` for queue ``q``.
 
     Raises ``TypeError`` for another shape or an unknown option, ``InvalidOptionError`` for a
-    bad option value (also a ``queue`` other than ``q``), ``PayloadTooLargeError`` over 1 MiB.
+    bad option value (also a ``queue`` other than ``q``). No payload limit (as Go): the
+    client's ``max_payload_bytes`` guards producers, and members within it may add up to more.
     """
     options: Any = {}
     if isinstance(result, tuple) and len(result) == 2:
@@ -297,14 +402,11 @@ def aggregated_plan(q: str, result: Any) -> EnqueuePlan:
     if queue != q:
         raise InvalidOptionError(f"option 'queue': an aggregated task is enqueued to its group's queue {q!r}, "
                                  f"not {queue!r}")
-    plan = plan_enqueue(result, {**options, "queue": q})
-    if len(plan.msg.payload) > MAX_PAYLOAD_BYTES:
-        raise PayloadTooLargeError(len(plan.msg.payload), MAX_PAYLOAD_BYTES)
-    return plan
+    return plan_enqueue(result, {**options, "queue": q})
 
 
-def _finish_call(q: str, set_key: str, plan: Optional[EnqueuePlan],
-                 bad: list[tuple[str, TaskMessage]]) -> tuple[list[str], list[Any]]:
+def _finish_call(q: str, set_key: bytes, plan: Optional[EnqueuePlan],
+                 bad: list[tuple[str, TaskMessage]]) -> tuple[list[Any], list[Any]]:
     """KEYS and ARGV of finish_aggregation.lua."""
     archived = [x for tid, msg in bad for x in (tid, encode_message(msg))]
     fixed = [set_key, keys.all_aggregation_sets_key(q), keys.archived_key(q)]
