@@ -118,8 +118,9 @@ class LiveDashboard:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
+        # proxy_headers=False as `fastq dashboard` serves it: the app itself decides whom to trust
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on",
-                                                    server_header=False))
+                                                    server_header=False, proxy_headers=False))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> "LiveDashboard":
@@ -225,6 +226,59 @@ def test_session_cookie_is_httponly_and_strict(dash):
     res = c.post("/login", {"csrf": csrf, "token": TOKEN})
     cookie = [h for h in res.headers.get_all("set-cookie") if h.startswith("fastq_session=")][0].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+
+
+def _cookie_flags(res: Resp, name: str) -> SimpleCookie:
+    (header,) = [h for h in res.headers.get_all("set-cookie") or [] if h.startswith(name + "=")]
+    cookie = SimpleCookie()
+    cookie.load(header)
+    return cookie[name]
+
+
+def login_through(c: Client, proto: str | None, origin_scheme: str = "http") -> tuple:
+    """Log in as a browser does, through a proxy that sends ``X-Forwarded-Proto: proto`` (None: no proxy).
+    Returns the login-form cookie and the session cookie (``Morsel``s)."""
+    headers = {"X-Forwarded-Proto": proto} if proto else {}
+    page = c.get("/login", headers=headers)
+    assert page.status == 200, page
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    res = c.post("/login", {"csrf": csrf, "token": TOKEN}, headers=headers,
+                 origin=f"{origin_scheme}://{c.host}:{c.port}")
+    assert res.status == 303 and res.headers["location"] == "/", res
+    return _cookie_flags(page, "fastq_login"), _cookie_flags(res, "fastq_session")
+
+
+@pytest.mark.parametrize("allow, proto, secure", [
+    (("127.0.0.1",), "https", True),     # the TLS proxy on this host is trusted by default
+    (("10.0.0.0/8", "::1"), "https", False),  # the header from an untrusted address: ignored
+    (("127.0.0.1",), None, False),       # plain http, no proxy
+    (("127.0.0.1",), "http", False),     # a trusted proxy that took plain http
+    (("*",), "https", True),
+])
+def test_session_cookie_secure_over_https_through_a_trusted_proxy(redis_url, allow, proto, secure):
+    with LiveDashboard(redis=redis_url, token=TOKEN, forwarded_allow_ips=allow) as d:
+        c = d.client()
+        # the browser's Origin is https:// behind a TLS proxy: the same-origin check takes the trusted scheme
+        login, session = login_through(c, proto, origin_scheme="https" if secure else "http")
+        assert bool(session["secure"]) is secure and bool(login["secure"]) is secure
+        assert session["httponly"] and session["samesite"].lower() == "strict"
+        assert c.get("/", headers={"X-Forwarded-Proto": proto} if proto else {}).status == 200
+
+
+def test_untrusted_forwarded_proto_does_not_change_the_origin_check(redis_url):
+    with LiveDashboard(redis=redis_url, token=TOKEN, forwarded_allow_ips=("10.0.0.1",)) as d:
+        c = d.client()
+        page = c.get("/login", headers={"X-Forwarded-Proto": "https"})
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        res = c.post("/login", {"csrf": csrf, "token": TOKEN}, headers={"X-Forwarded-Proto": "https"},
+                     origin=f"https://127.0.0.1:{d.port}")
+        assert res.status == 403 and "fastq_session" not in c.cookies
+
+
+@pytest.mark.parametrize("allow", [("not-an-address",), ("10.0.0.0/33",), ()])
+def test_config_refuses_bad_forwarded_allow_ips(allow):
+    with pytest.raises(ValueError, match="forwarded_allow_ips"):
+        DashboardConfig(token=TOKEN, forwarded_allow_ips=allow)
 
 
 def test_logout_ends_the_session(user):
@@ -734,6 +788,30 @@ def test_dashboard_command_serves_until_sigterm(redis_url, seeded):
         _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_dashboard_command_trusts_forwarded_proto_only_from_allowed_addresses(redis_url):
+    """Behind a TLS proxy on this host (the default --forwarded-allow-ips 127.0.0.1) the session cookie is
+    Secure; an address not in the list (option or FASTQ_DASHBOARD_FORWARDED_ALLOW_IPS) cannot make it so."""
+    for args, env, secure in [((), None, True),
+                              (("--forwarded-allow-ips", "10.0.0.1,192.168.0.0/16"), None, False),
+                              ((), {"FASTQ_DASHBOARD_FORWARDED_ALLOW_IPS": "10.0.0.1"}, False)]:
+        proc, port = start_dashboard_process(redis_url, *args, env=env)
+        try:
+            login, session = login_through(Client(port), "https", origin_scheme="https" if secure else "http")
+            assert bool(session["secure"]) is secure and bool(login["secure"]) is secure, (args, env)
+            _, plain = login_through(Client(port), None)
+            assert not plain["secure"]
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+
+
+def test_dashboard_command_refuses_bad_forwarded_allow_ips(redis_url, monkeypatch):
+    monkeypatch.setenv("FASTQ_DASHBOARD_TOKEN", TOKEN)
+    res = fq(redis_url, "dashboard", "--forwarded-allow-ips", "10.0.0.1,proxy.example")
+    assert_one_line_error(res, "forwarded_allow_ips", "proxy.example", code=2)
 
 
 # ------------------------------------------------------------------ packaging

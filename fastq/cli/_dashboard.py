@@ -13,6 +13,7 @@ import click
 from fastq.cli import Ctx, cli, safe_url
 
 TOKEN_ENV = "FASTQ_DASHBOARD_TOKEN"
+FORWARDED_ENV = "FASTQ_DASHBOARD_FORWARDED_ALLOW_IPS"
 
 
 def _is_loopback(host: str) -> bool:
@@ -73,14 +74,19 @@ def _refuse_token_argument(ctx: click.Context, param: click.Parameter, value: ob
               help="Another host name browsers use to reach the dashboard (Host header check); repeatable.")
 @click.option("--refresh", type=click.FloatRange(0.2, 3600), default=2.0, show_default=True,
               help="Seconds between samples of the live throughput chart.")
+@click.option("--forwarded-allow-ips", envvar=FORWARDED_ENV, show_envvar=True, default="127.0.0.1",
+              show_default=True, metavar="ADDRS",
+              help="Comma-separated addresses or networks (or *) of the TLS proxy in front: only from these "
+                   "is X-Forwarded-Proto believed (https makes the session cookie Secure).")
 @click.option("--token", hidden=True, expose_value=False, callback=_refuse_token_argument)
 @click.pass_obj
 def dashboard(ctx: Ctx, host: str, port: int, token_file: str | None, no_auth: bool, read_only: bool,
-              show_payloads: bool, allowed_hosts: tuple, refresh: float) -> None:
+              show_payloads: bool, allowed_hosts: tuple, refresh: float, forwarded_allow_ips: str) -> None:
     """Serve the web dashboard: queues, throughput, tasks, servers, periodic tasks, and actions.
 
     Log in with the token from $FASTQ_DASHBOARD_TOKEN (or --token-file). Binds 127.0.0.1
-    unless --host says otherwise. Needs: pip install 'fastq-tasks[dashboard]'.
+    unless --host says otherwise. Behind a TLS proxy, X-Forwarded-Proto is believed only from
+    --forwarded-allow-ips. Needs: pip install 'fastq-tasks[dashboard]'.
     """
     if no_auth and (token_file or os.environ.get(TOKEN_ENV)):
         raise click.UsageError(f"--no-auth with a token ({TOKEN_ENV} or --token-file): choose one")
@@ -106,7 +112,7 @@ def dashboard(ctx: Ctx, host: str, port: int, token_file: str | None, no_auth: b
     try:
         config = DashboardConfig(redis=ctx.url, token=token, auth=not no_auth, read_only=read_only,
                                  show_payloads=show_payloads, allowed_hosts=tuple(sorted(names)),
-                                 refresh_seconds=refresh)
+                                 refresh_seconds=refresh, forwarded_allow_ips=tuple(forwarded_allow_ips.split(",")))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     sock = None
@@ -125,8 +131,9 @@ def dashboard(ctx: Ctx, host: str, port: int, token_file: str | None, no_auth: b
     click.echo(f"fastq dashboard on http://{shown}:{bound_port}/ (Redis {safe_url(ctx.url)}"
                f"{', read-only' if read_only else ''}{', no authentication' if no_auth else ''})", err=True)
     if not _is_loopback(host):
-        click.echo("warning: listening beyond loopback; put TLS in front of it (a reverse proxy) and pass "
-                   "--allowed-host NAME for the names browsers use", err=True)
+        click.echo("warning: listening beyond loopback; put TLS in front of it (a reverse proxy: "
+                   "--forwarded-allow-ips ADDRS if it runs on another host) and pass --allowed-host NAME "
+                   "for the names browsers use", err=True)
     sys.stderr.flush()
     server = _server_class(uvicorn)(uvicorn.Config(create_app(config), log_level="warning", access_log=False,
                                            server_header=False, proxy_headers=False, lifespan="on"))

@@ -10,6 +10,9 @@ Security model (``shared/spec/reliability.md`` §6.4):
   check (``Sec-Fetch-Site: same-origin``, else an ``Origin`` equal to this server's), and the
   session's CSRF token. A bearer token does not allow mutations. ``read_only`` refuses them all.
 * **Host header** must name an allowed host (loopback names by default), against DNS rebinding.
+* **Cookies** are ``Secure`` when the request came over https: directly, or through a TLS proxy whose
+  ``X-Forwarded-Proto`` is believed only from ``forwarded_allow_ips`` (127.0.0.1 by default, like
+  uvicorn's ``--forwarded-allow-ips``); the same-origin check uses that scheme too.
 * **Headers**: a strict Content-Security-Policy (no inline script or style), ``nosniff``,
   ``frame-ancestors 'none'``, ``Referrer-Policy: same-origin``, ``Cache-Control: no-store``.
 * **Payloads and results** are not shown unless ``show_payloads`` is set (sizes are).
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import math
 import secrets
@@ -92,6 +96,8 @@ class DashboardConfig:
     refresh_seconds: float = 2.0
     session_ttl: float = 12 * 3600.0
     login_delay: float = 0.3  # seconds added to a failed login (slows guessing)
+    # addresses (IPs or networks, "*" for any) whose X-Forwarded-Proto is believed: a TLS-terminating proxy
+    forwarded_allow_ips: tuple = ("127.0.0.1",)
 
     def __post_init__(self) -> None:
         if self.auth:
@@ -107,6 +113,27 @@ class DashboardConfig:
         if not (0.2 <= self.refresh_seconds <= 3600):
             raise ValueError("refresh_seconds must be between 0.2 and 3600")
         self.allowed_hosts = tuple(h.lower().strip("[]") for h in self.allowed_hosts)
+        if isinstance(self.forwarded_allow_ips, str):
+            self.forwarded_allow_ips = tuple(self.forwarded_allow_ips.split(","))
+        self.forwarded_allow_ips = tuple(a.strip() for a in self.forwarded_allow_ips if a.strip())
+        _trusted_networks(self.forwarded_allow_ips)  # refuses a bad entry now, not at the first request
+
+
+def _trusted_networks(entries: tuple) -> Optional[tuple]:
+    """The networks of ``forwarded_allow_ips``; None when it holds ``*`` (any address)."""
+    if not entries:
+        raise ValueError("forwarded_allow_ips must name at least one address (127.0.0.1 if no proxy runs "
+                         "on this host)")
+    if "*" in entries:
+        return None
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+        except ValueError:
+            raise ValueError(f"forwarded_allow_ips: {entry!r} is not an IP address or network "
+                             "(e.g. 127.0.0.1, 10.0.0.0/8, ::1, or *)") from None
+    return tuple(networks)
 
 
 @dataclass
@@ -120,6 +147,7 @@ class Dashboard:
     def __init__(self, config: DashboardConfig) -> None:
         self.config = config
         self.sessions: dict[str, Session] = {}
+        self._proxies = _trusted_networks(config.forwarded_allow_ips)
         self._inspector: Optional[AsyncInspector] = None
         self._owns_client = False
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")),
@@ -185,9 +213,32 @@ class Dashboard:
         return (scheme.lower() == "bearer" and bool(self.config.token)
                 and hmac.compare_digest(value.strip().encode(), self.config.token.encode()))
 
+    def _scheme(self, request: Request) -> str:
+        """The scheme the browser used: the connection's, or a trusted proxy's ``X-Forwarded-Proto``."""
+        proto = request.headers.get("x-forwarded-proto")
+        if proto is not None and self._from_proxy(request):
+            proto = proto.split(",")[0].strip().lower()  # a chain of proxies: the first saw the browser
+            if proto in ("http", "https"):
+                return proto
+        return request.url.scheme
+
+    def _from_proxy(self, request: Request) -> bool:
+        if self._proxies is None:
+            return True
+        client = request.client
+        if client is None:  # e.g. a Unix socket
+            return False
+        try:
+            addr = ipaddress.ip_address(client.host.strip("[]"))
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self._proxies)
+
     def _set_cookie(self, request: Request, response: Response, sid: str) -> None:
         response.set_cookie(SESSION_COOKIE, sid, max_age=int(self.config.session_ttl), httponly=True,
-                            samesite="strict", secure=request.url.scheme == "https", path="/")
+                            samesite="strict", secure=self._scheme(request) == "https", path="/")
 
     def _same_origin(self, request: Request) -> Optional[str]:
         """None when the request comes from a page of this dashboard, else why not."""
@@ -197,7 +248,7 @@ class Dashboard:
         origin = request.headers.get("origin")
         if origin is None:
             return "cross-origin check failed: the request has no Origin header"
-        expected = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        expected = f"{self._scheme(request)}://{request.headers.get('host', '')}"
         if origin.lower() != expected.lower():
             return f"cross-origin request refused (Origin {origin!r} is not {expected!r})"
         return None
@@ -272,7 +323,7 @@ class Dashboard:
                                next=_safe_next(request.query_params.get("next")), status=200,
                                error=request.query_params.get("failed") == "1")
         response.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", path="/login")
+                            secure=self._scheme(request) == "https", path="/login")
         return response
 
     async def login(self, request: Request) -> Response:
