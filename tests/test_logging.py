@@ -223,7 +223,8 @@ def test_text_traceback_keeps_the_exception_text_on_its_line(capture_text):
         logging.getLogger("app").exception("boom")
     lines = capture_text.lines()
     assert lines[0].endswith("task=-: boom") and lines[1] == "Traceback (most recent call last):"
-    assert "ValueError: inner\\nFAKE LINE INFO inner" in lines and lines[-1] == "RuntimeError: x\\nFAKE LINE ERROR admin"
+    assert "ValueError: inner\\nFAKE LINE INFO inner" in lines
+    assert lines[-1] == "RuntimeError: x\\nFAKE LINE ERROR admin"
     assert not [line for line in lines if line.startswith("FAKE")]
 
 
@@ -255,8 +256,8 @@ def test_supervisor_text_log_has_one_line_for_a_forged_failure(tmp_path, redis_u
     tid = "forged-1"
     r = redis.Redis.from_url(redis_url)
     r.sadd("asynq:queues", "default")
-    r.hset(f"asynq:{{default}}:t:{tid}", mapping={"state": "pending", "pending_since": time.time_ns(), "msg": encode_message(
-        TaskMessage(type="a\nb", id=tid, queue="default", retry=0, timeout=1800))})
+    msg = encode_message(TaskMessage(type="a\nb", id=tid, queue="default", retry=0, timeout=1800))
+    r.hset(f"asynq:{{default}}:t:{tid}", mapping={"state": "pending", "pending_since": time.time_ns(), "msg": msg})
     r.lpush("asynq:{default}:pending", tid)
     r.close()
     proc = subprocess.Popen([sys.executable, "-m", "fastq.server.cli", "forge_app:mux", "--redis-url", redis_url,
@@ -272,7 +273,8 @@ def test_supervisor_text_log_has_one_line_for_a_forged_failure(tmp_path, redis_u
     lines = err.splitlines()
     record = [line for line in lines if "FAKE LINE" in line]
     assert len(record) == 1, err
-    assert f"task={tid}: task {tid} (a\\nb) failed and is archived: RuntimeError: x\\nFAKE LINE ERROR admin" in record[0]
+    assert (f"task={tid}: task {tid} (a\\nb) failed and is archived: RuntimeError: x\\nFAKE LINE ERROR admin"
+            in record[0])
     assert not [line for line in lines if line.startswith("FAKE") or line == "b"]
 
 
