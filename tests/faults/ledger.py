@@ -22,10 +22,21 @@ class Ledger:
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute("CREATE TABLE IF NOT EXISTS enqueued (task_id TEXT PRIMARY KEY, at REAL)")
         self.db.execute("CREATE TABLE IF NOT EXISTS runs (task_id TEXT, event TEXT, pid INTEGER, at REAL)")
+        # runs a task makes by design (a planned failure with max_retry=n runs n + 1 times); tasks absent here
+        # run once
+        self.db.execute("CREATE TABLE IF NOT EXISTS planned (task_id TEXT PRIMARY KEY, runs INTEGER)")
 
     def enqueued(self, ids) -> None:
         now = time.time()
         self.db.executemany("INSERT OR IGNORE INTO enqueued VALUES (?, ?)", [(i, now) for i in ids])
+
+    def plan(self, ids, runs: int) -> None:
+        """Record that each of ``ids`` runs up to ``runs`` times by design (e.g. a handler that always fails,
+        with max_retry = runs - 1): starts up to that many are not duplicates."""
+        self.db.executemany("INSERT OR REPLACE INTO planned VALUES (?, ?)", [(i, runs) for i in ids])
+
+    def planned_runs(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT task_id, runs FROM planned"))
 
     def record(self, task_id: str, event: str) -> None:
         with self._lock:
