@@ -259,8 +259,8 @@ class Client:
         plan = plan_enqueue(task, options)
         _check_size([plan], self._max_payload)
         with _broker_errors():
+            call = _single_call(plan, time.time())  # encodes: whatever fails, fails before any write
             self._publish(plan.msg.queue)
-            call = _single_call(plan, time.time())
             return _single_result(plan, call.script.run(self._redis, call.keys, call.args))
 
     def enqueue_many(self, tasks: Iterable[Task], **options: Any) -> list[TaskInfo]:
@@ -337,8 +337,8 @@ class AsyncClient:
         plan = plan_enqueue(task, options)
         _check_size([plan], self._max_payload)
         with _broker_errors():
-            await self._publish(plan.msg.queue)
             call = _single_call(plan, time.time())
+            await self._publish(plan.msg.queue)
             return _single_result(plan, await call.script.arun(self._redis, call.keys, call.args))
 
     async def enqueue_many(self, tasks: Iterable[Task], **options: Any) -> list[TaskInfo]:

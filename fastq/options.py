@@ -5,13 +5,11 @@
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
-from fastq import keys
+from fastq import _validate, keys
 from fastq._codec import TaskMessage, new_task_ids
 from fastq.context import PARENT_ID_HEADER, ROOT_ID_HEADER, current_task
 from fastq.errors import InvalidOptionError
@@ -45,42 +43,6 @@ def check_option_names(options: dict[str, Any]) -> None:
         raise TypeError(f"unknown enqueue option {name!r}; valid options: {', '.join(sorted(OPTION_NAMES))}")
 
 
-def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise InvalidOptionError(f"option {name!r} must be a number of seconds or a timedelta, not {type(value).__name__}")
-    if math.isnan(seconds) or math.isinf(seconds):
-        raise InvalidOptionError(f"option {name!r} must be finite, got {value!r}")
-    if seconds < 0:
-        raise InvalidOptionError(f"option {name!r} must not be negative, got {value!r}")
-    return seconds
-
-
-def _whole_seconds(name: str, value: Any) -> int:
-    """Asynq stores durations as whole seconds; reject values that would truncate to 0."""
-    seconds = _seconds(name, value)
-    if 0 < seconds < 1:
-        raise InvalidOptionError(f"option {name!r} must be 0 or at least 1 second (Asynq stores whole seconds), got {value!r}")
-    return int(seconds)
-
-
-def _unix(name: str, value: Any) -> int:
-    if not isinstance(value, datetime):
-        raise InvalidOptionError(f"option {name!r} must be a datetime, not {type(value).__name__}")
-    return int(value.timestamp())  # naive datetimes are local time, as datetime.timestamp() says
-
-
-def _name(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise InvalidOptionError(f"option {name!r} must be a str, not {type(value).__name__}")
-    if not value.strip():
-        raise InvalidOptionError(f"option {name!r} must not be empty or blank")
-    return value
-
-
 def _headers_with_lineage(task: Task) -> dict[str, str] | None:
     """The task's headers, plus its lineage when it is enqueued from inside a handler.
 
@@ -106,9 +68,10 @@ def plan_enqueue(task: Task, options: dict[str, Any], now: float | None = None) 
     now = time.time() if now is None else now
     get = options.get
 
-    queue = _name("queue", get("queue", DEFAULT_QUEUE))
+    _validate.task_type(task.type)  # checked by Task(), again here in case it was changed since
+    queue = _validate.queue_name(get("queue", DEFAULT_QUEUE))
     task_id = get("task_id")
-    task_id = new_task_ids(1)[0] if task_id is None else _name("task_id", task_id)
+    task_id = new_task_ids(1)[0] if task_id is None else _validate.text("task_id", task_id)
 
     max_retry = get("max_retry", DEFAULT_MAX_RETRY)
     if not isinstance(max_retry, int) or isinstance(max_retry, bool):
@@ -116,31 +79,31 @@ def plan_enqueue(task: Task, options: dict[str, Any], now: float | None = None) 
     if not 0 <= max_retry <= 2**31 - 1:
         raise InvalidOptionError(f"option 'max_retry' must be between 0 and 2147483647, got {max_retry}")
 
-    timeout = _whole_seconds("timeout", get("timeout", 0))
-    deadline = _unix("deadline", get("deadline")) if get("deadline") is not None else 0
+    timeout = _validate.whole_seconds("timeout", get("timeout", 0))
+    deadline = _validate.unix("deadline", get("deadline")) if get("deadline") is not None else 0
     if deadline < 0:
         raise InvalidOptionError("option 'deadline' is before 1970")
     if timeout == 0 and deadline == 0:
         timeout = DEFAULT_TIMEOUT
-    retention = _whole_seconds("retention", get("retention", 0))
+    retention = _validate.whole_seconds("retention", get("retention", 0))
 
     if get("process_at") is not None and get("process_in") is not None:
         raise InvalidOptionError("give either 'process_at' or 'process_in', not both")
     process_at = 0
     process_in = None
     if get("process_at") is not None:
-        process_at = _unix("process_at", get("process_at"))
+        process_at = _validate.unix("process_at", get("process_at"))
     elif get("process_in") is not None:
-        process_in = _seconds("process_in", get("process_in"))
+        process_in = _validate.seconds("process_in", get("process_in"))
         process_at = int(now + process_in)
 
     group = get("group")
-    group = "" if group is None else _name("group", group)
+    group = "" if group is None else _validate.text("group", group)
 
     unique_ttl = 0
     unique_key = ""
     if get("unique") is not None:
-        ttl = _seconds("unique", get("unique"))
+        ttl = _validate.seconds("unique", get("unique"))
         if ttl < 1:
             raise InvalidOptionError(f"option 'unique' TTL must be at least 1 second, got {get('unique')!r}")
         unique_key = keys.unique_key(queue, task.type, task.payload)
@@ -181,9 +144,12 @@ def plan_many(tasks: list[Task], options: dict[str, Any], now: float | None = No
     kind, process_at, unique_ttl, process_in = first.kind, first.process_at, first.unique_ttl, first.process_in
     unique = bool(t.unique_key)
     in_handler = current_task() is not None
+    checked_type = t.type
     for task, tid in zip(tasks[1:], new_task_ids(len(tasks) - 1)):
         if not isinstance(task, Task):
             raise TypeError(f"enqueue_many() needs fastq.Task objects, not {type(task).__name__}")
+        if task.type != checked_type:  # as plan_enqueue: all tasks are checked before any is written
+            checked_type = _validate.task_type(task.type)
         headers = _headers_with_lineage(task) if (task.headers or in_handler) else None
         msg = TaskMessage(task.type, task.payload, tid, t.queue, t.retry, 0, "", t.timeout, t.deadline,
                           keys.unique_key(t.queue, task.type, task.payload) if unique else "", 0, t.retention, 0,

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from fastq import _validate
+
 
 class TaskState(str, enum.Enum):
     """The state strings Asynq stores in the ``state`` field of a task hash."""
@@ -27,15 +29,17 @@ class Task:
 
     ``headers`` is Asynq's string map (TaskMessage field 15). A handler receives
     a ``Task``; ``fastq.get_task_id()`` gives the ID of the task being run.
+
+    ``type`` must be a non-blank str of valid UTF-8 (no lone surrogates) without control
+    characters (NUL, newline, tab, ...), at most 1024 bytes of UTF-8; header keys and values
+    valid UTF-8. Anything else raises ``InvalidOptionError`` (a ``ValueError``) here, before
+    anything can be written; see ``fastq._validate`` for why.
     """
 
     __slots__ = ("type", "payload", "headers")
 
     def __init__(self, type: str, payload: bytes = b"", headers: Mapping[str, str] | None = None) -> None:
-        if not isinstance(type, str):
-            raise TypeError(f"task type must be str, not {_tname(type)}")
-        if not type.strip():
-            raise ValueError("task type must not be empty or blank")
+        _validate.task_type(type)
         if isinstance(payload, (bytearray, memoryview)):
             payload = bytes(payload)
         elif not isinstance(payload, bytes):
@@ -43,10 +47,7 @@ class Task:
                 f"task payload must be bytes, not {_tname(payload)} (encode it first, e.g. json.dumps(x).encode())"
             )
         if headers is not None:
-            for k, v in headers.items():
-                if not isinstance(k, str) or not isinstance(v, str):
-                    raise TypeError("task headers must map str to str")
-            headers = dict(headers)
+            headers = _validate.headers(headers)
         self.type = type
         self.payload = payload
         self.headers = headers or {}

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any, Callable, Optional
 
 from fastq._redis import default_url
+from fastq._validate import queue_name
 from fastq.errors import InvalidOptionError
 from fastq.retry import default_retry_delay
 
@@ -18,8 +19,9 @@ def parse_queues(spec: Any) -> dict[str, int]:
     """Parse ``"critical=6,default=3,low=1"`` (or a dict / list of names) into ``{name: weight}``.
 
     A name without ``=weight`` gets weight 1. Raises ``InvalidOptionError``
-    naming the bad entry for blank names, non-integer or non-positive weights
-    and duplicates.
+    naming the bad entry for blank names, names the client would refuse to
+    enqueue to (``{``, ``}``, whitespace, control characters, over 255 bytes;
+    see ``fastq._validate``), non-integer or non-positive weights and duplicates.
     """
     if isinstance(spec, dict):
         items = [(str(k), v) for k, v in spec.items()]
@@ -38,6 +40,7 @@ def parse_queues(spec: Any) -> dict[str, int]:
     for name, weight in items:
         if not name.strip():
             raise InvalidOptionError(f"queues {spec!r}: queue name must not be blank")
+        queue_name(name, f"queues {spec!r}: queue name")  # the rule the client enqueues by
         if isinstance(weight, str):
             try:
                 weight = int(weight)
