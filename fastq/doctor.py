@@ -33,14 +33,19 @@ def _list(r: Any, key: str) -> list[str]:
     start = 0
     while True:
         page = r.lrange(key, start, start + PAGE - 1)
-        out += [x.decode() for x in page]
+        out += [_text(x) for x in page]
         if len(page) < PAGE:
             return out
         start += PAGE
 
 
-def _zset(r: Any, key: str) -> list[str]:
-    return [x.decode() for x, _ in r.zscan_iter(key, count=PAGE)]
+def _text(raw: bytes) -> str:
+    """IDs and names read from Redis may hold any bytes (Go strings do): decode losslessly."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _zset(r: Any, key: Any) -> list[str]:
+    return [_text(x) for x, _ in r.zscan_iter(key, count=PAGE)]
 
 
 def _glob_escape(text: str) -> str:
@@ -63,8 +68,8 @@ def check(r: Any, queue: str) -> list[str]:
     # groups set, and sets being aggregated are listed only in aggregation_sets)
     group_prefix = keys.group_key_prefix(queue)
     for raw_key in r.scan_iter(match=_glob_escape(group_prefix) + "*", count=PAGE):
-        name = raw_key.decode()[len(group_prefix):]
-        containers[f"group:{name}"] = set(_zset(r, raw_key.decode()))
+        name = _text(raw_key)[len(group_prefix):]
+        containers[f"group:{name}"] = set(_zset(r, raw_key))
     for name, ids in containers.items():
         for tid in ids:
             where.setdefault(tid, []).append(name)
@@ -82,11 +87,10 @@ def check(r: Any, queue: str) -> list[str]:
     prefix = keys.task_key_prefix(queue)
     seen_hashes = set()
     for raw_key in r.scan_iter(match=_glob_escape(prefix) + "*", count=PAGE):
-        key = raw_key.decode()
-        tid = key[len(prefix):]
+        tid = _text(raw_key)[len(prefix):]
         seen_hashes.add(tid)
-        fields = r.hmget(key, "state", "msg")
-        state = fields[0].decode() if fields[0] is not None else None
+        fields = r.hmget(raw_key, "state", "msg")
+        state = _text(fields[0]) if fields[0] is not None else None
         places = where.get(tid)
         if not places:
             problems.append(f"{tid}: task hash with state {state!r} is in no container (dangling)")

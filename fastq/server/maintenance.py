@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Optional, Union
 
 from redis.exceptions import RedisError
 
@@ -18,7 +19,7 @@ from fastq.errors import DecodeError
 from fastq.server.broker import ARCHIVE, RETRY, Broker, group_by
 from fastq.server.config import WorkerConfig
 from fastq.server.health import noop_health
-from fastq.server.processor import Processor
+from fastq.server.processor import Processor, printable_id, undecodable_message
 
 log = logging.getLogger("fastq.maintenance")
 
@@ -42,6 +43,8 @@ async def forward_loop(broker: Broker, cfg: WorkerConfig, stop: asyncio.Event, h
             moved = await broker.forward(cfg.queues)
             if moved:
                 log.debug("forwarded %d due task(s)", moved)
+            if health.troubled:
+                health.ok("forward")
         except (RedisError, OSError) as exc:
             health.failed("forward", exc)
         await sleep_until_set(stop, cfg.forward_interval)
@@ -63,20 +66,40 @@ async def recover_once(broker: Broker, processor: Processor, cfg: WorkerConfig) 
             continue
         cutoff, items = int(reply[0]), []
         for i in range(1, len(reply), 2):
-            tid = reply[i].decode()
-            if tid in processor.running or tid in processor.unacked:
-                continue  # ours and alive: the next heartbeat extends it
-            try:
-                msg = decode_message(reply[i + 1])
-            except DecodeError:
-                continue  # the dequeue path archives undecodable messages
-            items.append(settle_lost(q, tid, msg, LEASE_EXPIRED, now, cfg))
+            item = lost_claim(q, reply[i], reply[i + 1], LEASE_EXPIRED, now, cfg, "", processor)
+            if item is not None:
+                items.append(item)
         if items:
             missing = await broker.write_acks(group_by(items), now, cutoff=str(cutoff))
             recovered += len(items) - len(missing)
     if recovered:
         log.warning("recovered %d task(s) whose lease expired", recovered)
     return recovered
+
+
+def lost_claim(q: str, raw_id: bytes, raw: bytes, reason: str, now: float, cfg: WorkerConfig, token: str,
+               processor: Optional[Processor] = None) -> Optional[tuple]:
+    """The outcome of a claim whose worker is gone, from the bytes Redis holds: a counted failed
+    attempt (``settle_lost``); an ID that is not UTF-8, or a message that is missing or cannot be
+    decoded, is archived with the reason. None: the claim is this (living) process's own."""
+    try:
+        tid: Union[str, bytes] = raw_id.decode()
+    except UnicodeDecodeError:
+        if processor is not None and raw_id in processor.unacked:
+            return None  # this process is archiving it already
+        tid = raw_id
+        why = "task ID is not valid UTF-8"
+    else:
+        if processor is not None and (tid in processor.running or tid in processor.unacked):
+            return None  # ours and alive: the next lease extension covers it
+        why = "" if raw else "task hash has no message"
+        if raw:
+            try:
+                return settle_lost(q, tid, decode_message(raw), reason, now, cfg, token)
+            except DecodeError as exc:
+                why = f"cannot decode task message: {exc}"
+    log.error("task %s in queue %s archived: %s", printable_id(tid), q, why)
+    return (ARCHIVE, q, (tid, token, undecodable_message(q, tid, raw or b"", why, now)))
 
 
 def settle_lost(q: str, tid: str, msg, reason: str, now: float, cfg: WorkerConfig, token: str = "") -> tuple:
@@ -98,6 +121,8 @@ async def janitor_loop(broker: Broker, cfg: WorkerConfig, stop: asyncio.Event, h
                 while await _scripts.JANITOR.arun(broker.redis, [keys.completed_key(q)],
                                                   [keys.task_key_prefix(q), cfg.janitor_batch]) >= cfg.janitor_batch:
                     pass
+            if health.troubled:
+                health.ok("janitor")
         except (RedisError, OSError) as exc:
             health.failed("janitor", exc)
         await sleep_until_set(stop, cfg.janitor_interval)
@@ -132,7 +157,9 @@ async def pubsub_listener(redis, processor: Processor, queues, stop: asyncio.Eve
                     processor.wake()
                 else:
                     data = message["data"]
-                    processor.cancel(data.decode() if isinstance(data, bytes) else str(data))
+                    if isinstance(data, bytes):  # anyone may publish: no byte may stop this listener
+                        data = data.decode("utf-8", "backslashreplace")
+                    processor.cancel(str(data))
         except (RedisError, OSError) as exc:
             processor.redis_error("pubsub", exc)
             await sleep_until_set(stop, delay)
@@ -150,6 +177,8 @@ async def recover_loop(broker: Broker, processor: Processor, cfg: WorkerConfig, 
     while not stop.is_set():
         try:
             await recover_once(broker, processor, cfg)
+            if processor.health.troubled:
+                processor.health.ok("recover")
         except (RedisError, OSError) as exc:
             processor.redis_error("recover", exc)
         await sleep_until_set(stop, cfg.recover_interval)

@@ -26,11 +26,11 @@ import itertools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from redis.exceptions import RedisError, ResponseError
 
-from fastq._codec import TaskMessage, decode_message
+from fastq._codec import TaskMessage, decode_message, encode_message
 from fastq.context import TaskContext, set_current
 from fastq.errors import DecodeError, RevokeTask, SkipRetry
 from fastq.mux import ServeMux, is_async_handler
@@ -190,7 +190,7 @@ class Processor:
                 await _jittered_sleep(error_sleep)
                 error_sleep = min(error_sleep * 2, 2.0)
                 continue
-            if self.health.down:
+            if self.health.troubled:
                 self.health.ok("dequeue")
             error_sleep = 0.05
             if not reply:
@@ -201,7 +201,7 @@ class Processor:
             queue = names[reply[0] - 1]
             lease_until = started + cfg.lease_duration - LEASE_MARGIN
             for i in range(2, len(reply), 2):
-                self._start(queue, reply[i].decode(), reply[i + 1], token, lease_until)
+                self._claimed(queue, reply[i], reply[i + 1], token, lease_until)
             self.claims_event.set()
 
     async def _idle_wait(self, seconds: float) -> None:
@@ -260,6 +260,8 @@ class Processor:
             try:
                 await self._write(batch)
                 error_sleep = 0.05
+                if self.health.troubled:
+                    self.health.ok("ack")
             except (RedisError, OSError) as exc:
                 self.redis_error("ack", exc)
                 log.debug("%d task outcome(s) wait for Redis", len(batch))
@@ -295,6 +297,23 @@ class Processor:
                           f"{now - stuck[0].deadline:.0f}s after its deadline")
 
     # --------------------------------------------------------------- dispatch
+
+    def _claimed(self, queue: str, raw_id: bytes, raw: Optional[bytes], token: str, lease_until: float) -> None:
+        """Start one claimed task. Whatever its bytes hold, it ends running or archived with the
+        reason, and the rest of the batch is started: nothing read from Redis stops the loop."""
+        try:
+            tid = raw_id.decode()
+        except UnicodeDecodeError:  # Go strings may hold any bytes; such an ID cannot be a fastq task
+            self._archive_raw(queue, raw_id, raw or b"", "task ID is not valid UTF-8", token)
+            return
+        try:
+            self._start(queue, tid, raw, token, lease_until)
+        except Exception as exc:  # noqa: BLE001 - a bug or a message nobody planned for
+            log.exception("task %s in queue %s could not be started", tid, queue)
+            if tid in self.running:
+                self.abort(self.running[tid], ABORT_SHUTDOWN)  # back to pending, by the usual path
+            elif tid not in self.unacked:
+                self._archive_raw(queue, tid, raw or b"", f"task could not be started: {error_text(exc)}", token)
 
     def _start(self, queue: str, tid: str, raw: Optional[bytes], token: str, lease_until: float) -> None:
         if raw is None:
@@ -458,13 +477,10 @@ class Processor:
         self._ack(RETRY, queue, (tid, run.token, failed, int(now + delay), is_failure))
         return RETRY
 
-    def _archive_raw(self, queue: str, tid: str, raw: bytes, reason: str, token: str) -> None:
+    def _archive_raw(self, queue: str, tid: Union[str, bytes], raw: bytes, reason: str, token: str) -> None:
         """Archive a claimed task whose message cannot be used; keep the raw bytes as payload."""
-        log.error("task %s in queue %s archived: %s", tid, queue, reason)
-        now = int(time.time())
-        msg = TaskMessage(type=UNDECODABLE_TYPE, payload=bytes(raw), id=tid, queue=queue,
-                          error_msg=reason, last_failed_at=now, timeout=int(DEFAULT_TIMEOUT))
-        self._ack(ARCHIVE, queue, (tid, token, msg))
+        log.error("task %s in queue %s archived: %s", printable_id(tid), queue, reason)
+        self._ack(ARCHIVE, queue, (tid, token, undecodable_message(queue, tid, raw, reason, time.time())))
 
     def _ack(self, kind: str, queue: str, item: tuple) -> None:
         self._acks.append((kind, queue, item))
@@ -477,16 +493,17 @@ class Processor:
             self.unacked.pop(item[0], None)
         if missing:
             log.warning("%d outcome(s) not written: the task was no longer held by this worker "
-                        "(lease lost and reclaimed?): %s", len(missing), [m.decode() for m in missing[:10]])
+                        "(lease lost and reclaimed?): %s", len(missing), [printable_id(m) for m in missing[:10]])
 
     # ----------------------------------------------------------------- leases
 
     def leased_ids(self) -> dict[str, list[str]]:
-        """Task IDs this process holds a lease for, by queue (running or outcome unwritten)."""
+        """Task IDs this process holds a lease for, by queue (running or outcome unwritten).
+        Called from the lease thread: each dict is copied first (atomic under the GIL)."""
         out: dict[str, list[str]] = {}
-        for run in self.running.values():
+        for run in self.running.copy().values():
             out.setdefault(run.queue, []).append(run.id)
-        for tid, queue in self.unacked.items():
+        for tid, queue in self.unacked.copy().items():
             out.setdefault(queue, []).append(tid)
         return out
 
@@ -495,7 +512,8 @@ class Processor:
         return min((r.lease_until for r in self.running.values()), default=None)
 
     def leases_extended(self, by_queue: dict[str, list[str]], since: float) -> None:
-        """The leases of these IDs were pushed to Redis time + lease by a call started at ``since``."""
+        """The leases of these IDs were pushed to Redis time + lease by a call started at ``since``.
+        Called from the lease thread: only dict lookups and attribute writes (thread-safe)."""
         until = since + self.cfg.lease_duration - LEASE_MARGIN
         running = self.running
         for ids in by_queue.values():
@@ -519,7 +537,8 @@ class Processor:
             except asyncio.TimeoutError:
                 pass
         if self.running:
-            log.warning("shutdown: requeueing %d unfinished task(s): %s", len(self.running), list(self.running)[:10])
+            log.warning("shutdown: requeueing %d unfinished task(s)", len(self.running))
+            log.debug("shutdown: requeued task IDs: %s", " ".join(self.running))
             pending = [r.future for r in self.running.values() if isinstance(r.future, asyncio.Task)]
             for run in list(self.running.values()):
                 self.abort(run, ABORT_SHUTDOWN)
@@ -535,7 +554,7 @@ class Processor:
             batch, self._acks = self._acks, []
             try:
                 await self._write(batch)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - Redis errors, or anything else: keep trying until the end
                 log.warning("shutdown: writing outcomes failed (%s); retrying", exc)
                 self._acks = batch + self._acks
                 await asyncio.sleep(0.1)
@@ -545,6 +564,23 @@ class Processor:
         self._closed = True
         self._ack_event.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def printable_id(tid: Union[str, bytes]) -> str:
+    """A task ID for log lines and messages: non-UTF-8 bytes escaped as ``\\xNN``."""
+    return tid.decode("utf-8", "backslashreplace") if isinstance(tid, bytes) else tid
+
+
+def undecodable_message(queue: str, tid: Union[str, bytes], raw: bytes, reason: str, now: float) -> bytes:
+    """The encoded message stored for a task archived because its data cannot be used.
+
+    Its type is ``fastq:undecodable``, its payload the raw message bytes (empty when the hash had
+    none), its error the reason. An ID that is not UTF-8 stays the key of the hash and the member
+    of the archived set (that is how the task is found); the message's ``id`` field, a protobuf
+    string, holds it with the bad bytes escaped."""
+    msg = TaskMessage(type=UNDECODABLE_TYPE, payload=bytes(raw), id=printable_id(tid), queue=queue,
+                      error_msg=reason, last_failed_at=int(now), timeout=int(DEFAULT_TIMEOUT))
+    return encode_message(msg)
 
 
 def _fields(run: _Running) -> dict:

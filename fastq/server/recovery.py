@@ -14,12 +14,10 @@ import time
 from redis.exceptions import RedisError
 
 from fastq import _scripts, keys
-from fastq._codec import decode_message
 from fastq._redis import sync_client
-from fastq.errors import DecodeError
 from fastq.server.broker import Broker, group_by
 from fastq.server.config import WorkerConfig
-from fastq.server.maintenance import settle_lost
+from fastq.server.maintenance import lost_claim
 
 log = logging.getLogger("fastq.supervisor")
 
@@ -33,12 +31,9 @@ def recover_worker(cfg: WorkerConfig, server_id: str, pid: int, reason: str) -> 
         for q in cfg.queues:
             reply = _scripts.LIST_CLAIMS.run(client, [keys.lease_key(q)], [keys.task_key_prefix(q), f"{server_id}:"])
             for i in range(0, len(reply), 3):
-                tid, token = reply[i].decode(), reply[i + 1].decode()
-                try:
-                    msg = decode_message(reply[i + 2])
-                except DecodeError:
-                    continue  # left to lease recovery, which leaves it to the dequeue path's archive
-                items.append(settle_lost(q, tid, msg, f"worker {pid} lost ({reason})", now, cfg, token))
+                # the token matched "<server id>:" in the script: ours, ASCII; the ID and message may be anything
+                token = reply[i + 1].decode("utf-8", "backslashreplace")
+                items.append(lost_claim(q, reply[i], reply[i + 2], f"worker {pid} lost ({reason})", now, cfg, token))
         settled = 0
         if items:
             replies = _scripts.run_many(client, Broker.ack_calls(group_by(items), now))

@@ -38,6 +38,7 @@ log = logging.getLogger("fastq.supervisor")
 MIN_UPTIME = 2.0
 MAX_BACKOFF = 30.0
 KILL_GRACE = 10.0
+MEMORY_MIN_UPTIME = 10.0  # a worker recycled for memory sooner than this means the limit is too low
 HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 SCHEDULER_SLOT = -1  # the slot of the optional periodic-task scheduler child
 METRICS_SLOT = -2  # the slot of the optional /metrics server child
@@ -85,6 +86,9 @@ class Supervisor:
         self.started_at: dict[int, float] = {}  # slot -> start time of its current worker
         self.backoff: dict[int, float] = {}  # slot -> current restart delay
         self.restart_due: dict[int, float] = {}  # slot -> when to start it again
+        self.recycled_rss: dict[int, float] = {}  # pid -> RSS (MB) when it was told to stop for memory
+        self.memory_backoff: dict[int, float] = {}  # slot -> restart delay after early memory recycles
+        self.memory_warned = False
         self.stopping = False
         self.signals_seen = 0
         self.kill_at: Optional[float] = None
@@ -120,8 +124,7 @@ class Supervisor:
 
                     if self.metrics is not None:
                         config = replace(config, hooks=[*config.hooks, self.metrics.worker_hooks()])
-                    run_worker(self.handler, config, parent_pid=self.pid)
-                    code = 0
+                    code = run_worker(self.handler, config, parent_pid=self.pid)
             except BaseException:  # noqa: BLE001 - report anything, then leave
                 log.exception("%s %d crashed", _kind(slot), os.getpid(),
                               extra=lifecycle("child_crashed", child_pid=os.getpid(), slot=slot))
@@ -156,9 +159,7 @@ class Supervisor:
             fields = _exit_fields(status, child_pid=pid, slot=slot, kind=kind)
             clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
             if not clean and server_id is not None and slot >= 0:
-                from fastq.server.recovery import recover_worker
-
-                recover_worker(self.config, server_id, pid, how)
+                self._recover(server_id, pid, how)
             if self.stopping:
                 log.info("%s %d (slot %d) stopped: %s", kind, pid, slot, how, extra=lifecycle("child_stopped", **fields))
                 continue
@@ -166,7 +167,7 @@ class Supervisor:
                 log.info("%s %d (slot %d) recycled (%s); starting a fresh one", kind, pid, slot,
                          "memory limit" if recycled else "it stopped itself: task limit or stuck handler",
                          extra=lifecycle("child_recycled", reason="memory" if recycled else "self", **fields))
-                self.restart_due[slot] = time.monotonic()
+                self.restart_due[slot] = time.monotonic() + (self._memory_backoff(slot, pid) if recycled else 0.0)
                 continue
             uptime = time.monotonic() - self.started_at.get(slot, 0.0)
             if uptime < MIN_UPTIME:
@@ -182,6 +183,35 @@ class Supervisor:
                           extra=lifecycle("child_died", uptime=round(uptime, 3), restart_in=0.0, **fields))
             self.restart_due[slot] = time.monotonic() + delay
 
+    def _recover(self, server_id: str, pid: int, how: str) -> None:
+        """Settle a dead worker's claims now. Nothing found in Redis may end the supervisor: an
+        unexpected error is logged and the claims are left to lease recovery."""
+        try:
+            from fastq.server.recovery import recover_worker
+
+            recover_worker(self.config, server_id, pid, how)
+        except Exception:  # noqa: BLE001
+            log.exception("recovering the tasks of dead worker %d failed; lease recovery will take them", pid)
+
+    def _memory_backoff(self, slot: int, pid: int) -> float:
+        """Delay before replacing a worker recycled for memory. One that passed the limit within
+        ``MEMORY_MIN_UPTIME`` of its start means the limit is below what a fresh worker needs:
+        replacing it at once would fork in a loop, so back off (doubling up to ``MAX_BACKOFF``) and
+        say why once."""
+        rss = self.recycled_rss.pop(pid, 0.0)
+        uptime = time.monotonic() - self.started_at.get(slot, 0.0)
+        if uptime >= MEMORY_MIN_UPTIME:
+            self.memory_backoff.pop(slot, None)
+            return 0.0
+        delay = min(MAX_BACKOFF, self.memory_backoff.get(slot, 0.5) * 2)
+        self.memory_backoff[slot] = delay
+        if not self.memory_warned:
+            self.memory_warned = True
+            log.error("--max-memory-per-child %g MB is below what a fresh worker uses (%.0f MB RSS after %.1fs): "
+                      "workers are replaced with a back-off of up to %.0fs; raise the limit",
+                      self.max_memory_mb, rss, uptime, MAX_BACKOFF)
+        return delay
+
     def _check_memory(self) -> None:
         """Tell workers over ``max_memory_mb`` RSS to stop gracefully (they are then replaced)."""
         if not self.max_memory_mb or self.stopping:
@@ -189,7 +219,7 @@ class Supervisor:
         import psutil
 
         for pid, slot in list(self.children.items()):
-            if pid in self.recycling or slot == SCHEDULER_SLOT:
+            if pid in self.recycling or slot < 0:  # the scheduler and metrics children are not workers
                 continue
             try:
                 rss_mb = psutil.Process(pid).memory_info().rss / (1024 * 1024)
@@ -199,6 +229,7 @@ class Supervisor:
                 log.warning("worker %d uses %.0f MB (limit %g MB): recycling it after its running tasks",
                             pid, rss_mb, self.max_memory_mb)
                 self.recycling.add(pid)
+                self.recycled_rss[pid] = rss_mb
                 try:
                     os.kill(pid, signal.SIGTERM)
                 except ProcessLookupError:
@@ -209,7 +240,11 @@ class Supervisor:
         for slot, due in list(self.restart_due.items()):
             if due <= now and not self.stopping:
                 del self.restart_due[slot]
-                self._spawn(slot)
+                try:
+                    self._spawn(slot)
+                except OSError as exc:  # fork refused (EAGAIN, ENOMEM): try again shortly
+                    log.error("cannot start %s (slot %d): %s; retrying in 1s", _kind(slot), slot, exc)
+                    self.restart_due[slot] = now + 1.0
 
     def _signal_all(self, sig: int) -> None:
         for pid in list(self.children):
@@ -252,23 +287,31 @@ class Supervisor:
             info = signal.sigtimedwait(HANDLED, 0.5)
             if info is not None:
                 self._on_signal(info.si_signo)
-            self._reap()
-            if self.stopping:
-                if not self.children:
-                    break
-                if self.kill_at is not None and time.monotonic() >= self.kill_at:
-                    log.error("killing %d child process(es) that did not stop in time: %s", len(self.children),
-                              sorted(self.children), extra=lifecycle("children_killed", pids=sorted(self.children)))
-                    self._signal_all(signal.SIGKILL)
-                    self.kill_at = None
-            else:
-                self._check_memory()
-                self._restart_due()
+            try:
+                self._tick()
+            except Exception:  # noqa: BLE001 - a failed fork (EAGAIN) or a bug: keep supervising
+                log.exception("supervisor: unexpected error; carrying on")
+                time.sleep(0.5)
+            if self.stopping and not self.children:
+                break
         log.info("supervisor %d stopped", self.pid)
         if self.metrics is not None:
             self.metrics.close()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
         return 0
+
+    def _tick(self) -> None:
+        """Reap children, then kill late ones (stopping) or check memory and restart due slots."""
+        self._reap()
+        if self.stopping:
+            if self.children and self.kill_at is not None and time.monotonic() >= self.kill_at:
+                log.error("killing %d child process(es) that did not stop in time: %s", len(self.children),
+                          sorted(self.children), extra=lifecycle("children_killed", pids=sorted(self.children)))
+                self._signal_all(signal.SIGKILL)
+                self.kill_at = None
+        else:
+            self._check_memory()
+            self._restart_due()
 
 
 def _exit_fields(status: int, **fields: Any) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
 import uuid
 from typing import Any, Optional
@@ -26,10 +27,13 @@ from fastq.server.aggregator import aggregation_loop
 from fastq.server.broker import Broker
 from fastq.server.config import WorkerConfig
 from fastq.server.heartbeat import Heartbeater
+from fastq.server.loops import supervise
 from fastq.server.maintenance import forward_loop, janitor_loop, pubsub_listener, recover_loop
 from fastq.server.processor import Processor
 
 log = logging.getLogger("fastq.worker")
+
+EXIT_LOOP_FAILED = 3  # the exit code of a worker that stopped because a background loop kept failing
 
 # Worker connections fail fast and let fastq's own loops retry with back-off: redis-py's
 # defaults (10 retries) can block one call for ~30 s against an unreachable server, longer
@@ -63,6 +67,7 @@ class Worker:
         self._drain_task: Optional[asyncio.Task] = None
         self.started: Optional[asyncio.Event] = None  # set once run() has started its loops
         self.recycled = False  # stopped itself after max_tasks
+        self.exit_code = 0  # EXIT_LOOP_FAILED when a background loop kept failing
 
     # ----------------------------------------------------------- life cycle
 
@@ -105,7 +110,11 @@ class Worker:
             result = cfg.on_start()
             if asyncio.iscoroutine(result):
                 await result
-        await self._publish_queues(redis)
+        self._upkeep_stop = asyncio.Event()  # forwarder and recoverer stop first
+        self._heartbeat_stop = asyncio.Event()  # the heartbeat runs until the tasks are settled
+        # Start-up writes are best-effort: a full Redis (maxmemory, noeviction) refuses SADD, yet
+        # draining tasks is exactly what frees memory, so the worker must start regardless.
+        publish = asyncio.create_task(self._publish_queues(redis), name="fastq-publish-queues")
         await _warn_about_server(redis)
         await _load_scripts(redis)
         try:  # register and warm a connection before taking tasks
@@ -114,29 +123,42 @@ class Worker:
             log.warning("first heartbeat failed: %s", exc)
         log.info("worker %d started: queues %s, concurrency %d, redis %s", os.getpid(),
                  ",".join(f"{q}={w}" for q, w in cfg.queues.items()), cfg.concurrency, redact(cfg.redis_url))
-        self._upkeep_stop = asyncio.Event()  # forwarder and recoverer stop first
-        self._heartbeat_stop = asyncio.Event()  # the heartbeat runs until the tasks are settled
         upkeep = [
-            asyncio.create_task(forward_loop(broker, cfg, self._upkeep_stop, processor.health), name="fastq-forward"),
-            asyncio.create_task(recover_loop(broker, processor, cfg, self._upkeep_stop), name="fastq-recover"),
-            asyncio.create_task(janitor_loop(broker, cfg, self._upkeep_stop, processor.health), name="fastq-janitor"),
-            asyncio.create_task(aggregation_loop(broker, cfg, self._upkeep_stop, processor.health),
-                                name="fastq-aggregator"),
+            self._supervised("forwarder", lambda: forward_loop(broker, cfg, self._upkeep_stop, processor.health)),
+            self._supervised("recoverer", lambda: recover_loop(broker, processor, cfg, self._upkeep_stop)),
+            self._supervised("janitor", lambda: janitor_loop(broker, cfg, self._upkeep_stop, processor.health)),
+            self._supervised("aggregator",
+                             lambda: aggregation_loop(broker, cfg, self._upkeep_stop, processor.health)),
+            publish,
         ]
         self._cancel_stop = asyncio.Event()
-        listener = asyncio.create_task(pubsub_listener(redis, processor, cfg.queues, self._cancel_stop),
-                                       name="fastq-pubsub")
+        listener = self._supervised("pubsub",
+                                    lambda: pubsub_listener(redis, processor, cfg.queues, self._cancel_stop))
         core = [
-            asyncio.create_task(processor.fetch_loop(), name="fastq-fetch"),
-            asyncio.create_task(processor.deadline_loop(), name="fastq-deadlines"),
-            asyncio.create_task(processor.ack_loop(), name="fastq-ack"),
-            asyncio.create_task(heartbeater.run(self._heartbeat_stop), name="fastq-heartbeat"),
+            self._supervised("fetch", processor.fetch_loop),
+            self._supervised("deadline", processor.deadline_loop),
+            self._supervised("ack", processor.ack_loop),
+            self._supervised("heartbeat", lambda: heartbeater.run(self._heartbeat_stop)),
         ]
         self.started.set()
         try:
             await self._stop.wait()
         finally:
             await self._shutdown(upkeep, core, listener, redis)
+
+    def _supervised(self, name: str, factory: Any) -> asyncio.Task:
+        """A background loop run under ``fastq.server.loops.supervise`` (restarted on unexpected errors)."""
+        return asyncio.create_task(supervise(name, factory, self._loop_failed), name=f"fastq-{name}")
+
+    def _loop_failed(self, name: str, exc: BaseException) -> None:
+        """A loop kept failing: stop (its tasks are finished or requeued) and exit non-zero, so that the
+        supervisor replaces this process instead of leaving a worker that heartbeats but does not work."""
+        self.exit_code = EXIT_LOOP_FAILED
+        if self.heartbeater is not None:
+            self.heartbeater.status = "closed"
+        if self.processor is not None:
+            self.processor.stop_fetching()
+        self._request_stop(False)
 
     def _recycle_after(self, processed: int) -> None:
         if processed >= self.config.max_tasks and self._stop_requests == 0:
@@ -183,19 +205,25 @@ class Worker:
         log.info("worker %d stopped after %d task(s)", os.getpid(), processor.processed)
 
     async def _publish_queues(self, redis: Any) -> None:
-        # Workers do not need their queues in asynq:queues, but the Inspector, CLI and
-        # asynqmon only show listed queues; a Go server does not add them, fastq does.
+        """Add the served queues to ``asynq:queues``, in the background until it succeeds.
+
+        Workers do not need their queues there, but the Inspector, CLI and asynqmon only show
+        listed queues; a Go server does not add them, fastq does. Failures (Redis down or full)
+        are reported to the processor's RedisHealth (one line per outage) and retried."""
         delay = 0.1
-        while True:
+        health = self.processor.health
+        while not self._upkeep_stop.is_set():
             try:
                 await redis.sadd(keys.ALL_QUEUES, *self.config.queues)
+                health.ok("register queues")
                 return
             except (RedisError, OSError) as exc:
-                if self._stop.is_set():
-                    raise
-                log.warning("redis not reachable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                health.failed("register queues", exc)
+            try:
+                await asyncio.wait_for(self._upkeep_stop.wait(), delay * (0.5 + random.random()))
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, 5.0)
 
 
 async def _join(tasks: list, timeout: float) -> None:
@@ -256,8 +284,9 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def run_worker(handler: Any, config: WorkerConfig, parent_pid: Optional[int] = None) -> None:
-    """Run a worker until it is told to stop (blocking; installs signal handlers)."""
+def run_worker(handler: Any, config: WorkerConfig, parent_pid: Optional[int] = None) -> int:
+    """Run a worker until it is told to stop (blocking; installs signal handlers). Returns the
+    process exit code: 0, or ``EXIT_LOOP_FAILED`` when a background loop kept failing."""
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     worker = Worker(handler, config)
@@ -272,6 +301,7 @@ def run_worker(handler: Any, config: WorkerConfig, parent_pid: Optional[int] = N
         loop.run_until_complete(main())
     finally:
         loop.close()
+    return worker.exit_code
 
 
 async def _watch_parent(worker: Worker, parent_pid: int) -> None:

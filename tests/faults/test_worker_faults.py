@@ -119,8 +119,7 @@ def test_w3_sigterm_finishes_short_tasks_and_requeues_long_ones(h):
     assert h.r.get(keys.failed_total_key("default")) is None  # a requeue is not a failure
     assert not h.r.llen(keys.active_key("default"))
     log = h.log(sup)
-    for tid in long:
-        assert tid in log  # each requeued task is named in the log
+    assert "requeueing 4 unfinished task(s)" in log  # the count at WARNING; the IDs go to DEBUG
     sup2 = h.supervisor(1)
     h.quiesce(30)
     h.stop(sup2)
