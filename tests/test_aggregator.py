@@ -546,6 +546,67 @@ def test_a_group_orphaned_while_the_worker_runs_is_found_within_the_discovery_in
     assert left_over(r) == []
 
 
+def test_a_set_reclaimed_by_go_while_the_worker_runs_has_its_group_listed_again_at_once(redis_url, r):
+    """Go's recoverer puts a stale set's tasks back into the group zset but does not list the group:
+    the worker, which saw the set, notices it vanish and lists the group within a check interval
+    (no sweep: the next one is minutes away)."""
+    now = int(time.time()) - 5
+    group = b"go-\xe9"  # Latin-1 bytes: not UTF-8
+    set_key = keys.group_key_prefix(Q).encode() + group + b":3f9a7e4c-0000-4000-8000-000000000004"
+    r.sadd("asynq:queues", Q)
+    for tid in ("m1", "m2"):
+        r.hset(keys.task_key(Q, tid), mapping={"msg": item_msg(tid, tid.encode()), "state": "aggregating",
+                                               "group": group})
+    r.zadd(set_key, {"m1": now, "m2": now})
+    r.zadd(SETS, {set_key: now + 1000})  # a Go worker is aggregating it
+    handler = RawBatches()
+    called: list[str] = []
+
+    def aggregate(g, tasks):
+        called.append(g)
+        return raw_joined(g, tasks)
+
+    async def main():
+        async with RunningWorker(handler, redis_url, group_aggregator=aggregate, group_grace_period=1):
+            await asyncio.sleep(1.5)  # the start-up sweep and two checks: the set is seen, left alone
+            assert not called and r.zcard(set_key) == 2
+            # Go's reclaimStaleAggregationSets: members back into the group, set gone, group not listed
+            r.zadd(keys.group_key_prefix(Q).encode() + group, {"m1": now, "m2": now})
+            r.delete(set_key)
+            r.zrem(SETS, set_key)
+            started = time.monotonic()
+            await async_wait_for(lambda: handler.payloads, timeout=8, what="aggregated task")
+            return time.monotonic() - started
+
+    took = asyncio.run(main())
+    assert handler.payloads == [group + b"=m1,m2"] and called == [group.decode("utf-8", "surrogateescape")]
+    assert took < 4  # seen vanished at the next check (1 s), listed, aggregated at the one after
+    assert left_over(r) == []
+
+
+def test_the_relist_script_lists_only_nonempty_unlisted_groups_of_vanished_sets(redis_url, r):
+    now = int(time.time())
+    add_go_style(r, "a:b", "a1", item_msg("a1", b"a1"), now, listed=False)  # group name with a colon
+    add_go_style(r, "listed", "b1", item_msg("b1", b"b1"), now)
+    live = keys.aggregation_set_key(Q, "x", "s2")
+    r.zadd(live, {"z": now})
+    r.zadd(SETS, {live: now + 100})
+    r.set(keys.group_key(Q, "str"), "x")
+    from fastq.server.aggregator import relist_groups
+
+    async def main(set_keys):
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            return await relist_groups(client, Q, set_keys)
+        finally:
+            await client.aclose()
+
+    vanished = [keys.aggregation_set_key(Q, g, "s1").encode() for g in ("a:b", "listed", "empty", "str")]
+    vanished += [live.encode() + b":s3", b"asynq:{other}:g:a:b:s1", keys.group_key(Q, "nocolon").encode()]
+    assert asyncio.run(main(vanished)) == [b"a:b"]  # a registered set is no group, other queues are ignored
+    assert r.smembers(GROUPS) == {b"a:b", b"listed"}
+
+
 def test_the_discovery_script_lists_only_unlisted_nonempty_group_zsets(redis_url, r):
     """Script level: one SCAN step per call; registered sets, listed groups, other types are skipped."""
     now = int(time.time())
@@ -786,3 +847,46 @@ def test_fastq_supervisor_rejects_bad_group_flags(tmp_path, redis_url, r, args, 
     assert proc.returncode == 2, err
     assert message in err and "Traceback" not in err
     assert r.dbsize() == 0  # nothing written
+
+
+# ----------------------------------------------------------------- Redis Cluster
+
+@pytest.mark.slow
+def test_groups_missing_from_the_groups_set_are_found_on_every_master_of_a_cluster(tmp_path):
+    """Each queue is swept on the master owning its slot (SCAN is per node): orphaned groups of
+    queues on three masters are all found and aggregated, with no CROSSSLOT error anywhere."""
+    from redis.cluster import RedisCluster
+    from redis.crc import key_slot
+    from topology import Cluster
+
+    cluster = Cluster(tmp_path, masters=3).start()
+    try:
+        queues, nodes = [], set()
+        for i in range(1000):
+            port = cluster.node_of_slot(key_slot(keys.pending_key(f"q{i}").encode())).port
+            if port not in nodes:
+                queues.append(f"q{i}")
+                nodes.add(port)
+            if len(queues) == 3:
+                break
+        rc = RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
+        now = int(time.time()) - 5
+        for q in queues:
+            for group in (b"lost", b"\xfe" + q.encode()):
+                tid = f"{q}-{group.hex()}"
+                add_go_style(rc, group, tid, item_msg(tid, q.encode(), queue=q), now, queue=q, listed=False)
+        rc.close()
+        cluster.reset_error_stats()
+        handler = RawBatches()
+
+        async def main():
+            async with RunningWorker(handler, cluster.url, queues={q: 1 for q in queues},
+                                     group_aggregator=raw_joined, group_grace_period=1):
+                await async_wait_for(lambda: len(handler.payloads) >= 6, timeout=15, what="six aggregated tasks")
+
+        asyncio.run(main())
+        assert sorted(handler.payloads) == sorted(
+            g + b"=" + q.encode() for q in queues for g in (b"lost", b"\xfe" + q.encode()))
+        assert cluster.error_stats().get("CROSSSLOT", 0) == 0
+    finally:
+        cluster.stop()

@@ -25,13 +25,26 @@ Differences from Go Asynq, all invisible to its tools:
   worker's; Go enqueues, then deletes, so a set reclaimed in between is aggregated twice.
 * Reclaiming adds the group name back to ``asynq:{q}:groups`` (Go does not, and such a
   group waits until another task joins it); a group found empty is removed from it.
-* Groups that have tasks but are missing from ``asynq:{q}:groups`` (left so by Go's
-  recoverer, or by hand) are found by a sweep at start and every ``DISCOVERY_INTERVAL``
-  (60 s): SCAN steps over ``asynq:{q}:g:*`` in a script (``aggregation_discover.lua``) that
-  adds their names back. Cost: one full SCAN of the keyspace per sweep and worker, in
-  steps of ``DISCOVERY_SCAN_COUNT`` keys (a few hundred microseconds each): on a standalone
-  Redis one sweep serves all the worker's queues; on Redis Cluster each queue sweeps the
-  node owning its slot (all its keys live there), so queues sharing a node scan it once each.
+* Groups that have tasks but are missing from ``asynq:{q}:groups`` are listed again, so
+  they are aggregated. Go's recoverer leaves them so (it puts a stale set's tasks back into
+  the group zset, but not the name into the groups set). Two ways, both in every worker
+  with a ``group_aggregator``:
+
+  - Watching: every check interval one ZRANGE of ``asynq:{q}:aggregation_sets`` (small:
+    the sets being aggregated; over ``TRACK_MAX_SETS`` the queue is left to the sweep).
+    For each set that vanished since the last look, ``aggregation_relist.lua`` lists its
+    group again if the group has tasks: O(1) per set, and the group is aggregated within
+    two check intervals of Go's reclaim.
+  - Sweeping, for what watching cannot see (left before the worker started, or by hand):
+    at start and every ``DISCOVERY_INTERVAL`` (5 min), a full SCAN cycle over
+    ``asynq:{q}:g:*``, ``DISCOVERY_SCAN_COUNT`` (1000) keys per step, each step a script
+    (``aggregation_discover.lua``) that tells group zsets from aggregation sets and lists
+    the groups. SCAN costs O(all keys of the database) per cycle whatever the MATCH
+    (measured: about 1-2 s of Redis time per million keys), so a sweep waits between steps
+    to keep Redis busy at most ``DISCOVERY_DUTY`` (1 %) of the time: a million keys take
+    about 2 minutes. On a standalone Redis one sweep serves all the worker's queues; on
+    Redis Cluster each queue is swept on the node owning its slot (where all its keys are),
+    so queues sharing a node scan it once each.
 * Group names are bytes throughout (keys, scripts): a name that is not UTF-8 works and is
   given to ``group_aggregator`` as a str with surrogate escapes
   (``group.encode("utf-8", "surrogateescape")`` gives the bytes back).
@@ -77,10 +90,13 @@ MAX_SETS_PER_GROUP = 100  # sets made from one group in one run, so other groups
 RECLAIM_BATCH = 100  # stale sets reclaimed per script call
 UNDECODABLE_TYPE = "fastq:undecodable"  # as the processor archives an undecodable message
 DEFAULT_TIMEOUT = 1800
-DISCOVERY_INTERVAL = 60.0  # seconds between sweeps for groups missing from asynq:{q}:groups (+-10 %)
+DISCOVERY_INTERVAL = 300.0  # seconds between sweeps for groups missing from asynq:{q}:groups (+-10 %)
 DISCOVERY_SCAN_COUNT = 1000  # keys looked at per SCAN step (one script call each)
+DISCOVERY_DUTY = 0.01  # a sweep waits between steps so that it keeps Redis busy <= 1 % of the time
+TRACK_MAX_SETS = 10_000  # aggregation sets watched per queue (more: left to the sweep)
 
 AGGREGATION_DISCOVER = _scripts.SCRIPTS["aggregation_discover"]
+AGGREGATION_RELIST = _scripts.SCRIPTS["aggregation_relist"]
 
 # finish_aggregation replies
 DONE, ID_CONFLICT, DUPLICATE, NOT_OURS = 1, 0, -1, -2
@@ -122,14 +138,15 @@ def _glob_escape(text: str) -> str:
 
 # ----------------------------------------------------------------- groups missing from the groups set
 
-async def discover_groups(redis: Any, queues: Sequence[str],
-                          count: int = DISCOVERY_SCAN_COUNT) -> dict[str, list[bytes]]:
+async def discover_groups(redis: Any, queues: Sequence[str], count: int = DISCOVERY_SCAN_COUNT,
+                          duty: float = 1.0) -> dict[str, list[bytes]]:
     """Add groups that have tasks but are missing from ``asynq:{q}:groups`` back to it.
 
     One full SCAN cycle over ``asynq:{q}:g:*`` in steps of ``count`` keys (one short script
     call each, steps of several sweeps sent together). Standalone Redis: one sweep for all
-    ``queues``. Redis Cluster: one sweep per queue, on the node owning its slot. Returns
-    ``{queue: [group names added]}`` for the queues where some were found.
+    ``queues``. Redis Cluster: one sweep per queue, on the node owning its slot. With
+    ``duty`` < 1 it waits after each step so that its steps take at most that share of the
+    time. Returns ``{queue: [group names added]}`` for the queues where some were found.
     """
     queues = list(dict.fromkeys(queues))
     if not queues:
@@ -147,7 +164,9 @@ async def discover_groups(redis: Any, queues: Sequence[str],
                           [k for q in sweep for k in (keys.groups_key(q), keys.all_aggregation_sets_key(q))],
                           [cursors[i], pattern, count,
                            *(a for q in sweep for a in (keys.group_key_prefix(q), keys.task_key_prefix(q)))]))
+        started = time.monotonic()
         replies = await _scripts.arun_many(redis, calls)
+        took = time.monotonic() - started
         for i, reply in zip(order, replies):
             for j in range(1, len(reply), 2):
                 found.setdefault(sweeps[i][int(reply[j]) - 1], set()).add(reply[j + 1])
@@ -155,7 +174,20 @@ async def discover_groups(redis: Any, queues: Sequence[str],
                 del cursors[i]
             else:
                 cursors[i] = reply[0]
+        if cursors and duty < 1:
+            await asyncio.sleep(took * (1 - duty) / duty)
     return {q: sorted(names) for q, names in found.items()}
+
+
+async def relist_groups(redis: Any, q: str, set_keys: Sequence[bytes]) -> list[bytes]:
+    """List again the groups of aggregation sets that left ``asynq:{q}:aggregation_sets`` (reclaimed
+    by Go Asynq, which does not list the group again) when they still have tasks; the names added."""
+    added: list[bytes] = []
+    set_keys = list(set_keys)
+    for i in range(0, len(set_keys), RECLAIM_BATCH):
+        added += await AGGREGATION_RELIST.arun(redis, [keys.groups_key(q), keys.all_aggregation_sets_key(q)],
+                                               [keys.group_key_prefix(q), *set_keys[i:i + RECLAIM_BATCH]])
+    return added
 
 
 # ----------------------------------------------------------------- stale sets
@@ -204,13 +236,18 @@ class Aggregator:
         self._fn = cfg.group_aggregator
         self._is_async = is_async_handler(cfg.group_aggregator)
         self.aggregated = 0  # sets finished by this aggregator (tests and logs)
+        self._sets: dict[str, Optional[set[bytes]]] = {}  # per queue: aggregation sets seen last tick
 
     async def run(self, stop: asyncio.Event) -> None:
-        """One run at start, then one every ``check_interval``, at most 3 in flight, until ``stop``;
-        and a sweep for unlisted groups at start and every ``DISCOVERY_INTERVAL``."""
+        """One run at start, then one every ``check_interval``, at most 3 in flight, until ``stop``.
+
+        Besides, groups missing from ``asynq:{q}:groups`` are listed again: those of aggregation
+        sets that vanish (checked every ``check_interval``), and any found by a sweep at start
+        and every ``DISCOVERY_INTERVAL``."""
         interval = check_interval(self.cfg)
         runs: set[asyncio.Task[None]] = set()
-        discovery = asyncio.create_task(self._discovery_loop(stop), name="fastq-group-discovery")
+        helpers = [asyncio.create_task(self._discovery_loop(stop), name="fastq-group-discovery"),
+                   asyncio.create_task(self._track_loop(stop, interval), name="fastq-group-track")]
         try:
             while not stop.is_set():
                 if len(runs) >= MAX_RUNS_IN_FLIGHT:
@@ -226,29 +263,48 @@ class Aggregator:
         finally:
             for run in runs:
                 run.cancel()
-            discovery.cancel()
-            try:
-                await discovery
-            except asyncio.CancelledError:
-                pass
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
 
     async def _discovery_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            found: dict[str, list[bytes]] = {}
             try:
-                found = await discover_groups(self.redis, self.queues)
-            except ResponseError as exc:
-                if isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM"):
-                    self.health.failed("aggregation-discovery", exc)  # Redis full: the health state says so
-                else:  # an answer, not an outage: say what failed, try again next time
-                    log.warning("looking for groups missing from asynq:{q}:groups failed: %s", exc)
+                found = await discover_groups(self.redis, self.queues, duty=DISCOVERY_DUTY)
             except (RedisError, OSError) as exc:
-                self.health.failed("aggregation-discovery", exc)
-            else:
-                for q, names in found.items():
-                    log.warning("queue %r: %d group(s) with tasks were missing from %s (left so by Go Asynq's "
-                                "recoverer?); listed again to be aggregated: %s", q, len(names),
-                                keys.groups_key(q), ", ".join(repr(_label(n)) for n in names[:20]))
+                self._failed("aggregation-discovery", exc)
+            for q, names in found.items():
+                _log_relisted(q, names, "found by a sweep")
             await sleep_until_set(stop, DISCOVERY_INTERVAL * random.uniform(0.9, 1.1))
+
+    async def _track_loop(self, stop: asyncio.Event, interval: float) -> None:
+        while not stop.is_set():
+            for q in self.queues:
+                try:
+                    await self._track(q)
+                except (RedisError, OSError) as exc:
+                    self._sets.pop(q, None)
+                    self._failed("aggregation-track", exc)
+            await sleep_until_set(stop, interval)
+
+    async def _track(self, q: str) -> None:
+        """Compare ``asynq:{q}:aggregation_sets`` with the last look; relist the groups of vanished sets."""
+        now = await self.redis.zrange(keys.all_aggregation_sets_key(q), 0, TRACK_MAX_SETS)
+        before = self._sets.get(q)
+        current = None if len(now) > TRACK_MAX_SETS else set(now)
+        self._sets[q] = current
+        if before and current is not None and before - current:
+            names = await relist_groups(self.redis, q, sorted(before - current))
+            if names:
+                _log_relisted(q, names, "their aggregation sets were reclaimed by Go Asynq?")
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        if isinstance(exc, ResponseError) and not (isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM")):
+            # an answer, not an outage (a full Redis is the health state's business): try again later
+            log.warning("%s failed: %s", operation, exc)
+        else:
+            self.health.failed(operation, exc)
 
     async def _logged_run(self, stop: asyncio.Event) -> None:
         try:
@@ -361,6 +417,12 @@ class Aggregator:
         if asyncio.iscoroutine(result):
             result = await result
         return result
+
+
+def _log_relisted(q: str, names: list[bytes], why: str) -> None:
+    log.warning("queue %r: %d group(s) with tasks were missing from %s (%s); listed again to be "
+                "aggregated: %s", q, len(names), keys.groups_key(q), why,
+                ", ".join(repr(_label(n)) for n in names[:20]) + (", ..." if len(names) > 20 else ""))
 
 
 def _decode(q: str, members: list[tuple[str, bytes]]) -> tuple[list[Task], list[tuple[str, TaskMessage]]]:
