@@ -274,6 +274,8 @@ class Aggregator:
                 found = await discover_groups(self.redis, self.queues, duty=DISCOVERY_DUTY)
             except (RedisError, OSError) as exc:
                 self._failed("aggregation-discovery", exc)
+            except Exception:  # noqa: BLE001 - a bug here must not end the sweeps (nor aggregation)
+                log.exception("sweeping for groups missing from asynq:{q}:groups failed")
             for q, names in found.items():
                 _log_relisted(q, names, "found by a sweep")
             await sleep_until_set(stop, DISCOVERY_INTERVAL * random.uniform(0.9, 1.1))
@@ -283,9 +285,10 @@ class Aggregator:
             for q in self.queues:
                 try:
                     await self._track(q)
-                except (RedisError, OSError) as exc:
-                    self._sets.pop(q, None)
+                except (RedisError, OSError) as exc:  # the last look is kept: compared again next time
                     self._failed("aggregation-track", exc)
+                except Exception:  # noqa: BLE001 - a bug here must not end the watching (nor aggregation)
+                    log.exception("watching the aggregation sets of queue %r failed", q)
             await sleep_until_set(stop, interval)
 
     async def _track(self, q: str) -> None:
@@ -293,11 +296,11 @@ class Aggregator:
         now = await self.redis.zrange(keys.all_aggregation_sets_key(q), 0, TRACK_MAX_SETS)
         before = self._sets.get(q)
         current = None if len(now) > TRACK_MAX_SETS else set(now)
-        self._sets[q] = current
         if before and current is not None and before - current:
             names = await relist_groups(self.redis, q, sorted(before - current))
             if names:
                 _log_relisted(q, names, "their aggregation sets were reclaimed by Go Asynq?")
+        self._sets[q] = current  # only once the vanished sets were handled
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         if isinstance(exc, ResponseError) and not (isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM")):
