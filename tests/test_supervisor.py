@@ -210,3 +210,15 @@ def test_bad_scheduler_app_fails_clearly(app_dir, redis_url):
     proc = start(app_dir, redis_url, "--scheduler", "sup_app:mux")
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "not a fastq.Scheduler" in err and "Traceback" not in err
+
+
+def test_memory_limit_below_a_fresh_worker_backs_off_and_says_why_once(app_dir, redis_url):
+    """--max-memory-per-child below what a fresh worker uses used to fork in a loop (11 forks in 8 s)."""
+    proc = start(app_dir, redis_url, "--processes", "1", "--max-memory-per-child", "1")
+    time.sleep(8)
+    code, err = stop(proc)
+    assert code == 0, err
+    forks = err.count("started worker")
+    assert 2 <= forks <= 5, err  # back-off 1, 2, 4 s... after each early recycle
+    assert err.count("is below what a fresh worker uses") == 1, err
+    assert "raise the limit" in err
