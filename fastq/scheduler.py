@@ -53,6 +53,7 @@ from fastq.client import AsyncClient
 from fastq.cron import CronSchedule, load_zone, parse_cron
 from fastq.errors import CronSpecError, InvalidOptionError, SchedulerEntryNotFoundError
 from fastq.options import plan_enqueue
+from fastq.server.loops import BACKOFF_MAX, BACKOFF_MIN, MAX_FAILURES
 from fastq.task import Task, TaskInfo
 
 __all__ = ["Scheduler", "run_scheduler", "GO_ZERO_TIME", "MAX_HISTORY", "TICK_GUARD_TTL"]
@@ -374,19 +375,34 @@ class Scheduler(_Service):
                 for entry in self._entries.values():
                     entry.next = self._next(entry, now)
             next_beat = 0.0  # the first heartbeat is written at once (Go: after one interval)
+            failures, delay = 0, BACKOFF_MIN
             while not stop.is_set():
-                self._wake.clear()
-                now = time.time()
-                for entry, tick in self._take_due(now):
-                    task = asyncio.create_task(self._fire(client, entry, tick))
-                    firing.add(task)
-                    task.add_done_callback(firing.discard)
-                if self._dirty or now >= next_beat:
-                    self._dirty = False
-                    await self._beat()
-                    next_beat = time.time() + self.heartbeat_interval
-                    self._ready.set()  # start() returns once the entries are visible in Redis
-                await self._clear_forgotten()
+                try:
+                    self._wake.clear()
+                    now = time.time()
+                    for entry, tick in self._take_due(now):
+                        task = asyncio.create_task(self._fire(client, entry, tick))
+                        firing.add(task)
+                        task.add_done_callback(firing.discard)
+                    if self._dirty or now >= next_beat:
+                        self._dirty = False
+                        await self._beat()
+                        next_beat = time.time() + self.heartbeat_interval
+                        self._ready.set()  # start() returns once the entries are visible in Redis
+                    await self._clear_forgotten()
+                    failures, delay = 0, BACKOFF_MIN
+                except Exception:  # noqa: BLE001 - Redis errors are handled inside; this is the unexpected
+                    failures += 1
+                    if failures >= MAX_FAILURES:
+                        log.critical("scheduler loop keeps failing (%d times in a row); stopping", failures)
+                        raise
+                    if failures == 1:
+                        log.exception("scheduler loop failed unexpectedly; retrying in %.1fs", delay)
+                    else:
+                        log.error("scheduler loop failed again (%d in a row); retrying in %.1fs", failures, delay)
+                    await self._sleep(stop, delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
+                    continue
                 await self._sleep(stop, min(self._next_due(), next_beat) - time.time())
         finally:
             self._state = "stopped"

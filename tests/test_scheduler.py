@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import logging
 import time
 from datetime import datetime, timezone
 
@@ -534,3 +535,26 @@ def test_scheduler_run_blocks_until_a_signal(r, redis_url, sig):
         out, err = proc.communicate(timeout=15)
     assert proc.returncode == 0 and out.strip() == "clean exit", err
     assert r.zcard(keys.ALL_SCHEDULERS) == 0
+
+
+def test_an_unexpected_error_in_the_loop_is_logged_once_and_the_scheduler_goes_on(r, redis_url, services, caplog,
+                                                                                  monkeypatch):
+    """Before, any exception other than a Redis error ended the scheduler's loop (and its ticks)."""
+    failures = []
+    real = Scheduler._clear_forgotten
+
+    async def flaky(self):
+        if len(failures) < 2:
+            failures.append(1)
+            raise RuntimeError("unexpected")
+        await real(self)
+
+    monkeypatch.setattr(Scheduler, "_clear_forgotten", flaky)
+    s = Scheduler(redis_url, heartbeat_interval=1)
+    s.register("@every 1s", fastq.Task("tick"))
+    with caplog.at_level(logging.ERROR, logger="fastq.scheduler"):
+        start(services, s)
+        wait_for(lambda: len(pending(r)) >= 2, timeout=8, what="ticks after the failures")
+    assert len(failures) == 2
+    assert sum(1 for rec in caplog.records if rec.exc_info) == 1  # one traceback per episode
+    assert any("failed again (2 in a row)" in rec.getMessage() for rec in caplog.records)
