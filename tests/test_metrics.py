@@ -412,3 +412,25 @@ def test_import_fastq_loads_no_integration():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_blocked_event_loop_is_counted_by_task_type(redis_url):
+    registry = CollectorRegistry()
+
+    async def handler(task):
+        time.sleep(1.8)  # blocks the worker's event loop
+
+    async def main():
+        client = fastq.AsyncClient(redis_url)
+        await client.enqueue(fastq.Task("block:me", b""))
+        await client.close()
+        async with RunningWorker(handler, redis_url, hooks=[PrometheusHooks(registry=registry)]):
+            await async_wait_for(lambda: value(registry, "fastq_event_loop_blocked_total", task_type="block:me"),
+                                 what="the blocked episode counted")
+
+    asyncio.run(main())
+    assert value(registry, "fastq_event_loop_blocked_total", task_type="block:me") == 1
+    assert 1.7 <= value(registry, "fastq_event_loop_blocked_seconds_total", task_type="block:me") <= 2.5
+    hooks = PrometheusHooks(registry=registry)
+    hooks.loop_blocked(None, 1.5)  # blocked outside any task
+    assert value(registry, "fastq_event_loop_blocked_total", task_type="") == 1

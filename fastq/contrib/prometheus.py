@@ -6,7 +6,9 @@ Two sources, as the landscape suggests (queue gauges come from Redis, not from p
   process does: ``fastq_tasks_processed_total`` / ``fastq_tasks_failed_total`` /
   ``fastq_task_outcomes_total`` (by ``queue`` and ``task_type``), the histogram
   ``fastq_task_duration_seconds``, the gauge ``fastq_tasks_in_progress`` and
-  ``fastq_redis_errors_total{operation}``. In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``)
+  ``fastq_redis_errors_total{operation}``, and ``fastq_event_loop_blocked_total`` /
+  ``fastq_event_loop_blocked_seconds_total`` (by ``task_type``: the task that blocked a worker's
+  event loop for over 1 s, "" when none). In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``)
   every forked worker writes its own files and a ``MultiProcessCollector`` sums them.
 * ``AsynqQueueCollector(inspector)`` — Go Asynq's ``x/metrics.QueueMetricsCollector``: the
   same names, help texts, types and labels (``asynq_queue_size``, ``asynq_tasks_enqueued_total``
@@ -78,6 +80,12 @@ def _metrics(registry: Any, namespace: str) -> dict:
                                     registry=registry, multiprocess_mode="livesum"),
             "redis_errors": pc.Counter("redis_errors", "Failed Redis calls of workers, by operation",
                                        ("operation",), namespace=namespace, registry=registry),
+            "loop_blocked": pc.Counter("event_loop_blocked", "Episodes of a worker's event loop blocked for over "
+                                       "1 s, by the type of the task that blocked it ('' when none)",
+                                       ("task_type",), namespace=namespace, registry=registry),
+            "loop_blocked_seconds": pc.Counter("event_loop_blocked_seconds", "Time worker event loops spent in "
+                                               "those episodes", ("task_type",), namespace=namespace,
+                                               registry=registry),
         }
         _metrics_cache[key] = made
         return made
@@ -103,6 +111,8 @@ class PrometheusHooks:
         self._duration = m["duration"]
         self._in_progress = m["in_progress"]
         self._redis_errors = m["redis_errors"]
+        self._loop_blocked = m["loop_blocked"]
+        self._loop_blocked_seconds = m["loop_blocked_seconds"]
         self._types: set = set()
         self._max_types = max_task_types
         self._series_cache: dict = {}
@@ -141,6 +151,12 @@ class PrometheusHooks:
 
     def redis_error(self, operation: str, exception: BaseException) -> None:
         self._redis_errors.labels(operation).inc()
+
+    def loop_blocked(self, ctx: Any, seconds: float) -> None:
+        """The event loop did not run for ``seconds`` (> 1 s), blocked by task ``ctx`` (or None)."""
+        label = "" if ctx is None else self._series(ctx.queue, ctx.type)[5]
+        self._loop_blocked.labels(label).inc()
+        self._loop_blocked_seconds.labels(label).inc(max(0.0, seconds))
 
 
 class AsynqQueueCollector:

@@ -120,29 +120,26 @@ class Broker:
         return total
 
     async def heartbeat(self, server_key: str, workers_key: str, ttl: int, info: bytes,
-                        workers: list[tuple[str, bytes]], leases: dict[str, list[str]], lease: int) -> dict | None:
-        """One heartbeat in one round trip: extend leases, write server and worker info
-        (Asynq's writeServerState with its two ZADDs), and read ``INFO server`` (None if denied)."""
-        calls: list = [(_scripts.EXTEND_LEASE, [keys.lease_key(q)], [lease, *ids]) for q, ids in leases.items() if ids]
+                        workers: list[tuple[str, bytes]]) -> dict | None:
+        """One heartbeat in one round trip: write server and worker info (Asynq's writeServerState
+        with its two ZADDs) and read ``INFO server`` (None if denied). Leases are not extended here
+        (``fastq.server.leases``): a refused server-state write (Redis full) must not cost them."""
         args: list = [ttl, info]
         for tid, data in workers:
             args += (tid, data)
-        calls.append((_scripts.WRITE_SERVER_STATE, [server_key, workers_key], args))
+        script, k = _scripts.WRITE_SERVER_STATE, [server_key, workers_key]
         expiry = int(time.time()) + ttl
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(keys.ALL_SERVERS, {server_key: expiry})
         pipe.zadd(keys.ALL_WORKERS, {workers_key: expiry})
-        for script, k, a in calls:
-            pipe.evalsha(script.sha, len(k), *k, *a)
+        pipe.evalsha(script.sha, len(k), *k, *args)
         if self.cluster:  # no single server to watch for restarts (and INFO cannot be pipelined there)
             replies = [*await pipe.execute(raise_on_error=False), RuntimeError("no INFO on Redis Cluster")]
         else:
             pipe.info("server", "replication")
             replies = await pipe.execute(raise_on_error=False)
-        for i, reply in enumerate(replies[2:-1]):
-            if isinstance(reply, NoScriptError):
-                script, k, a = calls[i]
-                replies[2 + i] = await script.arun(self.redis, k, a)
+        if isinstance(replies[2], NoScriptError):
+            replies[2] = await script.arun(self.redis, k, args)
         for reply in replies[:-1]:
             if isinstance(reply, Exception):
                 raise reply

@@ -1,11 +1,11 @@
-"""Heartbeat: register the worker as an Asynq server and extend the leases it holds.
+"""Heartbeat: register the worker as an Asynq server.
 
-Every tick - ``heartbeat_interval`` (Asynq: 5 s) or a quarter of the lease if
-that is shorter - the worker writes its ``ServerInfo`` (TTL 2 x
-heartbeat_interval) and a ``WorkerInfo`` per in-flight task, exactly as a Go
-server does, so ``asynq server ls`` and asynqmon list it; and it pushes the
-lease of every task it still holds to Redis time + lease, then tells the
-processor until when those leases are certainly valid.
+Every ``heartbeat_interval`` (Asynq: 5 s) the worker writes its ``ServerInfo`` (TTL 2 x
+heartbeat_interval) and a ``WorkerInfo`` per in-flight task, exactly as a Go server does, so
+``asynq server ls`` and asynqmon list it, and reads ``INFO`` to notice a Redis restart or
+failover. Leases are extended elsewhere (``fastq.server.leases``: a thread with its own
+connection), so that neither a blocked event loop nor a refused server-state write (Redis full)
+costs the running tasks their leases.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class Heartbeater:
         self.processor = processor
         self.cfg = cfg
         self.server_id = server_id or str(uuid.uuid4())
-        self.tick = min(cfg.heartbeat_interval, cfg.lease_duration / 4)
+        self.tick = cfg.heartbeat_interval
         self.run_id: str | None = None
         self.replid: str | None = None  # the server's replication ID, to tell a failover from a restart
         self.rtt = 0.0  # duration of the last heartbeat round trip
@@ -64,13 +64,11 @@ class Heartbeater:
         return out
 
     async def beat(self) -> None:
-        leased = self.processor.leased_ids()
         since = time.monotonic()
         info = await self.broker.heartbeat(self.server_key, self.workers_key, self.ttl, encode(self.server_info()),
-                                           self.worker_infos(), leased, self.cfg.lease_duration)
-        self.processor.leases_extended(leased, since)
+                                           self.worker_infos())
         self.rtt = time.monotonic() - since
-        log.debug("heartbeat: %d lease(s) extended in %.3fs", sum(map(len, leased.values())), self.rtt)
+        log.debug("heartbeat in %.3fs", self.rtt)
         if info is None:  # INFO not permitted: restarts go unnoticed, nothing else changes
             return
         self._check_clock(info)
@@ -89,8 +87,8 @@ class Heartbeater:
         """Warn once when this host's clock is far from Redis's. Leases and due times use Redis
         time, so skew is harmless to them; it does shift process_at times computed by clients."""
         server_us = info.get("server_time_usec")
-        if server_us is None or self._clock_warned:
-            return
+        if server_us is None or self._clock_warned or self.rtt > 1.0:  # a slow reply (or a blocked loop) says
+            return                                                     # nothing about the clocks
         offset = time.time() - int(server_us) / 1e6 - self.rtt / 2
         if abs(offset) > 5:
             self._clock_warned = True
@@ -105,27 +103,12 @@ class Heartbeater:
                 self.processor.health.ok("heartbeat")
             except (RedisError, OSError) as exc:
                 self.processor.redis_error("heartbeat", exc)
-            await self._pause(stop, started + self.tick)
-
-    async def _pause(self, stop: asyncio.Event, until: float) -> None:
-        """Sleep until ``until``, or earlier when a held lease would otherwise run out before the
-        next extension could land (new claims wake us to re-plan)."""
-        claims = self.processor.claims_event
-        while not stop.is_set():
-            earliest = self.processor.earliest_lease_until()
-            wake = until if earliest is None else min(until, earliest - max(1.0, 3 * self.rtt))
-            delay = wake - time.monotonic()
-            if delay <= 0:
-                return
-            claims.clear()
-            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(claims.wait())]
-            try:
-                await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waiters:
-                    w.cancel()
-            if not claims.is_set():
-                return
+            delay = started + self.tick - time.monotonic()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
 
     async def clear(self) -> None:
         await self.broker.clear_server_state(self.server_key, self.workers_key)

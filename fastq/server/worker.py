@@ -27,6 +27,7 @@ from fastq.server.aggregator import aggregation_loop
 from fastq.server.broker import Broker
 from fastq.server.config import WorkerConfig
 from fastq.server.heartbeat import Heartbeater
+from fastq.server.leases import LeaseKeeper
 from fastq.server.loops import supervise
 from fastq.server.maintenance import forward_loop, janitor_loop, pubsub_listener, recover_loop
 from fastq.server.processor import Processor
@@ -60,6 +61,7 @@ class Worker:
         self.handler = handler
         self.processor: Optional[Processor] = None
         self.heartbeater: Optional[Heartbeater] = None
+        self.lease_keeper: Optional[LeaseKeeper] = None  # extends leases from a thread
         self._stop: Optional[asyncio.Event] = None
         self._immediate = False
         self._stop_requests = 0
@@ -140,6 +142,7 @@ class Worker:
             self._supervised("ack", processor.ack_loop),
             self._supervised("heartbeat", lambda: heartbeater.run(self._heartbeat_stop)),
         ]
+        self.lease_keeper = LeaseKeeper(processor, cfg).start()  # leases must not wait for this event loop
         self.started.set()
         try:
             await self._stop.wait()
@@ -193,6 +196,8 @@ class Worker:
         except asyncio.CancelledError:  # a second stop request during the wait
             await processor.drain(0)
         await processor.close()
+        if self.lease_keeper is not None:  # the last outcomes are written: the leases can go
+            await self.lease_keeper.stop()
         self._heartbeat_stop.set()
         self._cancel_stop.set()
         await _join(upkeep + core + [listener], timeout=5.0)

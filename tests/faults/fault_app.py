@@ -1,7 +1,8 @@
 """Handlers run by fastq-supervisor in the fault tests; each records its runs in the ledger.
 
 The ledger is a SQLite file (FASTQ_LEDGER) that shares no fate with the Redis under test.
-Payload: JSON {"sleep": seconds, "then": "ok" | "fail" | "exit" | "segv" | "leak" | "spin"}.
+Payload: JSON {"sleep": seconds, "then": "ok" | "fail" | "exit" | "segv" | "leak" | "spin"}; in the async
+"work" handler, {"block": seconds} calls time.sleep (blocking its worker's event loop).
 """
 import asyncio
 import json
@@ -48,6 +49,8 @@ async def work(task):
     spec = _spec(task)
     if spec.get("sleep"):
         await asyncio.sleep(spec["sleep"])
+    if spec.get("block"):  # the beginner's mistake: a blocking call in an async handler
+        time.sleep(spec["block"])
     _finish(spec, tid)
 
 

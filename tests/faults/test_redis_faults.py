@@ -299,3 +299,37 @@ def test_r6b_outage_is_logged_once_not_per_retry(h):
     assert log.count("Redis unreachable") == 1, log
     assert log.count("Redis reachable again") == 1
     assert log.count("WARNING") + log.count("ERROR") < 10, log  # no storm of retry warnings
+
+
+def test_r13_long_tasks_keep_their_leases_while_redis_is_full(h):
+    """R13: tasks longer than the lease run while Redis is at maxmemory (noeviction).
+
+    The heartbeat's server-state write is refused (OOM) while lease extensions (allow-oom) are
+    not: the refusal must not cost the running tasks their leases. Each completes once.
+    """
+    ids = h.enqueue(4, sleep=12)  # lease 5 s
+    sup = h.supervisor(2)
+    wait(lambda: len(h.ledger.ids("start")) == 4, 20, "all running")
+    h.r.config_set("maxmemory-policy", "noeviction")
+    h.r.config_set("maxmemory", h.r.info("memory")["used_memory"] + 256 * 1024)
+    filler = 0
+    with pytest.raises(redis.exceptions.ResponseError, match="maxmemory"):  # fill it up to the limit
+        while filler < 10_000:
+            h.r.set(f"filler:{filler}", b"x" * 16384)
+            filler += 1
+    # and keep it full: buffers freed later (ours, the workers') must not make room again
+    h.r.config_set("maxmemory", h.r.info("memory")["used_memory"] - 1024 * 1024)
+    try:
+        wait(lambda: set(ids) <= h.ledger.ids("end"), 30, "the long tasks completed while Redis is full")
+        with pytest.raises(redis.exceptions.ResponseError, match="maxmemory"):
+            h.r.set("still-full", b"x" * 16384)  # it was full all along
+        wait(lambda: not h.r.llen(keys.active_key("default")), 10, "outcomes written while Redis is full")
+    finally:
+        h.r.config_set("maxmemory", 0)
+    h.quiesce(30)
+    assert h.stop(sup) == 0
+    report = h.report()
+    report.assert_ok(max_duplicates=0)
+    assert report.completed == len(ids)
+    assert all(h.ledger.counts("start")[t] == 1 for t in ids), h.ledger.counts("start")
+    assert "lease lost" not in h.log(sup)

@@ -248,3 +248,27 @@ def fastq_task(kind, **spec):
     import fastq
 
     return fastq.Task(kind, json.dumps(spec).encode())
+
+
+def test_w11_blocked_event_loop_keeps_its_lease_and_runs_once(h):
+    """W11: an async handler calls time.sleep(12) (> 2 x the 5 s lease), blocking its worker's event loop.
+
+    Leases are extended by a thread with its own connection, so the task is not reclaimed while
+    the loop is blocked: it runs once; the worker logs one WARNING naming the task and the cure.
+    """
+    tid = h.enqueue_one(block=12)
+    sup = h.supervisor(2)
+    wait(lambda: tid in h.ledger.ids("end"), 45, "completion of the blocking task")
+    time.sleep(2)  # a second run, had the lease been lost, would have started well before the first ended
+    starts = h.ledger.counts("start")[tid]
+    print(f"W11 runs of the task that blocked its event loop for 12 s (lease 5 s): {starts}")
+    assert starts == 1, f"the task ran {starts} times"
+    h.quiesce(20)
+    assert h.stop(sup) == 0
+    report = h.report()
+    report.assert_ok(max_duplicates=0)
+    assert report.completed == 1
+    log = h.log(sup)
+    warnings = [line for line in log.splitlines() if "WARNING" in line and tid in line and "await" in line]
+    assert len(warnings) == 1, log
+    assert "(work)" in warnings[0] and "lease lost" not in log
