@@ -25,7 +25,9 @@ Sentinel: ``master`` (required), ``sentinel_username``, ``sentinel_password``; C
 
 TLS verification is always on: the server's certificate must chain to ``tls_ca`` (or the
 system store) and name the host connected to (or ``tls_server_name``). There is no switch to
-turn it off; a failed handshake raises ``TLSHandshakeError`` saying what to fix.
+turn it off; a failed handshake raises ``TLSHandshakeError`` saying what to fix. A handshake
+times out after ``socket_connect_timeout`` (unset: 5 s, or ``socket_timeout`` if shorter); one
+that times out because the port speaks plain text (``rediss://`` for a ``redis://`` port) says so.
 
 ``durability="replicated"`` makes every script call (every enqueue) wait for ``replicas``
 replicas to acknowledge the write (``WAIT``), and raise ``NotReplicatedError`` when they did
@@ -33,15 +35,20 @@ not within ``replica_timeout``: an enqueue that returned is then on a replica to
 a failover. Workers ignore it (a lost acknowledgement means a re-run, never a lost task).
 
 Bad input - a URL, an option, a TLS file - raises ``ConnectionConfigError`` (a ``ValueError``)
-naming what is wrong, before anything connects. Passwords never appear in reprs, logs or
+naming what is wrong, before anything connects. ``fatal_reason(exc)`` tells the errors of a
+connection that no retry can fix (wrong password or user, a missing ACL permission, an unknown
+host, a failed TLS handshake) from transient ones; ``preflight(url)`` PINGs once at start-up and
+raises ``RedisConfigurationError`` for the former. Passwords never appear in reprs, logs or
 errors: ``redact()`` masks them.
 """
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import os
 import re
+import socket
 import ssl
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Optional, Union
@@ -59,16 +66,18 @@ import redis.connection
 import redis.sentinel
 from redis.exceptions import ClusterError, RedisClusterException, SlotNotCoveredError
 
-from fastq.errors import FastqError
+from fastq.errors import FastqError, RedisConfigurationError
 
 __all__ = [
     "TLSConfig", "RedisClientOpt", "RedisFailoverClientOpt", "RedisClusterClientOpt", "RedisConnOpt",
     "parse_url", "parse_redis_uri", "redact", "sync_client", "async_client", "is_cluster",
     "ConnectionConfigError", "TLSHandshakeError", "NotReplicatedError", "ClusterUnavailableError",
+    "RedisConfigurationError", "fatal_reason", "preflight",
 ]
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
+DEFAULT_TLS_HANDSHAKE_TIMEOUT = 5.0  # seconds, when socket_connect_timeout is not set
 MASK = "***"
 
 
@@ -80,7 +89,17 @@ class ConnectionConfigError(FastqError, ValueError):
 
 class TLSHandshakeError(FastqError, redis.exceptions.ConnectionError):
     """The TLS handshake failed: the server's certificate was not trusted or does not name the
-    host, or the server refused ours. Never retried into a plain-text connection."""
+    host, or the server refused ours. Never retried into a plain-text connection.
+
+    ``plain_text``: the port does not speak TLS (it answered a plain-text PING, or with bytes
+    that are not TLS): the URL should be ``redis://``. ``timed_out``: the server accepted the
+    TCP connection but did not finish the handshake in time (and is not a plain-text Redis).
+    """
+
+    def __init__(self, message: str = "", *, plain_text: bool = False, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.plain_text = plain_text
+        self.timed_out = timed_out
 
 
 class NotReplicatedError(FastqError, redis.exceptions.RedisError):
@@ -803,6 +822,53 @@ def _describe_tls_failure(exc: BaseException, host: str, port: Any, name: str) -
     return where
 
 
+def _tls_failure(exc: BaseException, host: str, port: Any, name: str) -> TLSHandshakeError:
+    reason = _ssl_reason(exc).lower()
+    not_tls = isinstance(exc, ssl.SSLError) and ("wrong version number" in reason or "record layer" in reason)
+    return TLSHandshakeError(_describe_tls_failure(exc, host, port, name), plain_text=not_tls)
+
+
+def _plain_text_failure(host: str, port: Any, timeout: float) -> TLSHandshakeError:
+    return TLSHandshakeError(
+        f"TLS handshake with {host}:{port} failed: is this port TLS? It speaks plain text: it answered a plain-text "
+        f"PING but not the handshake (in {timeout:g}s): use redis:// for it, or the port Redis serves TLS on",
+        plain_text=True)
+
+
+def _probe_timeout(timeout: Optional[float]) -> float:
+    return min(2.0, timeout or 2.0)
+
+
+def _is_plain_redis(reply: bytes) -> bool:
+    """A RESP simple string or error (``+PONG``, ``-NOAUTH ...``) to ``PING``: a Redis speaking plain text."""
+    return reply[:1] in (b"+", b"-") and reply.endswith(b"\r\n")
+
+
+def _speaks_plain_redis(host: str, port: Any, timeout: float) -> bool:
+    """Only after a TLS handshake timed out: does ``host:port`` answer a plain-text PING?"""
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except (OSError, ValueError):
+        return False
+    return _is_plain_redis(reply)
+
+
+async def _aspeaks_plain_redis(host: str, port: Any, timeout: float) -> bool:
+    writer = None
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+        writer.write(b"PING\r\n")
+        reply = await asyncio.wait_for(reader.read(64), timeout)
+    except (OSError, ValueError, asyncio.TimeoutError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+    return _is_plain_redis(reply)
+
+
 def _closed_after_handshake(exc: BaseException, tls: TLSConfig, host: str, port: Any) -> Optional[TLSHandshakeError]:
     """TLS 1.3 servers check the client certificate after the handshake: a server that wants one
     closes the connection at our first command. Say so instead of "EOF in violation of protocol"."""
@@ -832,14 +898,27 @@ class _SyncTLS:
     def _connect(self):  # type: ignore[no-untyped-def]
         sock = super()._connect()  # type: ignore[misc]
         name = self._fastq_tls.server_name or self.host
+        # The handshake is bounded like the TCP connect, not by socket_timeout alone (often None or
+        # long, it is for commands): a rediss:// URL for a plain-text port would wait that long.
+        timeout = self.socket_connect_timeout
+        if timeout is None:
+            timeout = min(DEFAULT_TLS_HANDSHAKE_TIMEOUT, self.socket_timeout or DEFAULT_TLS_HANDSHAKE_TIMEOUT)
         try:
-            return self._fastq_tls.context().wrap_socket(sock, server_hostname=name)
+            sock.settimeout(timeout)
+            wrapped = self._fastq_tls.context().wrap_socket(sock, server_hostname=name)
         except (ssl.SSLError, ssl.CertificateError, TimeoutError) as exc:  # TCP is up: this is the handshake
             sock.close()
-            raise TLSHandshakeError(_describe_tls_failure(exc, self.host, self.port, name)) from None
+            if isinstance(exc, TimeoutError) and not isinstance(exc, ssl.SSLError):
+                if _speaks_plain_redis(self.host, self.port, _probe_timeout(timeout)):
+                    raise _plain_text_failure(self.host, self.port, timeout) from None
+                raise TLSHandshakeError(_describe_tls_failure(exc, self.host, self.port, name),
+                                        timed_out=True) from None
+            raise _tls_failure(exc, self.host, self.port, name) from None
         except OSError:
             sock.close()
             raise
+        wrapped.settimeout(self.socket_timeout)
+        return wrapped
 
 
 class _AsyncTLS:
@@ -869,11 +948,22 @@ class _AsyncTLS:
             raise
 
     async def _connect(self):  # type: ignore[no-untyped-def]
+        # redis-py bounds TCP connect + handshake by socket_connect_timeout, and not at all when it
+        # is None: a rediss:// URL for a plain-text port would then wait forever.
+        timeout = self.socket_connect_timeout
         try:
-            await super()._connect()  # type: ignore[misc]
+            if timeout is None:
+                timeout = DEFAULT_TLS_HANDSHAKE_TIMEOUT
+                await asyncio.wait_for(super()._connect(), timeout)  # type: ignore[misc]
+            else:
+                await super()._connect()  # type: ignore[misc]
         except (ssl.SSLError, ssl.CertificateError) as exc:
             name = self._fastq_tls.server_name or self.host
-            raise TLSHandshakeError(_describe_tls_failure(exc, self.host, self.port, name)) from None
+            raise _tls_failure(exc, self.host, self.port, name) from None
+        except (asyncio.TimeoutError, TimeoutError):  # TCP connect or handshake: plain text if it answers PING
+            if await _aspeaks_plain_redis(self.host, self.port, _probe_timeout(timeout)):
+                raise _plain_text_failure(self.host, self.port, timeout) from None
+            raise
 
 
 class _SyncSentinelReconnect:
@@ -1490,6 +1580,146 @@ def with_tls(url: str, ca: Optional[str] = None, cert: Optional[str] = None, key
     merged = url + ("&" if "?" in url else "?") + "&".join(f"{k}={quote(os.fspath(v), safe='/:')}" for k, v in given)
     parse_url(merged)  # reads and checks the files
     return merged
+
+
+# ---------------------------------------------------------------- fatal or transient (start-up checks)
+
+# getaddrinfo: the name does not exist (EAI_NONAME) or has no address (EAI_NODATA); EAI_AGAIN
+# ("Temporary failure in name resolution") and the rest are left to retries.
+_EAI_FATAL = {getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name)}
+_DNS_FATAL_TEXT = ("name or service not known", "no address associated with hostname",
+                   "nodename nor servname provided")
+_CONNECT_ERROR_RE = re.compile(r"Error -?\d+ connecting to (\S+?)\.\s")
+_ACL_HINT = ("grant the ACL user the commands fastq needs (fastq.connection.ACL_WORKER / ACL_PRODUCER / "
+             "ACL_READONLY)")
+
+
+def _chain(exc: BaseException) -> list:
+    """``exc`` and what caused it (``raise ... from``, or raised while handling), oldest last."""
+    out: list = []
+    while exc is not None and len(out) < 8 and all(exc is not seen for seen in out):
+        out.append(exc)
+        exc = exc.__cause__ if exc.__cause__ is not None else (None if exc.__suppress_context__ else exc.__context__)
+    return out
+
+
+def _auth_reason(text: str) -> str:
+    low = text.lower()
+    if "without any password configured" in low or "no password is set" in low:
+        return (f"has no password set, yet the Redis URL gives one ({text.strip()}): remove the password from "
+                f"the URL, or set one on the server (requirepass / an ACL user)")
+    if "authentication required" in low or low.startswith("noauth") or "already authenticated" in low:
+        shown = "Authentication required." if "already authenticated" in low else text.strip()  # redis-py's HELLO
+        return (f"wants a password (NOAUTH {shown}): give it in the Redis URL "
+                f"(redis://:PASSWORD@host:port or redis://USER:PASSWORD@host:port)")
+    shown = text.strip() if text.strip().upper().startswith("WRONGPASS") else f"WRONGPASS {text.strip()}"
+    return f"refused the credentials ({shown}): check the user name and password in the Redis URL"
+
+
+def _one_fatal_reason(exc: BaseException) -> Optional[str]:
+    text = str(exc)
+    low = text.lower()
+    if isinstance(exc, RedisConfigurationError):
+        return exc.reason
+    if isinstance(exc, ConnectionConfigError):
+        return f"cannot be used: {text}"
+    if isinstance(exc, TLSHandshakeError):
+        if exc.timed_out and not exc.plain_text:
+            return None  # TCP is up but the server was slow: maybe busy; retry
+        rest = text.split(" failed: ", 1)[1] if text.startswith("TLS handshake with ") and " failed: " in text else text
+        return f"failed the TLS handshake: {rest}"
+    if isinstance(exc, redis.exceptions.AuthenticationWrongNumberOfArgsError):
+        return (f"refused AUTH with a user name ({text.strip()}): Redis before 6 has no ACL users; give only a "
+                f"password (redis://:PASSWORD@host:port)")
+    if isinstance(exc, redis.exceptions.AuthenticationError):
+        return _auth_reason(text)
+    if isinstance(exc, redis.exceptions.ResponseError):
+        head = text.lstrip().split(" ", 1)[0].upper()
+        if head == "WRONGPASS" or head == "NOAUTH":
+            return _auth_reason(text)
+        if isinstance(exc, redis.exceptions.NoPermissionError) or head == "NOPERM" or "no permissions to run" in low:
+            shown = text.strip() if text.strip().upper().startswith("NOPERM") else f"NOPERM {text.strip()}"
+            return f"refused a command to this user ({shown}): {_ACL_HINT}"
+        if "db index is out of range" in low or "invalid db index" in low:
+            return (f"has no such database ({text.strip()}): use a database number below the server's "
+                    f"'databases' setting (16 by default)")
+        return None  # LOADING, BUSY, MASTERDOWN, TRYAGAIN, CLUSTERDOWN, READONLY...: transient
+    if isinstance(exc, socket.gaierror):
+        if exc.errno in _EAI_FATAL:
+            return (f"is unknown: its host name does not resolve ({exc.strerror or text}): check the host in the "
+                    f"Redis URL")
+        return None
+    if isinstance(exc, (redis.exceptions.ConnectionError, RedisClusterException, ClusterError)):
+        # messages that carry a fatal cause without the exception itself (cluster and sentinel wrappers)
+        if "invalid username-password pair" in low or "wrongpass" in low:
+            return _auth_reason("invalid username-password pair or user is disabled.")
+        if "noauth" in low:
+            return _auth_reason("Authentication required.")
+        if any(t in low for t in _DNS_FATAL_TEXT):
+            match = _CONNECT_ERROR_RE.search(text)
+            what = f"the host name of {match.group(1)}" if match else "its host name"
+            start = min(low.index(t) for t in _DNS_FATAL_TEXT if t in low)
+            detail = text[start:].split(".", 1)[0]
+            return f"is unknown: {what} does not resolve ({detail}): check the host in the Redis URL"
+    return None
+
+
+def fatal_reason(exc: BaseException) -> Optional[str]:
+    """What to fix when ``exc`` is an error no retry can fix, else ``None`` (retry it).
+
+    Fatal: wrong password or unknown ACL user (``WRONGPASS``), a password missing (``NOAUTH``)
+    or given to a server without one, a missing ACL permission (``NOPERM``), a database number
+    out of range, a host name that does not exist (``EAI_NONAME``; a temporary DNS failure,
+    ``EAI_AGAIN``, is not), a failed TLS handshake (untrusted certificate, wrong name, a client
+    certificate wanted, ``rediss://`` for a plain-text port) and ``ConnectionConfigError``.
+    Everything else - connection refused, timeouts, ``LOADING``, ``BUSY``, ``MASTERDOWN``,
+    ``TRYAGAIN``, cluster down, no master found - is transient.
+
+    The text reads after ``"Redis at <URL> "``, as ``RedisConfigurationError`` shows it:
+    ``"refused the credentials (WRONGPASS ...): check the user name and password in the Redis URL"``.
+    Meant for start-up: once a process has been serving, the same errors (a password rotated, a
+    DNS record removed) may be fixed under it, and retrying them is the safer choice.
+    """
+    for one in _chain(exc):
+        reason = _one_fatal_reason(one)
+        if reason is not None:
+            return reason
+    return None
+
+
+def _safe_redact(target: Any) -> str:
+    try:
+        return redact(target)
+    except (ValueError, TypeError):
+        return "<the given Redis>"
+
+
+def preflight(target: Any, timeout: float = 3.0) -> Optional[BaseException]:
+    """PING Redis once with a short-lived sync client (no retries; ``timeout`` seconds for the
+    connect, the TLS handshake and the reply, unless the URL sets its own).
+
+    Returns ``None`` when Redis answered, the exception when it is transient (not reachable
+    yet, loading, failing over: the caller goes on and its retries take over), and raises
+    ``RedisConfigurationError`` (``.reason`` from ``fatal_reason``) when no retry can help.
+    A bad URL raises ``ConnectionConfigError`` before anything connects.
+    """
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = sync_client(target, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
+    try:
+        client.ping()
+    except (redis.exceptions.RedisError, OSError) as exc:
+        reason = fatal_reason(exc)
+        if reason is not None:
+            raise RedisConfigurationError(_safe_redact(target), reason) from exc
+        return exc
+    finally:
+        try:
+            client.close()
+        except (redis.exceptions.RedisError, OSError):  # pragma: no cover - closing a failed client
+            pass
+    return None
 
 
 # ---------------------------------------------------------------- least-privilege ACL users (Redis >= 7)

@@ -170,6 +170,20 @@ class AppImportError(FastqError):
     """The APP argument of ``fastq-supervisor`` could not be imported or is not a handler."""
 
 
+class RedisConfigurationError(FastqError):
+    """Redis refused fastq in a way no retry can fix: wrong password or user, a missing ACL
+    permission, an unknown host, TLS that fails or a plain-text port given as ``rediss://``.
+
+    Raised by ``fastq.connection.preflight``; ``reason`` says what to fix (see
+    ``fastq.connection.fatal_reason``), ``url`` is the Redis URL with its password masked.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"Redis at {url} {reason}")
+
+
 # ---------------------------------------------------------------- periodic tasks
 
 class CronSpecError(FastqError, ValueError):

@@ -4,12 +4,17 @@ APP is ``module:attribute`` (the attribute may be dotted; the current
 directory is on ``sys.path``). Every flag (and APP) can also come from
 ``FASTQ_SCHEDULER_<FLAG>`` or the ``[scheduler]`` table of a ``--config`` TOML file
 (``fastq.config_file``). A bad APP, flag or setting exits with code 2 and one
-line on stderr; a provider whose first ``get_configs()`` fails exits with code 1.
+line on stderr; a provider whose first ``get_configs()`` fails exits with code 1, and so
+does a Redis that refuses the scheduler for good at start (wrong password or user, unknown
+host, TLS failure: ``fastq.connection.preflight``). A Redis that is only unreachable for now
+is retried.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import math
+import signal
 import sys
 from typing import Any, Optional, Sequence
 
@@ -20,6 +25,9 @@ from fastq.errors import AppImportError, ConfigProviderError, InvalidOptionError
 __all__ = ["load_app", "as_service", "main", "ENV_PREFIX"]
 
 ENV_PREFIX = "FASTQ_SCHEDULER_"  # FASTQ_APP etc. belong to fastq-supervisor
+PREFLIGHT_TIMEOUT = 3.0  # seconds for the start-up PING (connect, TLS handshake, reply)
+
+log = logging.getLogger("fastq.scheduler")
 
 
 def load_app(spec: str) -> Any:
@@ -104,6 +112,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         service = as_service(args.app)
     except AppImportError as exc:
         parser.exit(2, f"fastq-scheduler: error: {exc}\n")
+    if not _preflight(parser, service, args.redis_url):
+        return 0  # SIGTERM / SIGINT during the check
     try:
         return run_scheduler(service, args.redis_url, location=args.location,
                              heartbeat_interval=args.heartbeat_interval)
@@ -112,6 +122,53 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigProviderError as exc:
         parser.exit(1, f"fastq-scheduler: error: {exc}\n")
     return 0  # pragma: no cover
+
+
+class _Stop(BaseException):
+    pass
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signum)
+
+
+def _redis_target(service: Any, redis_url: Optional[str]) -> Any:
+    """The Redis the scheduler will use: --redis-url, else the APP's own (None: a client the APP built)."""
+    from fastq import connection
+    from fastq.scheduler import Scheduler
+
+    if redis_url is not None:
+        return redis_url
+    scheduler = service if isinstance(service, Scheduler) else getattr(service, "scheduler", None)
+    own = getattr(scheduler, "_redis_arg", None)
+    if own is None:
+        return default_url()
+    return own if isinstance(own, (str, connection.OPTION_TYPES)) else None
+
+
+def _preflight(parser: argparse.ArgumentParser, service: Any, redis_url: Optional[str]) -> bool:
+    """PING Redis once: exit with one line when no retry can help; False after SIGTERM / SIGINT."""
+    from fastq.connection import preflight, redact
+    from fastq.errors import RedisConfigurationError
+
+    target = _redis_target(service, redis_url)
+    if target is None:
+        return True
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        problem = preflight(target, timeout=PREFLIGHT_TIMEOUT)
+    except RedisConfigurationError as exc:
+        parser.exit(1, f"fastq-scheduler: error: {exc}\n")
+    except _Stop as exc:
+        log.info("%s received before the scheduler started: stopping", signal.Signals(exc.args[0]).name)
+        return False
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if problem is not None:
+        log.warning("Redis at %s is not reachable yet (%s); starting anyway, the scheduler retries until it is",
+                    redact(target), problem)
+    return True
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -131,12 +131,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(0)
     except click.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
-    except FastqError as exc:
+    except FastqError as exc:  # TLSHandshakeError and ClusterUnavailableError say what happened themselves
         _fail(str(exc))
-    except redis.AuthenticationError as exc:
-        _fail(f"Redis refused the credentials: {exc}")
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        _fail(f"cannot reach Redis at {safe_url(_current_url())}: {exc}")
+    except (redis.ConnectionError, redis.TimeoutError) as exc:  # AuthenticationError too
+        _fail(connection_failure(exc, _current_url()))
     except redis.ResponseError as exc:
         if isinstance(exc, redis.exceptions.NoPermissionError) or "can't run this command" in str(exc):
             _fail(f"the Redis user has no permission for this (ACL): {exc}")
@@ -148,6 +146,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     sys.exit(0)
+
+
+def connection_failure(exc: BaseException, url: str) -> str:
+    """One line for a failed connection: what to fix when no retry can help (wrong password or
+    user, unknown host, TLS: ``fastq.connection.fatal_reason``), else that Redis is unreachable."""
+    from fastq.connection import fatal_reason
+
+    reason = fatal_reason(exc)
+    if reason is not None:
+        return f"Redis at {safe_url(url)} {reason}"
+    return f"cannot reach Redis at {safe_url(url)}: {exc}"
 
 
 def _current_url() -> str:

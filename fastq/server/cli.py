@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import math
 import os
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -12,6 +14,18 @@ from fastq import config_file
 from fastq._redis import default_url
 from fastq.errors import AppImportError, InvalidOptionError
 from fastq.server.config import WorkerConfig, parse_queues
+
+log = logging.getLogger("fastq.supervisor")
+
+PREFLIGHT_TIMEOUT = 3.0  # seconds for the start-up PING (connect, TLS handshake, reply)
+
+
+class _StopBeforeStart(BaseException):
+    """SIGTERM / SIGINT before the supervisor took over its signals (importing APP, the start-up check)."""
+
+
+def _stop_before_start(signum: int, _frame: object) -> None:
+    raise _StopBeforeStart(signum)
 
 
 def _int_at_least(minimum: int):
@@ -130,6 +144,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from fastq import logging as fastq_logging
 
     fastq_logging.setup(args.log_level, log_format=args.log_format)
+    # Until Supervisor.run() blocks them, SIGTERM / SIGINT end the start quietly (no traceback).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_before_start)
+    try:
+        return _main(parser, args)
+    except _StopBeforeStart as exc:
+        log.info("%s received before the workers started: stopping", signal.Signals(exc.args[0]).name)
+        return 0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     metrics = None
     if args.metrics_port is not None:  # before the app is imported: it may import prometheus_client
         try:
@@ -141,6 +173,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except OSError as exc:
             parser.exit(2, f"fastq-supervisor: error: cannot serve metrics on {args.metrics_host}:"
                            f"{args.metrics_port}: {exc.strerror or exc}\n")
+        if not _is_loopback(metrics.host):
+            log.warning("the metrics endpoint %s has no authentication and listens on %s, not only on loopback: "
+                        "anyone who reaches the port reads queue names and task counts; keep --metrics-host "
+                        "127.0.0.1 (the default) or restrict the port (firewall, authenticating proxy)",
+                        metrics.url, metrics.host)
     try:
         return _run(parser, args, metrics)
     finally:
@@ -169,6 +206,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, metrics: obj
                              args.tls_server_name)
     except ConnectionConfigError as exc:
         parser.exit(2, f"fastq-supervisor: error: {exc}\n")
+    _preflight(parser, redis_url)
     try:
         config = WorkerConfig(
             redis_url=redis_url,
@@ -192,6 +230,22 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, metrics: obj
     logging.getLogger("fastq.supervisor").debug("config: %s", config)
     return Supervisor(handler, config, args.processes, args.app, max_memory_mb=args.max_memory_per_child,
                       scheduler=scheduler, metrics=metrics).run()
+
+
+def _preflight(parser: argparse.ArgumentParser, redis_url: str) -> None:
+    """PING Redis once before forking: exit with one line when no retry can help (wrong password or
+    user, missing ACL permission, unknown host, TLS failure or a plain-text port given as rediss://);
+    when Redis is only unreachable for now, say so and start the workers, which retry."""
+    from fastq.connection import preflight, redact
+    from fastq.errors import RedisConfigurationError
+
+    try:
+        problem = preflight(redis_url, timeout=PREFLIGHT_TIMEOUT)
+    except RedisConfigurationError as exc:
+        parser.exit(1, f"fastq-supervisor: error: {exc}\n")
+    if problem is not None:
+        log.warning("Redis at %s is not reachable yet (%s); starting the workers anyway, they retry until it is",
+                    redact(redis_url), problem)
 
 
 if __name__ == "__main__":  # pragma: no cover
