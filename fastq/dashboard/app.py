@@ -1,6 +1,6 @@
 """The dashboard's ASGI application: server-rendered pages over ``fastq.AsyncInspector``.
 
-Security model (``shared/spec/reliability.md`` §6.4):
+Security model:
 
 * **Authentication.** A token (``FASTQ_DASHBOARD_TOKEN`` or a file, never argv) is typed into
   ``/login`` once; the browser then holds an opaque session cookie (HttpOnly, SameSite=Strict,
