@@ -836,7 +836,8 @@ def _plain_text_failure(host: str, port: Any, timeout: float) -> TLSHandshakeErr
 
 
 def _probe_timeout(timeout: Optional[float]) -> float:
-    return min(2.0, timeout or 2.0)
+    """A plain-text Redis answers PING in milliseconds; a black-holed host must not cost much more."""
+    return min(1.0, timeout or 1.0)
 
 
 def _is_plain_redis(reply: bytes) -> bool:
@@ -1640,6 +1641,9 @@ def _one_fatal_reason(exc: BaseException) -> Optional[str]:
         if isinstance(exc, redis.exceptions.NoPermissionError) or head == "NOPERM" or "no permissions to run" in low:
             shown = text.strip() if text.strip().upper().startswith("NOPERM") else f"NOPERM {text.strip()}"
             return f"refused a command to this user ({shown}): {_ACL_HINT}"
+        if "unknown command 'sentinel'" in low:
+            return (f"is not a Sentinel ({text.strip()}): give the Sentinels' addresses in redis+sentinel://, or use "
+                    f"redis:// for a single Redis")
         if "db index is out of range" in low or "invalid db index" in low:
             return (f"has no such database ({text.strip()}): use a database number below the server's "
                     f"'databases' setting (16 by default)")
@@ -1651,6 +1655,9 @@ def _one_fatal_reason(exc: BaseException) -> Optional[str]:
         return None
     if isinstance(exc, (redis.exceptions.ConnectionError, RedisClusterException, ClusterError)):
         # messages that carry a fatal cause without the exception itself (cluster and sentinel wrappers)
+        if "cluster mode is not enabled" in low or "cluster support disabled" in low:
+            return ("is not a Redis Cluster (cluster mode is not enabled on it): use redis:// for a single Redis, or "
+                    "give cluster nodes in redis+cluster://")
         if "invalid username-password pair" in low or "wrongpass" in low:
             return _auth_reason("invalid username-password pair or user is disabled.")
         if "noauth" in low:

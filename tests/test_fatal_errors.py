@@ -200,6 +200,14 @@ def test_fatal_reason_tells_fatal_from_transient_errors_of_a_real_redis(secured)
     assert "does not resolve" in fatal_reason(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
 
 
+def test_preflight_refuses_a_single_redis_given_as_cluster_or_sentinel(redis_url):
+    address = redis_url.split("//", 1)[1].split("/", 1)[0]
+    with pytest.raises(RedisConfigurationError, match="is not a Redis Cluster"):
+        preflight(f"redis+cluster://{address}")
+    with pytest.raises(RedisConfigurationError, match="is not a Sentinel"):
+        preflight(f"redis+sentinel://{address}?master=mymaster")
+
+
 def test_preflight_passes_a_good_redis_and_returns_a_transient_error(secured):
     assert preflight(f"redis://alice:alice-pw@127.0.0.1:{secured.port}/0") is None
     problem = preflight(f"redis://127.0.0.1:{free_port()}/0")
@@ -342,9 +350,10 @@ def test_sigterm_during_the_start_up_check_ends_the_supervisor_quietly(tmp_path)
 
 
 def test_sigterm_while_workers_retry_an_unreachable_redis_has_no_traceback(tmp_path):
-    proc = _supervisor(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
+    (tmp_path / "sched_app.py").write_text(SCHED_APP)
+    proc = _supervisor(tmp_path, f"redis://127.0.0.1:{free_port()}/0", "--scheduler", "sched_app:scheduler")
     try:
-        wait_for(lambda: _children(proc), timeout=15, what="a worker")
+        wait_for(lambda: len(_children(proc)) == 2, timeout=15, what="a worker and the scheduler")
         time.sleep(2)  # the worker is in its retry loop
         code, log = _stop(proc, tmp_path)
     finally:
