@@ -16,6 +16,7 @@ import logging
 import math
 import signal
 import sys
+import threading
 from typing import Any, Optional, Sequence
 
 from fastq import config_file
@@ -154,7 +155,9 @@ def _preflight(parser: argparse.ArgumentParser, service: Any, redis_url: Optiona
     target = _redis_target(service, redis_url)
     if target is None:
         return True
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         problem = preflight(target, timeout=PREFLIGHT_TIMEOUT)
     except RedisConfigurationError as exc:

@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sys
+import threading
 from typing import Optional, Sequence
 
 from fastq import config_file
@@ -145,13 +146,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     fastq_logging.setup(args.log_level, log_format=args.log_format)
     # Until Supervisor.run() blocks them, SIGTERM / SIGINT end the start quietly (no traceback).
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _stop_before_start)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _stop_before_start) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return _main(parser, args)
     except _StopBeforeStart as exc:
         log.info("%s received before the workers started: stopping", signal.Signals(exc.args[0]).name)
         return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _is_loopback(host: str) -> bool:
