@@ -212,3 +212,32 @@ def test_a_blocking_async_handler_is_named_once_and_keeps_its_lease(redis_url, r
     assert r.get(keys.processed_total_key("default")) == b"1" and not r.get(keys.failed_total_key("default"))
     (called_id, called_type, seconds), = hook.calls
     assert (called_id, called_type) == (tid, "report:build") and 4.0 <= seconds <= 5.0
+
+
+def test_an_unexpected_error_is_logged_once_and_the_thread_carries_on(redis_url, r, run, caplog):
+    async def main():
+        p = processor(redis_url)
+        hold(p, "a")
+        r.zadd(keys.lease_key("default"), {"a": 1})
+        real, failures = p.leased_ids, []
+
+        def broken():
+            if len(failures) < 4:
+                failures.append(1)
+                raise ValueError("a bug")
+            return real()
+
+        p.leased_ids = broken
+        keeper = LeaseKeeper(p, p.cfg).start()
+        try:
+            await async_wait_for(lambda: score(r, "a") > time.time(), what="extension after the errors")
+            assert keeper.alive and len(failures) == 4
+        finally:
+            await keeper.stop()
+            await p.broker.redis.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="fastq"):
+        run(main())
+    errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None, [rec.getMessage() for rec in errors]
+    assert "unexpected error extending leases" in errors[0].getMessage()

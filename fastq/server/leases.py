@@ -27,8 +27,8 @@ its traceback. The thread backs off and carries on; it never dies silently.
 
 The watch: the loop re-arms a 0.25 s timer that stamps ``time.monotonic()``; the thread, which
 wakes at least as often, notices a stamp more than 1 s old and logs one WARNING per blocked
-episode naming the task that blocks the loop (found by walking the loop thread's stack up to
-``Processor._run_async``) and the cure. When the loop runs again, hooks get
+episode naming the task that blocks the loop (the running task whose coroutine frame is on the
+loop thread's stack) and the cure. When the loop runs again, hooks get
 ``loop_blocked(ctx or None, seconds)`` on the loop.
 
 Limit: a sync handler (a thread) holding the GIL for seconds in C code stops this thread too.
@@ -56,9 +56,6 @@ WATCH_TICK = 0.25  # how often the event loop stamps that it runs
 BLOCKED_AFTER = 1.0  # a stamp older than this: the loop is blocked
 MIN_GAP = 0.05  # never two extension rounds closer than this
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 1.0  # retry delays after a failed round
-
-_RUN_ASYNC = Processor._run_async.__code__  # the frame whose ``run`` local is the blocking task
-
 
 def _client_options(cfg: WorkerConfig) -> dict:
     """Fail-fast options for the thread's own connection: a call must end well within a lease."""
@@ -258,7 +255,10 @@ class LeaseKeeper:
             for i, reply in enumerate(replies):
                 if isinstance(reply, NoScriptError):
                     queue = queues[i]
-                    replies[i] = _scripts.EXTEND_LEASE.run(client, [keys.lease_key(queue)], [lease, *held[queue]])
+                    try:
+                        replies[i] = _scripts.EXTEND_LEASE.run(client, [keys.lease_key(queue)], [lease, *held[queue]])
+                    except (RedisError, OSError) as exc:  # record the other queues' extensions first
+                        replies[i] = exc
             self.processor.leases_extended({q: held[q] for q, reply in zip(queues, replies)
                                             if not isinstance(reply, Exception)}, since)
             for reply in replies:
@@ -300,18 +300,26 @@ class LeaseKeeper:
             self._warn(self._flagged_ctx, where, now - stamp)
 
     def blocker(self) -> tuple[Any, str]:
-        """(the TaskContext of the task running on the loop thread or None, where it runs now)."""
+        """(the TaskContext of the task running on the loop thread or None, where it runs now).
+
+        The running task is the one whose coroutine's frame is on the loop thread's stack: the
+        frame of ``Processor._run_async`` for that task, below the handler's frames."""
         frame = sys._current_frames().get(self._loop_ident)
+        if frame is None:
+            return None, "unknown"
         try:
-            if frame is None:
-                return None, "unknown"
             where = f"{_short_path(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}()"
+            stack = set()
             f = frame
-            while f is not None:
-                if f.f_code is _RUN_ASYNC:
-                    run = f.f_locals.get("run")
-                    return getattr(run, "ctx", None), where
+            while f is not None:  # the frames stay alive (we hold the innermost): their ids are unique
+                stack.add(id(f))
                 f = f.f_back
+            for run in self.processor.running.copy().values():
+                get_coro = getattr(run.future, "get_coro", None)  # an asyncio.Task for async handlers
+                coro = get_coro() if get_coro is not None else None
+                coro_frame = getattr(coro, "cr_frame", None)
+                if coro_frame is not None and id(coro_frame) in stack:
+                    return run.ctx, where
             return None, where
         finally:
             del frame
@@ -322,10 +330,10 @@ class LeaseKeeper:
                 "handler with def so it runs in a thread. Its lease is kept meanwhile; the other tasks of this "
                 "process wait")
         if ctx is None:
-            log.warning("event loop of worker %d blocked for %.1fs, at %s (not inside a task handler): %s",
+            log.warning("event loop of worker %d blocked for %.1fs so far, at %s (not inside a task handler): %s",
                         os.getpid(), seconds, where, cure)
             return
-        log.warning("event loop of worker %d blocked for %.1fs by task %s (%s), at %s: %s", os.getpid(), seconds,
+        log.warning("event loop of worker %d blocked for %.1fs so far by task %s (%s), at %s: %s", os.getpid(), seconds,
                     ctx.task_id, ctx.type, where, cure,
                     extra={"task_id": ctx.task_id, "task_type": ctx.type, "queue": ctx.queue,
                            "retry": ctx.retry_count})
