@@ -5,7 +5,8 @@ after ``enqueue_many`` returned), run ``fastq-supervisor`` with fast settings, i
 fault, let it heal, wait for quiesce, then classify every acknowledged task:
 
 * lost: acknowledged, yet neither completed by a handler nor archived (must be 0);
-* duplicated: started more than once (bounded per row);
+* duplicated: started more than once, or for a task the row planned to run several times
+  (``Ledger.plan``: a planned failure with retries), more often than planned (bounded per row);
 * double-completed: successful settlements written to Redis (processed - failed counters)
   beyond the number of distinct tasks completed (must be 0: lease tokens fence them);
 * misplaced: anything ``fastq.doctor.check`` reports (must be empty).
@@ -176,13 +177,14 @@ class Harness:
         completed = self.ledger.ids("end") & enqueued
         archived = {x.decode("utf-8", "surrogateescape") for x in self.r.zrange(keys.archived_key(self.queue), 0, -1)} & enqueued
         starts = self.ledger.counts("start")
+        planned = self.ledger.planned_runs()
         processed = int(self.r.get(keys.processed_total_key(self.queue)) or 0)
         failed = int(self.r.get(keys.failed_total_key(self.queue)) or 0)
         settled_ok = processed - failed
         return Report(
             enqueued=len(enqueued), completed=len(completed), archived=len(archived),
             lost=enqueued - completed - archived,
-            duplicated={t: c for t, c in starts.items() if c > 1 and t in enqueued},
+            duplicated={t: c for t, c in starts.items() if c > planned.get(t, 1) and t in enqueued},
             double_completed=max(0, settled_ok - len(completed - archived)),
             problems=doctor.check(self.r, self.queue),
         )
