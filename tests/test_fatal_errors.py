@@ -415,3 +415,36 @@ def test_metrics_on_a_non_loopback_address_logs_one_warning(host, warned, redis_
     assert len(lines) == (1 if warned else 0), log
     if warned:
         assert "WARNING" in lines[0] and host in lines[0]
+
+
+def test_a_worker_refused_after_a_password_change_exits_with_one_line_and_the_supervisor_goes_on(tmp_path):
+    """The supervisor checked Redis at start; later the password changes and a worker is replaced:
+    the new worker ends at once with one line and exit code 4 (no traceback, no retry loop inside it),
+    and the supervisor keeps restarting it with back-off until the URL works again."""
+    server = RedisServer(tmp_path, extra=["--requirepass", "first-pw"])
+    server.start()
+    admin = redis.Redis(port=server.port, password="first-pw")
+    try:
+        proc = _supervisor(tmp_path, f"redis://:first-pw@127.0.0.1:{server.port}/0")
+        (worker,) = wait_for(lambda: len(c := _children(proc)) == 1 and c, timeout=15, what="a worker")
+        wait_for(lambda: admin.zcard("asynq:servers"), timeout=15, what="the worker registered")
+        admin.config_set("requirepass", "second-pw")
+        admin = redis.Redis(port=server.port, password="second-pw")
+        os.kill(worker, signal.SIGKILL)
+        log_path = tmp_path / "supervisor.log"
+        wait_for(lambda: "exit code 4" in log_path.read_text(), timeout=15, what="the refused worker's exit")
+        assert proc.poll() is None
+        code, log = _stop(proc, tmp_path)
+        assert code == 0
+        assert "refused the credentials" in log and "Redis refused the worker" in log
+        assert "Traceback" not in log
+    finally:
+        admin.close()
+        server.stop()
+
+
+def test_an_in_process_worker_refused_by_redis_returns_at_once(secured):
+    worker = fastq.Worker(lambda task: None, fastq.WorkerConfig(redis_url=f"redis://:wrong@127.0.0.1:{secured.port}/0"))
+    started = time.monotonic()
+    asyncio.run(asyncio.wait_for(worker.run(), 10))
+    assert worker.exit_code == 4 and time.monotonic() - started < 5

@@ -65,7 +65,13 @@ def describe_status(status: int) -> str:
         except ValueError:  # pragma: no cover
             name = str(sig)
         return f"killed by {name}"
-    return f"exit code {os.waitstatus_to_exitcode(status)}"
+    code = os.waitstatus_to_exitcode(status)
+    why = _EXIT_REASONS.get(code)
+    return f"exit code {code} ({why})" if why else f"exit code {code}"
+
+
+# Exit codes of fastq.server.worker (kept here so the supervisor does not import the worker module).
+_EXIT_REASONS = {3: "a background loop kept failing", 4: "Redis refused the worker; see its log line"}
 
 
 class Supervisor:

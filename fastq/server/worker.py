@@ -35,6 +35,7 @@ from fastq.server.processor import Processor
 log = logging.getLogger("fastq.worker")
 
 EXIT_LOOP_FAILED = 3  # the exit code of a worker that stopped because a background loop kept failing
+EXIT_FATAL_REDIS = 4  # the exit code of a worker that Redis refused at start (credentials, ACL, TLS, host)
 
 # Worker connections fail fast and let fastq's own loops retry with back-off: redis-py's
 # defaults (10 retries) can block one call for ~30 s against an unreachable server, longer
@@ -108,6 +109,8 @@ class Worker:
 
         processor.results = ResultStore(redis, self._loop)
         self.heartbeater = heartbeater = Heartbeater(broker, processor, cfg, server_id)
+        if await self._refused(redis):
+            return
         if cfg.on_start is not None:
             result = cfg.on_start()
             if asyncio.iscoroutine(result):
@@ -148,6 +151,25 @@ class Worker:
             await self._stop.wait()
         finally:
             await self._shutdown(upkeep, core, listener, redis)
+
+    async def _refused(self, redis: Any) -> bool:
+        """PING once at start. A fatal refusal (credentials, ACL, TLS, unknown host) ends the worker
+        with one line and ``EXIT_FATAL_REDIS``: retrying cannot help. Anything else (Redis down,
+        loading, full) is left to the loops, which retry with back-off."""
+        from fastq.connection import fatal_reason
+
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as exc:
+            reason = fatal_reason(exc)
+            if reason is None:
+                return False
+            log.error("worker %d: Redis at %s %s", os.getpid(), redact(self.config.redis_url), reason)
+            self.exit_code = EXIT_FATAL_REDIS
+            if self._redis_arg is None:
+                await redis.aclose()
+            return True
+        return False
 
     def _supervised(self, name: str, factory: Any) -> asyncio.Task:
         """A background loop run under ``fastq.server.loops.supervise`` (restarted on unexpected errors)."""
