@@ -136,7 +136,7 @@ class Broker:
         if self.cluster:  # no single server to watch for restarts (and INFO cannot be pipelined there)
             replies = [*await pipe.execute(raise_on_error=False), RuntimeError("no INFO on Redis Cluster")]
         else:
-            pipe.info("server", "replication")
+            pipe.info("server", "replication", "persistence")
             replies = await pipe.execute(raise_on_error=False)
         if isinstance(replies[2], NoScriptError):
             replies[2] = await script.arun(self.redis, k, args)

@@ -77,8 +77,11 @@ class Heartbeater:
             if self.replid and info.get("master_replid2") == self.replid:
                 # a promoted replica keeps its old master's replication ID as replid2: a failover
                 log.warning("Redis failover: now served by a promoted replica (run_id %s -> %s)", self.run_id, run_id)
+            elif _reloaded(info):
+                log.warning("Redis restarted (run_id %s -> %s) and reloaded its data (%s)", self.run_id, run_id,
+                            _reloaded(info))
             else:
-                log.error("Redis restarted (run_id %s -> %s). If it runs without persistence, the tasks it held "
+                log.error("Redis restarted (run_id %s -> %s) with no persisted data to reload: the tasks it held "
                           "are lost; workers carry on with whatever it has now.", self.run_id, run_id)
         self.run_id = run_id
         self.replid = info.get("master_replid")
@@ -112,3 +115,11 @@ class Heartbeater:
 
     async def clear(self) -> None:
         await self.broker.clear_server_state(self.server_key, self.workers_key)
+
+
+def _reloaded(info: dict) -> str:
+    """What a restarted Redis reloaded, from ``INFO persistence`` ("" when nothing: data lost)."""
+    if str(info.get("aof_enabled", "0")) == "1":
+        return "append-only file"
+    keys_loaded = int(info.get("rdb_last_load_keys_loaded", 0) or 0)
+    return f"{keys_loaded} keys from its RDB snapshot" if keys_loaded else ""

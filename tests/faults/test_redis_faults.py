@@ -39,11 +39,14 @@ def test_r1_redis_paused_briefly_then_restarted_with_data(tmp_path):
         t0 = time.monotonic()
         h.quiesce(60)
         print(f"R1 drained {time.monotonic() - t0:.1f}s after the restart")
+        wait(lambda: "Redis restarted" in h.log(sup), 10, "restart noticed by the next heartbeat")
         assert h.stop(sup) == 0
         report = h.report()
         report.assert_ok(max_duplicates=40)
         log = h.log(sup)
         assert log.count("Traceback") == 0
+        # the data came back from the AOF: a WARNING saying so, not the ERROR about lost tasks
+        assert "reloaded its data (append-only file)" in log and "are lost" not in log
     finally:
         h.close()
 
@@ -67,6 +70,7 @@ def test_r2_restart_without_persistence_is_survived(h):
     assert h.stop(sup) == 0
     log = h.log(sup)
     assert "Redis restarted" in log and "Traceback" not in log
+    assert "with no persisted data to reload: the tasks it held are lost" in log
 
 
 def test_r3_redis_killed_with_aof_loses_no_acknowledged_task(tmp_path):
