@@ -470,6 +470,28 @@ def test_an_undecodable_member_is_archived_and_the_rest_aggregated(redis_url, r)
     assert not r.exists(keys.task_key(Q, "ok1"))
 
 
+def test_a_member_whose_id_is_not_utf8_is_archived_and_the_rest_aggregated(redis_url, r):
+    """Before, decoding the member IDs of a set raised, so every run of that group failed forever."""
+    now = int(time.time()) - 5
+    enqueue_group(redis_url, "binid", [b"good"], task_id="ok2")
+    r.zadd(keys.group_key(Q, "binid"), {"ok2": now}, xx=True)
+    bad = b"\xff\xfe-member"
+    r.hset(keys.task_key(Q, "").encode() + bad, mapping={"msg": item_msg("x", b"p"), "state": "aggregating",
+                                                        "group": "binid"})
+    r.zadd(keys.group_key(Q, "binid"), {bad: now})
+    handler = Batches()
+
+    async def main():
+        async with RunningWorker(handler, redis_url, group_aggregator=joined, group_grace_period=1):
+            await async_wait_for(lambda: handler.seen, timeout=8, what="aggregated task")
+
+    asyncio.run(main())
+    assert handler.seen == [("binid", [b"good"])]
+    assert r.zrange(keys.archived_key(Q), 0, -1) == [bad]
+    msg = decode_message(r.hget(keys.task_key(Q, "").encode() + bad, "msg"))
+    assert msg.error_msg == "task ID is not valid UTF-8" and msg.id == "\\xff\\xfe-member"
+
+
 # ----------------------------------------------------------------- groups missing from asynq:{q}:groups
 
 class RawBatches:

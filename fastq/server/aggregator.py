@@ -62,12 +62,12 @@ import logging
 import random
 import time
 import uuid
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from fastq import _scripts, keys
-from fastq._codec import TaskMessage, decode_message, encode_message
+from fastq._codec import decode_message, encode_message
 from fastq.connection import is_cluster
 from fastq.errors import DecodeError, InvalidOptionError
 from fastq.mux import is_async_handler
@@ -75,6 +75,7 @@ from fastq.options import ENQUEUE, GROUP, SCHEDULE, EnqueuePlan, plan_enqueue
 from fastq.server.config import WorkerConfig
 from fastq.server.health import noop_health
 from fastq.server.maintenance import sleep_until_set
+from fastq.server.processor import printable_id, undecodable_message
 from fastq.task import Task
 
 __all__ = ["Aggregator", "aggregation_loop", "check_interval", "discover_groups", "reclaim_stale_sets"]
@@ -88,8 +89,6 @@ CHECK_PAGE = 100  # groups checked per round trip
 READ_PAGE = 1000  # set members read per round trip
 MAX_SETS_PER_GROUP = 100  # sets made from one group in one run, so other groups get their turn
 RECLAIM_BATCH = 100  # stale sets reclaimed per script call
-UNDECODABLE_TYPE = "fastq:undecodable"  # as the processor archives an undecodable message
-DEFAULT_TIMEOUT = 1800
 DISCOVERY_INTERVAL = 300.0  # seconds between sweeps for groups missing from asynq:{q}:groups (+-10 %)
 DISCOVERY_SCAN_COUNT = 1000  # keys looked at per SCAN step (one script call each)
 DISCOVERY_DUTY = 0.01  # a sweep waits between steps so that it keeps Redis busy <= 1 % of the time
@@ -108,10 +107,6 @@ def check_interval(cfg: WorkerConfig) -> float:
     if cfg.group_max_delay:
         interval = min(interval, cfg.group_max_delay)
     return interval
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _name(group: Any) -> bytes:
@@ -399,16 +394,17 @@ class Aggregator:
                       "after %ds", plan.msg.unique_key, where, SET_TIMEOUT)
         return False
 
-    async def _read(self, set_key: bytes, q: str) -> Optional[list[tuple[str, bytes]]]:
-        """The set's (task ID, message) pairs, oldest first; None when the set is no longer registered."""
-        members: list[tuple[str, bytes]] = []
+    async def _read(self, set_key: bytes, q: str) -> Optional[list[tuple[bytes, bytes]]]:
+        """The set's (task ID, message) pairs as Redis holds them, oldest first; None when the set is no
+        longer registered."""
+        members: list[tuple[bytes, bytes]] = []
         first = 0
         while True:
             reply = await _scripts.READ_AGGREGATION_SET.arun(
                 self.redis, [set_key, keys.all_aggregation_sets_key(q)], [keys.task_key_prefix(q), first, READ_PAGE])
             if not int(reply[0]):
                 return None
-            members.extend((_text(reply[i]), reply[i + 1]) for i in range(2, len(reply), 2))
+            members.extend((reply[i], reply[i + 1]) for i in range(2, len(reply), 2))
             if int(reply[1]) < READ_PAGE:
                 return members
             first += READ_PAGE
@@ -428,20 +424,27 @@ def _log_relisted(q: str, names: list[bytes], why: str) -> None:
                 ", ".join(repr(_label(n)) for n in names[:20]) + (", ..." if len(names) > 20 else ""))
 
 
-def _decode(q: str, members: list[tuple[str, bytes]]) -> tuple[list[Task], list[tuple[str, TaskMessage]]]:
-    """Tasks to aggregate, and archive messages for members whose bytes are unusable."""
+def _decode(q: str, members: list[tuple[bytes, bytes]]) -> tuple[list[Task], list[tuple[Union[str, bytes], bytes]]]:
+    """Tasks to aggregate, and (ID, encoded archive message) for members whose bytes are unusable:
+    an ID that is not UTF-8 (kept as bytes: it is the key), or a message that does not decode or
+    does not match."""
     tasks: list[Task] = []
-    bad: list[tuple[str, TaskMessage]] = []
-    for tid, raw in members:
+    bad: list[tuple[Union[str, bytes], bytes]] = []
+    for raw_id, raw in members:
+        tid: Union[str, bytes]
         try:
-            msg = decode_message(raw)
-            reason = "" if msg.type and msg.id == tid else f"message has type {msg.type!r} and ID {msg.id!r}"
-        except DecodeError as exc:
-            reason = f"undecodable message: {exc}"
+            tid = raw_id.decode()
+        except UnicodeDecodeError:
+            tid, reason = raw_id, "task ID is not valid UTF-8"
+        else:
+            try:
+                msg = decode_message(raw)
+                reason = "" if msg.type and msg.id == tid else f"message has type {msg.type!r} and ID {msg.id!r}"
+            except DecodeError as exc:
+                reason = f"undecodable message: {exc}"
         if reason:
-            log.error("task %s in queue %s archived instead of aggregated: %s", tid, q, reason)
-            bad.append((tid, TaskMessage(type=UNDECODABLE_TYPE, payload=bytes(raw), id=tid, queue=q, error_msg=reason,
-                                         last_failed_at=int(time.time()), timeout=DEFAULT_TIMEOUT)))
+            log.error("task %s in queue %s archived instead of aggregated: %s", printable_id(tid), q, reason)
+            bad.append((tid, undecodable_message(q, tid, raw or b"", reason, time.time())))
         else:
             tasks.append(Task._trusted(msg.type, msg.payload, dict(msg.headers or {})))
     return tasks, bad
@@ -471,9 +474,9 @@ def aggregated_plan(q: str, result: Any) -> EnqueuePlan:
 
 
 def _finish_call(q: str, set_key: bytes, plan: Optional[EnqueuePlan],
-                 bad: list[tuple[str, TaskMessage]]) -> tuple[list[Any], list[Any]]:
+                 bad: list[tuple[Union[str, bytes], bytes]]) -> tuple[list[Any], list[Any]]:
     """KEYS and ARGV of finish_aggregation.lua."""
-    archived = [x for tid, msg in bad for x in (tid, encode_message(msg))]
+    archived = [x for tid, msg in bad for x in (tid, msg)]
     fixed = [set_key, keys.all_aggregation_sets_key(q), keys.archived_key(q)]
     if plan is None:
         return ([*fixed, set_key, keys.pending_key(q), keys.groups_key(q)],

@@ -131,7 +131,6 @@ class Processor:
         self._closed = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._slot_event: Optional[asyncio.Event] = None
-        self.claims_event: Optional[asyncio.Event] = None  # set after each claim (wakes the heartbeat)
         self._ack_event: Optional[asyncio.Event] = None
         self._idle_event: Optional[asyncio.Event] = None
         self._token_prefix = f"{server_id}:"
@@ -148,7 +147,6 @@ class Processor:
         self._ack_event = asyncio.Event()
         self._idle_event = asyncio.Event()
         self._idle_event.set()
-        self.claims_event = asyncio.Event()
         self._wake = asyncio.Event()  # set when a queue we serve stops being empty (fastq_notify)
 
     async def fetch_loop(self) -> None:
@@ -202,7 +200,6 @@ class Processor:
             lease_until = started + cfg.lease_duration - LEASE_MARGIN
             for i in range(2, len(reply), 2):
                 self._claimed(queue, reply[i], reply[i + 1], token, lease_until)
-            self.claims_event.set()
 
     async def _idle_wait(self, seconds: float) -> None:
         """Sleep while every queue is empty, or until a fastq client or forwarder says one is not."""
@@ -506,10 +503,6 @@ class Processor:
         for tid, queue in self.unacked.copy().items():
             out.setdefault(queue, []).append(tid)
         return out
-
-    def earliest_lease_until(self) -> Optional[float]:
-        """The soonest local lease deadline among running tasks (None when nothing runs)."""
-        return min((r.lease_until for r in self.running.values()), default=None)
 
     def leases_extended(self, by_queue: dict[str, list[str]], since: float) -> None:
         """The leases of these IDs were pushed to Redis time + lease by a call started at ``since``.
