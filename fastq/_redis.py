@@ -17,7 +17,8 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 
 def default_url() -> str:
-    return os.environ.get("FASTQ_REDIS_URL") or DEFAULT_URL
+    """``$FASTQ_REDIS_URL``, or ``redis://127.0.0.1:6379/0`` when it is unset, empty or blank."""
+    return os.environ.get("FASTQ_REDIS_URL", "").strip() or DEFAULT_URL
 
 
 def check_bytes_client(client: Any) -> Any:

@@ -16,7 +16,7 @@ Values are checked as strictly as the flags, and more strictly for types: in
 the file ``processes = "4"`` is an error (a string where an integer belongs),
 as are unknown keys and tables. Every error names the key (or variable) and
 where it came from; the command exits with code 2 before it starts anything.
-An empty environment variable counts as unset.
+An empty (or blank) environment variable counts as unset.
 
 ``--print-config`` prints the effective settings as a TOML ``[supervisor]``
 table, each line commented with where its value came from, with passwords in
@@ -213,7 +213,7 @@ def load_env(settings: dict[str, Setting], environ: Optional[dict[str, str]] = N
     values: dict[str, Any] = {}
     for dest, setting in settings.items():
         text = environ.get(setting.env, "")
-        if text != "":
+        if text.strip() != "":  # empty or blank: unset
             values[dest] = convert_env_value(f"environment variable {setting.env}", setting, text)
     return values
 
@@ -242,7 +242,7 @@ def _mask(text: str) -> str:
 
 def render(table: str, settings: dict[str, Setting], args: argparse.Namespace, sources: dict[str, str]) -> str:
     """The effective settings as TOML, passwords masked, each line commented with its source."""
-    lines = [f"# effective settings (flag > environment > config file > default); paste into a file for --config",
+    lines = ["# effective settings (flag > environment > config file > default); paste into a file for --config",
              f"[{table}]"]
     width = 0
     rows = []
@@ -277,7 +277,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], t
     settings = settings_of(parser, env_prefix)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
+    pre.add_argument("--version", action="store_true")
     known, _ = pre.parse_known_args(argv)
+    words = list(argv) if argv is not None else sys.argv[1:]
+    if known.version or "-h" in words or "--help" in words:
+        return parser.parse_args(argv)  # --version / --help: answer even if a setting is bad
     path = known.config or environ.get(CONFIG_ENV) or None
     try:
         file_values = load_file(path, table, settings) if path else {}

@@ -44,12 +44,19 @@ def sync_report(task: fastq.Task) -> None:
 
 
 def _choose_redis(url: Optional[str], embedded: bool = False):
-    from fastq.devserver import (INSTALL_HINT, embedded_available, find_redis_server, reachable, server_version,
-                                 start_dev_server)
+    from fastq.devserver import (
+        INSTALL_HINT,
+        embedded_available,
+        find_redis_server,
+        reachable,
+        server_version,
+        start_dev_server,
+    )
 
     if url:
         return url, None, "given"
-    if embedded or find_redis_server() or embedded_available():  # the installed redis-server first, else the [embedded] extra
+    # the installed redis-server first, else the [embedded] extra
+    if embedded or find_redis_server() or embedded_available():
         server = start_dev_server(embedded=True if embedded else None)
         return server.url, server, f"private {server.kind}, {server_version(server.url)}, for this demo"
     if reachable("redis://127.0.0.1:6379/0"):
@@ -76,7 +83,8 @@ def run(tasks: int, processes: int, concurrency: int, url: Optional[str], result
     """Run the demo once; fill ``results`` (if given) with the measured rates; return an exit code."""
     results = {} if results is None else results
     try:
-        url, server, source = _choose_redis(url or (None if embedded else os.environ.get("FASTQ_REDIS_URL")), embedded)
+        env_url = None if embedded else os.environ.get("FASTQ_REDIS_URL", "").strip() or None  # empty: unset
+        url, server, source = _choose_redis(url or env_url, embedded)
     except FileNotFoundError as exc:
         raise SystemExit(f"fastq-demo: {exc}") from None
     proc = None
@@ -138,15 +146,26 @@ def run(tasks: int, processes: int, concurrency: int, url: Optional[str], result
             server.stop()
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    from fastq._version import version_line
+
     p = argparse.ArgumentParser(prog="fastq-demo", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=version_line("fastq-demo"),
+                   help="show the fastq version and exit")
     p.add_argument("--tasks", type=int, default=100_000, help="no-op tasks to enqueue (default 100000)")
     p.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--concurrency", type=int, default=100, help="tasks at once per process (default 100)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--redis-url", default=None, help="use this Redis instead of a private one")
+    where.add_argument("--redis-url", default=None,
+                       help="use this Redis instead of a private one (default: $FASTQ_REDIS_URL when set and "
+                            "not empty)")
     where.add_argument("--embedded", action="store_true",
                        help="use a private embedded Valkey (the [embedded] extra) even if redis-server is installed")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.tasks < 0 or args.processes < 1 or args.concurrency < 1:
         p.error("--tasks must be >= 0, --processes and --concurrency >= 1")

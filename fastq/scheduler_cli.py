@@ -21,6 +21,7 @@ from typing import Any, Optional, Sequence
 
 from fastq import config_file
 from fastq._redis import default_url
+from fastq._version import version_line
 from fastq.errors import AppImportError, ConfigProviderError, InvalidOptionError, TimeZoneError
 
 __all__ = ["load_app", "as_service", "main", "ENV_PREFIX"]
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("app", metavar="APP", nargs="?", default=None,
                    help="module:attribute naming a Scheduler, PeriodicTaskManager or provider")
+    p.add_argument("--version", action="version", version=version_line("fastq-scheduler"),
+                   help="show the fastq version and exit")
     p.add_argument("--redis-url", default=None,
                    help=f"Redis URL (default: the APP's own, else $FASTQ_REDIS_URL or {default_url()})")
     p.add_argument("--location", type=_zone, default=None,

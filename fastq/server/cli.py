@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 from fastq import config_file
 from fastq._redis import default_url
+from fastq._version import version_line
 from fastq.errors import AppImportError, InvalidOptionError
 from fastq.server.config import WorkerConfig, parse_queues
 
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("app", metavar="APP", nargs="?", default=None,
                    help="module:attribute naming a fastq.ServeMux or a handler callable")
+    p.add_argument("--version", action="version", version=version_line("fastq-supervisor"),
+                   help="show the fastq version and exit")
     p.add_argument("--redis-url", default=None, help=f"Redis URL (default: $FASTQ_REDIS_URL or {default_url()}): "
                    "redis://, rediss://, unix://, redis+sentinel://h1:p1,h2:p2/db?master=NAME, redis+cluster://h1:p1,...")
     p.add_argument("--tls-ca", default=None, metavar="PEM", help="CA that signed the Redis server's certificate "
