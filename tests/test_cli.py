@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import dump, free_port
+from test_inspector import seed_golden
 
 import fastq
 from fastq import _proto, keys
 from fastq.cli import main
 from fastq.cli._misc import parse_duration
-from helpers import dump, free_port
-from test_inspector import seed_golden
 
 Q = "default"
 
@@ -188,9 +188,38 @@ def test_server_cron_and_group_listings(r, redis_url):
     assert "No enqueue events" in fq(redis_url, "cron", "history", "zzz").out
 
 
-def test_cancel_publishes(r, redis_url):
-    res = fq(redis_url, "task", "cancel", "x1", "x2")
-    assert res.code == 0 and "Sent cancelation signal for task x1 (0 listening worker processes)" in res.out
+def test_cancel_publishes_for_a_running_task(r, redis_url):
+    seed_golden(r, "active")  # st-active, running in queue default
+    listener = r.pubsub()
+    listener.subscribe("asynq:cancel")
+    try:
+        res = fq(redis_url, "task", "cancel", "st-active")
+        assert res.code == 0, res.err
+        assert "Sent cancelation signal for task st-active in queue 'default' (1 listening worker process)" in res.out
+        res = fq(redis_url, "task", "cancel", "-q", Q, "st-active")
+        assert res.code == 0, res.err
+    finally:
+        listener.close()
+
+
+def test_cancel_of_a_task_that_is_not_running_says_so_and_exits_1(r, redis_url):
+    enqueue(redis_url, "p1")
+    seed_golden(r, "active")
+    listener = r.pubsub()
+    listener.subscribe("asynq:cancel")
+    try:
+        listener.get_message(timeout=1)  # the subscribe confirmation
+        res = fq(redis_url, "task", "cancel", "p1")
+        assert_one_line_error(res, "task p1 is not running (state: pending); nothing to cancel", code=1)
+        assert listener.get_message(timeout=0.2) is None  # no signal was sent
+        assert_one_line_error(fq(redis_url, "task", "cancel", "x1"), "task x1 not found in any queue", code=1)
+        assert_one_line_error(fq(redis_url, "task", "cancel", "-q", "nope", "p1"), "queue not found: 'nope'")
+        res = fq(redis_url, "task", "cancel", "p1", "st-active")  # the running one is still cancelled
+        assert res.code == 1 and "Sent cancelation signal for task st-active" in res.out
+        assert "Error: task p1 is not running (state: pending)" in res.err
+        assert listener.get_message(timeout=1)["data"] == b"st-active"
+    finally:
+        listener.close()
 
 
 # ---------------------------------------------------------------- check (liveness probe)
@@ -335,3 +364,180 @@ def test_enqueue_options(r, redis_url):
     data = res.json()
     assert data["next_process_at"] == "2030-01-02T03:04:05+00:00" and data["deadline"] == "2030-01-02T03:04:05+00:00"
     assert r.zscore(keys.scheduled_key(Q), data["id"]) == 1893553445
+
+
+# ---------------------------------------------------------------- issue 17: CLI polish and first run
+
+def walk(command, path=("fastq",)):
+    """Every click command under ``command`` once (aliases skipped), with its command path."""
+    import click
+
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, sub in sorted(command.commands.items()):
+            if name == sub.name:
+                yield from walk(sub, path + (name,))
+
+
+def test_redis_url_after_the_subcommand(r, redis_url):
+    enqueue(redis_url, "a")
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    res = fq(None, "task", "ls", "-q", Q, "-s", "pending", "-u", redis_url, "--json")
+    assert res.code == 0 and [t["id"] for t in res.json()] == ["a"]
+    res = fq(dead, "queue", "ls", "--redis-url", redis_url)  # the one after the subcommand wins
+    assert res.code == 0 and res.out.split() == [Q]
+    res = fq(None, "stats", "--json", "-u", redis_url, env={"FASTQ_REDIS_URL": dead})  # ...and over the env
+    assert res.code == 0 and res.json()["aggregate"]["pending"] == 1
+    res = fq(redis_url, "check", "-u", dead, "--timeout", "1")
+    assert_one_line_error(res, f"cannot reach Redis at {dead}", code=1)
+    assert_one_line_error(fq(None, "task", "inspect", "-q", Q, "-i", "a", "-u", "http://x/0"), "scheme must be",
+                          code=2)
+
+
+def test_version_on_every_command(capsys):
+    from fastq import __version__
+    from fastq.cli import cli
+
+    for path, _command in walk(cli):
+        res = fq(None, *path[1:], "--version")  # before required options or arguments are missing
+        assert res.code == 0 and res.out.startswith(f"fastq {__version__} (Python "), (path, res.out, res.err)
+    from fastq import demo, scheduler_cli
+    from fastq.server import cli as supervisor_cli
+
+    for prog, entry in (("fastq-supervisor", supervisor_cli.main), ("fastq-scheduler", scheduler_cli.main),
+                        ("fastq-demo", demo.main)):
+        with pytest.raises(SystemExit) as exc:
+            entry(["--version"])
+        assert exc.value.code == 0
+        assert capsys.readouterr().out.startswith(f"{prog} {__version__} (Python "), prog
+    with pytest.raises(SystemExit) as exc:  # a bad setting does not stop --version
+        supervisor_cli.main(["--version", "--config", "/nonexistent.toml"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("fastq-supervisor ")
+
+
+def run_in_terminal(argv: list[str], env: dict, columns: int = 60) -> tuple[int, str]:
+    """Run ``argv`` with stdout and stderr on a pseudo-terminal ``columns`` wide; return its code and output."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    code = proc.wait(60)
+    os.close(master)
+    text = b"".join(chunks).decode().replace("\r\n", "\n")
+    return code, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+def test_task_ids_are_never_cut_on_a_narrow_terminal(r, redis_url):
+    ids = [f"{uuid.uuid4()}-{n}" for n in range(3)]  # 38 characters
+    with fastq.Client(redis_url) as client:
+        for tid in ids:
+            client.enqueue(fastq.Task("report:generate:monthly", b"x" * 80), task_id=tid)
+    env = {**os.environ, "FASTQ_REDIS_URL": redis_url, "COLUMNS": "60"}
+    for args in (["-s", "pending"], []):
+        code, out = run_in_terminal([sys.executable, "-m", "fastq.cli", "task", "ls", "-q", Q, *args], env)
+        assert code == 0, out
+        lines = out.splitlines()
+        for tid in ids:
+            assert any(tid in line for line in lines), (tid, out)
+        assert max(len(line) for line in lines) <= 60, out  # the other columns gave way
+    res = fq(redis_url, "task", "ls", "-q", Q, "-s", "pending", env={"COLUMNS": "60"})  # $COLUMNS in a pipe too
+    assert all(tid in res.out for tid in ids) and max(len(line) for line in res.out.splitlines()) <= 60, res.out
+
+
+def test_task_ls_without_state_lists_every_state(r, redis_url):
+    enqueue(redis_url, "p1", "p2")
+    enqueue(redis_url, "s1", process_in=3600)
+    seed_golden(r, "aggregating")  # two tasks in group g1
+    res = fq(redis_url, "task", "ls", "-q", Q, "--json")
+    assert res.code == 0, res.err
+    states = {t["id"]: t["state"] for t in res.json()}
+    assert [states[i] for i in ("p1", "p2", "s1")] == ["pending", "pending", "scheduled"]
+    assert sorted(states.values()).count("aggregating") == 2
+    res = fq(redis_url, "task", "ls", "-q", Q)
+    assert res.code == 0 and "State" in res.out and "group g1" in res.out and "(in 59m" in res.out
+    assert len(fq(redis_url, "task", "ls", "-q", Q, "--size", "1", "--json").json()) == 3  # one of each state
+    r.flushdb()
+    enqueue(redis_url, "only")
+    fq(redis_url, "task", "delete", "-q", Q, "-i", "only")
+    assert "No tasks in queue 'default'" in fq(redis_url, "task", "ls", "-q", Q).out
+
+
+def test_every_option_has_help():
+    from fastq import demo, scheduler_cli
+    from fastq.cli import cli
+    from fastq.server import cli as supervisor_cli
+
+    missing = []
+    for path, command in walk(cli):
+        for param in command.params:
+            if param.param_type_name == "option" and not getattr(param, "hidden", False):
+                if not (param.help or "").strip():
+                    missing.append(f"{' '.join(path)} {param.opts[0]}")
+    for parser in (supervisor_cli.build_parser(), scheduler_cli.build_parser(), demo.build_parser()):
+        for action in parser._actions:
+            if action.option_strings and not (action.help or "").strip():
+                missing.append(f"{parser.prog} {action.option_strings[0]}")
+    assert missing == []
+
+
+def test_aliases_are_shown_as_aliases(r, redis_url):
+    res = fq(None, "task", "--help")
+    assert "delete (alias: rm)" in res.out and "ls (alias: list)" in res.out
+    assert not any(line.split()[:1] in (["rm"], ["list"]) for line in res.out.splitlines()), res.out
+    assert "unpause (alias: resume)" in fq(None, "queue", "--help").out
+    enqueue(redis_url, "a")
+    assert fq(redis_url, "task", "list", "-q", Q, "--json").json()[0]["id"] == "a"  # an alias still runs
+    assert fq(redis_url, "queue", "list").out.split() == [Q]
+
+
+def test_empty_redis_url_env_counts_as_unset(capsys):
+    from fastq import scheduler_cli
+    from fastq._redis import DEFAULT_URL, default_url
+    from fastq.server import cli as supervisor_cli
+
+    for empty in ("", "  "):
+        env = {"FASTQ_REDIS_URL": empty}
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("FASTQ_REDIS_URL", empty)
+            assert default_url() == DEFAULT_URL
+            for entry in (supervisor_cli.main, scheduler_cli.main):
+                with pytest.raises(SystemExit) as exc:
+                    entry(["--print-config"])
+                assert exc.value.code == 0
+                assert f'redis_url = "{DEFAULT_URL}"' in capsys.readouterr().out
+        res = fq(None, "check", "--timeout", "1", env=env)  # the default Redis, whether it runs or not
+        assert DEFAULT_URL in res.err and "Traceback" not in res.err, res.err
+
+
+def test_human_output_names_the_redis_it_used(r, redis_url):
+    enqueue(redis_url, "a")
+    res = fq(redis_url, "queue", "ls")
+    assert res.out.split() == [Q]  # stdout keeps only the answer
+    assert res.err.splitlines() == [f"Redis: {redis_url}"]
+    res = fq(redis_url, "task", "ls", "-q", Q, "--json")
+    assert res.err == "" and res.json()[0]["id"] == "a"
+    assert fq(None, "task", "--help").err == ""  # no Redis used, none named
+    user = f"u{uuid.uuid4().hex[:6]}"
+    r.acl_setuser(user, enabled=True, passwords=["+S3CRET"], commands=["+@all"], keys=["*"], channels=["*"])
+    try:
+        res = fq(redis_url.replace("redis://", f"redis://{user}:S3CRET@"), "stats")
+        masked = redis_url.replace("redis://", f"redis://{user}:***@")
+        assert res.code == 0 and res.err.splitlines() == [f"Redis: {masked}"], res.err
+        assert "S3CRET" not in res.out + res.err
+    finally:
+        r.acl_deluser(user)

@@ -30,7 +30,7 @@ def _read_token_file(path: str) -> str:
         with open(path, encoding="utf-8") as fh:
             token = fh.read().strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise click.BadParameter(f"cannot read the token file {path!r}: {exc}", param_hint="'--token-file'")
+        raise click.BadParameter(f"cannot read the token file {path!r}: {exc}", param_hint="'--token-file'") from None
     if not token:
         raise click.BadParameter(f"the token file {path!r} is empty", param_hint="'--token-file'")
     return token

@@ -10,7 +10,7 @@ import click
 from fastq.cli import cli
 
 
-@cli.command("dev-server")
+@cli.command("dev-server", uses_redis=False)
 @click.option("--port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
               help="Port on 127.0.0.1 (default: a free one, printed).")
 @click.option("--embedded/--redis-server", "embedded", default=None,

@@ -94,10 +94,16 @@ def cron_ls(ctx: Ctx, as_json: bool) -> None:
                 when(e.next_enqueue_at), when(e.prev_enqueue_at)] for e in entries])
 
 
+server.add_command(server_ls, "list")
+cron.add_command(cron_ls, "list")
+
+
 @cron.command("history")
 @click.argument("entry_ids", nargs=-1, required=True)
-@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--size", type=click.IntRange(1, MAX_PAGE_SIZE), default=30, show_default=True)
+@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Page number, from 1 (of each entry's events).")
+@click.option("--size", type=click.IntRange(1, MAX_PAGE_SIZE), default=30, show_default=True,
+              help="Events per page.")
 @json_option
 @click.pass_obj
 def cron_history(ctx: Ctx, entry_ids: tuple[str, ...], page: int, size: int, as_json: bool) -> None:
@@ -189,7 +195,7 @@ class Timestamp(click.ParamType):
 @cli.command()
 @click.argument("task_type", metavar="TYPE")
 @click.argument("payload")
-@click.option("--queue", "-q", default="default", show_default=True)
+@click.option("--queue", "-q", default="default", show_default=True, help="Queue to put the task in.")
 @click.option("--max-retry", type=click.IntRange(0, 2**31 - 1), help="Retries before archiving (default 25).")
 @click.option("--timeout", type=Duration(), help="Per-attempt time limit: seconds or 1m30s (default 30m).")
 @click.option("--deadline", type=Timestamp(), help="Absolute deadline, RFC 3339.")

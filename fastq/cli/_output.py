@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
 import sys
 from datetime import date, datetime, timezone
 from typing import Any, Iterable
@@ -18,17 +19,36 @@ from rich.table import Table
 
 from fastq.task import TaskInfo
 
+ID_HEADERS = ("ID", "TaskID", "EntryID", "State")  # columns never shortened or wrapped
+
 
 def console() -> Console:
-    """A console on stdout; wide when not a terminal so tables are not squeezed in pipes."""
+    """A console on stdout; wide when not a terminal (unless $COLUMNS says otherwise) so tables
+    are not squeezed in pipes."""
     out = sys.stdout
     tty = out.isatty()
-    return Console(file=out, width=None if tty else 200, highlight=False, soft_wrap=False,
+    sized = tty or os.environ.get("COLUMNS", "").strip().isdigit()  # rich reads $COLUMNS, else the terminal
+    return Console(file=out, width=None if sized else 200, highlight=False, soft_wrap=False,
                    no_color=not tty, emoji=False)
 
 
 def err_console() -> Console:
     return Console(file=sys.stderr, highlight=False)
+
+
+def announce_redis() -> None:
+    """Before the first line of human output: a dim ``Redis: URL`` line on stderr naming the
+    Redis the command used (password masked), once per command. JSON output never calls this."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return
+    from fastq.cli import Ctx, safe_url
+
+    state = ctx.find_object(Ctx)
+    if state is None or state.announced or not state.used_redis:
+        return
+    state.announced = True
+    err_console().print(f"Redis: {safe_url(state.url)}", style="dim", markup=False, soft_wrap=True)
 
 
 def printable(data: bytes | None, limit: int | None = 40) -> str:
@@ -68,17 +88,30 @@ def _span(seconds: float) -> str:
 
 
 def table(headers: Iterable[str], rows: Iterable[Iterable[Any]], title: str | None = None) -> None:
+    """A table; ID columns (``ID_HEADERS``) keep their full width, the other columns shrink: they wrap
+    at spaces, and a word too long for its column is shortened with an ellipsis."""
+    announce_redis()
     con = console()
     if title:
         con.print(title, style="bold", markup=False)
-    t = Table(*headers, box=None, header_style="bold", pad_edge=False)
+    headers = list(headers)
+    rows = [[str(v) for v in row] for row in rows]
+    t = Table(box=None, header_style="bold", pad_edge=False)
+    for i, header in enumerate(headers):
+        if header in ID_HEADERS:
+            widest = max([len(header)] + [len(row[i]) for row in rows if i < len(row)])
+            t.add_column(header, no_wrap=True, overflow="fold", min_width=widest)
+        else:
+            t.add_column(header, overflow="ellipsis")
     for row in rows:
-        t.add_row(*(str(v) for v in row))
+        t.add_row(*row)
     con.print(t)
 
 
 def say(text: str) -> None:
-    console().print(text, markup=False)
+    """A line of human output (the terminal wraps it; task IDs are never cut)."""
+    announce_redis()
+    console().print(text, markup=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- JSON
@@ -148,3 +181,27 @@ def task_rows(state: str, tasks: list[TaskInfo]) -> tuple[list[str], list[list[A
         return (["ID", "Type", "Payload", "Completed At", "Result"],
                 [[t.id, t.type, printable(t.payload), when(t.completed_at), printable(t.result)] for t in tasks])
     return (["ID", "Type", "Payload", "Group"], [[t.id, t.type, printable(t.payload), t.group] for t in tasks])
+
+
+def _details(t: TaskInfo) -> str:
+    """What matters about a task in its state, for the all-states listing."""
+    state = t.state.value
+    if state == "active":
+        return "orphaned (lease expired)" if t.is_orphaned else ""
+    if state == "scheduled":
+        return f"at {when(t.next_process_at)}"
+    if state == "retry":
+        return f"retry {t.retried}/{t.max_retry} at {when(t.next_process_at)}: {printable(t.last_err.encode())}"
+    if state == "archived":
+        return f"failed {when(t.last_failed_at)}: {printable(t.last_err.encode())}"
+    if state == "completed":
+        return f"completed {when(t.completed_at)}"
+    if state == "aggregating":
+        return f"group {t.group}"
+    return ""
+
+
+def all_task_rows(tasks: list[TaskInfo]) -> tuple[list[str], list[list[Any]]]:
+    """Columns for tasks of several states (``fastq task ls`` without --state)."""
+    return (["ID", "State", "Type", "Payload", "Details"],
+            [[t.id, t.state.value, t.type, printable(t.payload), _details(t)] for t in tasks])

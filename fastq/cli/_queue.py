@@ -120,6 +120,7 @@ def queue_unpause(ctx: Ctx, queues: tuple[str, ...]) -> None:
 
 
 queue.add_command(queue_unpause, "resume")
+queue.add_command(queue_ls, "list")
 
 
 @queue.command("rm")
@@ -150,3 +151,6 @@ def group_ls(ctx: Ctx, queue: str, as_json: bool) -> None:
         say(f"No groups in queue {queue!r}")
     else:
         table(["Group", "Size"], [[g.group, g.size] for g in groups])
+
+
+group.add_command(group_ls, "list")

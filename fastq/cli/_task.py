@@ -6,7 +6,18 @@ from typing import Any, Callable
 import click
 
 from fastq.cli import Ctx, cli
-from fastq.cli._output import emit_json, err_console, printable, say, table, task_rows, to_dict, when
+from fastq.cli._output import (
+    all_task_rows,
+    emit_json,
+    err_console,
+    printable,
+    say,
+    table,
+    task_rows,
+    to_dict,
+    when,
+)
+from fastq.errors import QueueNotFoundError, TaskNotFoundError
 from fastq.inspect._common import ARCHIVE_ALL_STATES, DELETE_ALL_STATES, LIST_STATES, MAX_PAGE_SIZE, RUN_ALL_STATES
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -20,23 +31,47 @@ def task() -> None:
 
 @task.command("ls")
 @queue_option
-@click.option("--state", "-s", required=True, type=click.Choice(LIST_STATES), help="State of the tasks to list.")
-@click.option("--group", "-g", help="Group (required for --state aggregating).")
-@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True, help="Page number, from 1.")
-@click.option("--size", type=click.IntRange(1, MAX_PAGE_SIZE), default=30, show_default=True, help="Page size.")
+@click.option("--state", "-s", type=click.Choice(LIST_STATES),
+              help="State of the tasks to list (default: every state, one page of each).")
+@click.option("--group", "-g", help="Group (required for --state aggregating; without --state: only this group's "
+                                    "aggregating tasks).")
+@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Page number, from 1 (without --state: of each state).")
+@click.option("--size", type=click.IntRange(1, MAX_PAGE_SIZE), default=30, show_default=True,
+              help="Page size (without --state: of each state).")
 @json_option
 @click.pass_obj
-def task_ls(ctx: Ctx, queue: str, state: str, group: str | None, page: int, size: int, as_json: bool) -> None:
-    """List one page of tasks; pending and active pages run oldest first, like Go's CLI."""
-    tasks = ctx.inspector.list_tasks(queue, state, page, size, group)
+def task_ls(ctx: Ctx, queue: str, state: str | None, group: str | None, page: int, size: int,
+            as_json: bool) -> None:
+    """List one page of tasks (of each state without --state); pending and active pages run oldest
+    first, like Go's CLI."""
+    if state is None:
+        tasks = _all_states(ctx, queue, group, page, size)
+    else:
+        tasks = ctx.inspector.list_tasks(queue, state, page, size, group)
     if as_json:
         emit_json([to_dict(t) for t in tasks])
     elif not tasks:
         where = f"group {group!r} of queue {queue!r}" if group else f"queue {queue!r}"
-        say(f"No {state} tasks in {where}" + (f" on page {page}" if page > 1 else ""))
+        say(f"No {state or ''}{' ' if state else ''}tasks in {where}" + (f" on page {page}" if page > 1 else ""))
     else:
-        headers, rows = task_rows(state, tasks)
+        headers, rows = task_rows(state, tasks) if state else all_task_rows(tasks)
         table(headers, rows)
+
+
+def _all_states(ctx: Ctx, queue: str, group: str | None, page: int, size: int) -> list:
+    """One page of each state, in the order of LIST_STATES; aggregating tasks of every group
+    (or of ``group``)."""
+    ins = ctx.inspector
+    tasks: list = []
+    for state in LIST_STATES:
+        if state != "aggregating":
+            tasks += ins.list_tasks(queue, state, page, size)
+            continue
+        names = [group] if group else [g.group for g in ins.groups(queue)]
+        for name in names:
+            tasks += ins.list_tasks(queue, state, page, size, name)
+    return tasks
 
 
 id_option = click.option("--id", "-i", "task_id", help="ID of the task.")
@@ -75,14 +110,45 @@ def task_inspect(ctx: Ctx, queue: str, task_id: str, as_json: bool) -> None:
     say("\n".join(lines))
 
 
+def _find_task(ctx: Ctx, task_id: str, queue: str | None) -> Any:
+    """The task's info from ``queue``, or from whichever queue holds it; None when none does."""
+    for name in [queue] if queue else ctx.inspector.queues():
+        try:
+            return ctx.inspector.get_task_info(name, task_id)
+        except TaskNotFoundError:
+            continue
+    return None
+
+
 @task.command("cancel")
 @click.argument("task_ids", nargs=-1, required=True)
+@click.option("--queue", "-q", help="Queue of the task(s) (default: look in every queue).")
 @click.pass_obj
-def task_cancel(ctx: Ctx, task_ids: tuple[str, ...]) -> None:
-    """Ask the workers running TASK_IDS to cancel them (PUBLISH asynq:cancel)."""
+def task_cancel(ctx: Ctx, task_ids: tuple[str, ...], queue: str | None) -> None:
+    """Ask the workers running TASK_IDS to cancel them (PUBLISH asynq:cancel).
+
+    Only running (active) tasks can be cancelled: a task in another state, or not found, is an
+    error (exit code 1) and gets no signal; the other TASK_IDS are still cancelled.
+    """
+    if queue is not None and queue not in ctx.inspector.queues():
+        raise QueueNotFoundError(queue)
+    failed = 0
     for tid in task_ids:
+        info = _find_task(ctx, tid, queue)
+        problem = None
+        if info is None:
+            problem = f"task {tid} not found " + (f"in queue {queue!r}" if queue else "in any queue")
+        elif info.state.value != "active":
+            problem = f"task {tid} is not running (state: {info.state.value}); nothing to cancel"
+        if problem is not None:
+            click.echo(f"Error: {problem}", err=True)
+            failed += 1
+            continue
         n = ctx.inspector.cancel_processing(tid)
-        say(f"Sent cancelation signal for task {tid} ({n} listening worker process{'es' if n != 1 else ''})")
+        say(f"Sent cancelation signal for task {tid} in queue {info.queue!r} "
+            f"({n} listening worker process{'es' if n != 1 else ''})")
+    if failed:
+        raise SystemExit(1)
 
 
 def _progress_runner(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
@@ -149,3 +215,4 @@ _bulk_command("archive", "archived", ARCHIVE_ALL_STATES, "archive_task", "archiv
 _bulk_command("run", "moved to pending", RUN_ALL_STATES, "run_task", "run_all_tasks",
               "Run a task now (--id), or every task in a state (--all --state).")
 task.add_command(task.commands["delete"], "rm")
+task.add_command(task_ls, "list")
