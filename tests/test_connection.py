@@ -402,7 +402,7 @@ def test_worker_role_runs_everything_a_worker_does_without_a_denied_command(acl_
             assert fastq.Inspector(_url(server, "viewer")).servers()  # the heartbeat's writes went through
     asyncio.run(run())
     assert len(batches) == 1 and sorted(batches[0]) == sorted(b"ab")
-    # the worker's only denied command: the maxmemory-policy check, skipped (see README); the viewer's
+    # the worker's only denied command: the maxmemory-policy check, skipped (see docs/ops/redis.md); the viewer's
     # servers() listing above tried to prune stale entries first (denied), then read without pruning
     assert [e for e in _denied(admin) if e.startswith("worker:")] == ["worker:config|get"]
     assert doctor.check(admin, "q") == []
@@ -463,9 +463,9 @@ def test_read_only_user_can_look_at_everything_and_change_nothing(acl_server):
     ins.close()
 
 
-def test_the_readme_documents_exactly_the_tested_acl_rules():
+def test_the_docs_document_exactly_the_tested_acl_rules():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\|", "|")
+    page = (Path(__file__).resolve().parents[1] / "docs" / "ops" / "redis.md").read_text().replace("\\|", "|")
     for rules in (ACL_WORKER, ACL_PRODUCER, ACL_READONLY):
-        assert f"`{rules}`" in readme, rules
+        assert f"`{rules}`" in page, rules

@@ -1,7 +1,10 @@
 """The mkdocs site: builds with --strict, its generated parts are there, its code is real.
 
-The quick start is run as written: its tasks.py and producer.py blocks, its
-fastq-supervisor command line, against a real redis-server.
+* Every ```python block of docs/**/*.md and README.md runs, page by page, in order, against a
+  real redis-server (tests/docs_blocks.py), unless it starts with ``# not runnable: <reason>``.
+* The quick start is also run as written with its fastq-supervisor command line.
+* The API reference (mkdocstrings) documents every name of ``fastq.__all__``, from public names only.
+* With CI set (or Chromium installed) the built home page and the dashboard are screenshotted.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from docs_blocks import not_runnable_reason, python_blocks
 
 from fastq import keys
 
@@ -75,11 +79,36 @@ def test_cli_reference_is_the_commands_own_help(site):
     assert "<code>fastq task ls</code>" in html and "--print-config" in html
 
 
-def test_readme_sections_are_included(site):
+def test_readme_keeps_the_two_commands_and_links_to_pages_that_exist():
+    """.ci/run runs the README's test command; the README's links into docs/ name real pages."""
     readme = (ROOT / "README.md").read_text()
-    assert "at-least-once" in readme
-    assert "<strong>at-least-once</strong>" in (site / "guarantees" / "index.html").read_text()
-    assert "<strong>Batching.</strong>" in (site / "asynq" / "index.html").read_text()
+    assert re.search(r"^bash scripts/demo\.sh +# the demo", readme, re.M)
+    assert re.search(r"^bash scripts/test\.sh +# the test suite", readme, re.M)
+    links = re.findall(r"\]\((docs/[^)#]+)", readme)
+    assert len(links) > 20
+    for link in links:
+        assert (ROOT / link).exists(), link
+    for marker in re.findall(r"<!--\s*readme:\s*(.+?)\s*-->", "".join(p.read_text() for p in DOCS.rglob("*.md"))):
+        assert re.search(rf"^#+ {re.escape(marker)}\s*$", readme, re.M), f"docs include README section {marker!r}"
+
+
+def test_api_reference_covers_the_public_api_by_public_names(site):
+    import fastq
+
+    page = (DOCS / "reference" / "api.md").read_text()
+    targets = re.findall(r"^::: (\S+)", page, re.M)
+    for target in targets:
+        assert not any(part.startswith("_") for part in target.split(".")), f"private name {target}"
+        module = target.rsplit(".", 1)[0]
+        name = target.rsplit(".", 1)[1]
+        if module != "fastq" and name in fastq.__all__:
+            raise AssertionError(f"{target}: use fastq.{name}, the name fastq exports")
+    missing = [name for name in fastq.__all__ if f"fastq.{name}" not in targets]
+    assert not missing, f"not in docs/reference/api.md: {missing}"
+    html = (site / "reference" / "api" / "index.html").read_text()
+    for name in ("fastq.Client", "fastq.Worker", "fastq.WorkerConfig", "fastq.testing.run_handler",
+                 "fastq.Inspector", "fastq.TaskType", "fastq.get_task_id"):
+        assert f'id="{name}"' in html, name
 
 
 def test_a_missing_readme_section_fails_the_build(tmp_path):
@@ -93,15 +122,80 @@ def test_a_missing_readme_section_fails_the_build(tmp_path):
     assert "README.md has no section 'No Such Section'" in out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")))
+PAGES = sorted(str(p.relative_to(ROOT)) for p in DOCS.rglob("*.md")) + ["README.md"]
+
+
+def blocks_of(page: str) -> list[tuple[int, str]]:
+    return python_blocks((ROOT / page).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("page", PAGES)
 def test_python_snippets_are_valid_python(page):
-    blocks = code_blocks(page, "python")
-    for block in blocks:
-        ast.parse(block.replace("await ", "").replace("async with", "with"))  # top-level await in snippets
-    for block in code_blocks(page, "toml"):
+    for line, block in blocks_of(page):
+        ast.parse(block.replace("await ", "").replace("async with", "with"), f"{page}:{line}")
+    for block in re.findall(r"^```toml\n(.*?)^```", (ROOT / page).read_text(), re.M | re.S):
         import tomllib
 
         tomllib.loads(block)
+
+
+def test_every_python_block_runs_or_says_why_not():
+    """A block the runnable-blocks test skips must start with '# not runnable: <reason>'."""
+    missing = [f"{page}:{line}" for page in PAGES for line, block in blocks_of(page)
+               if not_runnable_reason(block) == ""]
+    assert not missing, f"'# not runnable:' without a reason at {missing}"
+
+
+RUNNABLE_PAGES = [page for page in PAGES if any(not_runnable_reason(b) is None for _, b in blocks_of(page))]
+PARALLEL = 8  # pages run at once, each on a Redis database of its own (1..PARALLEL)
+
+
+@pytest.fixture(scope="module")
+def page_runs(redis_server, tmp_path_factory):
+    """Run the ```python blocks of every page (tests/docs_blocks.py: in order, one namespace, an empty working
+    directory, each block within its BLOCK_TIMEOUT) against the test session's redis-server, several pages
+    at once, each page with FASTQ_REDIS_URL on a database of its own, flushed before and after."""
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
+    import redis as redis_lib
+
+    base = redis_server.url.rsplit("/", 1)[0]
+    free: queue.Queue[int] = queue.Queue()
+    for db in range(1, PARALLEL + 1):
+        free.put(db)
+
+    def run(page: str) -> tuple[str, subprocess.CompletedProcess[str] | str]:
+        db = free.get()
+        url = f"{base}/{db}"
+        client = redis_lib.Redis.from_url(url)
+        try:
+            client.flushdb()
+            cwd = tmp_path_factory.mktemp("page")
+            env = {**os.environ, "FASTQ_REDIS_URL": url, "PYTHONDONTWRITEBYTECODE": "1"}
+            env.pop("FASTQ_CONFIG", None)
+            try:
+                return page, subprocess.run([sys.executable, str(ROOT / "tests" / "docs_blocks.py"), page],
+                                            cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+            except subprocess.TimeoutExpired as exc:
+                return page, f"timed out after 60 s\n{exc.stdout}\n{exc.stderr}"
+        finally:
+            client.flushdb()
+            client.close()
+            free.put(db)
+
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        return dict(pool.map(run, [str(ROOT / page) for page in RUNNABLE_PAGES]))
+
+
+@pytest.mark.parametrize("page", RUNNABLE_PAGES)
+def test_python_blocks_run_as_written(page, page_runs):
+    """Every ```python block of the page runs, in order, against a real Redis; blocks marked
+    '# not runnable: <reason>' are skipped."""
+    out = page_runs[str(ROOT / page)]
+    assert not isinstance(out, str), f"{page}: {out}"
+    assert out.returncode == 0, f"{page}: a block failed\n{out.stdout}\n{out.stderr}"
+    assert "ran " in out.stdout
 
 
 @pytest.mark.slow

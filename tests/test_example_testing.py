@@ -1,4 +1,4 @@
-"""The README's "Testing your handlers" example (examples/testing) passes, run as a user would run it."""
+"""The testing guide's example (docs/guide/testing.md, examples/testing) passes, run as a user would run it."""
 from __future__ import annotations
 
 import os

@@ -282,11 +282,11 @@ def test_supervisor_text_log_has_one_line_for_a_forged_failure(tmp_path, redis_u
 
 
 def test_error_handler_runs_in_the_task_context(redis_url, capture_json):
-    """The README's Sentry-style hook: tags from fastq.current_task(), called once per failure."""
+    """The docs' Sentry-style hook (docs/ops/logging.md): tags from fastq.current_task(), called once per failure."""
     reports = []
     log = logging.getLogger("app")
 
-    def report_error(task, exc):  # the README example, with a list instead of sentry_sdk
+    def report_error(task, exc):  # the docs' example, with a list instead of sentry_sdk
         ctx = fastq.current_task()
         reports.append({"tags": {"fastq.task_id": fastq.get_task_id(), "fastq.task_type": task.type,
                                  "fastq.queue": ctx.queue, "fastq.retry": ctx.retry_count},
@@ -392,14 +392,14 @@ def test_supervisor_json_logs_and_life_cycle_events(tmp_path, redis_url):
 def _readme_block(marker: str) -> str:
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (Path(__file__).resolve().parent.parent / "docs" / "ops" / "logging.md").read_text()
     blocks = text.split("```python\n")[1:]
     (block,) = [b.split("```", 1)[0] for b in blocks if marker in b]
     return block
 
 
 def test_readme_reporting_middleware_reports_in_the_task_context(redis_url):
-    """The README's middleware for fastq-supervisor (which has no error_handler flag), run as written."""
+    """The docs' middleware for fastq-supervisor (which has no error_handler flag), run as written."""
     reports = []
 
     def report(task, exc):
@@ -407,7 +407,7 @@ def test_readme_reporting_middleware_reports_in_the_task_context(redis_url):
 
     mux = fastq.ServeMux()
     namespace = {"fastq": fastq, "mux": mux, "report": report}
-    exec(compile(_readme_block("def reporting(handler):"), "README.md", "exec"), namespace)
+    exec(compile(_readme_block("def reporting(handler):"), "docs/ops/logging.md", "exec"), namespace)
 
     @mux.handle("async:boom")
     async def aboom(task):
