@@ -12,6 +12,7 @@ import ast
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -230,3 +231,94 @@ def test_quick_start_runs_as_written(tmp_path, redis_url, r):
         _, err = sup.communicate(timeout=30)
     assert f"welcome ada@example.com (user 42), task {task_id}" in err
     assert sup.returncode == 0, err
+
+
+# ---------------------------------------------------------------- screenshots (CI, or wherever Chromium is)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+ARTIFACTS = ROOT / "artifacts"
+NO_CHROMIUM = "headless Chromium is not installed: apt-get install -y chromium chromium-driver"
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        if os.environ.get("CI"):
+            pytest.fail(f"{NO_CHROMIUM} (CI is set: .ci/run must install it)", pytrace=False)
+        pytest.skip(NO_CHROMIUM)
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the dev extra")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def served_site(site):
+    """The built site over HTTP on a free loopback port (file:// would not load the search index)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.slow
+def test_screenshots_of_the_docs_and_the_dashboard(served_site, chromium, redis_url):
+    """PNGs of the docs home page, the API reference and the dashboard, in artifacts/ (gitignored)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    import fastq
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    wait = WebDriverWait(chromium, 20)
+    for path, name in (("/", "docs-home.png"), ("/reference/api/", "docs-api.png")):
+        chromium.get(served_site + path)
+        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+        assert chromium.find_element(By.CSS_SELECTOR, ".md-header")  # the material theme rendered
+        assert chromium.save_screenshot(str(ARTIFACTS / name))
+        assert (ARTIFACTS / name).stat().st_size > 10_000, name
+
+    from test_dashboard import TOKEN, start_dashboard_process
+
+    with fastq.Client(redis_url) as client:
+        client.enqueue_many([fastq.Task("email:send", b"{}")] * 25)
+        client.enqueue_many([fastq.Task("thumb:make", b"{}")] * 40, queue="images")
+        client.enqueue(fastq.Task("report:build", b"{}"), queue="low", process_in=3600)
+    proc, port = start_dashboard_process(redis_url)
+    try:
+        chromium.get(f"http://127.0.0.1:{port}/")
+        wait.until(lambda d: d.find_elements(By.ID, "token"))
+        chromium.find_element(By.ID, "token").send_keys(TOKEN)
+        chromium.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+        wait.until(lambda d: d.find_elements(By.ID, "queues"))
+        time.sleep(0.5)  # let the first chart samples arrive
+        assert chromium.save_screenshot(str(ARTIFACTS / "dashboard-home.png"))
+        assert (ARTIFACTS / "dashboard-home.png").stat().st_size > 10_000
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
