@@ -512,6 +512,7 @@ def test_empty_redis_url_env_counts_as_unset(capsys):
 
     for empty in ("", "  "):
         env = {"FASTQ_REDIS_URL": empty}
+        assert fq(None, "queue", "ls", "--json", env=env).code in (0, 1)  # never a usage error (2)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("FASTQ_REDIS_URL", empty)
             assert default_url() == DEFAULT_URL
@@ -520,24 +521,32 @@ def test_empty_redis_url_env_counts_as_unset(capsys):
                     entry(["--print-config"])
                 assert exc.value.code == 0
                 assert f'redis_url = "{DEFAULT_URL}"' in capsys.readouterr().out
-        res = fq(None, "check", "--timeout", "1", env=env)  # the default Redis, whether it runs or not
-        assert DEFAULT_URL in res.err and "Traceback" not in res.err, res.err
+        # fastq on a terminal names the Redis it used (or could not reach): the default one
+        code, out = run_in_terminal([sys.executable, "-m", "fastq.cli", "check", "--timeout", "1"],
+                                    {**os.environ, **env}, columns=200)
+        assert DEFAULT_URL in out and "Invalid value" not in out and "Traceback" not in out, out
 
 
 def test_human_output_names_the_redis_it_used(r, redis_url):
     enqueue(redis_url, "a")
-    res = fq(redis_url, "queue", "ls")
-    assert res.out.split() == [Q]  # stdout keeps only the answer
-    assert res.err.splitlines() == [f"Redis: {redis_url}"]
-    res = fq(redis_url, "task", "ls", "-q", Q, "--json")
-    assert res.err == "" and res.json()[0]["id"] == "a"
-    assert fq(None, "task", "--help").err == ""  # no Redis used, none named
+    cli = [sys.executable, "-m", "fastq.cli"]
+    env = {k: v for k, v in os.environ.items() if k != "FASTQ_REDIS_URL"}
+    code, out = run_in_terminal([*cli, "-u", redis_url, "queue", "ls"], env, columns=120)
+    assert code == 0 and out.splitlines() == [f"Redis: {redis_url}", Q], out
+    code, out = run_in_terminal([*cli, "task", "ls", "-q", Q, "-u", redis_url, "--json"], env, columns=120)
+    assert code == 0 and json.loads(out)[0]["id"] == "a"  # no Redis line in JSON
+    code, out = run_in_terminal([*cli, "-u", redis_url, "task", "inspect", "-q", Q, "-i", "nope"], env)
+    assert code == 1 and out.splitlines() == ["Error: task not found: id 'nope' in queue 'default'"], out
+    res = fq(redis_url, "queue", "ls")  # not a terminal: stdout and stderr as before
+    assert res.out.split() == [Q] and res.err == ""
     user = f"u{uuid.uuid4().hex[:6]}"
     r.acl_setuser(user, enabled=True, passwords=["+S3CRET"], commands=["+@all"], keys=["*"], channels=["*"])
     try:
-        res = fq(redis_url.replace("redis://", f"redis://{user}:S3CRET@"), "stats")
+        code, out = run_in_terminal([*cli, "stats"],
+                                    {**env, "FASTQ_REDIS_URL": redis_url.replace("redis://", f"redis://{user}:S3CRET@")},
+                                    columns=120)
         masked = redis_url.replace("redis://", f"redis://{user}:***@")
-        assert res.code == 0 and res.err.splitlines() == [f"Redis: {masked}"], res.err
-        assert "S3CRET" not in res.out + res.err
+        assert code == 0 and out.splitlines()[0] == f"Redis: {masked}", out
+        assert "S3CRET" not in out
     finally:
         r.acl_deluser(user)

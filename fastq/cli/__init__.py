@@ -3,8 +3,9 @@
 Modelled on Go Asynq's ``asynq`` CLI (same data, same answers). Tables by default,
 ``--json`` for scripts. ``--redis-url`` / ``-u`` (or ``$FASTQ_REDIS_URL``; empty counts
 as unset) picks the Redis, before the subcommand or after it (``fastq task ls -u URL``;
-the one after wins); its password is never printed. Human output names the Redis it
-used in a first line on stderr (``Redis: redis://...``); ``--json`` output does not.
+the one after wins); its password is never printed. On a terminal, human output names the
+Redis it used in a first, dim line on stderr (``Redis: redis://...``); ``--json`` output,
+error lines and output to pipes or files do not.
 
 Exit codes: 0 when the command did what was asked; 1 for errors found at run time
 (Redis unreachable, a queue or task not found, a task to cancel that is not running);

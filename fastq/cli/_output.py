@@ -38,9 +38,10 @@ def err_console() -> Console:
 
 def announce_redis() -> None:
     """Before the first line of human output: a dim ``Redis: URL`` line on stderr naming the
-    Redis the command used (password masked), once per command. JSON output never calls this."""
+    Redis the command used (password masked), once per command, when stderr is a terminal (so
+    pipes, logs and ``2>&1`` captures stay as they were). JSON output never calls this."""
     ctx = click.get_current_context(silent=True)
-    if ctx is None:
+    if ctx is None or not sys.stderr.isatty():
         return
     from fastq.cli import Ctx, safe_url
 
