@@ -298,9 +298,11 @@ class Client:
                 return infos
 
     def ping(self) -> bool:
+        """``True`` when Redis answers ``PING``; raises the connection error otherwise."""
         return bool(self._redis.ping())
 
     def close(self) -> None:
+        """Close the client's connection pool (also done by ``with Client() as client:``)."""
         self._redis.close()
 
     def __enter__(self) -> "Client":
@@ -334,6 +336,7 @@ class AsyncClient:
             self._published.add(queue)
 
     async def enqueue(self, task: Task, **options: Any) -> TaskInfo:
+        """Write one task; return its TaskInfo (``.id``, ``.queue``, ``.state``). See ``Client.enqueue``."""
         plan = plan_enqueue(task, options)
         _check_size([plan], self._max_payload)
         with _broker_errors():
@@ -342,6 +345,7 @@ class AsyncClient:
             return _single_result(plan, await call.script.arun(self._redis, call.keys, call.args))
 
     async def enqueue_many(self, tasks: Iterable[Task], **options: Any) -> list[TaskInfo]:
+        """Write many tasks with the same options, one round trip per chunk. See ``Client.enqueue_many``."""
         tasks = list(tasks)
         with _gc_paused(len(tasks) > self._chunk_size):
             return await self._enqueue_many(tasks, options)
@@ -368,9 +372,11 @@ class AsyncClient:
                 return infos
 
     async def ping(self) -> bool:
+        """``True`` when Redis answers ``PING``; raises the connection error otherwise."""
         return bool(await self._redis.ping())
 
     async def close(self) -> None:
+        """Close the client's connection pool (also done by ``async with AsyncClient() as client:``)."""
         await self._redis.aclose()
 
     async def __aenter__(self) -> "AsyncClient":

@@ -31,6 +31,17 @@ def is_async_handler(fn: Any) -> bool:
 
 
 class ServeMux:
+    """Routes each task to a handler by its type, as Asynq's ``ServeMux``.
+
+    ``mux.handle("email:welcome", fn)`` (or ``@mux.handle("email:welcome")``) registers a
+    ``def`` or ``async def`` handler taking a ``fastq.Task``. A task goes to the handler of its
+    exact type, else to the longest registered pattern that is a prefix of its type
+    (``"report:"`` serves ``"report:daily"``), else to a handler that raises
+    ``HandlerNotFoundError`` (the task is retried). ``mux.use(middleware)`` wraps every
+    handler. A ``ServeMux`` is itself a handler: give it to ``fastq.Worker`` or name it as
+    ``fastq-supervisor``'s APP.
+    """
+
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
         self._middleware: list[Middleware] = []

@@ -34,6 +34,12 @@ class ResultStore:
 
 
 class ResultWriter:
+    """Writes the running task's result (Asynq's ``ResultWriter``); get it with ``fastq.result_writer()``.
+
+    Each write replaces the task's ``result`` field in Redis at once; it outlives the handler
+    only when the task was enqueued with ``retention``.
+    """
+
     def __init__(self, ctx: Any) -> None:
         self._ctx = ctx
         self.task_id = ctx.task_id

@@ -56,6 +56,15 @@ def redis_options() -> dict:
 
 
 class Worker:
+    """One fastq worker (one Asynq server) in the current process, on the running event loop.
+
+    ``handler`` is a ``ServeMux`` or a handler callable; ``config`` a ``WorkerConfig`` (defaults
+    to ``WorkerConfig()``, which reads ``$FASTQ_REDIS_URL``); ``redis`` an optional
+    ``redis.asyncio.Redis`` to use instead of ``config.redis_url``. ``await worker.run()``
+    serves until ``worker.stop()``. ``fastq-supervisor`` runs one in each worker process; run
+    one yourself where the supervisor does not fit (tests, Windows, your own process manager).
+    """
+
     def __init__(self, handler: Any, config: Optional[WorkerConfig] = None, redis: Any = None) -> None:
         self.config = config or WorkerConfig()
         self._redis_arg = redis
@@ -92,6 +101,11 @@ class Worker:
             self._drain_task.cancel()
 
     async def run(self) -> None:
+        """Take and run tasks until ``stop()``; then finish or requeue the running ones and deregister.
+
+        A graceful stop gives running tasks ``shutdown_timeout`` seconds, then puts the rest
+        back to ``pending``; an immediate stop requeues them at once.
+        """
         cfg = self.config
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
