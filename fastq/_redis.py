@@ -1,70 +1,16 @@
-"""Redis connection helpers shared by the client, worker, supervisor, scheduler, inspector and CLI.
-
-``sync_client`` / ``async_client`` take a URL (any form ``fastq.connection`` reads: single
-Redis, TLS, unix socket, Sentinel, Cluster), an option object (``RedisClientOpt``,
-``RedisFailoverClientOpt``, ``RedisClusterClientOpt``), ``None`` (``$FASTQ_REDIS_URL`` or
-``redis://127.0.0.1:6379/0``) or a client you built (used as is, after a check).
-"""
+"""Internal shorthand for ``fastq.redis.facade`` (the clients every part of fastq builds)."""
 from __future__ import annotations
 
-import os
-from typing import Any
+from fastq.redis.errors import ConnectionConfigError
+from fastq.redis.facade import (
+    DEFAULT_URL,
+    async_client,
+    check_bytes_client,
+    default_url,
+    fast_connection_class,
+    sync_client,
+)
+from fastq.redis.url import redact
 
-from fastq import connection
-from fastq.connection import ConnectionConfigError, redact  # noqa: F401  (re-exported)
-
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
-
-
-def default_url() -> str:
-    """``$FASTQ_REDIS_URL``, or ``redis://127.0.0.1:6379/0`` when it is unset, empty or blank."""
-    return os.environ.get("FASTQ_REDIS_URL", "").strip() or DEFAULT_URL
-
-
-def check_bytes_client(client: Any) -> Any:
-    """fastq stores protobuf bytes; a client that decodes replies to str would corrupt them.
-
-    A ``RedisCluster`` built by hand is refused: redis-py's cluster pipelines reject script calls,
-    which fastq batches; give the cluster as a URL or ``RedisClusterClientOpt`` instead.
-    """
-    import redis.asyncio.cluster
-    import redis.cluster
-
-    if isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)):
-        if not isinstance(client, (connection.SyncRedisCluster, connection.AsyncRedisCluster)):
-            raise ConnectionConfigError(
-                "give fastq a Redis Cluster as a URL (redis+cluster://host:port,...) or a "
-                "fastq.connection.RedisClusterClientOpt, not a redis-py RedisCluster: its pipelines refuse the "
-                "script calls fastq batches")
-        pending = client.__dict__.get("_fastq_init")  # a lazy SyncRedisCluster: look without connecting
-        kwargs = pending[1] if pending is not None else (getattr(client, "connection_kwargs", None) or {})
-    else:
-        pool = getattr(client, "connection_pool", None)
-        kwargs = pool.connection_kwargs if pool is not None else {}
-    if kwargs.get("decode_responses"):
-        raise ValueError("fastq needs a Redis client with decode_responses=False")
-    return client
-
-
-def _is_target(value: Any) -> bool:
-    return value is None or isinstance(value, str) or isinstance(value, connection.OPTION_TYPES)
-
-
-def sync_client(url_or_client: Any = None, **kwargs: Any) -> Any:
-    if _is_target(url_or_client):
-        return connection.sync_client(url_or_client or default_url(), **kwargs)
-    return check_bytes_client(url_or_client)
-
-
-def async_client(url_or_client: Any = None, **kwargs: Any) -> Any:
-    if _is_target(url_or_client):
-        return connection.async_client(url_or_client or default_url(), **kwargs)
-    return check_bytes_client(url_or_client)
-
-
-def fast_connection_class() -> Any:
-    """The asyncio Connection class that packs commands with hiredis (kept for callers of the old name)."""
-    import redis.asyncio.connection
-
-    cls = connection._connection_class(redis.asyncio.connection.Connection, None, asyncio=True)
-    return cls if cls is not redis.asyncio.connection.Connection else None
+__all__ = ["ConnectionConfigError", "DEFAULT_URL", "async_client", "check_bytes_client", "default_url",
+           "fast_connection_class", "sync_client", "redact"]
