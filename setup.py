@@ -50,7 +50,8 @@ def extensions():
     from Cython.Build import cythonize
 
     return cythonize(
-        [Extension("fastq._speedups", ["fastq/_speedups.pyx"], extra_compile_args=["-O3", "-g0"] if os.name != "nt" else [])],
+        [Extension("fastq._speedups", ["fastq/_speedups.pyx"],
+                   extra_compile_args=["-O3", "-g0"] if os.name != "nt" else [])],
         language_level=3,
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True, "embedsignature": True},
     )

@@ -30,7 +30,7 @@ def _bars(ax, names, values, title, fmt="{:,.0f}", log=False, colors=None):
     if log and any(v > 0 for v in vals):
         ax.set_xscale("log")
     top = max(vals) if vals else 1
-    for y, v in zip(ys, values):
+    for y, v in zip(ys, values, strict=False):
         ax.text(v if v else 0, y, " " + (fmt.format(v) if v is not None else "n/a"), va="center", fontsize=8)
     ax.set_xlim(right=(top * (8 if log else 1.35)) or 1)
     ax.tick_params(labelsize=8)
@@ -52,7 +52,7 @@ def compare_chart(doc: dict, out: str) -> None:
     ax.barh([y - 0.2 for y in ys], [x.get("p50_ms") or 0 for x in lat], height=0.4, label="p50",
             color=[FASTQ_COLOR if n == "fastq" else PEER_COLOR for n in names])
     ax.barh([y + 0.2 for y in ys], [x.get("p99_ms") or 0 for x in lat], height=0.4, label="p99", color="#bbbbbb")
-    for y, x in zip(ys, lat):
+    for y, x in zip(ys, lat, strict=False):
         ax.text(x.get("p99_ms") or 0, y, f" {x.get('p50_ms', 0):.1f} / {x.get('p99_ms', 0):.1f}", va="center",
                 fontsize=8)
     ax.set_yticks(list(ys), names)
@@ -63,7 +63,7 @@ def compare_chart(doc: dict, out: str) -> None:
     ax = axes[1][1]
     _bars(ax, names, get(lambda v: v.get("memory", {}).get("rss_mb_total")),
           "worker RSS MB, sum over processes (USS sum, procs)", fmt="{:.0f}")
-    for t, v in zip(ax.texts, peers.values()):
+    for t, v in zip(ax.texts, peers.values(), strict=False):
         mem = v.get("memory", {})
         t.set_text(f" {mem.get('rss_mb_total', 0):.0f} ({mem.get('uss_mb_total', 0):.0f}, {mem.get('processes', 0)})")
     _bars(axes[1][2], names, get(lambda v: v.get("idle_commands", {}).get("requests_per_s")),
@@ -86,7 +86,7 @@ def scaling_chart(doc: dict, out: str) -> None:
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.8))
     if len(groups) == 1:
         axes = [axes]
-    for ax, (factor, runs) in zip(axes, groups.items()):
+    for ax, (factor, runs) in zip(axes, groups.items(), strict=False):
         labels = [r["label"] for r in runs]
         vals = [r.get("drain", {}).get("steady_per_s") for r in runs]
         _bars(ax, labels, vals, f"drain tasks/s vs {factor}", colors=[FASTQ_COLOR] * len(labels))

@@ -164,10 +164,12 @@ def _celery_cmd(pool: str, concurrency: int, processes: int = 1):
 
 def build_peers() -> dict:
     peers = [
-        Peer("fastq", _fastq_version(), [], "asynq:{bench}:processed (fastq's own counter, written with the batched ack)",
+        Peer("fastq", _fastq_version(), [],
+             "asynq:{bench}:processed (fastq's own counter, written with the batched ack)",
              done=_fastq_done,
              variants={"p2c100": Variant("fastq-supervisor --processes 2 --concurrency 100 (batch-size 200, "
-                                         "defaults: poll-interval 1 s, idle workers woken by fastq_notify)", _fastq_cmd(2, 100))},
+                                         "defaults: poll-interval 1 s, idle workers woken by fastq_notify)",
+                                         _fastq_cmd(2, 100))},
              default_variant="p2c100"),
         Peer("arq", "0.28.0", ["arq==0.28.0", "hiredis==3.5.0"],
              "ZCARD arq:queue (arq removes a job from its queue sorted set when it finishes)",
@@ -620,7 +622,7 @@ def table(results: dict, ping: Optional[float]) -> str:
                      f"{_fmt(r.get('idle_commands', {}).get('per_s'), ',.1f')} "
                      f"({_fmt(r.get('idle_commands', {}).get('requests_per_s'), ',.1f')})", _fmt(r.get("ping_rps"))))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
-    lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     if ping:
         lines.append(f"redis-benchmark -c 1 -n 20000 -t ping at start: {ping:,.0f} requests/s "
@@ -630,7 +632,8 @@ def table(results: dict, ping: Optional[float]) -> str:
 
 def machine_info(rs: RedisServer) -> dict:
     return {"nproc": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "redis_server": rs.version(), "cpu_model": _cpu_model(), "mem_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "redis_server": rs.version(), "cpu_model": _cpu_model(),
+            "mem_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "loadavg_at_start": os.getloadavg(), "fastq_source": fastq_source()}
 
 
@@ -709,7 +712,8 @@ def compare(args: argparse.Namespace) -> int:
                 entry["packages"] = pip_freeze(peer.python) if peer.venv is not None else _fastq_packages()
                 variant = chosen_variants.get(name, peer.default_variant)
                 if args.sweep and len(peer.variants) > 1 and name not in chosen_variants:
-                    sweep_st = Settings(tasks=args.sweep_tasks, samples=0, drain_timeout=max(120.0, args.sweep_tasks / 40))
+                    sweep_st = Settings(tasks=args.sweep_tasks, samples=0,
+                                        drain_timeout=max(120.0, args.sweep_tasks / 40))
                     entry["sweep"] = {}
                     for vname in peer.variants:
                         print(f"[{name}] sweep {vname}: {peer.variants[vname].desc}", flush=True)
@@ -733,7 +737,9 @@ def compare(args: argparse.Namespace) -> int:
                       f"{_fmt(res['drain']['steady_per_s'])}/s steady, {_fmt(res['drain']['wall_per_s'])}/s wall; "
                       f"pickup p50 {_fmt(lat.get('p50_ms'), '.2f')} ms p99 {_fmt(lat.get('p99_ms'), '.2f')} ms; "
                       f"RSS {_fmt(res['memory']['rss_mb_total'], '.0f')} MB; idle "
-                      f"{_fmt(res['idle_commands']['per_s'], '.1f')} cmds/s ({_fmt(res['idle_commands']['requests_per_s'], '.1f')} requests/s); ping {_fmt(res['ping_rps'])}/s",
+                      f"{_fmt(res['idle_commands']['per_s'], '.1f')} cmds/s "
+                      f"({_fmt(res['idle_commands']['requests_per_s'], '.1f')} requests/s); "
+                      f"ping {_fmt(res['ping_rps'])}/s",
                       flush=True)
             except Exception as exc:  # noqa: BLE001 - one peer's failure is reported, not fatal
                 entry["error"] = f"{type(exc).__name__}: {exc}"
@@ -777,7 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=None, help="idle pickup latency samples (default 200; --quick: 20)")
     p.add_argument("--idle-window", type=float, default=5.0, help="seconds of idle Redis command counting")
     p.add_argument("--settle", type=float, default=3.0, help="seconds idle after the drain before idle measurements")
-    p.add_argument("--skip-install", action="store_true", help="use the cached venvs; fail a peer whose venv is missing")
+    p.add_argument("--skip-install", action="store_true",
+                   help="use the cached venvs; fail a peer whose venv is missing")
     p.add_argument("--quick", action="store_true", help="smoke run: 500 tasks, 20 latency samples, short idle window")
     p.add_argument("--redis-url", default=None, help="use this Redis (it is FLUSHALLed!) instead of a private one")
     p.add_argument("--out-dir", default=None, help=f"where to write the JSON/PNG (default {RESULTS})")

@@ -34,7 +34,8 @@ def main() -> int:
     drain = [r["drain_per_s"] for r in runs]
     enq = [r["enqueue_many_per_s"] for r in runs]
     print(f"\n{args.repeat} runs, {args.tasks:,} no-op tasks, {args.processes} processes x {args.concurrency}:")
-    print(f"  drain        median {statistics.median(drain):>9,.0f} tasks/s  (min {min(drain):,.0f}, max {max(drain):,.0f})")
+    print(f"  drain        median {statistics.median(drain):>9,.0f} tasks/s  "
+          f"(min {min(drain):,.0f}, max {max(drain):,.0f})")
     print(f"  enqueue_many median {statistics.median(enq):>9,.0f} tasks/s")
     if args.json:
         print(json.dumps(runs, indent=2))

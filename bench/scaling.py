@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 
 import fastq
+from bench.compare import RESULTS, RedisServer, Workers, _fmt, machine_info, render_chart
 from fastq import keys
-
-from bench.compare import (RESULTS, RedisServer, Workers, _fmt, machine_info, render_chart)
 
 BASE = {"tasks": 100_000, "processes": 2, "payload": 100, "queues": 1}
 ENQUEUE_CALL_TASKS = 50_000  # tasks per enqueue_many call (bounds the client's memory for 1M)
@@ -65,7 +64,7 @@ def enqueue(url: str, cfg: dict) -> float:
     per = [cfg["tasks"] // len(names) + (1 if i < cfg["tasks"] % len(names) else 0) for i in range(len(names))]
     task = fastq.Task("bench:noop", payload)
     t0 = time.perf_counter()
-    for name, n in zip(names, per):
+    for name, n in zip(names, per, strict=False):
         for start in range(0, n, ENQUEUE_CALL_TASKS):
             client.enqueue_many([task] * min(ENQUEUE_CALL_TASKS, n - start), queue=name)
     seconds = time.perf_counter() - t0

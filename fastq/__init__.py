@@ -24,6 +24,7 @@ from fastq.context import (
     is_cancelled,
 )
 from fastq.errors import (
+    CorruptDataError,
     DecodeError,
     DuplicateTaskError,
     FastqError,
@@ -31,14 +32,11 @@ from fastq.errors import (
     InvalidOptionError,
     NoTaskContextError,
     PayloadError,
+    QueueNotEmptyError,
+    QueueNotFoundError,
     RevokeTask,
     SkipRetry,
     TaskIDConflictError,
-)
-from fastq.errors import (
-    CorruptDataError,
-    QueueNotEmptyError,
-    QueueNotFoundError,
     TaskNotFoundError,
     TaskStateError,
 )

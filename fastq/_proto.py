@@ -101,7 +101,7 @@ def _schema(cls: type) -> list[tuple[int, str, str]]:
     cached = cls.__dict__.get("_pb_schema")
     if cached is None:
         cached = sorted((f.metadata["pb"][0], f.metadata["pb"][1], f.name) for f in fields(cls))
-        setattr(cls, "_pb_schema", cached)
+        cls._pb_schema = cached
     return cached
 
 

@@ -166,7 +166,7 @@ def _enqueue_many_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[
             outcome.add_batch(chunk, skipped)
         else:
             replies = yield [_single_call(p, now) for p in chunk]
-            for plan, reply in zip(chunk, replies):
+            for plan, reply in zip(chunk, replies, strict=False):
                 outcome.add_single(plan, reply)
     return outcome.result()
 

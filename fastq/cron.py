@@ -131,7 +131,7 @@ def _parse_fields(spec: str, expr: str, zone: Optional[ZoneInfo]) -> CronSchedul
     if len(fields) != 5:
         raise CronSpecError(spec, f"expected exactly 5 fields (minute hour day-of-month month day-of-week), "
                                   f"found {len(fields)}")
-    for name, field in zip(FIELD_NAMES, fields):
+    for name, field in zip(FIELD_NAMES, fields, strict=False):
         if not _FIELD.fullmatch(field):
             raise CronSpecError(spec, f"bad {name} field {field!r}")
     expr = " ".join(fields)

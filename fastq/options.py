@@ -145,7 +145,7 @@ def plan_many(tasks: list[Task], options: dict[str, Any], now: float | None = No
     unique = bool(t.unique_key)
     in_handler = current_task() is not None
     checked_type = t.type
-    for task, tid in zip(tasks[1:], new_task_ids(len(tasks) - 1)):
+    for task, tid in zip(tasks[1:], new_task_ids(len(tasks) - 1), strict=False):
         if not isinstance(task, Task):
             raise TypeError(f"enqueue_many() needs fastq.Task objects, not {type(task).__name__}")
         if task.type != checked_type:  # as plan_enqueue: all tasks are checked before any is written

@@ -149,8 +149,8 @@ class _Service:
 
     def _check_new(self) -> None:
         if self._state != "new":
-            raise RuntimeError(f"{type(self).__name__} is {'already running' if self._state == 'running' else 'stopped'}"
-                               f"; create a new one")
+            state = "already running" if self._state == "running" else "stopped"
+            raise RuntimeError(f"{type(self).__name__} is {state}; create a new one")
 
     def _begin(self, stop: Optional[asyncio.Event]) -> asyncio.Event:
         self._check_new()

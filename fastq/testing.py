@@ -494,7 +494,8 @@ async def _wait_idle(redis: Any, queues: list[str], timeout: float, runner: asyn
 async def _archived_ids(redis: Any, queues: list[str]) -> set[tuple[str, str]]:
     out: set[tuple[str, str]] = set()
     for q in queues:
-        out.update((q, tid.decode("utf-8", "surrogateescape")) for tid in await redis.zrange(keys.archived_key(q), 0, -1))
+        archived = await redis.zrange(keys.archived_key(q), 0, -1)
+        out.update((q, tid.decode("utf-8", "surrogateescape")) for tid in archived)
     return out
 
 

@@ -271,7 +271,7 @@ def _load(value: Any, tp: Any) -> Any:
             return tuple(_at(f"[{i}]", _load, v, item) for i, v in enumerate(value))
         if len(value) != len(args):
             raise _Bad(f"expected an array of {len(args)} items, got {len(value)}")
-        return tuple(_at(f"[{i}]", _load, v, a) for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_at(f"[{i}]", _load, v, a) for i, (v, a) in enumerate(zip(value, args, strict=False)))
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise _Bad(f"expected an object, got {_json_kind(value)}")
@@ -355,7 +355,7 @@ def _dump(value: Any, tp: Any) -> Any:
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 raise _Bad(f"expected {len(args)} items, got {len(value)}")
-            return [_at(f"[{i}]", _dump, v, a) for i, (v, a) in enumerate(zip(value, args))]
+            return [_at(f"[{i}]", _dump, v, a) for i, (v, a) in enumerate(zip(value, args, strict=False))]
         item = args[0] if args else Any
         return [_at(f"[{i}]", _dump, v, item) for i, v in enumerate(value)]
     if tp is dict or origin is dict:
@@ -535,7 +535,8 @@ class TaskType(Generic[P]):
             raise SkipRetry(str(exc)) from exc
 
 
-def typed_task(mux: ServeMux, task_type: Any, schema: Optional[type] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def typed_task(mux: ServeMux, task_type: Any,
+               schema: Optional[type] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: ``@typed_task(mux, "email:deliver", EmailPayload)`` (or ``typed_task(mux, EmailTask)``)
     registers a handler that receives the decoded payload; the function is returned unchanged."""
     if isinstance(task_type, TaskType):

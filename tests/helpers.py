@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 import redis
 
-GOLDEN = Path(os.environ.get("FASTQ_GOLDEN_DIR", Path(__file__).resolve().parents[2] / "shared" / "testdata" / "asynq-v0.26.0"))
+GOLDEN = Path(os.environ.get("FASTQ_GOLDEN_DIR", Path(__file__).resolve().parents[2] / "shared" / "testdata"
+                             / "asynq-v0.26.0"))
 LOCAL_GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
@@ -99,7 +100,8 @@ def dump(r: redis.Redis, pattern: str = "*") -> dict[str, dict]:
     return out
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+             what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -230,14 +232,16 @@ def assert_golden_state(r: redis.Redis, name: str, ignore: tuple[str, ...] = (),
             else:
                 _check_value(value, got["value"].decode(), where)
         elif exp["type"] == "hash":
-            assert set(got["fields"]) - set(extra_fields) == set(exp["fields"]), f"{where}: fields {sorted(got['fields'])} != {sorted(exp['fields'])}"
+            assert set(got["fields"]) - set(extra_fields) == set(exp["fields"]), \
+                f"{where}: fields {sorted(got['fields'])} != {sorted(exp['fields'])}"
             for fname, fval in exp["fields"].items():
                 raw = got["fields"][fname]
                 if fname == "msg":
                     msg = decode_message(raw)
                     _check_decoded(fval["decoded"], {n: getattr(msg, n) for n in (
                         "type", "payload", "id", "queue", "retry", "retried", "error_msg", "timeout", "deadline",
-                        "unique_key", "last_failed_at", "retention", "completed_at", "group_key", "headers")}, f"{where}.msg")
+                        "unique_key", "last_failed_at", "retention", "completed_at", "group_key", "headers")},
+                        f"{where}.msg")
                     if fval.get("hex"):
                         assert raw.hex() == fval["hex"], f"{where}.msg bytes differ"
                 elif isinstance(fval, dict):  # a WorkerInfo protobuf

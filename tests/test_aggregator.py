@@ -9,13 +9,13 @@ from datetime import timedelta
 
 import pytest
 import redis.asyncio
+from helpers import RunningWorker, async_wait_for, golden
 
 import fastq
 from fastq import _scripts, keys
 from fastq._codec import decode_message
 from fastq.errors import InvalidOptionError
 from fastq.server.aggregator import SET_TIMEOUT, Aggregator, aggregated_plan, check_interval
-from helpers import RunningWorker, async_wait_for, golden
 
 Q = "default"
 GROUPS = keys.groups_key(Q)
@@ -365,7 +365,8 @@ def test_stale_sets_are_reclaimed_by_any_worker_and_the_group_is_listed_again(re
     now = int(time.time())
     stale = keys.aggregation_set_key(Q, "g:with:colons", "3f9a7e4c-0000-4000-8000-000000000001")
     live = keys.aggregation_set_key(Q, "other", "3f9a7e4c-0000-4000-8000-000000000002")
-    for tid, key, group in (("s1", stale, "g:with:colons"), ("s2", stale, "g:with:colons"), ("l1", live, "other")):
+    for tid, _key, group in (("s1", stale, "g:with:colons"), ("s2", stale, "g:with:colons"),
+                             ("l1", live, "other")):
         r.hset(keys.task_key(Q, tid), mapping={"msg": b"x", "state": "aggregating", "group": group})
     r.zadd(stale, {"s1": now - 300, "s2": now - 200, "gone": now - 100})  # "gone": its hash was deleted
     r.zadd(live, {"l1": now - 50})

@@ -6,11 +6,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis
+from helpers import assert_golden_state
 
 import fastq
 from fastq import keys
 from fastq._codec import decode_message
-from helpers import assert_golden_state
 
 PAYLOAD = b'{"user_id":42}'
 

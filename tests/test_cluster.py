@@ -17,15 +17,15 @@ import uuid
 
 import pytest
 import redis
+from helpers import RunningWorker, async_wait_for, wait_for
 from redis.crc import key_slot
+from topology import Cluster
 
 import fastq
 from fastq import doctor, keys
 from fastq.connection import ClusterUnavailableError, ConnectionConfigError, RedisClusterClientOpt
 from fastq.server.broker import Broker, is_cluster
 from fastq.server.config import WorkerConfig
-from helpers import RunningWorker, async_wait_for, wait_for
-from topology import Cluster
 
 pytestmark = pytest.mark.slow
 
@@ -198,7 +198,8 @@ def test_enqueue_drain_retry_schedule_group_retention_across_three_masters(fresh
         info = ins.get_queue_info(q)
         assert (info.pending, info.active, info.retry, info.archived, info.completed) == (0, 0, 0, 1, 0), info
         archived = ins.get_task_info(q, special[q]["fail"])
-        assert archived.state.value == "archived" and archived.retried == 1 and archived.last_err == "RuntimeError: planned"
+        assert archived.state.value == "archived" and archived.retried == 1
+        assert archived.last_err == "RuntimeError: planned"
         assert info.processed_total == 150 + 7 + (30 if q == queues[1] else 0) + (20 if q == queues[0] else 0) + 1
         assert doctor.check(client.redis, q) == []
         assert {q2 for _, q2 in handler.runs} == set(queues)
@@ -225,8 +226,8 @@ def test_lease_recovery_and_supervisor_recovery_per_queue(fresh):
         broker = Broker(redis_)
         got = 0
         for i, q in enumerate(queues):
-            reply = await broker.dequeue([keys.pending_key(q), keys.paused_key(q), keys.active_key(q), keys.lease_key(q)],
-                                         [keys.task_key_prefix(q)], 2, lease, f"{server_id}:{i}")
+            queue_keys = [keys.pending_key(q), keys.paused_key(q), keys.active_key(q), keys.lease_key(q)]
+            reply = await broker.dequeue(queue_keys, [keys.task_key_prefix(q)], 2, lease, f"{server_id}:{i}")
             got += (len(reply) - 2) // 2
         await redis_.aclose()
         return got

@@ -8,11 +8,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from helpers import golden
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastq.errors import DecodeError
-from helpers import golden
 
 CASES = golden("task_messages.json")["cases"]
 FIELDS = ["type", "payload", "id", "queue", "retry", "retried", "error_msg", "timeout", "deadline",

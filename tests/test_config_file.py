@@ -143,7 +143,7 @@ def test_every_supervisor_flag_is_settable_from_env_and_file(clean_env, tmp_path
         return {bool: True, int: 5, float: 5.5, dict: "q=2", str: "mod:attr"}[setting.kind]
 
     env_text = {bool: lambda v: "yes"}
-    for dest, setting in settings.items():
+    for setting in settings.values():
         value = sample(setting)
         clean_env.setenv(setting.env, env_text.get(setting.kind, str)(value))
     rows = print_config(capsys)

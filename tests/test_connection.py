@@ -12,15 +12,23 @@ import time
 
 import pytest
 import redis
+from helpers import RedisServer, RunningWorker, async_wait_for, dump, wait_for
 
 import fastq
 from fastq import connection as conn
 from fastq import doctor, keys
 from fastq.connection import (
-    ACL_PRODUCER, ACL_READONLY, ACL_WORKER, ConnectionConfigError, NotReplicatedError, RedisClientOpt,
-    RedisClusterClientOpt, RedisFailoverClientOpt, parse_url, redact,
+    ACL_PRODUCER,
+    ACL_READONLY,
+    ACL_WORKER,
+    ConnectionConfigError,
+    NotReplicatedError,
+    RedisClientOpt,
+    RedisClusterClientOpt,
+    RedisFailoverClientOpt,
+    parse_url,
+    redact,
 )
-from helpers import RedisServer, RunningWorker, async_wait_for, dump, free_port, wait_for
 
 SECRET = "S3CRET"
 
@@ -42,7 +50,8 @@ SECRET = "S3CRET"
     ("redis+sentinel://u:pw@h1:1,h2:2/3?master=m&sentinel_password=sp",
      RedisFailoverClientOpt(master_name="m", sentinel_addrs=("h1:1", "h2:2"), username="u", password="pw",
                             sentinel_password="sp", db=3)),
-    ("redis+sentinel://h1,h2?master=m", RedisFailoverClientOpt(master_name="m", sentinel_addrs=("h1:26379", "h2:26379"))),
+    ("redis+sentinel://h1,h2?master=m",
+     RedisFailoverClientOpt(master_name="m", sentinel_addrs=("h1:26379", "h2:26379"))),
     ("redis-sentinel://:pw@h1:1,h2:2/1?master=m",  # Asynq v0.26: the password is the Sentinels'
      RedisFailoverClientOpt(master_name="m", sentinel_addrs=("h1:1", "h2:2"), sentinel_password="pw", db=1)),
     ("redis+cluster://u:pw@h1:1,[::1]:2?max_redirects=5",
@@ -367,7 +376,7 @@ def test_worker_role_runs_everything_a_worker_does_without_a_denied_command(acl_
     server, admin = acl_server
     with fastq.Client(_url(server, "producer")) as producer:
         ok = [i.id for i in producer.enqueue_many([fastq.Task("ok")] * 20, queue="q")]
-        bad = producer.enqueue(fastq.Task("fail"), queue="q", max_retry=1).id
+        producer.enqueue(fastq.Task("fail"), queue="q", max_retry=1)
         kept = producer.enqueue(fastq.Task("ok"), queue="q", retention=1).id
         for p in (b"a", b"b"):
             producer.enqueue(fastq.Task("item", p), queue="q", group="g")

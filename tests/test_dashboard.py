@@ -26,11 +26,12 @@ import pytest
 pytest.importorskip("starlette", reason="the dashboard extra is not installed: pip install -e '.[dashboard]'")
 uvicorn = pytest.importorskip("uvicorn")
 
+from helpers import RunningWorker, async_wait_for, wait_for  # noqa: E402
+from test_cli import assert_one_line_error, fq  # noqa: E402
+
 import fastq  # noqa: E402
 from fastq import keys  # noqa: E402
 from fastq.dashboard import DashboardConfig, create_app  # noqa: E402
-from helpers import RunningWorker, async_wait_for, wait_for  # noqa: E402
-from test_cli import assert_one_line_error, fq  # noqa: E402
 
 TOKEN = "t0ken-for-tests-0123456789"
 ROOT = Path(__file__).resolve().parent.parent
@@ -533,7 +534,8 @@ def test_bad_task_actions_change_nothing(user, seeded, r, form, status, fragment
 
 def test_bad_form_bodies(user, seeded, r):
     csrf = user.csrf()
-    res = user.request("POST", "/action/queue", body=json.dumps({"q": "default", "action": "pause", "csrf": csrf}).encode(),
+    body = json.dumps({"q": "default", "action": "pause", "csrf": csrf}).encode()
+    res = user.request("POST", "/action/queue", body=body,
                        headers={"Content-Type": "application/json"})
     assert res.status == 415
     big = urlencode({"q": "default", "action": "pause", "csrf": csrf, "pad": "x" * 20000}).encode()
@@ -872,8 +874,9 @@ def test_what_a_fastq_worker_writes_reads_like_go_asynq_for_asynqmon(redis_url, 
     the fields Go's own server writes (tests/golden/server_info.json), by field number."""
     import socket as socket_mod
 
-    from fastq._proto import ServerInfo, WorkerInfo, decode
     from helpers import golden
+
+    from fastq._proto import ServerInfo, WorkerInfo, decode
 
     sample = golden("server_info.json")["sample_active"]
     started = asyncio.Event()

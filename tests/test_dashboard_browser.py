@@ -39,16 +39,16 @@ if not chromium_installed() and not os.environ.get("CI"):
 pytest.importorskip("selenium", reason="selenium is not installed: pip install -e '.[dev]'")
 pytest.importorskip("starlette", reason="the dashboard extra is not installed: pip install -e '.[dashboard]'")
 
+from helpers import RunningWorker  # noqa: E402
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from test_dashboard import TOKEN, start_dashboard_process  # noqa: E402
 
 import fastq  # noqa: E402
 from fastq import keys  # noqa: E402
-from helpers import RunningWorker  # noqa: E402
-from test_dashboard import TOKEN, start_dashboard_process  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

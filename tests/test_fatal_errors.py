@@ -21,12 +21,12 @@ import time
 import psutil
 import pytest
 import redis
+from helpers import RedisServer, free_port, wait_for
+from topology import Node, make_certs, tls_args
 
 import fastq
 from fastq.connection import TLSHandshakeError, fatal_reason, preflight
 from fastq.errors import RedisConfigurationError
-from helpers import RedisServer, free_port, wait_for
-from topology import Node, make_certs, tls_args
 
 pytestmark = pytest.mark.slow
 

@@ -15,17 +15,25 @@ from datetime import datetime, timezone
 
 import pytest
 import redis
+from helpers import RedisServer, dump, free_port, golden
 
 import fastq
 from fastq import _proto, keys
 from fastq._codec import TaskMessage, decode_message, encode_message
 from fastq.errors import (
-    CorruptDataError, InvalidOptionError, QueueHasActiveTasksError, QueueNotEmptyError, QueueNotFoundError,
-    QueuePausedStateError, TaskActiveError, TaskAlreadyArchivedError, TaskAlreadyPendingError, TaskNotFoundError,
+    CorruptDataError,
+    InvalidOptionError,
+    QueueHasActiveTasksError,
+    QueueNotEmptyError,
+    QueueNotFoundError,
+    QueuePausedStateError,
+    TaskActiveError,
+    TaskAlreadyArchivedError,
+    TaskAlreadyPendingError,
+    TaskNotFoundError,
     TaskNotScheduledError,
 )
 from fastq.inspect import AsyncInspector, Inspector, _read
-from helpers import RedisServer, dump, free_port, golden
 
 STATES = {s["name"]: s for s in golden("redis_states.json")["states"]}
 SERVER = golden("server_info.json")["sample_active"]

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import redis
+from helpers import RedisServer, RunningWorker, async_wait_for
 
 import fastq
 from fastq import keys
@@ -17,7 +18,6 @@ from fastq.server.broker import Broker
 from fastq.server.config import WorkerConfig
 from fastq.server.leases import LeaseKeeper
 from fastq.server.processor import Processor, _Running
-from helpers import RedisServer, RunningWorker, async_wait_for
 
 
 def _uvloop_run(coro):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from helpers import RunningWorker, async_wait_for
 
 import fastq
 from fastq import keys
@@ -11,7 +12,6 @@ from fastq._codec import decode_message
 from fastq.context import PARENT_ID_HEADER, ROOT_ID_HEADER
 from fastq.options import plan_enqueue
 from fastq.testing import run_handler, task_context
-from helpers import RunningWorker, async_wait_for
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -96,7 +96,8 @@ def test_readers_outside_a_handler_raise():
 
 
 def test_readers_return_none_for_a_task_without_parent():
-    assert run_handler(lambda t: (fastq.get_parent_task_id(), fastq.get_root_task_id()), fastq.Task("t")) == (None, None)
+    got = run_handler(lambda t: (fastq.get_parent_task_id(), fastq.get_root_task_id()), fastq.Task("t"))
+    assert got == (None, None)
 
 
 def test_readers_ignore_empty_header_values():

@@ -19,11 +19,11 @@ import time
 import psutil
 import pytest
 import redis
+from helpers import RunningWorker, async_wait_for, wait_for
 
 import fastq
 import fastq.logging as fql
 from fastq.testing import task_context
-from helpers import RunningWorker, async_wait_for, wait_for
 
 
 class Capture(logging.Handler):

@@ -11,13 +11,13 @@ import textwrap
 import time
 
 import pytest
+from helpers import RunningWorker, async_wait_for
 
 import fastq
 from fastq import keys
 from fastq.server import loops
 from fastq.server.processor import Processor
 from fastq.server.worker import EXIT_LOOP_FAILED
-from helpers import RunningWorker, async_wait_for
 
 
 def test_supervise_restarts_a_failing_loop_and_logs_the_traceback_once(caplog):
@@ -59,7 +59,7 @@ def test_supervise_backs_off_between_restarts():
         raise ValueError("always")
 
     asyncio.run(loops.supervise("broken", broken, None, max_failures=4, backoff_min=0.05, backoff_max=0.2))
-    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
     # 0.05, 0.1, 0.2 with +-50 % jitter
     assert gaps[0] >= 0.02 and gaps[2] >= 0.09 and sum(gaps) >= 0.17, gaps
 

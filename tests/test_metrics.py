@@ -20,13 +20,13 @@ import pytest
 
 prometheus_client = pytest.importorskip("prometheus_client",
                                         reason="the prometheus extra is not installed: pip install -e '.[prometheus]'")
+from helpers import RedisServer, RunningWorker, async_wait_for, free_port, wait_for  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 import fastq  # noqa: E402
 from fastq import keys  # noqa: E402
 from fastq.contrib.prometheus import AsynqQueueCollector, PrometheusHooks  # noqa: E402
-from helpers import RedisServer, RunningWorker, async_wait_for, free_port, wait_for  # noqa: E402
 
 
 def samples(text: str) -> dict:

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed: pip install -e '.[otel]'")
+from helpers import RunningWorker, async_wait_for  # noqa: E402
 from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
@@ -17,9 +18,12 @@ from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
 import fastq  # noqa: E402
 from fastq.contrib.otel import (  # noqa: E402
-    TracedAsyncClient, TracedClient, extract_context, inject_context, tracing_middleware,
+    TracedAsyncClient,
+    TracedClient,
+    extract_context,
+    inject_context,
+    tracing_middleware,
 )
-from helpers import RunningWorker, async_wait_for  # noqa: E402
 
 
 @pytest.fixture

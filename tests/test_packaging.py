@@ -13,12 +13,12 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 import redis
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

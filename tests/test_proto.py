@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import pytest
-
-from fastq._proto import (SchedulerEnqueueEvent, SchedulerEntry, ServerInfo, Timestamp, WorkerInfo,
-                          decode, encode)
-from fastq.errors import DecodeError
 from helpers import golden
+
+from fastq._proto import SchedulerEnqueueEvent, SchedulerEntry, ServerInfo, Timestamp, WorkerInfo, decode, encode
+from fastq.errors import DecodeError
 
 INFO = golden("server_info.json")
 

@@ -1,6 +1,7 @@
 """Scheduler and PeriodicTaskManager against a real redis-server: Go's key layout, ticks, guards, cleanup."""
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -8,12 +9,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-import logging
 import time
 from datetime import datetime, timezone
 
 import pytest
 import redis
+from helpers import dump, wait_for
 
 import fastq
 from fastq import keys
@@ -29,7 +30,6 @@ from fastq.errors import (
 )
 from fastq.periodic import PeriodicTaskConfig, PeriodicTaskManager
 from fastq.scheduler import GO_ZERO_TIME, MAX_HISTORY, Scheduler, run_scheduler
-from helpers import dump, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -118,7 +118,8 @@ def test_heartbeat_writes_go_layout(r, redis_url, services):
     nxt = yearly.next_enqueue_time.to_datetime()
     assert (nxt.month, nxt.day, nxt.hour, nxt.minute) == (1, 1, 14, 0)  # 09:00 EST
     # after a tick, prev is that tick and next the one after
-    wait_for(lambda: stored_entries(r, key)[-1].prev_enqueue_time != GO_ZERO_TIME, timeout=4, what="a beat after a tick")
+    wait_for(lambda: stored_entries(r, key)[-1].prev_enqueue_time != GO_ZERO_TIME, timeout=4,
+             what="a beat after a tick")
     every = stored_entries(r, key)[-1]
     assert every.next_enqueue_time.seconds == every.prev_enqueue_time.seconds + 1
     assert every.prev_enqueue_time.nanos == 0
@@ -145,7 +146,7 @@ def newest_event_task_id(r: redis.Redis, hkey: str) -> str:
 def test_two_schedulers_enqueue_each_tick_once(r, redis_url, services):
     task = fastq.Task("report:build", b'{"n":1}')
     a, b = Scheduler(redis_url, heartbeat_interval=1), Scheduler(redis_url, heartbeat_interval=1)
-    ids = [a.register("@every 1s", task, queue="reports", retention=60),
+    [a.register("@every 1s", task, queue="reports", retention=60),
            b.register("@every 1s", task, retention=60, queue="reports")]  # option order does not matter
     start(services, a)
     start(services, b)
@@ -328,7 +329,8 @@ def test_async_provider_and_callable_provider(r, redis_url, services):
     start(services, PeriodicTaskManager(AsyncProvider(), redis_url))
     start(services, PeriodicTaskManager(lambda: [PeriodicTaskConfig("@daily", fastq.Task("plain"))], redis_url))
     wait_for(lambda: r.zcard(keys.ALL_SCHEDULERS) == 2, timeout=2, what="two schedulers")
-    types = {decode(SchedulerEntry, b).task_type for k in r.zrange(keys.ALL_SCHEDULERS, 0, -1) for b in r.lrange(k, 0, -1)}
+    types = {decode(SchedulerEntry, b).task_type
+             for k in r.zrange(keys.ALL_SCHEDULERS, 0, -1) for b in r.lrange(k, 0, -1)}
     assert types == {"async", "plain"}
 
 

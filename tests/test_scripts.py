@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from helpers import dump
 
 from fastq import _scripts, keys
 from fastq._codec import TaskMessage, decode_message, encode_message
 from fastq.server.broker import Broker, utc_date
-from helpers import dump
 
 Q = "default"
 MAX_INT64 = "9223372036854775807"
@@ -32,7 +32,8 @@ def seed_active(r, q: str, *ids: str, token: str = "tok", **msg_kw) -> None:
 
 
 def dequeue(r, queues, n, lease=30, token="tok"):
-    dkeys = [k for q in queues for k in (keys.pending_key(q), keys.paused_key(q), keys.active_key(q), keys.lease_key(q))]
+    dkeys = [k for q in queues
+             for k in (keys.pending_key(q), keys.paused_key(q), keys.active_key(q), keys.lease_key(q))]
     return _scripts.DEQUEUE.run(r, dkeys, [n, lease, token, *[keys.task_key_prefix(q) for q in queues]])
 
 
@@ -243,7 +244,7 @@ def test_list_lease_expired(r):
     r.hset(keys.task_key(Q, "old"), "msg", msg("old"))
     reply = _scripts.LIST_LEASE_EXPIRED.run(r, [keys.lease_key(Q)], [0, keys.task_key_prefix(Q), 100])
     assert abs(reply[0] - now) <= 1
-    found = dict(zip(reply[1::2], reply[2::2]))
+    found = dict(zip(reply[1::2], reply[2::2], strict=False))
     assert set(found) == {b"old", b"nohash"}  # a hashless ID comes with an empty message, to be archived
     assert decode_message(found[b"old"]).id == "old" and found[b"nohash"] == b""
     assert _scripts.LIST_LEASE_EXPIRED.run(r, [keys.lease_key(Q)], [200, keys.task_key_prefix(Q), 100])[1:] == []

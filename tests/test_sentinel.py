@@ -13,12 +13,12 @@ import time
 
 import pytest
 import redis
+from helpers import RunningWorker, async_wait_for
+from topology import SentinelGroup, wait_until
 
 import fastq
 from fastq import keys
-from fastq.connection import NotReplicatedError, RedisFailoverClientOpt, TLSConfig, parse_url
-from helpers import RunningWorker, async_wait_for
-from topology import SentinelGroup, wait_until
+from fastq.connection import NotReplicatedError, RedisFailoverClientOpt, parse_url
 
 pytestmark = pytest.mark.slow
 

@@ -10,11 +10,11 @@ import time
 
 import psutil
 import pytest
+from helpers import wait_for
 
 import fastq
 from fastq import keys
 from fastq._proto import ServerInfo, decode
-from helpers import wait_for
 
 pytestmark = pytest.mark.slow
 

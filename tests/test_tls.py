@@ -18,14 +18,14 @@ import time
 import pytest
 import redis
 from click.testing import CliRunner
+from helpers import RunningWorker, async_wait_for, free_port, wait_for
+from topology import Cluster, Node, make_certs, tls_args
 
 import fastq
 from fastq import keys
 from fastq.cli import cli as cli_group
 from fastq.cli import main as cli_main
-from fastq.connection import ConnectionConfigError, TLSConfig, TLSHandshakeError, parse_url
-from helpers import RunningWorker, async_wait_for, free_port, wait_for
-from topology import Cluster, Node, make_certs, tls_args
+from fastq.connection import ConnectionConfigError, TLSHandshakeError, parse_url
 
 pytestmark = pytest.mark.slow
 

@@ -10,6 +10,7 @@ from datetime import date, datetime, timezone
 from typing import Any, Literal, Optional, Union
 
 import pytest
+from helpers import RunningWorker, async_wait_for
 
 import fastq
 from fastq import keys
@@ -17,7 +18,6 @@ from fastq._codec import decode_message
 from fastq.errors import PayloadError
 from fastq.testing import run_handler, task_context
 from fastq.typed import TaskType, decode_payload, encode_payload, make_task, typed_task
-from helpers import RunningWorker, async_wait_for
 
 
 class Priority(enum.Enum):

@@ -9,10 +9,10 @@ import os
 import subprocess
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLIC = ["__init__", "client", "task", "context", "errors", "mux", "options", "results", "testing", "typed", "keys"]

@@ -8,12 +8,12 @@ import threading
 import time
 
 import pytest
+from helpers import RunningWorker, assert_golden_state, async_wait_for
 
 import fastq
 from fastq import keys
 from fastq._codec import TaskMessage, decode_message, encode_message
 from fastq.logging import TaskContextFilter
-from helpers import RunningWorker, assert_golden_state, async_wait_for
 
 SPEC_HEX = ("0a0d656d61696c3a64656c69766572120e7b22757365725f6964223a34327d1a0d6f7261636c652d7461736b2d31"
             "220764656661756c74280340880e60901c")
@@ -502,7 +502,8 @@ def test_system_exit_in_a_handler_fails_only_that_task(redis_url, r):
 
     async def main():
         async with RunningWorker(handler, redis_url):
-            await async_wait_for(lambda: r.zcard("asynq:{default}:retry") and r.get("asynq:{default}:processed") == b"2",
+            await async_wait_for(lambda: r.zcard("asynq:{default}:retry")
+                                 and r.get("asynq:{default}:processed") == b"2",
                                  what="both outcomes")
 
     asyncio.run(main())

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import redis
-
 from helpers import free_port
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -268,7 +267,8 @@ class Cluster:
             finally:
                 c.close()
 
-    def migrate_slot(self, slot: int, target: Node, batch: int = 10, between: Optional[Callable[[], None]] = None) -> int:
+    def migrate_slot(self, slot: int, target: Node, batch: int = 10,
+                     between: Optional[Callable[[], None]] = None) -> int:
         """Move ``slot`` to ``target`` by hand, as ``redis-cli --cluster reshard`` does (IMPORTING /
         MIGRATING, MIGRATE in batches of ``batch`` keys, SETSLOT NODE everywhere); ``between`` runs
         after each batch (to let traffic hit the half-moved slot). Returns how many keys moved."""
@@ -442,7 +442,8 @@ def make_certs(directory: Path) -> dict[str, Path]:
             "-keyout", f"{ca}.key", "-out", f"{ca}.crt")
         out[ca] = d / f"{ca}.crt"
     for name, ext in (("server", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth"),
-                      ("server-ip", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"),
+                      ("server-ip",
+                       "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"),
                       ("client", "extendedKeyUsage=clientAuth")):
         (d / f"{name}.ext").write_text(ext + "\n")
         run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=fastq {name}", "-keyout", f"{name}.key",

@@ -1,10 +1,10 @@
 """Tests of tasks.py: unit tests with run_handler (no Redis), and an end-to-end test with the
 fixtures of fastq's pytest plugin (a real private redis-server, an in-process worker)."""
 import pytest
+from tasks import Signup, SignupTask, mux
 
 import fastq
 from fastq.testing import run_handler
-from tasks import Signup, SignupTask, mux
 
 
 def test_welcome_names_its_parent_task():

@@ -46,7 +46,11 @@ from starlette.routing import Route
 
 from fastq.dashboard import charts
 from fastq.errors import (
-    CorruptDataError, InvalidOptionError, QueueNotFoundError, QueuePausedStateError, TaskNotFoundError,
+    CorruptDataError,
+    InvalidOptionError,
+    QueueNotFoundError,
+    QueuePausedStateError,
+    TaskNotFoundError,
     TaskStateError,
 )
 from fastq.inspect import AsyncInspector
@@ -593,7 +597,8 @@ def _preview(data: Optional[bytes]) -> dict:
     try:
         text = cut.decode("utf-8")
     except UnicodeDecodeError:
-        return {"kind": "hex", "text": " ".join(f"{b:02x}" for b in cut[:1024]), "more": len(data) - min(len(data), 1024)}
+        return {"kind": "hex", "text": " ".join(f"{b:02x}" for b in cut[:1024]),
+                "more": len(data) - min(len(data), 1024)}
     if not more:
         try:
             return {"kind": "json", "text": json.dumps(json.loads(text), indent=2, ensure_ascii=False), "more": 0}

@@ -22,7 +22,13 @@ answers. Deliberate differences (all harmless to Go readers):
 """
 from fastq.inspect.inspector import AsyncInspector, Inspector
 from fastq.inspect.models import (
-    DailyStats, GroupInfo, QueueInfo, SchedulerEnqueueEvent, SchedulerEntry, ServerInfo, WorkerInfo,
+    DailyStats,
+    GroupInfo,
+    QueueInfo,
+    SchedulerEnqueueEvent,
+    SchedulerEntry,
+    ServerInfo,
+    WorkerInfo,
 )
 
 __all__ = [

@@ -21,7 +21,13 @@ from fastq.errors import CorruptDataError, DecodeError, QueueNotFoundError, Task
 from fastq.inspect import _common as c
 from fastq.inspect._io import Steps, cmd, script
 from fastq.inspect.models import (
-    DailyStats, GroupInfo, QueueInfo, SchedulerEnqueueEvent, SchedulerEntry, ServerInfo, WorkerInfo,
+    DailyStats,
+    GroupInfo,
+    QueueInfo,
+    SchedulerEnqueueEvent,
+    SchedulerEntry,
+    ServerInfo,
+    WorkerInfo,
 )
 from fastq.task import TaskInfo, TaskState
 
@@ -294,7 +300,7 @@ def servers() -> Steps[list[ServerInfo]]:
         return []
     replies = yield [cmd("get", k) for k in server_keys] + [cmd("hvals", k) for k in worker_keys]
     by_id: dict[str, ServerInfo] = {}
-    for key, raw in zip(server_keys, replies[:len(server_keys)]):
+    for key, raw in zip(server_keys, replies[:len(server_keys)], strict=False):
         if raw is None:
             continue  # expired between the two round trips
         try:
@@ -304,7 +310,7 @@ def servers() -> Steps[list[ServerInfo]]:
             continue
         by_id[s.server_id] = ServerInfo(s.server_id, s.host, s.pid, s.concurrency, dict(s.queues),
                                         s.strict_priority, _ts(s.start_time), s.status, [])
-    for key, values in zip(worker_keys, replies[len(server_keys):]):
+    for key, values in zip(worker_keys, replies[len(server_keys):], strict=False):
         for raw in values:
             try:
                 w = _proto.decode(_proto.WorkerInfo, raw)
@@ -327,7 +333,7 @@ def scheduler_entries() -> Steps[list[SchedulerEntry]]:
         return []
     lists = yield [cmd("lrange", k, 0, -1) for k in entry_keys]
     out = []
-    for key, values in zip(entry_keys, lists):
+    for key, values in zip(entry_keys, lists, strict=False):
         for raw in values:
             try:
                 e = _proto.decode(_proto.SchedulerEntry, raw)

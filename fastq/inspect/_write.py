@@ -14,9 +14,17 @@ from typing import Any, Callable
 from fastq import _scripts, keys
 from fastq._codec import encode_message
 from fastq.errors import (
-    CorruptDataError, InvalidOptionError, QueueHasActiveTasksError, QueueNotEmptyError, QueueNotFoundError,
-    QueuePausedStateError, TaskActiveError, TaskAlreadyArchivedError, TaskAlreadyPendingError,
-    TaskNotFoundError, TaskNotScheduledError,
+    CorruptDataError,
+    InvalidOptionError,
+    QueueHasActiveTasksError,
+    QueueNotEmptyError,
+    QueueNotFoundError,
+    QueuePausedStateError,
+    TaskActiveError,
+    TaskAlreadyArchivedError,
+    TaskAlreadyPendingError,
+    TaskNotFoundError,
+    TaskNotScheduledError,
 )
 from fastq.inspect import _common as c
 from fastq.inspect._io import Steps, cmd, script

@@ -15,7 +15,12 @@ from fastq.inspect._common import BATCH_SIZE, DEFAULT_PAGE_SIZE
 from fastq.inspect._io import Steps, adrive, drive
 from fastq.inspect._write import Progress
 from fastq.inspect.models import (
-    DailyStats, GroupInfo, QueueInfo, SchedulerEnqueueEvent, SchedulerEntry, ServerInfo,
+    DailyStats,
+    GroupInfo,
+    QueueInfo,
+    SchedulerEnqueueEvent,
+    SchedulerEntry,
+    ServerInfo,
 )
 from fastq.task import TaskInfo
 

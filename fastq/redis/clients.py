@@ -200,7 +200,8 @@ def with_tls(url: str, ca: Optional[str] = None, cert: Optional[str] = None, key
                                     f"(rediss://, rediss+sentinel://, rediss+cluster://), got {redact(url)!r}")
     present = {k for k, _ in parse_qsl(url.partition("?")[2], keep_blank_values=True)}
     for k, _ in given:
-        if k in present or {"tls_ca": "ssl_ca_certs", "tls_cert": "ssl_certfile", "tls_key": "ssl_keyfile"}.get(k) in present:
+        alias = {"tls_ca": "ssl_ca_certs", "tls_cert": "ssl_certfile", "tls_key": "ssl_keyfile"}.get(k)
+        if k in present or alias in present:
             raise ConnectionConfigError(f"{k} is given both in the URL and as an option")
     merged = url + ("&" if "?" in url else "?") + "&".join(f"{k}={quote(os.fspath(v), safe='/:')}" for k, v in given)
     parse_url(merged)  # reads and checks the files

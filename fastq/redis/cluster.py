@@ -21,7 +21,8 @@ def _translate(exc: BaseException) -> BaseException:
     text = str(exc)
     if isinstance(exc, ClusterError) and "TTL exhausted" in text:
         return ClusterUnavailableError("Redis Cluster kept redirecting or refusing the command (a slot is migrating "
-                                       "or failing over; TTL exhausted): retry it, with the same task_id for an enqueue")
+                                       "or failing over; TTL exhausted): retry it, with the same task_id for "
+                                       "an enqueue")
     if "TLS handshake with" in text:  # every node refused our TLS: say so, not "unavailable"
         return TLSHandshakeError(text[text.index("TLS handshake with"):])
     if isinstance(exc, SlotNotCoveredError) or "cannot be connected" in text or "No targets" in text:

@@ -92,7 +92,8 @@ def _split_host_port(text: str, default_port: int, what: str) -> tuple[str, int]
             raise _fail(f"{what}: empty port in {text!r}")
     if port_text:
         if not port_text.isdigit():  # worded as urllib words it, which earlier fastq versions showed
-            raise _fail(f"{what}: Port could not be cast to integer value as {port_text!r} (a port is a number 1-65535)")
+            raise _fail(f"{what}: Port could not be cast to integer value as {port_text!r} "
+                        "(a port is a number 1-65535)")
         port = int(port_text)
     else:
         port = default_port

@@ -162,7 +162,7 @@ async def discover_groups(redis: Any, queues: Sequence[str], count: int = DISCOV
         started = time.monotonic()
         replies = await _scripts.arun_many(redis, calls)
         took = time.monotonic() - started
-        for i, reply in zip(order, replies):
+        for i, reply in zip(order, replies, strict=False):
             for j in range(1, len(reply), 2):
                 found.setdefault(sweeps[i][int(reply[j]) - 1], set()).add(reply[j + 1])
             if int(reply[0]) == 0:
@@ -200,7 +200,7 @@ async def reclaim_stale_sets(redis: Any, queues: Sequence[str]) -> int:
                   [keys.group_key_prefix(q), keys.task_key_prefix(q), RECLAIM_BATCH]) for q in pending]
         replies = await _scripts.arun_many(redis, calls)
         total += sum(int(n) for n in replies)
-        pending = [q for q, n in zip(pending, replies) if int(n) >= RECLAIM_BATCH]
+        pending = [q for q, n in zip(pending, replies, strict=False) if int(n) >= RECLAIM_BATCH]
     if total:
         log.warning("reclaimed %d stale aggregation set(s): their tasks are back in their groups", total)
     return total
@@ -338,7 +338,7 @@ class Aggregator:
                       [cfg.group_max_size, cfg.group_max_delay, cfg.group_grace_period, SET_TIMEOUT, g])
                      for g, set_id in page]
             replies = await _scripts.arun_many(self.redis, calls)
-            ready.extend(pair for pair, reply in zip(page, replies) if int(reply) == 1)
+            ready.extend(pair for pair, reply in zip(page, replies, strict=False) if int(reply) == 1)
         return ready
 
     async def aggregate_set(self, q: str, group: str | bytes, set_id: str) -> bool:

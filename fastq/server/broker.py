@@ -43,7 +43,8 @@ class Broker:
         if not self.cluster:
             return await _scripts.DEQUEUE.arun(self.redis, dequeue_keys, [count, lease, token, *prefixes])
         for i, prefix in enumerate(prefixes):
-            reply = await _scripts.DEQUEUE.arun(self.redis, dequeue_keys[4 * i:4 * i + 4], [count, lease, token, prefix])
+            reply = await _scripts.DEQUEUE.arun(self.redis, dequeue_keys[4 * i:4 * i + 4],
+                                                [count, lease, token, prefix])
             if reply:
                 reply[0] = i + 1
                 return reply
@@ -73,7 +74,8 @@ class Broker:
             if kind == DONE:
                 for item in items:
                     args += item
-                calls.append((_scripts.DONE, [active, lease, keys.processed_key(q, date), keys.processed_total_key(q)], args))
+                calls.append((_scripts.DONE, [active, lease, keys.processed_key(q, date),
+                                              keys.processed_total_key(q)], args))
             elif kind == COMPLETE:
                 for tid, token, expiry, msg, ukey, result in items:
                     args += (tid, token, expiry, encode_message(msg), ukey,
@@ -116,7 +118,7 @@ class Broker:
             ]
             moved = await self.pipeline(calls)
             total += sum(moved)
-            sources = [s for s, n in zip(sources, moved) if n >= batch]
+            sources = [s for s, n in zip(sources, moved, strict=False) if n >= batch]
         return total
 
     async def heartbeat(self, server_key: str, workers_key: str, ttl: int, info: bytes,
@@ -156,7 +158,8 @@ class Broker:
 
 
 def _stat_keys(q: str, date: str) -> list[str]:
-    return [keys.processed_key(q, date), keys.failed_key(q, date), keys.processed_total_key(q), keys.failed_total_key(q)]
+    return [keys.processed_key(q, date), keys.failed_key(q, date), keys.processed_total_key(q),
+            keys.failed_total_key(q)]
 
 
 def group_by(items: Iterable[tuple[str, str, Any]]) -> dict:

@@ -45,7 +45,8 @@ def parse_queues(spec: Any) -> dict[str, int]:
             try:
                 weight = int(weight)
             except ValueError:
-                raise InvalidOptionError(f"queues {spec!r}: weight of {name!r} must be an integer, got {weight!r}") from None
+                raise InvalidOptionError(f"queues {spec!r}: weight of {name!r} must be an integer, "
+                                         f"got {weight!r}") from None
         if isinstance(weight, bool) or not isinstance(weight, int):
             raise InvalidOptionError(f"queues {spec!r}: weight of {name!r} must be an integer")
         if weight < 1:

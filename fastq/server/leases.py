@@ -111,8 +111,8 @@ class LeaseKeeper:
 
     def start(self) -> "LeaseKeeper":
         """Start the thread and the loop's timer (call on the worker's event loop)."""
-        from fastq.connection import is_cluster
         from fastq._redis import sync_client
+        from fastq.connection import is_cluster
 
         self._loop = asyncio.get_running_loop()
         self._loop_ident = threading.get_ident()
@@ -259,7 +259,7 @@ class LeaseKeeper:
                         replies[i] = _scripts.EXTEND_LEASE.run(client, [keys.lease_key(queue)], [lease, *held[queue]])
                     except (RedisError, OSError) as exc:  # record the other queues' extensions first
                         replies[i] = exc
-            self.processor.leases_extended({q: held[q] for q, reply in zip(queues, replies)
+            self.processor.leases_extended({q: held[q] for q, reply in zip(queues, replies, strict=False)
                                             if not isinstance(reply, Exception)}, since)
             for reply in replies:
                 if isinstance(reply, Exception):

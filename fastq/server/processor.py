@@ -469,7 +469,8 @@ class Processor:
             failed.retried += 1
         task = Task._trusted(msg.type, msg.payload, msg.headers)
         delay = self.cfg.retry_delay(msg.retried, exc, task)
-        log.warning("task %s (%s) failed, retry %d/%d in %.0fs: %s", tid, msg.type, failed.retried, msg.retry, delay, text,
+        log.warning("task %s (%s) failed, retry %d/%d in %.0fs: %s", tid, msg.type, failed.retried, msg.retry,
+                    delay, text,
                     extra=_fields(run))
         self._ack(RETRY, queue, (tid, run.token, failed, int(now + delay), is_failure))
         return RETRY

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+
 from redis.exceptions import RedisError
 
 from fastq import _scripts, keys

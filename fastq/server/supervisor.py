@@ -167,7 +167,8 @@ class Supervisor:
             if not clean and server_id is not None and slot >= 0:
                 self._recover(server_id, pid, how)
             if self.stopping:
-                log.info("%s %d (slot %d) stopped: %s", kind, pid, slot, how, extra=lifecycle("child_stopped", **fields))
+                log.info("%s %d (slot %d) stopped: %s", kind, pid, slot, how,
+                         extra=lifecycle("child_stopped", **fields))
                 continue
             if clean:
                 log.info("%s %d (slot %d) recycled (%s); starting a fresh one", kind, pid, slot,

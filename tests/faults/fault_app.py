@@ -10,8 +10,9 @@ import os
 import signal
 import time
 
-import fastq
 from ledger import Ledger
+
+import fastq
 
 mux = fastq.ServeMux()
 _ledger = None

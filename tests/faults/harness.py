@@ -25,11 +25,11 @@ from typing import Any
 
 import psutil
 import redis
+from helpers import RedisServer
+from ledger import Ledger
 
 import fastq
 from fastq import doctor, keys
-from helpers import RedisServer
-from ledger import Ledger
 
 HERE = Path(__file__).resolve().parent
 FAST = ["--lease-duration", "5", "--shutdown-timeout", "3", "--concurrency", "20", "--batch-size", "20",
@@ -175,7 +175,8 @@ class Harness:
     def report(self) -> Report:
         enqueued = self.ledger.enqueued_ids()
         completed = self.ledger.ids("end") & enqueued
-        archived = {x.decode("utf-8", "surrogateescape") for x in self.r.zrange(keys.archived_key(self.queue), 0, -1)} & enqueued
+        archived = {x.decode("utf-8", "surrogateescape")
+                    for x in self.r.zrange(keys.archived_key(self.queue), 0, -1)} & enqueued
         starts = self.ledger.counts("start")
         planned = self.ledger.planned_runs()
         processed = int(self.r.get(keys.processed_total_key(self.queue)) or 0)

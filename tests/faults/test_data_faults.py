@@ -4,15 +4,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import redis
+from harness import Harness, wait
 
 import fastq
 from fastq import keys
 from fastq._codec import TaskMessage, decode_message, encode_message
-from harness import Harness, wait
 
 
 def _raw(h, tid: str, msg: bytes) -> None:

@@ -12,7 +12,6 @@ import pytest
 
 import fastq
 from fastq import keys
-from harness import wait
 
 pytestmark = pytest.mark.soak
 

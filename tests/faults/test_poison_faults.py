@@ -8,9 +8,10 @@ import os
 import signal
 import time
 
+from harness import wait
+
 from fastq import keys
 from fastq._codec import TaskMessage, decode_message, encode_message
-from harness import wait
 
 BAD = b"\xff\xfe\x00bad\x80"
 Q = "default"

@@ -9,11 +9,11 @@ import time
 
 import pytest
 import redis
+from harness import Harness, wait
+from proxy import Proxy
 
 import fastq
 from fastq import keys
-from harness import Harness, wait
-from proxy import Proxy
 
 
 def _stop_redis(h, seconds: float) -> None:

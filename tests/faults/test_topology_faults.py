@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from harness import Harness, wait
+from ledger import Ledger
 from redis.crc import key_slot
+from topology import Cluster, SentinelGroup
 
 import fastq
 from fastq import keys
-from fastq.connection import NotReplicatedError, sync_client
-from harness import Harness, wait
-from ledger import Ledger
-from topology import Cluster, SentinelGroup
+from fastq.connection import sync_client
 
 pytestmark = pytest.mark.slow
 

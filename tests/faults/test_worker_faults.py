@@ -8,9 +8,9 @@ import time
 
 import psutil
 import pytest
+from harness import wait
 
 from fastq import keys
-from harness import wait
 
 
 def test_w1_sigkill_a_worker_mid_task_loses_nothing(h):
