@@ -169,6 +169,31 @@ def _async_cluster(opt: RedisClusterClientOpt, overrides: dict) -> Any:
     return client
 
 
+def fail_fast_options(*, asyncio: bool, socket_timeout: float = 5.0) -> dict:
+    """Client options for fastq's own loops, which retry with back-off themselves: short socket
+    timeouts and a single quick retry (redis-py's defaults - 10 retries - can block one call for
+    ~30 s against an unreachable server, longer than a lease), and no per-connection
+    ``CLIENT MAINT_NOTIFICATIONS`` probe (redis-py 8), which costs a round trip."""
+    from redis.backoff import ExponentialWithJitterBackoff
+
+    if asyncio:
+        from redis.asyncio.retry import Retry as AsyncRetry
+
+        retry: Any = AsyncRetry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1)
+    else:
+        from redis.retry import Retry
+
+        retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1)
+    options: dict = {"socket_timeout": socket_timeout, "socket_connect_timeout": 2.0, "retry": retry}
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+
+        options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+    except ImportError:  # pragma: no cover - older redis-py
+        pass
+    return options
+
+
 def pubsub_client(client: Any, attempt: int = 0) -> tuple[Any, bool]:
     """The client to subscribe with, and whether the caller must close it: on a cluster a plain
     client to one node (a new one per ``attempt``), else ``client`` itself."""

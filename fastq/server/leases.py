@@ -47,6 +47,7 @@ from typing import Any, Optional
 from redis.exceptions import NoScriptError, RedisError
 
 from fastq import _scripts, keys
+from fastq.redis.clients import fail_fast_options
 from fastq.server.config import WorkerConfig
 from fastq.server.processor import Processor
 
@@ -59,18 +60,8 @@ BACKOFF_MIN, BACKOFF_MAX = 0.1, 1.0  # retry delays after a failed round
 
 def _client_options(cfg: WorkerConfig) -> dict:
     """Fail-fast options for the thread's own connection: a call must end well within a lease."""
-    from redis.backoff import ExponentialWithJitterBackoff
-    from redis.retry import Retry
-
-    options: dict = {"socket_timeout": min(5.0, max(1.0, cfg.lease_duration / 2)), "socket_connect_timeout": 2.0,
-                     "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1), "durability": None}
-    try:  # redis-py 8 probes CLIENT MAINT_NOTIFICATIONS on every new connection: one more round trip
-        from redis.maint_notifications import MaintNotificationsConfig
-
-        options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
-    except ImportError:  # pragma: no cover - older redis-py
-        pass
-    return options
+    timeout = min(5.0, max(1.0, cfg.lease_duration / 2))
+    return {**fail_fast_options(asyncio=False, socket_timeout=timeout), "durability": None}
 
 
 class LeaseKeeper:

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from fastq import keys
 from fastq._redis import async_client, redact
+from fastq.redis.clients import fail_fast_options
 from fastq.server.aggregator import aggregation_loop
 from fastq.server.broker import Broker
 from fastq.server.config import WorkerConfig
@@ -37,22 +38,9 @@ log = logging.getLogger("fastq.worker")
 EXIT_LOOP_FAILED = 3  # the exit code of a worker that stopped because a background loop kept failing
 EXIT_FATAL_REDIS = 4  # the exit code of a worker that Redis refused at start (credentials, ACL, TLS, host)
 
-# Worker connections fail fast and let fastq's own loops retry with back-off: redis-py's
-# defaults (10 retries) can block one call for ~30 s against an unreachable server, longer
-# than a lease.
 def redis_options() -> dict:
-    from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialWithJitterBackoff
-
-    options = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, "health_check_interval": 15,
-               "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1)}
-    try:  # redis-py 8 probes CLIENT MAINT_NOTIFICATIONS on every new connection: one more round trip
-        from redis.maint_notifications import MaintNotificationsConfig
-
-        options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
-    except ImportError:  # pragma: no cover - older redis-py
-        pass
-    return options
+    """Worker connections fail fast and let fastq's own loops retry with back-off."""
+    return {**fail_fast_options(asyncio=True), "health_check_interval": 15}
 
 
 class Worker:
