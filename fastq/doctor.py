@@ -1,4 +1,4 @@
-"""Consistency sweep of a queue's Redis data (the invariants of asynq-compat.md §3.4).
+"""Consistency sweep of a queue's Redis data (the invariants of Asynq's key layout).
 
 ``check(redis, queue)`` reads one queue with SCAN/LRANGE/ZRANGE in pages and returns
 the problems it finds, each naming the task and what is wrong:

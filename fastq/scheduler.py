@@ -1,6 +1,6 @@
 """Periodic tasks: ``Scheduler`` enqueues registered tasks on cron schedules, as Go Asynq's does.
 
-What it writes is Go's layout (asynq-compat §2.1, §5.19-5.20), so ``asynq cron
+What it writes is Go's layout (``asynq:schedulers``, ``asynq:schedulers:{id}``, history zsets), so ``asynq cron
 ls``, ``asynq cron history`` and asynqmon list fastq's entries:
 
 * heartbeat (at start, then every ``heartbeat_interval`` s): the list

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import redis
 
-GOLDEN = Path(os.environ.get("FASTQ_GOLDEN_DIR", Path(__file__).resolve().parents[2] / "shared" / "testdata"
-                             / "asynq-v0.26.0"))
+# Golden data produced by real Go Asynq v0.26.0, kept in tests/golden (FASTQ_GOLDEN_DIR: another copy).
+GOLDEN = Path(os.environ.get("FASTQ_GOLDEN_DIR", Path(__file__).resolve().parent / "golden"))
 LOCAL_GOLDEN = Path(__file__).resolve().parent / "golden"
 
 

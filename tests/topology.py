@@ -362,7 +362,7 @@ class SentinelGroup:
         return self
 
     def wait_synced(self, timeout: float = 20.0, client_kwargs: Optional[dict] = None) -> None:
-        """The §4.5 trap: a replica that has not finished its first sync would be promoted empty."""
+        """Wait for master_link_status:up: a replica that has not finished its first sync would be promoted empty."""
         master = self.current_master() if any(s.alive for s in self.sentinels) else self.master
 
         def synced() -> bool:

@@ -1,4 +1,4 @@
-"""The fault-matrix harness (reliability.md §5.1): Redis under test, ledger, supervisor, checker.
+"""The fault-matrix harness (README "Guarantees", docs/guarantees.md): Redis under test, ledger, supervisor, checker.
 
 Every row: start a private redis-server, enqueue N tasks (each recorded in the ledger only
 after ``enqueue_many`` returned), run ``fastq-supervisor`` with fast settings, inject the

@@ -1,4 +1,4 @@
-"""A tiny TCP proxy for network faults (the portable stand-in for netns/netem, reliability.md §5.4).
+"""A tiny TCP proxy for network faults (the portable stand-in for netns/netem; fault rows N1-N4).
 
 Modes: "pass" forwards bytes; "blackhole" keeps every connection open but forwards
 nothing (a partition: the far end's sockets time out); "delay" forwards after a

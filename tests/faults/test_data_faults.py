@@ -1,4 +1,4 @@
-"""Data faults written straight into Redis (reliability.md §5.5) and security rows (§5.7)."""
+"""Data faults written straight into Redis (rows D1-D6) and security rows (S1, S3)."""
 from __future__ import annotations
 
 import json

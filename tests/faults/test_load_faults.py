@@ -1,4 +1,4 @@
-"""Load and soak rows (reliability.md §5.6). Both are marked ``soak``: run them with ``-m soak``."""
+"""Load and soak rows (L1, L2). Both are marked ``soak``: run them with ``-m soak``."""
 from __future__ import annotations
 
 import json

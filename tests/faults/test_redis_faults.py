@@ -1,4 +1,4 @@
-"""Redis faults (reliability.md §5.3) and network faults through a proxy (§5.4)."""
+"""Redis faults (rows R1-R13) and network faults through a proxy (rows N1-N4)."""
 from __future__ import annotations
 
 import os

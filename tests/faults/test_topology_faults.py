@@ -1,4 +1,4 @@
-"""Topology faults of reliability.md §5.3 with the ledger and real fastq-supervisor processes.
+"""Topology faults (rows R9-R11) with the ledger and real fastq-supervisor processes.
 
 * R9  Sentinel failover with a synced replica: ``kill -9`` the master under load.
 * R10 Failover with replication lag: ``kill -STOP`` the replica, ``kill -9`` the master,
@@ -129,7 +129,7 @@ def test_r9_sentinel_failover_with_a_synced_replica_loses_no_acknowledged_task(t
         sup = h.supervisor(2)
         with Producer(h, group.url()) as producer:
             wait(lambda: len(h.ledger.ids("end")) > 200, 30, "progress before the kill")
-            group.wait_synced()  # the §4.5 trap: never kill before master_link_status:up
+            group.wait_synced()  # never kill before master_link_status:up (an unsynced replica is promoted empty)
             old = group.current_master()
             t_kill, wall_kill = time.monotonic(), time.time()
             old.kill()

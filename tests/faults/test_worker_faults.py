@@ -1,4 +1,4 @@
-"""Worker and process faults (reliability.md §5.2, rows W1-W10)."""
+"""Worker and process faults (fault-matrix rows W1-W11)."""
 from __future__ import annotations
 
 import os
