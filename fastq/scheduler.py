@@ -53,7 +53,7 @@ from fastq.client import AsyncClient
 from fastq.cron import CronSchedule, load_zone, parse_cron
 from fastq.errors import CronSpecError, InvalidOptionError, SchedulerEntryNotFoundError
 from fastq.options import plan_enqueue
-from fastq.server.loops import BACKOFF_MAX, BACKOFF_MIN, MAX_FAILURES
+from fastq.server.loops import supervise
 from fastq.task import Task, TaskInfo
 
 __all__ = ["Scheduler", "run_scheduler", "GO_ZERO_TIME", "MAX_HISTORY", "TICK_GUARD_TTL"]
@@ -374,42 +374,37 @@ class Scheduler(_Service):
                 now = time.time()
                 for entry in self._entries.values():
                     entry.next = self._next(entry, now)
-            next_beat = 0.0  # the first heartbeat is written at once (Go: after one interval)
-            failures, delay = 0, BACKOFF_MIN
-            while not stop.is_set():
-                try:
-                    self._wake.clear()
-                    now = time.time()
-                    for entry, tick in self._take_due(now):
-                        task = asyncio.create_task(self._fire(client, entry, tick))
-                        firing.add(task)
-                        task.add_done_callback(firing.discard)
-                    if self._dirty or now >= next_beat:
-                        self._dirty = False
-                        await self._beat()
-                        next_beat = time.time() + self.heartbeat_interval
-                        self._ready.set()  # start() returns once the entries are visible in Redis
-                    await self._clear_forgotten()
-                    failures, delay = 0, BACKOFF_MIN
-                except Exception:  # noqa: BLE001 - Redis errors are handled inside; this is the unexpected
-                    failures += 1
-                    if failures >= MAX_FAILURES:
-                        log.critical("scheduler loop keeps failing (%d times in a row); stopping", failures)
-                        raise
-                    if failures == 1:
-                        log.exception("scheduler loop failed unexpectedly; retrying in %.1fs", delay)
-                    else:
-                        log.error("scheduler loop failed again (%d in a row); retrying in %.1fs", failures, delay)
-                    await self._sleep(stop, delay)
-                    delay = min(delay * 2, BACKOFF_MAX)
-                    continue
-                await self._sleep(stop, min(self._next_due(), next_beat) - time.time())
+            # Redis errors are handled inside; anything else restarts the loop with back-off (as a
+            # worker's loops), and after MAX_FAILURES in a row it is raised: the process ends non-zero.
+            failed: list[BaseException] = []
+            await supervise("scheduler", lambda: self._fire_and_beat(stop, client, firing),
+                            lambda _name, exc: failed.append(exc), stop=stop, logger=log)
+            if failed:
+                raise failed[0]
         finally:
             self._state = "stopped"
             if firing:
                 await asyncio.wait(firing, timeout=STOP_GRACE)
             await self._shutdown()
             log.info("scheduler %s stopped", self.id)
+
+    async def _fire_and_beat(self, stop: asyncio.Event, client: AsyncClient, firing: set) -> None:
+        """Fire due entries and write the heartbeat until ``stop`` is set."""
+        next_beat = 0.0  # the first heartbeat is written at once (Go: after one interval)
+        while not stop.is_set():
+            self._wake.clear()
+            now = time.time()
+            for entry, tick in self._take_due(now):
+                task = asyncio.create_task(self._fire(client, entry, tick))
+                firing.add(task)
+                task.add_done_callback(firing.discard)
+            if self._dirty or now >= next_beat:
+                self._dirty = False
+                await self._beat()
+                next_beat = time.time() + self.heartbeat_interval
+                self._ready.set()  # start() returns once the entries are visible in Redis
+            await self._clear_forgotten()
+            await self._sleep(stop, min(self._next_due(), next_beat) - time.time())
 
     def _next(self, entry: _Entry, now: float) -> Optional[float]:
         try:

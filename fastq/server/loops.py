@@ -25,6 +25,12 @@ from typing import Any, Awaitable, Callable, Optional
 
 log = logging.getLogger("fastq.worker")
 
+# Exit codes of a worker process (fastq.server.worker), named by the supervisor when it reaps one.
+EXIT_LOOP_FAILED = 3  # a background loop kept failing
+EXIT_FATAL_REDIS = 4  # Redis refused the worker at start (credentials, ACL, TLS, unknown host)
+EXIT_REASONS = {EXIT_LOOP_FAILED: "a background loop kept failing",
+                EXIT_FATAL_REDIS: "Redis refused the worker; see its log line"}
+
 MAX_FAILURES = 5  # consecutive failures (each within HEALTHY_AFTER of the restart) before giving up
 HEALTHY_AFTER = 60.0  # a loop that ran this long since its last restart starts a new episode
 BACKOFF_MIN = 0.1
@@ -33,9 +39,17 @@ BACKOFF_MAX = 5.0
 
 async def supervise(name: str, factory: Callable[[], Awaitable[Any]],
                     on_fatal: Optional[Callable[[str, BaseException], None]] = None,
-                    max_failures: int = MAX_FAILURES, healthy_after: float = HEALTHY_AFTER,
-                    backoff_min: float = BACKOFF_MIN, backoff_max: float = BACKOFF_MAX) -> None:
-    """Run ``factory()`` until it returns; restart it with back-off when it raises (see module doc)."""
+                    max_failures: Optional[int] = None, healthy_after: Optional[float] = None,
+                    backoff_min: Optional[float] = None, backoff_max: Optional[float] = None,
+                    stop: Optional[asyncio.Event] = None, logger: logging.Logger = log) -> None:
+    """Run ``factory()`` until it returns; restart it with back-off when it raises (see module doc).
+
+    The bounds default to this module's constants, read at each call. ``stop``: when set during a
+    back-off, return instead of restarting. ``logger``: where the failures are logged."""
+    max_failures = MAX_FAILURES if max_failures is None else max_failures
+    healthy_after = HEALTHY_AFTER if healthy_after is None else healthy_after
+    backoff_min = BACKOFF_MIN if backoff_min is None else backoff_min
+    backoff_max = BACKOFF_MAX if backoff_max is None else backoff_max
     failures = 0
     delay = backoff_min
     while True:
@@ -50,15 +64,22 @@ async def supervise(name: str, factory: Callable[[], Awaitable[Any]],
                 failures, delay = 0, backoff_min
             failures += 1
             if failures == 1:
-                log.exception("%s loop failed unexpectedly; restarting it in %.1fs", name, delay)
+                logger.exception("%s loop failed unexpectedly; restarting it in %.1fs", name, delay)
             else:
-                log.error("%s loop failed again (%d in a row): %r; restarting it in %.1fs", name, failures, exc,
-                          delay)
+                logger.error("%s loop failed again (%d in a row): %r; restarting it in %.1fs", name, failures, exc,
+                             delay)
             if failures >= max_failures:
-                log.critical("%s loop keeps failing (%d times in a row); stopping this worker so that it is "
-                             "replaced", name, failures)
+                logger.critical("%s loop keeps failing (%d times in a row); giving up on it", name, failures)
                 if on_fatal is not None:
                     on_fatal(name, exc)
                 return
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            pause = delay * (0.5 + random.random())
+            if stop is None:
+                await asyncio.sleep(pause)
+            else:
+                try:
+                    await asyncio.wait_for(stop.wait(), pause)
+                    return
+                except asyncio.TimeoutError:
+                    pass
             delay = min(delay * 2, backoff_max)

@@ -32,6 +32,7 @@ from typing import Any, Optional
 
 from fastq.logging import lifecycle
 from fastq.server.config import WorkerConfig
+from fastq.server.loops import EXIT_REASONS
 
 log = logging.getLogger("fastq.supervisor")
 
@@ -66,12 +67,8 @@ def describe_status(status: int) -> str:
             name = str(sig)
         return f"killed by {name}"
     code = os.waitstatus_to_exitcode(status)
-    why = _EXIT_REASONS.get(code)
+    why = EXIT_REASONS.get(code)
     return f"exit code {code} ({why})" if why else f"exit code {code}"
-
-
-# Exit codes of fastq.server.worker (kept here so the supervisor does not import the worker module).
-_EXIT_REASONS = {3: "a background loop kept failing", 4: "Redis refused the worker; see its log line"}
 
 
 class Supervisor:

@@ -29,14 +29,12 @@ from fastq.server.broker import Broker
 from fastq.server.config import WorkerConfig
 from fastq.server.heartbeat import Heartbeater
 from fastq.server.leases import LeaseKeeper
-from fastq.server.loops import supervise
+from fastq.server.loops import EXIT_FATAL_REDIS, EXIT_LOOP_FAILED, supervise
 from fastq.server.maintenance import forward_loop, janitor_loop, pubsub_listener, recover_loop
 from fastq.server.processor import Processor
 
 log = logging.getLogger("fastq.worker")
 
-EXIT_LOOP_FAILED = 3  # the exit code of a worker that stopped because a background loop kept failing
-EXIT_FATAL_REDIS = 4  # the exit code of a worker that Redis refused at start (credentials, ACL, TLS, host)
 
 def redis_options() -> dict:
     """Worker connections fail fast and let fastq's own loops retry with back-off."""
@@ -158,7 +156,7 @@ class Worker:
         """PING once at start. A fatal refusal (credentials, ACL, TLS, unknown host) ends the worker
         with one line and ``EXIT_FATAL_REDIS``: retrying cannot help. Anything else (Redis down,
         loading, full) is left to the loops, which retry with back-off."""
-        from fastq.connection import fatal_reason
+        from fastq.redis.startup import fatal_reason
 
         try:
             await redis.ping()
@@ -180,6 +178,7 @@ class Worker:
     def _loop_failed(self, name: str, exc: BaseException) -> None:
         """A loop kept failing: stop (its tasks are finished or requeued) and exit non-zero, so that the
         supervisor replaces this process instead of leaving a worker that heartbeats but does not work."""
+        log.critical("worker %d stops so that it is replaced: its %s loop keeps failing", os.getpid(), name)
         self.exit_code = EXIT_LOOP_FAILED
         if self.heartbeater is not None:
             self.heartbeater.status = "closed"
