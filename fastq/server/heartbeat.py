@@ -74,12 +74,13 @@ class Heartbeater:
         self._check_clock(info)
         run_id = info.get("run_id", "")
         if self.run_id is not None and run_id != self.run_id:
+            reloaded = _reloaded(info)
             if self.replid and info.get("master_replid2") == self.replid:
                 # a promoted replica keeps its old master's replication ID as replid2: a failover
                 log.warning("Redis failover: now served by a promoted replica (run_id %s -> %s)", self.run_id, run_id)
-            elif _reloaded(info):
+            elif reloaded:
                 log.warning("Redis restarted (run_id %s -> %s) and reloaded its data (%s)", self.run_id, run_id,
-                            _reloaded(info))
+                            reloaded)
             else:
                 log.error("Redis restarted (run_id %s -> %s) with no persisted data to reload: the tasks it held "
                           "are lost; workers carry on with whatever it has now.", self.run_id, run_id)

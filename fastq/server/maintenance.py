@@ -19,7 +19,7 @@ from fastq.errors import DecodeError
 from fastq.server.broker import ARCHIVE, RETRY, Broker, group_by
 from fastq.server.config import WorkerConfig
 from fastq.server.health import noop_health
-from fastq.server.processor import Processor, printable_id, undecodable_message
+from fastq.server.processor import Processor, archive_unusable
 
 log = logging.getLogger("fastq.maintenance")
 
@@ -43,8 +43,7 @@ async def forward_loop(broker: Broker, cfg: WorkerConfig, stop: asyncio.Event, h
             moved = await broker.forward(cfg.queues)
             if moved:
                 log.debug("forwarded %d due task(s)", moved)
-            if health.troubled:
-                health.ok("forward")
+            health.ok("forward")
         except (RedisError, OSError) as exc:
             health.failed("forward", exc)
         await sleep_until_set(stop, cfg.forward_interval)
@@ -98,8 +97,7 @@ def lost_claim(q: str, raw_id: bytes, raw: bytes, reason: str, now: float, cfg: 
                 return settle_lost(q, tid, decode_message(raw), reason, now, cfg, token)
             except DecodeError as exc:
                 why = f"cannot decode task message: {exc}"
-    log.error("task %s in queue %s archived: %s", printable_id(tid), q, why)
-    return (ARCHIVE, q, (tid, token, undecodable_message(q, tid, raw or b"", why, now)))
+    return archive_unusable(q, tid, token, raw or b"", why, now)
 
 
 def settle_lost(q: str, tid: str, msg, reason: str, now: float, cfg: WorkerConfig, token: str = "") -> tuple:
@@ -121,8 +119,7 @@ async def janitor_loop(broker: Broker, cfg: WorkerConfig, stop: asyncio.Event, h
                 while await _scripts.JANITOR.arun(broker.redis, [keys.completed_key(q)],
                                                   [keys.task_key_prefix(q), cfg.janitor_batch]) >= cfg.janitor_batch:
                     pass
-            if health.troubled:
-                health.ok("janitor")
+            health.ok("janitor")
         except (RedisError, OSError) as exc:
             health.failed("janitor", exc)
         await sleep_until_set(stop, cfg.janitor_interval)
@@ -177,8 +174,7 @@ async def recover_loop(broker: Broker, processor: Processor, cfg: WorkerConfig, 
     while not stop.is_set():
         try:
             await recover_once(broker, processor, cfg)
-            if processor.health.troubled:
-                processor.health.ok("recover")
+            processor.health.ok("recover")
         except (RedisError, OSError) as exc:
             processor.redis_error("recover", exc)
         await sleep_until_set(stop, cfg.recover_interval)

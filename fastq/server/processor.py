@@ -477,8 +477,7 @@ class Processor:
 
     def _archive_raw(self, queue: str, tid: Union[str, bytes], raw: bytes, reason: str, token: str) -> None:
         """Archive a claimed task whose message cannot be used; keep the raw bytes as payload."""
-        log.error("task %s in queue %s archived: %s", printable_id(tid), queue, reason)
-        self._ack(ARCHIVE, queue, (tid, token, undecodable_message(queue, tid, raw, reason, time.time())))
+        self._ack(*archive_unusable(queue, tid, token, raw, reason, time.time()))
 
     def _ack(self, kind: str, queue: str, item: tuple) -> None:
         self._acks.append((kind, queue, item))
@@ -575,6 +574,13 @@ def undecodable_message(queue: str, tid: Union[str, bytes], raw: bytes, reason: 
     msg = TaskMessage(type=UNDECODABLE_TYPE, payload=bytes(raw), id=printable_id(tid), queue=queue,
                       error_msg=reason, last_failed_at=int(now), timeout=int(DEFAULT_TIMEOUT))
     return encode_message(msg)
+
+
+def archive_unusable(queue: str, tid: Union[str, bytes], token: str, raw: bytes, reason: str, now: float) -> tuple:
+    """The outcome ``(ARCHIVE, queue, item)`` for a claim whose ID or message cannot be used, logged
+    once with the reason (the fetch loop, lease recovery and the supervisor's recovery use it)."""
+    log.error("task %s in queue %s archived: %s", printable_id(tid), queue, reason)
+    return (ARCHIVE, queue, (tid, token, undecodable_message(queue, tid, raw, reason, now)))
 
 
 def _fields(run: _Running) -> dict:
