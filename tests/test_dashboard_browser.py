@@ -11,24 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from browser import NO_CHROMIUM, chromium_installed, headless_chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-
-
-NO_CHROMIUM = "headless Chromium is not installed: apt-get install -y chromium chromium-driver"
-
-
-def chromium_installed() -> bool:
-    return os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
 
 
 # Without Chromium the module skips (a module-level skip needs allow_module_level, else pytest reports a
@@ -40,8 +31,6 @@ pytest.importorskip("selenium", reason="selenium is not installed: pip install -
 pytest.importorskip("starlette", reason="the dashboard extra is not installed: pip install -e '.[dashboard]'")
 
 from helpers import RunningWorker  # noqa: E402
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -55,23 +44,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def browser(tmp_path):
-    if not chromium_installed():
-        pytest.fail(f"{NO_CHROMIUM} (CI is set: .ci/run must install it)", pytrace=False)
-    profile = tempfile.mkdtemp(prefix="fastq-chromium-", dir=tmp_path)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={profile}", "--window-size=1400,1050"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    profile = Path(tempfile.mkdtemp(prefix="fastq-chromium-", dir=tmp_path))
+    with headless_chromium(profile, "1400,1050", browser_logs=True) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 class BackgroundWorker:

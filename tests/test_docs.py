@@ -12,7 +12,6 @@ import ast
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from browser import headless_chromium
 from docs_blocks import not_runnable_reason, python_blocks
 
 from fastq import keys
@@ -235,34 +235,13 @@ def test_quick_start_runs_as_written(tmp_path, redis_url, r):
 
 # ---------------------------------------------------------------- screenshots (CI, or wherever Chromium is)
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTIFACTS = ROOT / "artifacts"
-NO_CHROMIUM = "headless Chromium is not installed: apt-get install -y chromium chromium-driver"
 
 
 @pytest.fixture
 def chromium(tmp_path):
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        if os.environ.get("CI"):
-            pytest.fail(f"{NO_CHROMIUM} (CI is set: .ci/run must install it)", pytrace=False)
-        pytest.skip(NO_CHROMIUM)
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the dev extra")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with headless_chromium(tmp_path / "profile", "1400,1000") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
