@@ -81,6 +81,8 @@ def parse_duration(text: str) -> int:
     pos = 0
     while pos < len(s):
         m = _PART.match(s, pos)
+        if m is None:  # the pattern's groups are all optional, so it matches (maybe empty) anywhere
+            raise ValueError(f"invalid duration {text!r}")
         whole, frac, unit = m.group(1), m.group(2), m.group(3)
         if not whole and not frac:
             raise ValueError(f"invalid duration {text!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple, TypeVar
 
 from fastq._speedups_py import _as_int32, _as_int64, _read_varint, _skip, _utf8, _varint
 from fastq.errors import DecodeError
@@ -60,7 +60,7 @@ class ServerInfo:
     pid: int = _f(2, INT32, 0)
     server_id: str = _f(3, STR, "")
     concurrency: int = _f(4, INT32, 0)
-    queues: dict = _f(5, MAP_STR_INT32)
+    queues: dict[str, int] = _f(5, MAP_STR_INT32)
     strict_priority: bool = _f(6, BOOL, False)
     status: str = _f(7, STR, "")
     start_time: Timestamp = _f(8, TS)
@@ -86,7 +86,7 @@ class SchedulerEntry:
     spec: str = _f(2, STR, "")
     task_type: str = _f(3, STR, "")
     task_payload: bytes = _f(4, BYTES, b"")
-    enqueue_options: list = _f(5, REP_STR)
+    enqueue_options: list[str] = _f(5, REP_STR)
     next_enqueue_time: Timestamp = _f(6, TS)
     prev_enqueue_time: Timestamp = _f(7, TS)
 
@@ -97,11 +97,14 @@ class SchedulerEnqueueEvent:
     enqueue_time: Timestamp = _f(2, TS)
 
 
+_Msg = TypeVar("_Msg")
+
+
 def _schema(cls: type) -> list[tuple[int, str, str]]:
-    cached = cls.__dict__.get("_pb_schema")
+    cached: list[tuple[int, str, str]] | None = cls.__dict__.get("_pb_schema")
     if cached is None:
         cached = sorted((f.metadata["pb"][0], f.metadata["pb"][1], f.name) for f in fields(cls))
-        cls._pb_schema = cached
+        setattr(cls, "_pb_schema", cached)  # noqa: B010 - a cache on the message class
     return cached
 
 
@@ -160,8 +163,9 @@ def encode(msg: Any) -> bytes:
     return bytes(out)
 
 
-def _fields(data: bytes, pos: int, end: int):
-    """Yield (field number, wire type, value) where value is an int or (start, stop) span."""
+def _fields(data: bytes, pos: int, end: int) -> Iterator[tuple[int, int, Any]]:
+    """Yield (field number, wire type, value) where value is an int (wire type 0) or a
+    (start, stop) span (wire type 2)."""
     while pos < end:
         tag, pos = _read_varint(data, pos, end)
         number, wire = tag >> 3, tag & 7
@@ -203,7 +207,7 @@ def _decode_entry(data: bytes, start: int, stop: int, kind: str) -> tuple[str, A
     return key, val
 
 
-def decode(cls: type, data: bytes) -> Any:
+def decode(cls: type[_Msg], data: bytes) -> _Msg:
     """Parse ``data`` as message ``cls``; raise ``DecodeError`` when malformed."""
     data = bytes(data)
     msg = cls()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 from fastq.errors import DecodeError
 
@@ -55,7 +56,7 @@ class TaskMessage:
         retention: int = 0,
         completed_at: int = 0,
         group_key: str = "",
-        headers: dict | None = None,
+        headers: dict[str, str] | None = None,
         unknown: bytes = b"",
     ) -> None:
         self.type = type
@@ -84,13 +85,14 @@ class TaskMessage:
             dict(self.headers), self.unknown,
         )
 
-    def _astuple(self) -> tuple:
+    def _astuple(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in TaskMessage.__slots__)
 
     def __eq__(self, other: object) -> bool:
         if not hasattr(other, "_astuple"):
             return NotImplemented
-        return self._astuple() == other._astuple()  # type: ignore[attr-defined]
+        theirs: tuple[Any, ...] = other._astuple()
+        return self._astuple() == theirs
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -222,7 +224,7 @@ def _utf8(data: bytes, start: int, stop: int, what: str) -> str:
         raise DecodeError(f"{what} is not valid UTF-8") from None
 
 
-def _decode_header(data: bytes, pos: int, end: int, headers: dict) -> None:
+def _decode_header(data: bytes, pos: int, end: int, headers: dict[str, str]) -> None:
     key = value = ""
     while pos < end:
         tag, pos = _read_varint(data, pos, end)
@@ -297,7 +299,7 @@ def decode_message(data: bytes) -> TaskMessage:
 # ---------------------------------------------------------------------------
 # task IDs
 
-def new_task_ids(n: int) -> list:
+def new_task_ids(n: int) -> list[str]:
     """``n`` random UUID v4 strings in canonical lowercase form (Go's ``uuid.NewString()``)."""
     raw = os.urandom(16 * n)
     return [str(uuid.UUID(bytes=raw[i:i + 16], version=4)) for i in range(0, 16 * n, 16)]

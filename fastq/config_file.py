@@ -36,7 +36,7 @@ from typing import Any, Callable, NoReturn, Optional, Sequence
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]  # installed on 3.10 only
 
 from fastq._redis import default_url, redact
 

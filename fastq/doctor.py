@@ -70,13 +70,13 @@ def check(r: Any, queue: str) -> list[str]:
     for raw_key in r.scan_iter(match=_glob_escape(group_prefix) + "*", count=PAGE):
         name = _text(raw_key)[len(group_prefix):]
         containers[f"group:{name}"] = set(_zset(r, raw_key))
-    for name, ids in containers.items():
-        for tid in ids:
+    for name, members in containers.items():
+        for tid in members:
             where.setdefault(tid, []).append(name)
     leases = set(_zset(r, keys.lease_key(queue)))
-    for tid, places in where.items():
-        if len(places) > 1:
-            problems.append(f"{tid}: in several containers: {', '.join(sorted(places))}")
+    for tid, found_in in where.items():
+        if len(found_in) > 1:
+            problems.append(f"{tid}: in several containers: {', '.join(sorted(found_in))}")
     for tid in containers["active"] - leases:
         problems.append(f"{tid}: active without a lease")
     for tid in leases - containers["active"]:
@@ -85,7 +85,7 @@ def check(r: Any, queue: str) -> list[str]:
     expected_state = {"pending": "pending", "active": "active", "scheduled": "scheduled", "retry": "retry",
                       "archived": "archived", "completed": "completed"}
     prefix = keys.task_key_prefix(queue)
-    seen_hashes = set()
+    seen_hashes: set[str] = set()
     for raw_key in r.scan_iter(match=_glob_escape(prefix) + "*", count=PAGE):
         tid = _text(raw_key)[len(prefix):]
         seen_hashes.add(tid)

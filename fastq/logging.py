@@ -147,7 +147,7 @@ class TextFormatter(logging.Formatter):
         return text[:-1] if text.endswith("\n") else text
 
 
-def _escape_exception_texts(te: traceback.TracebackException, seen: set) -> None:
+def _escape_exception_texts(te: traceback.TracebackException, seen: set[int]) -> None:
     """Escape the exception text of ``te`` and its chain, so the traceback's last line stays one line."""
     if id(te) in seen:
         return
@@ -162,7 +162,7 @@ def _iso_utc(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
 
 
-def add_task_context(logger: Any, method_name: str, event_dict: dict) -> dict:
+def add_task_context(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """A structlog processor: adds the running task's ``task_id``, ``task_type``, ``queue``
     and ``retry`` to the event dict (nothing outside a handler; keys already there win).
 
@@ -177,7 +177,7 @@ def add_task_context(logger: Any, method_name: str, event_dict: dict) -> dict:
     return event_dict
 
 
-def lifecycle(event: str, **fields: Any) -> dict:
+def lifecycle(event: str, **fields: Any) -> dict[str, Any]:
     """``extra=`` for a supervisor/worker life-cycle log line: JSON logs get ``lifecycle``
     (e.g. ``"child_died"``) and the given fields (``child_pid``, ``exit_code``, ``signal``...)
     as keys, so they can be queried without parsing the message."""

@@ -56,7 +56,7 @@ def inject_context(task: Task, context: Any = None) -> Task:
 
     Header keys the task already has are kept (yours win). With no active span (or no SDK
     configured) nothing is added and ``task`` is returned as it is."""
-    carrier: dict = {}
+    carrier: dict[str, str] = {}
     propagate.inject(carrier, context=context)
     added = {k: v for k, v in carrier.items() if k not in task.headers}
     if not added:
@@ -69,8 +69,8 @@ def extract_context(headers: Optional[Mapping[str, str]]) -> Any:
     return propagate.extract(dict(headers or {}))
 
 
-def _process_attributes(task: Task) -> dict:
-    attrs: dict = {
+def _process_attributes(task: Task) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
         "messaging.system": MESSAGING_SYSTEM,
         "messaging.operation.type": "process",
         "messaging.operation.name": "process",
@@ -143,7 +143,7 @@ def tracing_middleware(tracer_provider: Any = None) -> Any:
 
 
 def _send_span(tracer: Any, queue: str, count: Optional[int] = None) -> Any:
-    attrs: dict = {
+    attrs: dict[str, Any] = {
         "messaging.system": MESSAGING_SYSTEM,
         "messaging.operation.type": "send",
         "messaging.operation.name": "enqueue",

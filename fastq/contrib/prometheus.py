@@ -31,7 +31,11 @@ import shutil
 import socket
 import tempfile
 import threading
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Optional, TypedDict
+
+if TYPE_CHECKING:  # imported for real only inside the functions (see above)
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("fastq.metrics")
 
@@ -44,8 +48,33 @@ _NOT_PROCESSED = frozenset({"requeue"})
 OTHER_TYPE = "other"  # the task_type label once max_task_types distinct types were seen
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 
+
+
+class _Metrics(TypedDict):
+    processed: Counter
+    failed: Counter
+    outcomes: Counter
+    duration: Histogram
+    in_progress: Gauge
+    redis_errors: Counter
+    loop_blocked: Counter
+    loop_blocked_seconds: Counter
+
+
+class _Series(NamedTuple):
+    """The labelled children of one (queue, task type) and the type label they carry."""
+
+    in_progress: Gauge
+    processed: Counter
+    failed: Counter
+    duration: Histogram
+    outcomes: dict[str, Counter]  # outcome -> child of task_outcomes, filled as outcomes occur
+    label: str
+
+
 _metrics_lock = threading.Lock()
-_metrics_cache: dict = {}  # (id(registry), namespace) -> the metric objects (a name registers once)
+# (id(registry), namespace) -> the metric objects (a name registers once)
+_metrics_cache: dict[tuple[int, str], _Metrics] = {}
 
 
 def _need_client() -> Any:
@@ -57,7 +86,7 @@ def _need_client() -> Any:
     return prometheus_client
 
 
-def _metrics(registry: Any, namespace: str) -> dict:
+def _metrics(registry: Any, namespace: str) -> _Metrics:
     pc = _need_client()
     if registry is None:
         registry = pc.REGISTRY
@@ -67,7 +96,7 @@ def _metrics(registry: Any, namespace: str) -> dict:
         if found is not None:
             return found
         labels = ("queue", "task_type")
-        made = {
+        made: _Metrics = {
             "processed": pc.Counter("tasks_processed", "Task runs finished, with any outcome but a requeue at "
                                     "shutdown", labels, namespace=namespace, registry=registry),
             "failed": pc.Counter("tasks_failed", "Task runs that failed (retry, archive or lost lease)", labels,
@@ -113,11 +142,11 @@ class PrometheusHooks:
         self._redis_errors = m["redis_errors"]
         self._loop_blocked = m["loop_blocked"]
         self._loop_blocked_seconds = m["loop_blocked_seconds"]
-        self._types: set = set()
+        self._types: set[str] = set()
         self._max_types = max_task_types
-        self._series_cache: dict = {}
+        self._series_cache: dict[tuple[str, str], _Series] = {}
 
-    def _series(self, queue: str, task_type: str) -> list:
+    def _series(self, queue: str, task_type: str) -> _Series:
         """The labelled children of one (queue, type), looked up once (``labels()`` is slow)."""
         key = (queue, task_type)
         series = self._series_cache.get(key)
@@ -126,13 +155,14 @@ class PrometheusHooks:
                 if len(self._types) >= self._max_types:  # not cached: junk types must not grow the cache
                     return self._series(queue, OTHER_TYPE)
                 self._types.add(task_type)
-            series = [self._in_progress.labels(queue, task_type), self._processed.labels(queue, task_type),
-                      self._failed.labels(queue, task_type), self._duration.labels(queue, task_type), {}, task_type]
+            series = _Series(self._in_progress.labels(queue, task_type), self._processed.labels(queue, task_type),
+                             self._failed.labels(queue, task_type), self._duration.labels(queue, task_type), {},
+                             task_type)
             self._series_cache[key] = series
         return series
 
     def task_started(self, ctx: Any) -> None:
-        self._series(ctx.queue, ctx.type)[0].inc()
+        self._series(ctx.queue, ctx.type).in_progress.inc()
 
     def task_finished(self, ctx: Any, outcome: str, exception: Optional[BaseException], seconds: float) -> None:
         in_progress, processed, failed, duration, outcomes, label = self._series(ctx.queue, ctx.type)
@@ -154,7 +184,7 @@ class PrometheusHooks:
 
     def loop_blocked(self, ctx: Any, seconds: float) -> None:
         """The event loop did not run for ``seconds`` (> 1 s), blocked by task ``ctx`` (or None)."""
-        label = "" if ctx is None else self._series(ctx.queue, ctx.type)[5]
+        label = "" if ctx is None else self._series(ctx.queue, ctx.type).label
         self._loop_blocked.labels(label).inc()
         self._loop_blocked_seconds.labels(label).inc(max(0.0, seconds))
 
@@ -170,10 +200,10 @@ class AsynqQueueCollector:
     def __init__(self, inspector: Any) -> None:
         self.inspector = inspector
 
-    def describe(self) -> list:
+    def describe(self) -> list[Metric]:
         return []  # no Redis round trip at registration
 
-    def collect(self) -> Any:
+    def collect(self) -> Iterator[Metric]:
         _need_client()
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -215,15 +245,15 @@ class AsynqQueueCollector:
         yield from (enqueued, size, latency, memory, processed, failed, paused, up)
 
 
-def make_registry(redis_url: Optional[str], multiprocess_dir: Optional[str] = None) -> Any:
+def make_registry(redis_url: Optional[str], multiprocess_dir: Optional[str] = None) -> CollectorRegistry:
     """A registry with the workers' metrics (summed over processes when ``multiprocess_dir``
     is given) and, when ``redis_url`` is given, Asynq's queue gauges."""
     pc = _need_client()
     from prometheus_client import multiprocess
 
-    registry = pc.CollectorRegistry()
+    registry: CollectorRegistry = pc.CollectorRegistry()
     if multiprocess_dir is not None:
-        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
+        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]  # unannotated upstream
     if redis_url is not None:
         from fastq._redis import sync_client
         from fastq.inspect import Inspector
@@ -284,7 +314,7 @@ class MetricsServer:
         from prometheus_client import multiprocess
 
         try:
-            multiprocess.mark_process_dead(pid, self.directory)
+            multiprocess.mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]  # unannotated upstream
         except OSError as exc:  # pragma: no cover - a vanished directory must not stop the supervisor
             log.warning("cannot clean the metrics files of %d: %s", pid, exc)
 
@@ -323,10 +353,13 @@ class MetricsServer:
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, stop)
+        sock = self.sock  # inherited from the supervisor, already listening
+        if sock is None:
+            raise RuntimeError("MetricsServer.serve() after close_socket(): no listening socket left")
         server = Server((self.host, self.port), Handler, bind_and_activate=False)
         server.socket.close()
-        server.socket = self.sock  # inherited from the supervisor, already listening
-        server.server_address = self.sock.getsockname()
+        server.socket = sock
+        server.server_address = sock.getsockname()
         log.info("metrics server %d: serving %s (worker files in %s)", os.getpid(), self.url, self.directory)
         try:
             server.serve_forever()

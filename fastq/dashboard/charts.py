@@ -15,7 +15,7 @@ FAILED = "#ef4444"
 def _nice_max(value: int) -> int:
     if value <= 0:
         return 1
-    step = 10 ** (len(str(value)) - 1)
+    step: int = 10 ** (len(str(value)) - 1)
     for mult in (1, 2, 5, 10):
         if value <= mult * step:
             return mult * step

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Concatenate, ParamSpec, TypeVar
 
 from redis.exceptions import ResponseError
 
@@ -23,6 +23,9 @@ LIST_STATES = tuple(s.value for s in TaskState)
 DELETE_ALL_STATES = ("pending", "scheduled", "retry", "archived", "completed", "aggregating")
 RUN_ALL_STATES = ("scheduled", "retry", "archived", "aggregating")
 ARCHIVE_ALL_STATES = ("pending", "scheduled", "retry", "aggregating")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def name(what: str, value: Any) -> str:
@@ -82,13 +85,13 @@ def utc(seconds: float | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, timezone.utc) if seconds else None
 
 
-def queue_steps(fn: Callable[..., Steps]) -> Callable[..., Steps]:
+def queue_steps(fn: Callable[Concatenate[str, _P], Steps[_T]]) -> Callable[Concatenate[str, _P], Steps[_T]]:
     """Decorate a steps function whose first argument is a queue: a WRONGTYPE reply (a key
     of the queue holds another Redis type than Asynq's layout says) becomes a
     ``CorruptDataError`` naming the queue, instead of a bare Redis error."""
 
     @functools.wraps(fn)
-    def wrapper(queue: Any, *args: Any, **kwargs: Any) -> Steps:
+    def wrapper(queue: str, /, *args: _P.args, **kwargs: _P.kwargs) -> Steps[_T]:
         try:
             return (yield from fn(queue, *args, **kwargs))
         except ResponseError as exc:

@@ -19,7 +19,7 @@ from fastq import _proto, _scripts, keys
 from fastq._codec import decode_message
 from fastq.errors import CorruptDataError, DecodeError, QueueNotFoundError, TaskNotFoundError
 from fastq.inspect import _common as c
-from fastq.inspect._io import Steps, cmd, script
+from fastq.inspect._io import Call, Steps, cmd, script
 from fastq.inspect.models import (
     DailyStats,
     GroupInfo,
@@ -54,7 +54,7 @@ def queues() -> Steps[list[str]]:
 
 # ---------------------------------------------------------------- queue stats
 
-def _stats_call(queue: str, day: str):
+def _stats_call(queue: str, day: str) -> Call:
     return script(STATS, [
         keys.pending_key(queue), keys.active_key(queue), keys.scheduled_key(queue), keys.retry_key(queue),
         keys.archived_key(queue), keys.completed_key(queue), keys.processed_key(queue, day),
@@ -281,7 +281,7 @@ def _ts(ts: _proto.Timestamp) -> datetime | None:
     return ts.to_datetime()
 
 
-def _live_keys(index_keys: list[str], now: int) -> Steps[list]:
+def _live_keys(index_keys: list[str], now: int) -> Steps[list[list[bytes]]]:
     """The live members of the index zsets, pruning stale ones as Go does; a read-only ACL user
     (no ZREMRANGEBYSCORE) gets the same answer from a plain read that prunes nothing."""
     try:
@@ -304,12 +304,12 @@ def servers() -> Steps[list[ServerInfo]]:
         if raw is None:
             continue  # expired between the two round trips
         try:
-            s = _proto.decode(_proto.ServerInfo, raw)
+            pb = _proto.decode(_proto.ServerInfo, raw)
         except DecodeError as exc:
             log.warning("skipping server %s: not a ServerInfo (%s)", c.text(key), exc)
             continue
-        by_id[s.server_id] = ServerInfo(s.server_id, s.host, s.pid, s.concurrency, dict(s.queues),
-                                        s.strict_priority, _ts(s.start_time), s.status, [])
+        by_id[pb.server_id] = ServerInfo(pb.server_id, pb.host, pb.pid, pb.concurrency, dict(pb.queues),
+                                         pb.strict_priority, _ts(pb.start_time), pb.status, [])
     for key, values in zip(worker_keys, replies[len(server_keys):], strict=False):
         for raw in values:
             try:
@@ -383,6 +383,8 @@ def check(queue: str | None = None) -> Steps[int]:
     return int(reply[0])
 
 
-def redis_info() -> Steps[dict]:
+def redis_info() -> Steps[dict[str, Any]]:
+    """The parsed ``INFO`` reply (redis-py's dict of sections' fields)."""
     (info,) = yield [cmd("info")]
-    return info
+    info_: dict[str, Any] = info
+    return info_

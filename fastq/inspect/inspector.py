@@ -7,7 +7,7 @@ queues" and ``docs`` in ``fastq/inspect/__init__.py`` for the differences from G
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from fastq._redis import async_client, sync_client
 from fastq.inspect import _read, _write
@@ -27,6 +27,7 @@ from fastq.task import TaskInfo
 __all__ = ["Inspector", "AsyncInspector"]
 
 P = DEFAULT_PAGE_SIZE
+T = TypeVar("T")
 
 
 class Inspector:
@@ -44,7 +45,7 @@ class Inspector:
     def redis(self) -> Any:
         return self._redis
 
-    def _run(self, steps: Steps) -> Any:
+    def _run(self, steps: Steps[T]) -> T:
         return drive(self._redis, steps)
 
     # queues
@@ -201,7 +202,7 @@ class Inspector:
         """Run a real Lua script; return Redis time (Unix s). Raises if Redis or ``queue`` is missing."""
         return self._run(_read.check(queue))
 
-    def redis_info(self) -> dict:
+    def redis_info(self) -> dict[str, Any]:
         return self._run(_read.redis_info())
 
     def close(self) -> None:
@@ -226,7 +227,7 @@ class AsyncInspector:
     def redis(self) -> Any:
         return self._redis
 
-    async def _run(self, steps: Steps) -> Any:
+    async def _run(self, steps: Steps[T]) -> T:
         return await adrive(self._redis, steps)
 
     async def queues(self) -> list[str]:
@@ -368,7 +369,7 @@ class AsyncInspector:
     async def check(self, queue: str | None = None) -> int:
         return await self._run(_read.check(queue))
 
-    async def redis_info(self) -> dict:
+    async def redis_info(self) -> dict[str, Any]:
         return await self._run(_read.redis_info())
 
     async def close(self) -> None:

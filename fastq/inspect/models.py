@@ -76,11 +76,11 @@ class ServerInfo:
     host: str
     pid: int
     concurrency: int
-    queues: dict
+    queues: dict[str, int]
     strict_priority: bool
     started: datetime | None
     status: str
-    active_workers: list = field(default_factory=list)
+    active_workers: list[WorkerInfo] = field(default_factory=list)
 
 
 @dataclass
@@ -91,7 +91,7 @@ class SchedulerEntry:
     spec: str
     task_type: str
     task_payload: bytes
-    options: list
+    options: list[str]
     next_enqueue_at: datetime | None
     prev_enqueue_at: datetime | None
 
