@@ -10,14 +10,17 @@ import contextlib
 import gc
 import time
 from datetime import datetime, timezone
-from typing import Any, Generator, Iterable, Iterator, NamedTuple, Optional, Sequence
+from typing import Any, Generator, Iterable, Iterator, Optional, Sequence
 
 from redis.exceptions import OutOfMemoryError
 
-from fastq import _scripts, keys
+from fastq import keys
 from fastq._codec import encode_message
+from fastq._rdb import scripts as _scripts
+from fastq._rdb.calls import Call, adrive, aexecute, drive, execute
+from fastq._rdb.calls import script as _call
+from fastq._rdb.window import Resent, arun_window, run_window, window_pool
 from fastq._redis import async_client, sync_client
-from fastq._window import Resent, arun_window, async_window_pool, run_window, sync_window_pool
 from fastq.errors import BrokerFullError, DuplicateTaskError, PayloadTooLargeError, TaskIDConflictError
 from fastq.options import ENQUEUE, GROUP, SCHEDULE, EnqueuePlan, plan_enqueue, plan_many
 from fastq.task import Task, TaskInfo, TaskState
@@ -63,33 +66,27 @@ def _check_size(plans: Sequence[EnqueuePlan], limit: int) -> None:
 _STATE = {ENQUEUE: TaskState.PENDING, SCHEDULE: TaskState.SCHEDULED, GROUP: TaskState.AGGREGATING}
 
 
-class _Call(NamedTuple):
-    script: _scripts.Script
-    keys: list[Any]
-    args: list[Any]
-
-
-def _single_call(plan: EnqueuePlan, now: float) -> _Call:
+def _single_call(plan: EnqueuePlan, now: float) -> Call:
     msg = plan.msg
     q, tid = msg.queue, msg.id
     data = encode_message(msg)
     tkey = keys.task_key(q, tid)
     if plan.kind == ENQUEUE:
         if plan.unique_ttl:
-            return _Call(_scripts.ENQUEUE_UNIQUE, [msg.unique_key, tkey, keys.pending_key(q)],
+            return _call(_scripts.ENQUEUE_UNIQUE, [msg.unique_key, tkey, keys.pending_key(q)],
                          [tid, plan.unique_ttl, data, int(now * 1e9)])
-        return _Call(_scripts.ENQUEUE, [tkey, keys.pending_key(q)], [data, tid, int(now * 1e9)])
+        return _call(_scripts.ENQUEUE, [tkey, keys.pending_key(q)], [data, tid, int(now * 1e9)])
     if plan.kind == SCHEDULE:
         if plan.unique_ttl:
-            return _Call(_scripts.SCHEDULE_UNIQUE, [msg.unique_key, tkey, keys.scheduled_key(q)],
+            return _call(_scripts.SCHEDULE_UNIQUE, [msg.unique_key, tkey, keys.scheduled_key(q)],
                          [tid, plan.unique_ttl, _score(plan), data])
-        return _Call(_scripts.SCHEDULE, [tkey, keys.scheduled_key(q)], [data, _score(plan), tid])
+        return _call(_scripts.SCHEDULE, [tkey, keys.scheduled_key(q)], [data, _score(plan), tid])
     group_keys = [tkey, keys.group_key(q, msg.group_key), keys.groups_key(q)]
     args = [data, tid, int(now), msg.group_key]
     if plan.unique_ttl:
         group_keys.append(msg.unique_key)
         args.append(plan.unique_ttl)
-    return _Call(_scripts.ADD_TO_GROUP, group_keys, args)
+    return _call(_scripts.ADD_TO_GROUP, group_keys, args)
 
 
 def _score(plan: EnqueuePlan) -> Any:
@@ -98,7 +95,7 @@ def _score(plan: EnqueuePlan) -> Any:
     return plan.process_at if plan.process_in is None else f"+{plan.process_in!r}"
 
 
-def _batch_call(plans: Sequence[EnqueuePlan], now: float) -> _Call:
+def _batch_call(plans: Sequence[EnqueuePlan], now: float) -> Call:
     """One script call for a chunk of plain (non-unique, non-group) tasks of one queue."""
     first = plans[0]
     q = first.msg.queue
@@ -110,8 +107,8 @@ def _batch_call(plans: Sequence[EnqueuePlan], now: float) -> _Call:
         args.append(msg.id)
         args.append(encode_message(msg))
     if first.kind == ENQUEUE:
-        return _Call(_scripts.ENQUEUE_BATCH, [keys.pending_key(q), *task_keys], args)
-    return _Call(_scripts.SCHEDULE_BATCH, [keys.scheduled_key(q), *task_keys], args)
+        return _call(_scripts.ENQUEUE_BATCH, [keys.pending_key(q), *task_keys], args)
+    return _call(_scripts.SCHEDULE_BATCH, [keys.scheduled_key(q), *task_keys], args)
 
 
 def _next_at(plan: EnqueuePlan) -> datetime | None:
@@ -156,7 +153,7 @@ def _windowed(plans: list[EnqueuePlan], chunk_size: int) -> bool:
     return len(plans) > chunk_size and _batched(plans[0])
 
 
-def _enqueue_many_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[list[_Call], list[Any], list[TaskInfo]]:
+def _enqueue_many_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[list[Call], list[Any], list[TaskInfo]]:
     """The I/O-free part of enqueue_many: yields the calls of one round trip, receives their replies."""
     outcome = _Outcome()
     for chunk in _chunks(plans, chunk_size):
@@ -171,7 +168,7 @@ def _enqueue_many_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[
     return outcome.result()
 
 
-def _windowed_batch_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[Optional[_Call], Any, list[TaskInfo]]:
+def _windowed_batch_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[Optional[Call], Any, list[TaskInfo]]:
     """``_enqueue_many_steps`` for plain tasks with generated IDs, in ``fastq._window``'s protocol:
     the reply received is that of the call yielded before the last, so this builds the next
     call (and the last chunk's TaskInfos) while Redis runs the one in flight."""
@@ -261,7 +258,7 @@ class Client:
         with _broker_errors():
             call = _single_call(plan, time.time())  # encodes: whatever fails, fails before any write
             self._publish(plan.msg.queue)
-            return _single_result(plan, call.script.run(self._redis, call.keys, call.args))
+            return _single_result(plan, execute(self._redis, [call])[0])
 
     def enqueue_many(self, tasks: Iterable[Task], **options: Any) -> list[TaskInfo]:
         """Write many tasks with the same options, one round trip per chunk.
@@ -283,19 +280,12 @@ class Client:
         _check_size(plans, self._max_payload)
         with _broker_errors():
             self._publish(plans[0].msg.queue)
-            pool = sync_window_pool(self._redis)
+            pool = window_pool(self._redis)
             if pool is not None and _windowed(plans, self._chunk_size):
                 windowed: list[TaskInfo] = run_window(self._redis, pool,
                                                       _windowed_batch_steps(plans, self._chunk_size))
                 return windowed
-            steps = _enqueue_many_steps(plans, self._chunk_size)
-            try:
-                calls = next(steps)
-                while True:
-                    calls = steps.send(_scripts.run_many(self._redis, calls))
-            except StopIteration as done:
-                infos: list[TaskInfo] = done.value
-                return infos
+            return drive(self._redis, _enqueue_many_steps(plans, self._chunk_size))
 
     def ping(self) -> bool:
         """``True`` when Redis answers ``PING``; raises the connection error otherwise."""
@@ -342,7 +332,7 @@ class AsyncClient:
         with _broker_errors():
             call = _single_call(plan, time.time())
             await self._publish(plan.msg.queue)
-            return _single_result(plan, await call.script.arun(self._redis, call.keys, call.args))
+            return _single_result(plan, (await aexecute(self._redis, [call]))[0])
 
     async def enqueue_many(self, tasks: Iterable[Task], **options: Any) -> list[TaskInfo]:
         """Write many tasks with the same options, one round trip per chunk. See ``Client.enqueue_many``."""
@@ -357,19 +347,12 @@ class AsyncClient:
         _check_size(plans, self._max_payload)
         with _broker_errors():
             await self._publish(plans[0].msg.queue)
-            pool = async_window_pool(self._redis)
+            pool = window_pool(self._redis)
             if pool is not None and _windowed(plans, self._chunk_size):
                 windowed: list[TaskInfo] = await arun_window(self._redis, pool,
                                                               _windowed_batch_steps(plans, self._chunk_size))
                 return windowed
-            steps = _enqueue_many_steps(plans, self._chunk_size)
-            try:
-                calls = next(steps)
-                while True:
-                    calls = steps.send(await _scripts.arun_many(self._redis, calls))
-            except StopIteration as done:
-                infos: list[TaskInfo] = done.value
-                return infos
+            return await adrive(self._redis, _enqueue_many_steps(plans, self._chunk_size))
 
     async def ping(self) -> bool:
         """``True`` when Redis answers ``PING``; raises the connection error otherwise."""

@@ -8,10 +8,10 @@ import time
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
-from redis.exceptions import NoScriptError
-
-from fastq import _scripts, keys
+from fastq import keys
 from fastq._codec import encode_message
+from fastq._rdb import scripts as _scripts
+from fastq._rdb.calls import Call, aexecute, asend, cmd, script
 
 STATS_TTL = 90 * 24 * 3600  # daily counters live 90 days, as in Asynq
 ARCHIVE_MAX_SIZE = 10_000
@@ -41,18 +41,19 @@ class Broker:
         """Claim up to ``count`` tasks from the first ready queue, in one script call; on Redis
         Cluster one call per queue in the same order (queues live in different slots)."""
         if not self.cluster:
-            return await _scripts.DEQUEUE.arun(self.redis, dequeue_keys, [count, lease, token, *prefixes])
+            return (await aexecute(self.redis, [script(_scripts.DEQUEUE, dequeue_keys,
+                                                       [count, lease, token, *prefixes])]))[0]
         for i, prefix in enumerate(prefixes):
-            reply = await _scripts.DEQUEUE.arun(self.redis, dequeue_keys[4 * i:4 * i + 4],
-                                                [count, lease, token, prefix])
+            (reply,) = await aexecute(self.redis, [script(_scripts.DEQUEUE, dequeue_keys[4 * i:4 * i + 4],
+                                                          [count, lease, token, prefix])])
             if reply:
                 reply[0] = i + 1
                 return reply
         return []
 
-    async def pipeline(self, calls: Sequence[tuple[_scripts.Script, list, list]]) -> list:
-        """Run script calls in one round trip; reload scripts after NOSCRIPT."""
-        return await _scripts.arun_many(self.redis, calls) if calls else []
+    async def pipeline(self, calls: Sequence[Call]) -> list:
+        """Run calls in one round trip (``fastq._rdb.calls``: scripts reloaded after NOSCRIPT)."""
+        return await aexecute(self.redis, calls) if calls else []
 
     @staticmethod
     def ack_calls(batch: dict, now: float, cutoff: str = "") -> list:
@@ -74,28 +75,30 @@ class Broker:
             if kind == DONE:
                 for item in items:
                     args += item
-                calls.append((_scripts.DONE, [active, lease, keys.processed_key(q, date),
-                                              keys.processed_total_key(q)], args))
+                calls.append(script(_scripts.DONE, [active, lease, keys.processed_key(q, date),
+                                                    keys.processed_total_key(q)], args))
             elif kind == COMPLETE:
                 for tid, token, expiry, msg, ukey, result in items:
                     args += (tid, token, expiry, encode_message(msg), ukey,
                              b"" if result is None else b"1" + result)
-                calls.append((_scripts.COMPLETE, [active, lease, keys.completed_key(q), keys.processed_key(q, date),
-                                                  keys.processed_total_key(q)], args))
+                calls.append(script(_scripts.COMPLETE, [active, lease, keys.completed_key(q),
+                                                        keys.processed_key(q, date), keys.processed_total_key(q)],
+                                    args))
             elif kind == RETRY:
                 for tid, token, msg, retry_at, failure in items:
                     args += (tid, token, encode_message(msg), retry_at, "1" if failure else "0")
-                calls.append((_scripts.RETRY, [active, lease, keys.retry_key(q), *_stat_keys(q, date)], args))
+                calls.append(script(_scripts.RETRY, [active, lease, keys.retry_key(q), *_stat_keys(q, date)], args))
             elif kind == ARCHIVE:
                 args += (int(now), int(now) - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE)
                 for tid, token, msg in items:
                     args += (tid, token, msg if isinstance(msg, bytes) else encode_message(msg))
-                calls.append((_scripts.ARCHIVE, [active, lease, keys.archived_key(q), *_stat_keys(q, date)], args))
+                calls.append(script(_scripts.ARCHIVE, [active, lease, keys.archived_key(q), *_stat_keys(q, date)],
+                                    args))
             elif kind == REQUEUE:
                 args = [prefix, cutoff]
                 for item in items:
                     args += item
-                calls.append((_scripts.REQUEUE, [active, lease, keys.pending_key(q)], args))
+                calls.append(script(_scripts.REQUEUE, [active, lease, keys.pending_key(q)], args))
             else:  # pragma: no cover - programming error
                 raise ValueError(kind)
         return calls
@@ -112,8 +115,8 @@ class Broker:
         sources = [(q, src) for q in queues for src in (keys.scheduled_key(q), keys.retry_key(q))]
         while sources:
             calls = [
-                (_scripts.FORWARD, [src, keys.pending_key(q), keys.groups_key(q)],
-                 [keys.task_key_prefix(q), keys.group_key_prefix(q), batch])
+                script(_scripts.FORWARD, [src, keys.pending_key(q), keys.groups_key(q)],
+                       [keys.task_key_prefix(q), keys.group_key_prefix(q), batch])
                 for q, src in sources
             ]
             moved = await self.pipeline(calls)
@@ -129,32 +132,24 @@ class Broker:
         args: list = [ttl, info]
         for tid, data in workers:
             args += (tid, data)
-        script, k = _scripts.WRITE_SERVER_STATE, [server_key, workers_key]
         expiry = int(time.time()) + ttl
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(keys.ALL_SERVERS, {server_key: expiry})
-        pipe.zadd(keys.ALL_WORKERS, {workers_key: expiry})
-        pipe.evalsha(script.sha, len(k), *k, *args)
-        if self.cluster:  # no single server to watch for restarts (and INFO cannot be pipelined there)
-            replies = [*await pipe.execute(raise_on_error=False), RuntimeError("no INFO on Redis Cluster")]
-        else:
-            pipe.info("server", "replication", "persistence")
-            replies = await pipe.execute(raise_on_error=False)
-        if isinstance(replies[2], NoScriptError):
-            replies[2] = await script.arun(self.redis, k, args)
-        for reply in replies[:-1]:
+        calls = [cmd("zadd", keys.ALL_SERVERS, {server_key: expiry}),
+                 cmd("zadd", keys.ALL_WORKERS, {workers_key: expiry}),
+                 script(_scripts.WRITE_SERVER_STATE, [server_key, workers_key], args)]
+        if not self.cluster:  # a cluster has no single server to watch for restarts (nor pipelined INFO)
+            calls.append(cmd("info", "server", "replication", "persistence"))
+        replies = await asend(self.redis, calls)
+        for reply in replies[:3]:
             if isinstance(reply, Exception):
                 raise reply
-        if isinstance(replies[-1], Exception):  # INFO is in @dangerous: a least-privilege user may not run it;
-            return None                         # on a cluster each node restarts on its own
-        return replies[-1]
+        if self.cluster or isinstance(replies[3], Exception):  # INFO is in @dangerous: a least-privilege
+            return None                                        # user may not run it
+        return replies[3]  # type: ignore[no-any-return]
 
     async def clear_server_state(self, server_key: str, workers_key: str) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(keys.ALL_SERVERS, server_key)
-        pipe.zrem(keys.ALL_WORKERS, workers_key)
-        pipe.delete(server_key, workers_key)
-        await pipe.execute()
+        await aexecute(self.redis, [cmd("zrem", keys.ALL_SERVERS, server_key),
+                                    cmd("zrem", keys.ALL_WORKERS, workers_key),
+                                    cmd("delete", server_key, workers_key)])
 
 
 def _stat_keys(q: str, date: str) -> list[str]:

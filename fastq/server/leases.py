@@ -44,9 +44,11 @@ import threading
 import time
 from typing import Any, Optional
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
-from fastq import _scripts, keys
+from fastq import keys
+from fastq._rdb.calls import execute, raise_first, script, send
+from fastq._rdb.scripts import EXTEND_LEASE
 from fastq.redis.clients import fail_fast_options
 from fastq.server.config import WorkerConfig
 from fastq.server.processor import Processor
@@ -228,33 +230,21 @@ class LeaseKeeper:
             return None
         client, lease = self._client, self.lease
         since = time.monotonic()
-        if self._cluster or len(held) == 1:  # one call per queue (its own hash slot on a cluster)
-            done: dict[str, list[str]] = {}
-            try:
-                for queue, ids in held.items():
-                    _scripts.EXTEND_LEASE.run(client, [keys.lease_key(queue)], [lease, *ids])
-                    done[queue] = ids
-            finally:
-                if done:
-                    self.processor.leases_extended(done, since)
-        else:
-            pipe = client.pipeline(transaction=False)
-            queues = list(held)
-            for queue in queues:
-                pipe.evalsha(_scripts.EXTEND_LEASE.sha, 1, keys.lease_key(queue), lease, *held[queue])
-            replies = pipe.execute(raise_on_error=False)
-            for i, reply in enumerate(replies):
-                if isinstance(reply, NoScriptError):
-                    queue = queues[i]
-                    try:
-                        replies[i] = _scripts.EXTEND_LEASE.run(client, [keys.lease_key(queue)], [lease, *held[queue]])
-                    except (RedisError, OSError) as exc:  # record the other queues' extensions first
-                        replies[i] = exc
-            self.processor.leases_extended({q: held[q] for q, reply in zip(queues, replies, strict=False)
-                                            if not isinstance(reply, Exception)}, since)
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
+        queues = list(held)
+        calls = [script(EXTEND_LEASE, [keys.lease_key(q)], [lease, *held[q]]) for q in queues]
+        replies: list = []
+        try:
+            if self._cluster:  # one call per queue (each in its own hash slot)
+                for call in calls:
+                    replies += execute(client, [call])
+            else:
+                replies = send(client, calls)
+        finally:  # record what was extended before raising what failed
+            extended = {q: held[q] for q, reply in zip(queues, replies, strict=False)
+                        if not isinstance(reply, Exception)}
+            if extended:
+                self.processor.leases_extended(extended, since)
+        raise_first(replies)
         self.rtt = time.monotonic() - since
         self.rounds += 1
         log.debug("%d lease(s) extended in %.3fs", sum(map(len, held.values())), self.rtt)

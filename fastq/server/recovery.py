@@ -15,6 +15,7 @@ import time
 from redis.exceptions import RedisError
 
 from fastq import _scripts, keys
+from fastq._rdb.calls import execute
 from fastq._redis import sync_client
 from fastq.server.broker import Broker, group_by
 from fastq.server.config import WorkerConfig
@@ -37,7 +38,7 @@ def recover_worker(cfg: WorkerConfig, server_id: str, pid: int, reason: str) -> 
                 items.append(lost_claim(q, reply[i], reply[i + 2], f"worker {pid} lost ({reason})", now, cfg, token))
         settled = 0
         if items:
-            replies = _scripts.run_many(client, Broker.ack_calls(group_by(items), now))
+            replies = execute(client, Broker.ack_calls(group_by(items), now))
             settled = len(items) - sum(len(r) for r in replies)
         client.zrem(keys.ALL_SERVERS, keys.server_info_key(cfg.host, pid, server_id))
         client.zrem(keys.ALL_WORKERS, keys.workers_key(cfg.host, pid, server_id))

@@ -22,6 +22,8 @@ from typing import Any, Optional
 from redis.exceptions import RedisError
 
 from fastq import keys
+from fastq._rdb.calls import aexecute, cmd
+from fastq._rdb.scripts import SCRIPTS
 from fastq._redis import async_client, redact
 from fastq.redis.clients import fail_fast_options
 from fastq.server.aggregator import aggregation_loop
@@ -269,13 +271,8 @@ async def _join(tasks: list, timeout: float) -> None:
 
 async def _load_scripts(redis: Any) -> None:
     """SCRIPT LOAD every script once at start, so the first calls need no NOSCRIPT round trip."""
-    from fastq import _scripts
-
     try:
-        pipe = redis.pipeline(transaction=False)
-        for script in _scripts.SCRIPTS.values():
-            pipe.script_load(script.source)
-        await pipe.execute()
+        await aexecute(redis, [cmd("script_load", s.source) for s in SCRIPTS.values()])
     except (RedisError, OSError) as exc:  # the calls themselves load scripts on NOSCRIPT anyway
         log.debug("preloading scripts failed: %s", exc)
 
