@@ -24,17 +24,15 @@ page, 409 a state that forbids the action, 413/415 bad form body, 503 Redis unre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
-import ipaddress
-import json
 import math
 import secrets
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date
 from pathlib import Path
-from typing import Any, Optional
-from urllib.parse import parse_qs, urlencode, urlsplit
+from typing import Any, AsyncContextManager, AsyncIterator, Callable, Optional
+from urllib.parse import urlencode
 
 import redis.exceptions
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -43,8 +41,21 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from fastq.dashboard import charts
+from fastq.dashboard._helpers import local_path, preview, safe_next, seconds, when
+from fastq.dashboard._security import (
+    LOGIN_COOKIE,
+    LOOPBACK_HOSTS,
+    MIN_TOKEN_LENGTH,
+    SECURITY_HEADERS,
+    SESSION_COOKIE,
+    DashboardConfig,
+    Gate,
+    LoginRequired,
+    Session,
+)
 from fastq.errors import (
     CorruptDataError,
     InvalidOptionError,
@@ -59,108 +70,28 @@ from fastq.inspect._common import LIST_STATES
 __all__ = ["DashboardConfig", "create_app", "MIN_TOKEN_LENGTH", "LOOPBACK_HOSTS"]
 
 HERE = Path(__file__).resolve().parent
-MIN_TOKEN_LENGTH = 16
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-SESSION_COOKIE = "fastq_session"
-LOGIN_COOKIE = "fastq_login"
-MAX_SESSIONS = 10_000
-MAX_FORM_BYTES = 16 * 1024
 MAX_PAGE_SIZE = 1000
 PAGE_SIZES = (10, 30, 100, 500)
 MAX_NAME = 1024  # longest queue name / task ID / entry ID accepted in a request
-PREVIEW_BYTES = 4096
 HISTORY_DAYS = 14
 QUEUE_ACTIONS = ("pause", "unpause")
 TASK_ACTIONS = ("run", "archive", "delete", "cancel")
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-SECURITY_HEADERS = [
-    (b"content-security-policy", CSP.encode()),
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"same-origin"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
-]
 
+class Dashboard(Gate):
+    """The pages and actions, behind the checks of ``Gate`` (``fastq/dashboard/_security.py``)."""
 
-@dataclass
-class DashboardConfig:
-    """How the dashboard runs. ``redis``: a URL or a ``redis.asyncio.Redis`` (default
-    ``$FASTQ_REDIS_URL``). ``token`` is required unless ``auth`` is False."""
-
-    redis: Any = None
-    token: Optional[str] = None
-    auth: bool = True
-    read_only: bool = False
-    show_payloads: bool = False
-    allowed_hosts: tuple = LOOPBACK_HOSTS
-    refresh_seconds: float = 2.0
-    session_ttl: float = 12 * 3600.0
-    login_delay: float = 0.3  # seconds added to a failed login (slows guessing)
-    # addresses (IPs or networks, "*" for any) whose X-Forwarded-Proto is believed: a TLS-terminating proxy
-    forwarded_allow_ips: tuple = ("127.0.0.1",)
-
-    def __post_init__(self) -> None:
-        if self.auth:
-            if not self.token:
-                raise ValueError("the dashboard needs a token (FASTQ_DASHBOARD_TOKEN or a token file), "
-                                 "or authentication turned off explicitly")
-            if len(self.token) < MIN_TOKEN_LENGTH:
-                raise ValueError(f"the dashboard token must be at least {MIN_TOKEN_LENGTH} characters "
-                                 f"(got {len(self.token)}); e.g. python -c 'import secrets; "
-                                 f"print(secrets.token_urlsafe(32))'")
-        if not self.allowed_hosts:
-            raise ValueError("allowed_hosts must name at least one host")
-        if not (0.2 <= self.refresh_seconds <= 3600):
-            raise ValueError("refresh_seconds must be between 0.2 and 3600")
-        self.allowed_hosts = tuple(h.lower().strip("[]") for h in self.allowed_hosts)
-        if isinstance(self.forwarded_allow_ips, str):
-            self.forwarded_allow_ips = tuple(self.forwarded_allow_ips.split(","))
-        self.forwarded_allow_ips = tuple(a.strip() for a in self.forwarded_allow_ips if a.strip())
-        _trusted_networks(self.forwarded_allow_ips)  # refuses a bad entry now, not at the first request
-
-
-def _trusted_networks(entries: tuple) -> Optional[tuple]:
-    """The networks of ``forwarded_allow_ips``; None when it holds ``*`` (any address)."""
-    if not entries:
-        raise ValueError("forwarded_allow_ips must name at least one address (127.0.0.1 if no proxy runs "
-                         "on this host)")
-    if "*" in entries:
-        return None
-    networks = []
-    for entry in entries:
-        try:
-            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-        except ValueError:
-            raise ValueError(f"forwarded_allow_ips: {entry!r} is not an IP address or network "
-                             "(e.g. 127.0.0.1, 10.0.0.0/8, ::1, or *)") from None
-    return tuple(networks)
-
-
-@dataclass
-class Session:
-    csrf: str
-    expires: float
-    flash: list = field(default_factory=list)
-
-
-class Dashboard:
     def __init__(self, config: DashboardConfig) -> None:
-        self.config = config
-        self.sessions: dict[str, Session] = {}
-        self._proxies = _trusted_networks(config.forwarded_allow_ips)
+        super().__init__(config)
         self._inspector: Optional[AsyncInspector] = None
         self._owns_client = False
         self.env = Environment(loader=FileSystemLoader(str(HERE / "templates")),
                                autoescape=select_autoescape(default=True, default_for_string=True))
-        self.env.filters["when"] = _when
-        self.env.filters["num"] = lambda n: f"{n:,}"
-        self.env.filters["seconds"] = _seconds
-        self.env.globals["qs"] = lambda **kw: urlencode({k: v for k, v in kw.items() if v is not None})
-        self.static = {
+        self.env.filters["when"] = when
+        self.env.filters["num"] = _thousands
+        self.env.filters["seconds"] = seconds
+        self.env.globals["qs"] = _query
+        self.static: dict[str, tuple[bytes, str]] = {
             "dashboard.css": ((HERE / "static" / "dashboard.css").read_bytes(), "text/css; charset=utf-8"),
             "dashboard.js": ((HERE / "static" / "dashboard.js").read_bytes(), "text/javascript; charset=utf-8"),
         }
@@ -185,131 +116,16 @@ class Dashboard:
                 await self._inspector.redis.aclose()
             self._inspector = None
 
-    # ------------------------------------------------------------ sessions and checks
-
-    def _session(self, request: Request) -> Optional[Session]:
-        sid = request.cookies.get(SESSION_COOKIE)
-        if not sid:
-            return None
-        session = self.sessions.get(sid)
-        if session is None:
-            return None
-        if session.expires < time.time():
-            del self.sessions[sid]
-            return None
-        return session
-
-    def _new_session(self) -> tuple[str, Session]:
-        now = time.time()
-        if len(self.sessions) >= MAX_SESSIONS:
-            for sid in [s for s, v in self.sessions.items() if v.expires < now]:
-                del self.sessions[sid]
-            while len(self.sessions) >= MAX_SESSIONS:  # oldest first (dicts keep insertion order)
-                del self.sessions[next(iter(self.sessions))]
-        sid = secrets.token_urlsafe(32)
-        session = Session(csrf=secrets.token_urlsafe(32), expires=now + self.config.session_ttl)
-        self.sessions[sid] = session
-        return sid, session
-
-    def _bearer_ok(self, request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        return (scheme.lower() == "bearer" and bool(self.config.token)
-                and hmac.compare_digest(value.strip().encode(), self.config.token.encode()))
-
-    def _scheme(self, request: Request) -> str:
-        """The scheme the browser used: the connection's, or a trusted proxy's ``X-Forwarded-Proto``."""
-        proto = request.headers.get("x-forwarded-proto")
-        if proto is not None and self._from_proxy(request):
-            proto = proto.split(",")[0].strip().lower()  # a chain of proxies: the first saw the browser
-            if proto in ("http", "https"):
-                return proto
-        return request.url.scheme
-
-    def _from_proxy(self, request: Request) -> bool:
-        if self._proxies is None:
-            return True
-        client = request.client
-        if client is None:  # e.g. a Unix socket
-            return False
-        try:
-            addr = ipaddress.ip_address(client.host.strip("[]"))
-        except ValueError:
-            return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return any(addr in net for net in self._proxies)
-
-    def _set_cookie(self, request: Request, response: Response, sid: str) -> None:
-        response.set_cookie(SESSION_COOKIE, sid, max_age=int(self.config.session_ttl), httponly=True,
-                            samesite="strict", secure=self._scheme(request) == "https", path="/")
-
-    def _same_origin(self, request: Request) -> Optional[str]:
-        """None when the request comes from a page of this dashboard, else why not."""
-        site = request.headers.get("sec-fetch-site")
-        if site is not None:
-            return None if site == "same-origin" else f"cross-site request refused (Sec-Fetch-Site: {site})"
-        origin = request.headers.get("origin")
-        if origin is None:
-            return "cross-origin check failed: the request has no Origin header"
-        expected = f"{self._scheme(request)}://{request.headers.get('host', '')}"
-        if origin.lower() != expected.lower():
-            return f"cross-origin request refused (Origin {origin!r} is not {expected!r})"
-        return None
-
-    async def _form(self, request: Request) -> dict[str, str]:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/x-www-form-urlencoded":
-            raise HTTPException(415, "send the form as application/x-www-form-urlencoded")
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_FORM_BYTES):
-            raise HTTPException(413, f"form body larger than {MAX_FORM_BYTES} bytes")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                raise HTTPException(413, f"form body larger than {MAX_FORM_BYTES} bytes")
-        try:
-            parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
-                              max_num_fields=50)
-        except (UnicodeDecodeError, ValueError):
-            raise HTTPException(400, "the form body is not valid URL-encoded UTF-8") from None
-        return {k: v[-1] for k, v in parsed.items()}
-
-    async def guard(self, request: Request, mutate: bool) -> tuple[Optional[Session], dict]:
-        """Authenticate; for a mutation also check origin, CSRF token and read-only mode.
-        Returns the session (None for bearer-token GETs) and the form (mutations)."""
-        session = self._session(request)
-        if session is None and not self.config.auth and not mutate:
-            sid, session = self._new_session()
-            request.state.new_sid = sid
-        if session is None:
-            if not mutate and self._bearer_ok(request):
-                request.state.bearer = True
-                return None, {}
-            raise _LoginRequired()
-        if not mutate:
-            return session, {}
-        why = self._same_origin(request)
-        if why is not None:
-            raise HTTPException(403, why)
-        form = await self._form(request)
-        if not hmac.compare_digest(form.get("csrf", "").encode(), session.csrf.encode()):
-            raise HTTPException(403, "CSRF token missing or wrong: reload the page and try again")
-        if self.config.read_only:
-            raise HTTPException(403, "the dashboard is read-only (started with --read-only)")
-        return session, form
-
     # ------------------------------------------------------------ rendering
 
     def render(self, request: Request, template: str, session: Optional[Session], status: int = 200,
                **context: Any) -> HTMLResponse:
-        flash = []
+        flash: list[str] = []
         if session is not None:
             flash, session.flash = session.flash, []
         html = self.env.get_template(template).render(
             request=request, csrf=session.csrf if session else "", flash=flash, cfg=self.config,
-            authed=session is not None or getattr(request.state, "bearer", False), path=_local_path(request),
+            authed=session is not None or getattr(request.state, "bearer", False), path=local_path(request),
             **context)
         response = HTMLResponse(html, status_code=status)
         sid = getattr(request.state, "new_sid", None)
@@ -321,10 +137,10 @@ class Dashboard:
 
     async def login_page(self, request: Request) -> Response:
         if not self.config.auth or self._session(request) is not None:
-            return RedirectResponse(_safe_next(request.query_params.get("next")), 303)
+            return RedirectResponse(safe_next(request.query_params.get("next")), 303)
         nonce = secrets.token_urlsafe(32)
         response = self.render(request, "login.html", None, login_csrf=nonce,
-                               next=_safe_next(request.query_params.get("next")), status=200,
+                               next=safe_next(request.query_params.get("next")), status=200,
                                error=request.query_params.get("failed") == "1")
         response.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict",
                             secure=self._scheme(request) == "https", path="/login")
@@ -340,8 +156,11 @@ class Dashboard:
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         if not nonce or not hmac.compare_digest(form.get("csrf", "").encode(), nonce.encode()):
             raise HTTPException(403, "CSRF token missing or wrong: open the login page again")
-        next_url = _safe_next(form.get("next"))
-        if not hmac.compare_digest(form.get("token", "").strip().encode(), self.config.token.encode()):
+        next_url = safe_next(form.get("next"))
+        token = self.config.token
+        if token is None:  # auth is on, so DashboardConfig required a token
+            raise RuntimeError("the dashboard has authentication on but no token")
+        if not hmac.compare_digest(form.get("token", "").strip().encode(), token.encode()):
             await asyncio.sleep(self.config.login_delay)
             return RedirectResponse("/login?" + urlencode({"next": next_url, "failed": "1"}), 303)
         sid, _ = self._new_session()
@@ -357,24 +176,12 @@ class Dashboard:
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
-    async def _logout_guard(self, request: Request) -> None:
-        """Logging out is allowed in read-only mode, with the same origin and CSRF checks."""
-        session = self._session(request)
-        if session is None:
-            raise _LoginRequired()
-        why = self._same_origin(request)
-        if why is not None:
-            raise HTTPException(403, why)
-        form = await self._form(request)
-        if not hmac.compare_digest(form.get("csrf", "").encode(), session.csrf.encode()):
-            raise HTTPException(403, "CSRF token missing or wrong: reload the page and try again")
-
     async def overview(self, request: Request) -> Response:
         session, _ = await self.guard(request, mutate=False)
         ins = self.inspector
         infos = await ins.get_queue_infos()
         histories = await asyncio.gather(*(ins.history(i.queue, HISTORY_DAYS) for i in infos))
-        by_day: dict = {}
+        by_day: dict[date, tuple[int, int]] = {}
         for history in histories:
             for d in history:
                 p, f = by_day.get(d.date, (0, 0))
@@ -435,8 +242,8 @@ class Dashboard:
         tid = _name(request.query_params.get("id"), "task ID (parameter id)")
         t = await self.inspector.get_task_info(q, tid)
         return self.render(request, "task.html", session, t=t,
-                           payload=_preview(t.payload) if self.config.show_payloads else None,
-                           result=_preview(t.result) if self.config.show_payloads and t.result is not None
+                           payload=preview(t.payload) if self.config.show_payloads else None,
+                           result=preview(t.result) if self.config.show_payloads and t.result is not None
                            else None)
 
     async def search(self, request: Request) -> Response:
@@ -501,7 +308,7 @@ class Dashboard:
         ins = self.inspector
         await (ins.pause_queue(q) if action == "pause" else ins.unpause_queue(q))
         session.flash.append(f"queue {q} {'paused' if action == 'pause' else 'resumed'}")
-        return RedirectResponse(_safe_next(form.get("next"), "/queue?" + urlencode({"q": q})), 303)
+        return RedirectResponse(safe_next(form.get("next"), "/queue?" + urlencode({"q": q})), 303)
 
     async def task_action(self, request: Request) -> Response:
         session, form = await self.guard(request, mutate=True)
@@ -529,14 +336,19 @@ class Dashboard:
             await ins.delete_task(q, tid)
             session.flash.append(f"task {tid} deleted")
             back = "/queue?" + urlencode({"q": q})
-        return RedirectResponse(_safe_next(form.get("next"), back), 303)
-
-
-class _LoginRequired(Exception):
-    pass
+        return RedirectResponse(safe_next(form.get("next"), back), 303)
 
 
 # ---------------------------------------------------------------- helpers
+
+def _thousands(n: int) -> str:
+    return f"{n:,}"
+
+
+def _query(**params: Any) -> str:
+    """A query string of the parameters that are not None (``qs(q=..., id=...)`` in templates)."""
+    return urlencode({k: v for k, v in params.items() if v is not None})
+
 
 def _name(value: Optional[str], what: str) -> str:
     if value is None or not value.strip():
@@ -558,58 +370,9 @@ def _int(value: Optional[str], what: str, default: int, minimum: int, maximum: i
     return number
 
 
-def _safe_next(value: Optional[str], default: str = "/") -> str:
-    """A local path to go back to; anything that could leave the site becomes ``default``."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return default
-    parts = urlsplit(value)
-    if parts.scheme or parts.netloc:
-        return default
-    return value
-
-
-def _local_path(request: Request) -> str:
-    query = request.url.query
-    return request.url.path + ("?" + query if query else "")
-
-
-def _when(value: Optional[datetime]) -> str:
-    if value is None:
-        return "—"
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _seconds(value: float) -> str:
-    if value < 1:
-        return f"{value * 1000:.0f} ms"
-    if value < 120:
-        return f"{value:.1f} s"
-    if value < 7200:
-        return f"{value / 60:.1f} min"
-    return f"{value / 3600:.1f} h"
-
-
-def _preview(data: Optional[bytes]) -> dict:
-    """How to show bytes: pretty JSON, text, or a hex dump, cut to PREVIEW_BYTES."""
-    data = data or b""
-    cut = data[:PREVIEW_BYTES]
-    more = len(data) - len(cut)
-    try:
-        text = cut.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"kind": "hex", "text": " ".join(f"{b:02x}" for b in cut[:1024]),
-                "more": len(data) - min(len(data), 1024)}
-    if not more:
-        try:
-            return {"kind": "json", "text": json.dumps(json.loads(text), indent=2, ensure_ascii=False), "more": 0}
-        except ValueError:
-            pass
-    return {"kind": "text", "text": text, "more": more}
-
-
 # ---------------------------------------------------------------- the ASGI app
 
-def create_app(config: Optional[DashboardConfig] = None, **kwargs: Any) -> Any:
+def create_app(config: Optional[DashboardConfig] = None, **kwargs: Any) -> SecurityHeaders:
     """The dashboard as an ASGI app: ``create_app(DashboardConfig(...))`` or keyword arguments of
     ``DashboardConfig``. Serve it with uvicorn (``fastq dashboard`` does)."""
     if config is None:
@@ -649,7 +412,7 @@ def create_app(config: Optional[DashboardConfig] = None, **kwargs: Any) -> Any:
         if request.method != "GET" or request.url.path.startswith("/api/"):
             return error_page(request, 401, "log in first: open /login (or send Authorization: Bearer <token> "
                                             "on GET requests)")
-        return RedirectResponse("/login?" + urlencode({"next": _local_path(request)}), 303)
+        return RedirectResponse("/login?" + urlencode({"next": local_path(request)}), 303)
 
     async def on_not_found(request: Request, exc: Exception) -> Response:
         return error_page(request, 404, str(exc.args[0]) if exc.args else "not found")
@@ -667,8 +430,8 @@ def create_app(config: Optional[DashboardConfig] = None, **kwargs: Any) -> Any:
         return error_page(request, 503, f"Redis is not reachable: {type(exc).__name__}: {exc}")
 
     app = Starlette(routes=routes, exception_handlers={
-        HTTPException: on_http,
-        _LoginRequired: on_login,
+        HTTPException: on_http,  # type: ignore[dict-item]  # Starlette types every handler as (Request, Exception)
+        LoginRequired: on_login,
         QueueNotFoundError: on_not_found,
         TaskNotFoundError: on_not_found,
         InvalidOptionError: on_bad,
@@ -682,11 +445,9 @@ def create_app(config: Optional[DashboardConfig] = None, **kwargs: Any) -> Any:
     return SecurityHeaders(app, config.allowed_hosts)
 
 
-def _lifespan(d: Dashboard) -> Any:
-    import contextlib
-
+def _lifespan(d: Dashboard) -> Callable[[Starlette], AsyncContextManager[None]]:
     @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> Any:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
             yield
         finally:
@@ -698,15 +459,16 @@ class SecurityHeaders:
     """ASGI middleware: refuse unknown Host headers (DNS rebinding) and add the security
     headers to every response."""
 
-    def __init__(self, app: Any, allowed_hosts: tuple) -> None:
+    def __init__(self, app: Starlette, allowed_hosts: tuple[str, ...]) -> None:
         self.app = app
         self.allowed_hosts = set(allowed_hosts)
 
     @property
     def dashboard(self) -> Dashboard:
-        return self.app.state.dashboard
+        d: Dashboard = self.app.state.dashboard
+        return d
 
-    def _host_ok(self, scope: dict) -> bool:
+    def _host_ok(self, scope: Scope) -> bool:
         for name, value in scope.get("headers", []):
             if name == b"host":
                 host = value.decode("latin-1").lower()
@@ -717,12 +479,12 @@ class SecurityHeaders:
                 return host in self.allowed_hosts or "*" in self.allowed_hosts
         return False
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        async def send_with_headers(message: dict) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [h for h in message.get("headers", []) if h[0].lower() != b"server"]
                 names = {h[0].lower() for h in headers}
