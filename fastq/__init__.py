@@ -53,8 +53,8 @@ _LAZY = {
     "GroupInfo": "fastq.inspect",
     "Inspector": "fastq.inspect",
     "QueueInfo": "fastq.inspect",
-    "PeriodicTaskConfig": "fastq.periodic",
-    "PeriodicTaskManager": "fastq.periodic",
+    "PeriodicTaskConfig": "fastq.scheduler",
+    "PeriodicTaskManager": "fastq.scheduler",
     "Scheduler": "fastq.scheduler",
     "Worker": "fastq.server.worker",
     "TaskType": "fastq.typed",
@@ -76,8 +76,7 @@ def __getattr__(name: str) -> object:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from fastq.inspect import AsyncInspector, DailyStats, GroupInfo, Inspector, QueueInfo
-    from fastq.periodic import PeriodicTaskConfig, PeriodicTaskManager
-    from fastq.scheduler import Scheduler
+    from fastq.scheduler import PeriodicTaskConfig, PeriodicTaskManager, Scheduler
     from fastq.server.worker import Worker
     from fastq.typed import TaskType, make_task, typed_task
 

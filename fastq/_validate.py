@@ -41,7 +41,7 @@ from typing import Any, Mapping
 from fastq.errors import InvalidOptionError
 
 __all__ = ["MAX_DURATION", "MAX_UNIX", "MAX_TYPE_BYTES", "MAX_QUEUE_BYTES", "seconds", "whole_seconds",
-           "unix", "text", "queue_name", "task_type", "headers"]
+           "positive_seconds", "unix", "text", "queue_name", "task_type", "headers"]
 
 MAX_DURATION = 3_155_760_000  # seconds: 100 years of 365.25 days
 MAX_UNIX = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second datetime can represent
@@ -95,6 +95,16 @@ def whole_seconds(name: str, value: Any) -> int:
         raise InvalidOptionError(f"option {name!r} must be 0 or at least 1 second (Asynq stores whole "
                                  f"seconds), got {value!r}")
     return int(result)
+
+
+def positive_seconds(name: str, value: Any) -> float:
+    """An interval in seconds (a number, not a ``timedelta``): finite and > 0 (the scheduler's
+    heartbeat and sync intervals). ``InvalidOptionError`` names ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOptionError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if math.isnan(value) or math.isinf(value) or value <= 0:
+        raise InvalidOptionError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def unix(name: str, value: Any) -> int:

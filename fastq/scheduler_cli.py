@@ -23,6 +23,7 @@ from fastq import config_file
 from fastq._redis import default_url
 from fastq._version import version_line
 from fastq.errors import AppImportError, ConfigProviderError, InvalidOptionError, TimeZoneError
+from fastq.scheduler.app import as_service, load_app
 
 __all__ = ["load_app", "as_service", "main", "ENV_PREFIX"]
 
@@ -30,31 +31,6 @@ ENV_PREFIX = "FASTQ_SCHEDULER_"  # FASTQ_APP etc. belong to fastq-supervisor
 PREFLIGHT_TIMEOUT = 3.0  # seconds for the start-up PING (connect, TLS handshake, reply)
 
 log = logging.getLogger("fastq.scheduler")
-
-
-def load_app(spec: str) -> Any:
-    """Import ``module:attribute`` and return the object; ``AppImportError`` says what went wrong."""
-    from fastq._imports import load_object
-
-    return load_object(spec, example="myapp.cron:scheduler")
-
-
-def as_service(app: Any) -> Any:
-    """A Scheduler or PeriodicTaskManager for ``app``: one of those, a provider, or a ``module:attribute``."""
-    from fastq.periodic import PeriodicTaskManager
-    from fastq.scheduler import Scheduler
-
-    name = app if isinstance(app, str) else None
-    if isinstance(app, str):
-        app = load_app(app)
-    if isinstance(app, (Scheduler, PeriodicTaskManager)):
-        if app._state != "new":
-            raise AppImportError(f"APP {name or app!r} was started already; give one that has not run")
-        return app
-    if callable(getattr(app, "get_configs", None)):
-        return PeriodicTaskManager(app)
-    raise AppImportError(f"APP {name or type(app).__name__!r} is a {type(app).__name__}, not a fastq.Scheduler, "
-                         f"a fastq.PeriodicTaskManager or a config provider (an object with get_configs())")
 
 
 def _positive_seconds(text: str) -> float:
@@ -68,7 +44,7 @@ def _positive_seconds(text: str) -> float:
 
 
 def _zone(text: str) -> str:
-    from fastq.cron import load_zone
+    from fastq.scheduler.cron import load_zone
 
     try:
         load_zone(text)

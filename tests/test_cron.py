@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from fastq._gofmt import format_duration, format_unix_date, option_strings, parse_duration, quote
-from fastq.cron import load_zone, parse_cron
 from fastq.errors import CronSpecError, TimeZoneError
+from fastq.scheduler.cron import load_zone, parse_cron
 
 NY = load_zone("America/New_York")
 UTC = timezone.utc

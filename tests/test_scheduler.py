@@ -28,8 +28,14 @@ from fastq.errors import (
     SchedulerEntryNotFoundError,
     TimeZoneError,
 )
-from fastq.periodic import PeriodicTaskConfig, PeriodicTaskManager
-from fastq.scheduler import GO_ZERO_TIME, MAX_HISTORY, Scheduler, run_scheduler
+from fastq.scheduler import (
+    GO_ZERO_TIME,
+    MAX_HISTORY,
+    PeriodicTaskConfig,
+    PeriodicTaskManager,
+    Scheduler,
+    run_scheduler,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -21,8 +21,7 @@ from fastq import _validate
 from fastq._codec import encode_message
 from fastq.client import _info
 from fastq.options import plan_enqueue
-from fastq.periodic import PeriodicTaskConfig
-from fastq.scheduler import Scheduler
+from fastq.scheduler import PeriodicTaskConfig, Scheduler
 from fastq.server.config import WorkerConfig, parse_queues
 
 _counter = itertools.count()

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import click
 
-from fastq.cli import Ctx, cli, safe_url
+from fastq.cli._base import Ctx, cli, safe_url
 
 TOKEN_ENV = "FASTQ_DASHBOARD_TOKEN"
 FORWARDED_ENV = "FASTQ_DASHBOARD_FORWARDED_ALLOW_IPS"

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import click
 
-from fastq.cli import cli
+from fastq.cli._base import cli
 
 
 @cli.command("dev-server", uses_redis=False)

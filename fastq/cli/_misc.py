@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import click
 
-from fastq.cli import Ctx, cli
+from fastq.cli._base import Ctx, cli
 from fastq.cli._output import emit_json, printable, say, table, to_dict, when
 from fastq.errors import InvalidOptionError
 from fastq.inspect._common import MAX_PAGE_SIZE

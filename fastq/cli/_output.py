@@ -43,7 +43,7 @@ def announce_redis() -> None:
     ctx = click.get_current_context(silent=True)
     if ctx is None or not sys.stderr.isatty():
         return
-    from fastq.cli import Ctx, safe_url
+    from fastq.cli._base import Ctx, safe_url
 
     state = ctx.find_object(Ctx)
     if state is None or state.announced or not state.used_redis:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from fastq.cli import Ctx, cli
+from fastq.cli._base import Ctx, cli
 from fastq.cli._output import emit_json, say, table, to_dict
 from fastq.errors import FastqError, QueueNotFoundError
 

@@ -5,7 +5,7 @@ from typing import Any, Callable
 
 import click
 
-from fastq.cli import Ctx, cli
+from fastq.cli._base import Ctx, cli
 from fastq.cli._output import (
     all_task_rows,
     emit_json,

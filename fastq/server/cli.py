@@ -202,7 +202,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, metrics: obj
         group_aggregator = import_app(args.group_aggregator) if args.group_aggregator else None
         scheduler = None
         if args.scheduler:
-            from fastq.scheduler_cli import as_service
+            from fastq.scheduler.app import as_service
 
             scheduler = as_service(args.scheduler)
     except AppImportError as exc:

@@ -18,7 +18,7 @@ spring-forward day is skipped, not moved to the next valid minute; and
 One deliberate difference: robfig counts ``@every`` from the moment the
 scheduler starts; fastq aligns it to the Unix epoch (``@every 30s`` fires at
 :00 and :30 of each minute), so every scheduler instance fires the same
-ticks and the tick guard can drop the duplicates (see ``fastq.scheduler``).
+ticks and the tick guard can drop the duplicates (see ``fastq.scheduler.scheduler``).
 The croniter dependency stays behind this module.
 """
 from __future__ import annotations

@@ -23,10 +23,10 @@ blocks later runs (the trap of a fixed ``task_id``, asynq #1055). It assumes the
 instances' clocks agree within the guard's 10 minutes; an instance that dies
 between the SET and the enqueue loses that one tick.
 
-Life cycle: ``await serve(stop_event)`` inside a running event loop;
-``run()`` blocks until SIGTERM/SIGINT; ``start()``/``stop()`` run it in a
-background thread. ``run_scheduler`` is the entry point for a process of its
-own (``fastq-scheduler``, or a child forked by ``fastq-supervisor``).
+Life cycle (``fastq.scheduler._service``): ``await serve(stop_event)`` inside a running event
+loop; ``run()`` blocks until SIGTERM/SIGINT; ``start()``/``stop()`` run it in a background
+thread. ``fastq.scheduler.app.run_scheduler`` is the entry point for a process of its own
+(``fastq-scheduler``, or a child forked by ``fastq-supervisor``).
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ import inspect
 import logging
 import math
 import os
-import signal
 import threading
 import time
 import uuid
@@ -49,21 +48,22 @@ from fastq import _scripts, keys
 from fastq._gofmt import option_strings
 from fastq._proto import SchedulerEnqueueEvent, SchedulerEntry, Timestamp, encode
 from fastq._redis import async_client, check_bytes_client, default_url, sync_client
+from fastq._validate import positive_seconds
 from fastq.client import AsyncClient
-from fastq.cron import CronSchedule, load_zone, parse_cron
-from fastq.errors import CronSpecError, InvalidOptionError, SchedulerEntryNotFoundError
+from fastq.errors import CronSpecError, SchedulerEntryNotFoundError
 from fastq.options import plan_enqueue
+from fastq.scheduler._service import DEFAULT_HEARTBEAT_INTERVAL, _Service
+from fastq.scheduler.cron import CronSchedule, load_zone, parse_cron
 from fastq.server.loops import supervise
 from fastq.task import Task, TaskInfo
 
-__all__ = ["Scheduler", "run_scheduler", "GO_ZERO_TIME", "MAX_HISTORY", "TICK_GUARD_TTL"]
+__all__ = ["Scheduler", "GO_ZERO_TIME", "MAX_HISTORY", "TICK_GUARD_TTL"]
 
 log = logging.getLogger("fastq.scheduler")
 
 GO_ZERO_TIME = Timestamp(-62135596800, 0)  # Go's time.Time{} (year 1): "never run"
 MAX_HISTORY = 1000  # events kept per entry, as Asynq
 TICK_GUARD_TTL = 600  # seconds a tick guard lives: the clock skew tolerated between instances
-DEFAULT_HEARTBEAT_INTERVAL = 10.0
 STOP_GRACE = 10.0  # seconds shutdown waits for firings in flight
 
 _SCRIPT_WRITE = _scripts.SCRIPTS["write_scheduler_entries"]
@@ -71,15 +71,6 @@ _SCRIPT_RECORD = _scripts.SCRIPTS["record_scheduler_event"]
 
 PreEnqueue = Callable[[Task, dict], Any]
 PostEnqueue = Callable[[Optional[TaskInfo], Optional[BaseException]], Any]
-
-
-def positive_seconds(name: str, value: Any) -> float:
-    """A finite interval > 0 in seconds, or ``InvalidOptionError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidOptionError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if math.isnan(value) or math.isinf(value) or value <= 0:
-        raise InvalidOptionError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-    return float(value)
 
 
 def _hostname() -> str:
@@ -132,119 +123,6 @@ async def _call_hook(hook: Optional[Callable], *args: Any) -> None:
             await result
     except Exception:  # noqa: BLE001 - a hook's bug must not stop the scheduler
         log.exception("scheduler hook %r failed", hook)
-
-
-class _Service:
-    """``run()`` / ``start()`` / ``stop()`` around an ``async serve(stop_event)``."""
-
-    def _init_service(self) -> None:
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._stop_event: Optional[asyncio.Event] = None
-        self._thread: Optional[threading.Thread] = None
-        self._ready = threading.Event()  # set once serve() has started (or failed to)
-        self._state = "new"
-
-    async def serve(self, stop: Optional[asyncio.Event] = None) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _check_new(self) -> None:
-        if self._state != "new":
-            state = "already running" if self._state == "running" else "stopped"
-            raise RuntimeError(f"{type(self).__name__} is {state}; create a new one")
-
-    def _begin(self, stop: Optional[asyncio.Event]) -> asyncio.Event:
-        self._check_new()
-        self._state = "running"
-        self._loop = asyncio.get_running_loop()
-        self._stop_event = stop or asyncio.Event()
-        return self._stop_event
-
-    def stop(self, timeout: Optional[float] = 30.0) -> None:
-        """Ask ``serve()`` to stop (thread-safe); after ``start()``, also wait for the thread."""
-        loop, event = self._loop, self._stop_event
-        if loop is not None and event is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # loop closed meanwhile
-                pass
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    def start(self, timeout: float = 30.0) -> None:
-        """Run ``serve()`` in a background thread; return once it started, re-raising a start failure."""
-        self._check_new()
-        if self._thread is not None:
-            raise RuntimeError(f"{type(self).__name__} was started already")
-        failure: list[BaseException] = []
-
-        def target() -> None:
-            try:
-                asyncio.run(self.serve())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller of start()
-                failure.append(exc)
-                if self._ready.is_set():
-                    log.exception("%s stopped with an error", type(self).__name__)
-            finally:
-                self._ready.set()
-
-        self._thread = threading.Thread(target=target, name=f"fastq-{type(self).__name__}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError(f"{type(self).__name__} did not start within {timeout}s")
-        if failure:
-            self._thread.join()
-            raise failure[0]
-
-    def run(self) -> None:
-        """Serve until SIGTERM or SIGINT (or ``stop()`` from another thread), then shut down cleanly."""
-        asyncio.run(_serve_with_signals(self, (signal.SIGTERM, signal.SIGINT)))
-
-
-async def _serve_with_signals(service: _Service, signals: tuple, parent_pid: Optional[int] = None,
-                              stop_event: Optional[threading.Event] = None) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def on_signal(sig: int) -> None:
-        log.info("%s received: stopping the scheduler", signal.Signals(sig).name)
-        stop.set()
-
-    installed = []
-    for sig in signals:
-        try:
-            loop.add_signal_handler(sig, on_signal, sig)
-            installed.append(sig)
-        except (ValueError, RuntimeError):  # not the main thread: rely on stop()
-            pass
-    watchers = []
-    if parent_pid is not None:
-        watchers.append(asyncio.create_task(_watch_parent(stop, parent_pid)))
-    if stop_event is not None:
-        def bridge() -> None:
-            stop_event.wait()
-            try:
-                loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:  # the loop ended first
-                pass
-
-        threading.Thread(target=bridge, daemon=True, name="fastq-scheduler-stop").start()
-    try:
-        await service.serve(stop)
-    finally:
-        for task in watchers:
-            task.cancel()
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-
-async def _watch_parent(stop: asyncio.Event, parent_pid: int) -> None:
-    """Stop if the process that forked us is gone (we were re-parented)."""
-    while not stop.is_set():
-        if os.getppid() != parent_pid:
-            log.warning("parent process %d is gone: stopping the scheduler", parent_pid)
-            stop.set()
-            return
-        await asyncio.sleep(1.0)
 
 
 class Scheduler(_Service):
@@ -511,29 +389,3 @@ class Scheduler(_Service):
         finally:
             if self._redis is not self._redis_arg:
                 await self._redis.aclose()
-
-
-def run_scheduler(app: Any, redis_url: Optional[str] = None, *, location: Optional[str] = None,
-                  heartbeat_interval: Optional[float] = None, parent_pid: Optional[int] = None,
-                  stop_event: Optional[threading.Event] = None, handle_sigint: bool = True) -> int:
-    """Run a scheduler in this process until SIGTERM (and SIGINT), ``stop_event`` or the parent's death.
-
-    ``app``: a ``Scheduler``, a ``PeriodicTaskManager``, a config provider
-    (an object with ``get_configs()``), or ``"module:attribute"`` naming one.
-    ``redis_url`` / ``location`` / ``heartbeat_interval`` override the app's
-    own settings when given (``None`` keeps them). ``parent_pid``: stop when
-    that process is gone. ``handle_sigint=False`` ignores SIGINT (a forked child
-    whose supervisor owns Ctrl-C). Blocking; returns 0 after a clean stop.
-    Raises ``AppImportError``, ``ConfigProviderError`` (initial sync failed),
-    ``InvalidOptionError`` / ``TimeZoneError`` (bad overrides).
-    """
-    from fastq.scheduler_cli import as_service
-
-    service = as_service(app)
-    target = service.scheduler if not isinstance(service, Scheduler) else service
-    target.configure(redis=redis_url, location=location, heartbeat_interval=heartbeat_interval)
-    signals = (signal.SIGTERM, signal.SIGINT) if handle_sigint else (signal.SIGTERM,)
-    if not handle_sigint:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_serve_with_signals(service, signals, parent_pid, stop_event))
-    return 0

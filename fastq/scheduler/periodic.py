@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from fastq._gofmt import option_strings
+from fastq._validate import positive_seconds
 from fastq.errors import ConfigProviderError
 from fastq.options import plan_enqueue
-from fastq.scheduler import DEFAULT_HEARTBEAT_INTERVAL, Scheduler, _Service, positive_seconds
+from fastq.scheduler._service import DEFAULT_HEARTBEAT_INTERVAL, _Service
+from fastq.scheduler.scheduler import Scheduler
 from fastq.task import Task
 
 __all__ = ["PeriodicTaskConfig", "PeriodicTaskManager"]
