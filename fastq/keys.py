@@ -7,6 +7,7 @@ the only place key names are spelled out.
 from __future__ import annotations
 
 import hashlib
+import re
 
 PREFIX = "asynq:"
 
@@ -140,3 +141,24 @@ def scheduler_tick_key(guard: str, tick: int) -> str:
     Unix second it was due. The first scheduler instance to ``SET NX`` it enqueues.
     """
     return f"asynq:scheduler_tick:{guard}:{tick}"
+
+
+# ---------------------------------------------------------------- patterns (ACL rules, reading keys back)
+
+ANY_KEY = PREFIX + "*"
+"""Glob of every key and channel name fastq and Asynq use (ACL ``~`` / ``&`` rules)."""
+
+
+def unique_key_prefix(qname: str) -> str:
+    """``asynq:{<qname>}:unique:`` - the prefix of the queue's uniqueness locks (``unique_key``)."""
+    return f"asynq:{{{qname}}}:unique:"
+
+
+_TASK_KEY_RE = re.compile(rb"^asynq:\{[^}]*\}:t:(.+)$", re.S)
+
+
+def task_id_of_key(key: str | bytes) -> str | None:
+    """The task ID in a task key (``task_key``: ``asynq:{<qname>}:t:<id>``); ``None`` for any other key."""
+    raw = key.encode() if isinstance(key, str) else key
+    m = _TASK_KEY_RE.match(raw)
+    return m.group(1).decode("utf-8", "replace") if m else None

@@ -15,7 +15,8 @@ import redis.cluster
 import redis.connection
 import redis.sentinel
 
-from fastq.redis.cluster import AsyncRedisCluster, SyncRedisCluster, _node_kwargs
+from fastq.redis._compat import cluster_nodes, node_client, set_max_redirects, set_sentinels
+from fastq.redis.cluster import AsyncRedisCluster, SyncRedisCluster
 from fastq.redis.connections import _connection_class, _redis_class
 from fastq.redis.errors import ConnectionConfigError
 from fastq.redis.options import (
@@ -108,8 +109,9 @@ def _sync_sentinel(opt: RedisFailoverClientOpt, overrides: dict) -> Any:
     skw = _sentinel_kwargs(opt, overrides)
     sentinel = redis.sentinel.Sentinel([], sentinel_kwargs=skw)
     plain = _connection_class(redis.connection.Connection, opt.tls, asyncio=False)
-    sentinel.sentinels = [redis.Redis.from_pool(redis.ConnectionPool(connection_class=plain, host=h, port=p, **skw))
-                          for h, p in opt.sentinels()]
+    set_sentinels(sentinel, [redis.Redis.from_pool(redis.ConnectionPool(connection_class=plain, host=h, port=p,
+                                                                         **skw))
+                             for h, p in opt.sentinels()])
     managed = _connection_class(redis.sentinel.SentinelManagedConnection, opt.tls, asyncio=False)
     kwargs = _kwargs(opt, overrides)
     if "retry" not in kwargs:  # redis-py gives Sentinel clients no retry; a failover needs a few
@@ -127,9 +129,9 @@ def _async_sentinel(opt: RedisFailoverClientOpt, overrides: dict) -> Any:
     skw = _sentinel_kwargs(opt, overrides)
     sentinel = redis.asyncio.sentinel.Sentinel([], sentinel_kwargs=skw)
     plain = _connection_class(redis.asyncio.connection.Connection, opt.tls, asyncio=True)
-    sentinel.sentinels = [
+    set_sentinels(sentinel, [
         redis.asyncio.Redis.from_pool(redis.asyncio.ConnectionPool(connection_class=plain, host=h, port=p, **skw))
-        for h, p in opt.sentinels()]
+        for h, p in opt.sentinels()])
     managed = _connection_class(redis.asyncio.sentinel.SentinelManagedConnection, opt.tls, asyncio=True)
     kwargs = _kwargs(opt, overrides)
     if "retry" not in kwargs:  # as for the sync client: READONLY or a lost master is retried, reconnecting
@@ -155,7 +157,7 @@ def _sync_cluster(opt: RedisClusterClientOpt, overrides: dict) -> Any:
                               startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in nodes[1:]],
                               **({"retry": retry} if retry is not None else {}), **kwargs)
     if opt.max_redirects is not None:
-        client.__dict__["RedisClusterRequestTTL"] = opt.max_redirects
+        set_max_redirects(client, opt.max_redirects)
     return client
 
 
@@ -165,7 +167,7 @@ def _async_cluster(opt: RedisClusterClientOpt, overrides: dict) -> Any:
     client = AsyncRedisCluster(startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in opt.nodes()],
                                connection_class=cls, **kwargs)
     if opt.max_redirects is not None:
-        client.RedisClusterRequestTTL = opt.max_redirects
+        set_max_redirects(client, opt.max_redirects)
     return client
 
 
@@ -200,11 +202,8 @@ def pubsub_client(client: Any, attempt: int = 0) -> tuple[Any, bool]:
     if isinstance(client, AsyncRedisCluster):
         return client.plain_node_client(attempt), True
     if isinstance(client, redis.asyncio.cluster.RedisCluster):
-        nodes = list(client.nodes_manager.nodes_cache.values()) or list(client.nodes_manager.startup_nodes.values())
-        node = nodes[attempt % len(nodes)]
-        pool = redis.asyncio.ConnectionPool(connection_class=node.connection_class, host=node.host, port=node.port,
-                                            **_node_kwargs(node.connection_kwargs))
-        return redis.asyncio.Redis.from_pool(pool), True
+        nodes = cluster_nodes(client)
+        return node_client(nodes[attempt % len(nodes)]), True
     return client, False
 
 

@@ -1,7 +1,7 @@
 """Redis Cluster clients whose pipelines accept the script calls fastq batches (one slot per queue)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio
@@ -9,7 +9,7 @@ import redis.asyncio.cluster
 import redis.cluster
 from redis.exceptions import ClusterError, RedisClusterException, SlotNotCoveredError
 
-from fastq.redis.connections import _class_cache
+from fastq.redis._compat import cluster_nodes, extend, node_client, set_node_connection_class
 from fastq.redis.errors import ClusterUnavailableError, TLSHandshakeError
 
 # ---------------------------------------------------------------- Redis Cluster
@@ -35,23 +35,30 @@ class _ClusterPipelineFixes:
     keys, like any keyed command), SCRIPT LOAD (sent to every primary), MGET of one slot and
     DEL of several keys (one DEL per key)."""
 
-    def evalsha(self, sha, numkeys, *keys_and_args):  # type: ignore[no-untyped-def]
+    if TYPE_CHECKING:  # given by redis-py's pipeline class, which follows this mixin
+        _fastq_client: Any
+
+        def execute_command(self, *args: Any, **kwargs: Any) -> Any: ...
+
+        def __len__(self) -> int: ...
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         if int(numkeys) < 1:
             raise RedisClusterException("fastq: a script call on Redis Cluster needs at least one key")
         return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
 
-    def mget(self, keys, *args):  # type: ignore[no-untyped-def]
+    def mget(self, keys: Any, *args: Any) -> Any:
         names = list(keys) if isinstance(keys, (list, tuple)) else [keys]
         names += list(args)
         return self.execute_command("MGET", *names)
 
-    def script_load(self, script):  # type: ignore[no-untyped-def]
-        loads = self.__dict__.setdefault("_fastq_loads", [])
+    def script_load(self, script: str) -> _ClusterPipelineFixes:
+        loads: list[tuple[int, str]] = self.__dict__.setdefault("_fastq_loads", [])
         loads.append((self._fastq_position(), script))
         return self
 
-    def delete(self, *names):  # type: ignore[no-untyped-def]
-        merged = self.__dict__.setdefault("_fastq_merges", [])
+    def delete(self, *names: Any) -> _ClusterPipelineFixes:
+        merged: list[tuple[int, int]] = self.__dict__.setdefault("_fastq_merges", [])
         start = self._fastq_position()
         for name in names:
             self.execute_command("DEL", name)
@@ -60,13 +67,13 @@ class _ClusterPipelineFixes:
 
     def _fastq_position(self) -> int:
         """Index in the caller's reply list of the next queued call."""
-        loads = self.__dict__.get("_fastq_loads", [])
-        merges = self.__dict__.get("_fastq_merges", [])
+        loads: list[tuple[int, str]] = self.__dict__.get("_fastq_loads", [])
+        merges: list[tuple[int, int]] = self.__dict__.get("_fastq_merges", [])
         return len(self) + len(loads) - sum(n - 1 for _, n in merges)
 
-    def _fastq_merge(self, replies: list, loaded: list) -> list:
-        merges = self.__dict__.pop("_fastq_merges", [])
-        out: list = []
+    def _fastq_merge(self, replies: list[Any], loaded: list[tuple[int, Any]]) -> list[Any]:
+        merges: list[tuple[int, int]] = self.__dict__.pop("_fastq_merges", [])
+        out: list[Any] = []
         i = 0
         pending = sorted(merges)
         for start, n in pending:  # fold each split DEL back into one reply (the number deleted)
@@ -84,10 +91,11 @@ class _ClusterPipelineFixes:
 
 
 class _SyncClusterPipeline(_ClusterPipelineFixes):
-    def execute(self, raise_on_error=True):  # type: ignore[no-untyped-def]
-        loads = self.__dict__.pop("_fastq_loads", [])
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        loads: list[tuple[int, str]] = self.__dict__.pop("_fastq_loads", [])
         try:
             loaded = [(pos, self._fastq_client.script_load(src)) for pos, src in loads]
+            # a mixin: redis-py's ClusterPipeline follows it in the MRO (mypy cannot know)
             replies = super().execute(raise_on_error=raise_on_error) if len(self) else []  # type: ignore[misc]
         except _CLUSTER_ERRORS as exc:
             raise _translate(exc) from exc
@@ -95,24 +103,17 @@ class _SyncClusterPipeline(_ClusterPipelineFixes):
 
 
 class _AsyncClusterPipeline(_ClusterPipelineFixes):
-    async def execute(self, raise_on_error=True, allow_redirections=True):  # type: ignore[no-untyped-def]
-        loads = self.__dict__.pop("_fastq_loads", [])
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        loads: list[tuple[int, str]] = self.__dict__.pop("_fastq_loads", [])
         try:
             loaded = [(pos, await self._fastq_client.script_load(src)) for pos, src in loads]
-            if len(self):
+            if len(self):  # a mixin: redis-py's ClusterPipeline follows it in the MRO (mypy cannot know)
                 replies = await super().execute(raise_on_error, allow_redirections)  # type: ignore[misc]
             else:
                 replies = []
         except _CLUSTER_ERRORS as exc:
             raise _translate(exc) from exc
         return self._fastq_merge(list(replies), loaded)
-
-
-def _pipeline_class(mixin: type, base: type) -> type:
-    key = ("cluster-pipe", mixin, base)
-    if key not in _class_cache:
-        _class_cache[key] = type(f"Fastq{base.__name__}", (mixin, base), {})
-    return _class_cache[key]
 
 
 class AsyncRedisCluster(redis.asyncio.cluster.RedisCluster):
@@ -126,11 +127,7 @@ class AsyncRedisCluster(redis.asyncio.cluster.RedisCluster):
         super().__init__(*args, **kwargs)
         if connection_class is not None:
             self._fastq_connection_class = connection_class
-            self.connection_kwargs["connection_class"] = connection_class
-            for node in self.startup_nodes:
-                node.connection_class = connection_class
-            for node in self.nodes_manager.startup_nodes.values():
-                node.connection_class = connection_class
+            set_node_connection_class(self, connection_class)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -138,32 +135,21 @@ class AsyncRedisCluster(redis.asyncio.cluster.RedisCluster):
         except _CLUSTER_ERRORS as exc:
             raise _translate(exc) from exc
 
-    async def initialize(self, *args: Any, **kwargs: Any) -> "AsyncRedisCluster":
+    async def initialize(self, *args: Any, **kwargs: Any) -> AsyncRedisCluster:
         try:
-            return await super().initialize(*args, **kwargs)
+            await super().initialize(*args, **kwargs)
         except _CLUSTER_ERRORS as exc:
             raise _translate(exc) from exc
+        return self
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
-        pipe = super().pipeline(transaction, shard_hint)
-        pipe.__class__ = _pipeline_class(_AsyncClusterPipeline, type(pipe))
-        pipe._fastq_client = self
-        return pipe
+        return extend(super().pipeline(transaction, shard_hint), _AsyncClusterPipeline, _fastq_client=self)
 
     def plain_node_client(self, index: int = 0) -> redis.asyncio.Redis:
         """A plain client to one node (for pub/sub: PUBLISH reaches every node of a cluster).
         ``index`` rotates over the known nodes, so a retry after a failure picks another."""
-        nodes = list(self.nodes_manager.nodes_cache.values()) or list(self.nodes_manager.startup_nodes.values())
-        primaries = [n for n in nodes if getattr(n, "server_type", None) == "primary"] or nodes
-        node = primaries[index % len(primaries)]
-        pool = redis.asyncio.ConnectionPool(connection_class=node.connection_class, host=node.host,
-                                            port=node.port, **_node_kwargs(node.connection_kwargs))
-        return redis.asyncio.Redis.from_pool(pool)
-
-
-def _node_kwargs(kwargs: dict) -> dict:
-    skip = {"connection_class", "host", "port", "response_callbacks", "himport_registry", "max_connections"}
-    return {k: v for k, v in kwargs.items() if k not in skip}
+        primaries = cluster_nodes(self, primaries=True)
+        return node_client(primaries[index % len(primaries)])
 
 
 class SyncRedisCluster(redis.cluster.RedisCluster):
@@ -193,16 +179,14 @@ class SyncRedisCluster(redis.cluster.RedisCluster):
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         self._fastq_ready()
         try:
-            return super().execute_command(*args, **kwargs)
+            return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]  # unannotated in redis-py
         except _CLUSTER_ERRORS as exc:
             raise _translate(exc) from exc
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
         self._fastq_ready()
-        pipe = super().pipeline(transaction, shard_hint)
-        pipe.__class__ = _pipeline_class(_SyncClusterPipeline, type(pipe))
-        pipe._fastq_client = self
-        return pipe
+        pipe = super().pipeline(transaction, shard_hint)  # type: ignore[no-untyped-call]  # unannotated in redis-py
+        return extend(pipe, _SyncClusterPipeline, _fastq_client=self)
 
     def close(self) -> None:
         if "_fastq_init" in self.__dict__:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from fastq.redis._compat import connection_kwargs
 from fastq.redis.clients import async_client as build_async_client
 from fastq.redis.clients import sync_client as build_sync_client
 from fastq.redis.cluster import AsyncRedisCluster, SyncRedisCluster
@@ -41,10 +42,9 @@ def check_bytes_client(client: Any) -> Any:
                 "fastq.redis.RedisClusterClientOpt, not a redis-py RedisCluster: its pipelines refuse the "
                 "script calls fastq batches")
         pending = client.__dict__.get("_fastq_init")  # a lazy SyncRedisCluster: look without connecting
-        kwargs = pending[1] if pending is not None else (getattr(client, "connection_kwargs", None) or {})
+        kwargs = pending[1] if pending is not None else connection_kwargs(client)
     else:
-        pool = getattr(client, "connection_pool", None)
-        kwargs = pool.connection_kwargs if pool is not None else {}
+        kwargs = connection_kwargs(client)
     if kwargs.get("decode_responses"):
         raise ValueError("fastq needs a Redis client with decode_responses=False")
     return client

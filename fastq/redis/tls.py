@@ -4,10 +4,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 import redis
 
+from fastq.redis._compat import AsyncConnectHooks, SyncConnectHooks
 from fastq.redis.errors import TLSHandshakeError
 from fastq.redis.options import DEFAULT_TLS_HANDSHAKE_TIMEOUT, TLSConfig, _ssl_reason
 
@@ -91,22 +92,15 @@ def _closed_after_handshake(exc: BaseException, tls: TLSConfig, host: str, port:
                              f"yes): give tls_cert and tls_key")
 
 
-class _SyncTLS:
+class _SyncTLS(SyncConnectHooks):
     """Wrap the socket with fastq's TLS context (verification on; server name override)."""
 
     _fastq_tls: TLSConfig
 
-    def on_connect_check_health(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        try:
-            return super().on_connect_check_health(*args, **kwargs)  # type: ignore[misc]
-        except redis.exceptions.ConnectionError as exc:
-            better = _closed_after_handshake(exc, self._fastq_tls, self.host, self.port)
-            if better is None:
-                raise
-            raise better from None
+    def fastq_setup_failed(self, exc: redis.exceptions.ConnectionError) -> Optional[BaseException]:
+        return _closed_after_handshake(exc, self._fastq_tls, self.host, self.port)
 
-    def _connect(self):  # type: ignore[no-untyped-def]
-        sock = super()._connect()  # type: ignore[misc]
+    def fastq_wrap_socket(self, sock: socket.socket) -> socket.socket:
         name = self._fastq_tls.server_name or self.host
         # The handshake is bounded like the TCP connect, not by socket_timeout alone (often None or
         # long, it is for commands): a rediss:// URL for a plain-text port would wait that long.
@@ -131,42 +125,31 @@ class _SyncTLS:
         return wrapped
 
 
-class _AsyncTLS:
+class _AsyncTLS(AsyncConnectHooks):
     _fastq_tls: TLSConfig
 
-    async def on_connect_check_health(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        try:
-            return await super().on_connect_check_health(*args, **kwargs)  # type: ignore[misc]
-        except redis.exceptions.ConnectionError as exc:
-            better = _closed_after_handshake(exc, self._fastq_tls, self.host, self.port)
-            if better is None:
-                raise
-            raise better from None
+    def fastq_setup_failed(self, exc: redis.exceptions.ConnectionError) -> Optional[BaseException]:
+        return _closed_after_handshake(exc, self._fastq_tls, self.host, self.port)
 
-    def _connection_arguments(self):  # type: ignore[no-untyped-def]
-        kwargs = dict(super()._connection_arguments())  # type: ignore[misc]
+    def fastq_open_arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs["ssl"] = self._fastq_tls.context()
         kwargs["server_hostname"] = self._fastq_tls.server_name or self.host
         return kwargs
 
-    async def connect_check_health(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        try:
-            return await super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
-        except redis.exceptions.ConnectionError as exc:  # redis-py wraps what _connect raises: unwrap ours
-            if isinstance(exc.__cause__, TLSHandshakeError):
-                raise exc.__cause__ from None
-            raise
+    def fastq_connect_failed(self, exc: redis.exceptions.ConnectionError) -> Optional[BaseException]:
+        # redis-py wraps what the connect raised: give ours back unwrapped
+        return exc.__cause__ if isinstance(exc.__cause__, TLSHandshakeError) else None
 
-    async def _connect(self):  # type: ignore[no-untyped-def]
+    async def fastq_open(self, connect: Callable[[], Awaitable[None]]) -> None:
         # redis-py bounds TCP connect + handshake by socket_connect_timeout, and not at all when it
         # is None: a rediss:// URL for a plain-text port would then wait forever.
-        timeout = self.socket_connect_timeout
+        given = self.socket_connect_timeout
+        timeout = DEFAULT_TLS_HANDSHAKE_TIMEOUT if given is None else given
         try:
-            if timeout is None:
-                timeout = DEFAULT_TLS_HANDSHAKE_TIMEOUT
-                await asyncio.wait_for(super()._connect(), timeout)  # type: ignore[misc]
+            if given is None:
+                await asyncio.wait_for(connect(), timeout)
             else:
-                await super()._connect()  # type: ignore[misc]
+                await connect()
         except (ssl.SSLError, ssl.CertificateError) as exc:
             name = self._fastq_tls.server_name or self.host
             raise _tls_failure(exc, self.host, self.port, name) from None
