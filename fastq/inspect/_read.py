@@ -16,7 +16,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoPermissionError, ResponseError
 
 from fastq import _proto, _scripts, keys
-from fastq._codec import decode_message
+from fastq._codec import TaskMessage, decode_message
 from fastq.errors import CorruptDataError, DecodeError, QueueNotFoundError, TaskNotFoundError
 from fastq.inspect import _common as c
 from fastq.inspect._io import Call, Steps, cmd, script
@@ -172,7 +172,7 @@ def groups(queue: str) -> Steps[list[GroupInfo]]:
 
 # ---------------------------------------------------------------- tasks
 
-def _decode(queue: str, task_id: str, raw: Any) -> Any:
+def _decode(queue: str, task_id: str, raw: Any) -> TaskMessage:
     where = keys.task_key(queue, task_id)
     if raw is None:
         raise CorruptDataError(where, "the task hash has no 'msg' field")

@@ -27,7 +27,7 @@ from fastq.errors import (
     TaskNotScheduledError,
 )
 from fastq.inspect import _common as c
-from fastq.inspect._io import Steps, cmd, script
+from fastq.inspect._io import Call, Steps, cmd, script
 from fastq.inspect._read import _decode, _state
 
 DELETE_TASK = _scripts.SCRIPTS["inspect_delete_task"]
@@ -153,7 +153,7 @@ def _source(queue: str, state: str, group: str) -> tuple[str, str]:
 
 
 def _bulk(queue: str, state: str, group: str, progress: Progress | None, batch: int,
-          make_call: Callable[[str, str, int], Any]) -> Steps[int]:
+          make_call: Callable[[str, str, int], Call]) -> Steps[int]:
     source, kind = _source(queue, state, group)
     size = cmd("llen", source) if kind == "list" else cmd("zcard", source)
     exists, total = yield [cmd("sismember", keys.ALL_QUEUES, queue), size]
@@ -205,7 +205,7 @@ def archive_all(queue: str, state: Any, group: str | None = None, progress: Prog
     """Archive every task in ``state``; return how many (the archive keeps Asynq's 10,000 cap)."""
     st, grp = _bulk_args(queue, state, group, c.ARCHIVE_ALL_STATES, "archive all", batch)
 
-    def call(src: str, kind: str, n: int) -> Any:
+    def call(src: str, kind: str, n: int) -> Call:
         now, cutoff = _archive_times()
         return script(ARCHIVE_BATCH, [src, keys.archived_key(queue), keys.groups_key(queue)],
                       [keys.task_key_prefix(queue), n, kind, grp, now, cutoff, c.ARCHIVE_MAX_SIZE])
