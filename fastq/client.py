@@ -17,9 +17,9 @@ from redis.exceptions import OutOfMemoryError
 from fastq import keys
 from fastq._codec import encode_message
 from fastq._rdb import scripts as _scripts
-from fastq._rdb.calls import Call, adrive, aexecute, drive, execute
+from fastq._rdb.calls import IO, Call, arun, checked, cmd, run, steps_io
 from fastq._rdb.calls import script as _call
-from fastq._rdb.window import Resent, arun_window, run_window, window_pool
+from fastq._rdb.window import Resent, window, window_pool
 from fastq._redis import async_client, sync_client
 from fastq.errors import BrokerFullError, DuplicateTaskError, PayloadTooLargeError, TaskIDConflictError
 from fastq.options import ENQUEUE, GROUP, SCHEDULE, EnqueuePlan, plan_enqueue, plan_many
@@ -223,7 +223,52 @@ class _Outcome:
         return self.infos
 
 
-class Client:
+class _ClientBase:
+    """What Client and AsyncClient share: options, and each operation as one I/O generator
+    (``fastq._rdb.calls``) that the sync or the asyncio driver runs."""
+
+    def __init__(self, redis: Any, chunk_size: int, max_payload_bytes: int) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        if max_payload_bytes < 0:
+            raise ValueError("max_payload_bytes must be >= 0 (0 = no limit)")
+        self._max_payload = max_payload_bytes
+        self._redis = redis
+        self._chunk_size = chunk_size
+        self._published: set[str] = set()
+
+    @property
+    def redis(self) -> Any:
+        return self._redis
+
+    def _publish(self, queue: str) -> IO[None]:
+        # Go's client adds the queue to asynq:queues once per process per queue.
+        if queue not in self._published:
+            yield from checked([cmd("sadd", keys.ALL_QUEUES, queue)])
+            self._published.add(queue)
+
+    def _enqueue(self, task: Task, options: dict[str, Any]) -> IO[TaskInfo]:
+        plan = plan_enqueue(task, options)
+        _check_size([plan], self._max_payload)
+        call = _single_call(plan, time.time())  # encodes: whatever fails, fails before any write
+        yield from self._publish(plan.msg.queue)
+        (reply,) = yield from checked([call])
+        return _single_result(plan, reply)
+
+    def _enqueue_many(self, tasks: list[Task], options: dict[str, Any]) -> IO[list[TaskInfo]]:
+        plans = _plan_many(tasks, options)
+        if not plans:
+            return []
+        _check_size(plans, self._max_payload)
+        yield from self._publish(plans[0].msg.queue)
+        pool = window_pool(self._redis)
+        if pool is not None and _windowed(plans, self._chunk_size):
+            windowed: list[TaskInfo] = yield from window(pool, _windowed_batch_steps(plans, self._chunk_size))
+            return windowed
+        return (yield from steps_io(_enqueue_many_steps(plans, self._chunk_size)))
+
+
+class Client(_ClientBase):
     """Enqueue tasks from synchronous code.
 
     ``Client(url_or_redis=None)`` takes a Redis URL (default ``$FASTQ_REDIS_URL``
@@ -232,33 +277,12 @@ class Client:
 
     def __init__(self, redis: Any = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
-        if max_payload_bytes < 0:
-            raise ValueError("max_payload_bytes must be >= 0 (0 = no limit)")
-        self._max_payload = max_payload_bytes
-        self._redis = sync_client(redis)
-        self._chunk_size = chunk_size
-        self._published: set[str] = set()
-
-    @property
-    def redis(self) -> Any:
-        return self._redis
-
-    def _publish(self, queue: str) -> None:
-        # Go's client adds the queue to asynq:queues once per process per queue.
-        if queue not in self._published:
-            self._redis.sadd(keys.ALL_QUEUES, queue)
-            self._published.add(queue)
+        super().__init__(sync_client(redis), chunk_size, max_payload_bytes)
 
     def enqueue(self, task: Task, **options: Any) -> TaskInfo:
         """Write one task; return its TaskInfo (``.id``, ``.queue``, ``.state``)."""
-        plan = plan_enqueue(task, options)
-        _check_size([plan], self._max_payload)
         with _broker_errors():
-            call = _single_call(plan, time.time())  # encodes: whatever fails, fails before any write
-            self._publish(plan.msg.queue)
-            return _single_result(plan, execute(self._redis, [call])[0])
+            return run(self._redis, self._enqueue(task, options))
 
     def enqueue_many(self, tasks: Iterable[Task], **options: Any) -> list[TaskInfo]:
         """Write many tasks with the same options, one round trip per chunk.
@@ -270,22 +294,8 @@ class Client:
         Above one chunk, the cyclic garbage collector is paused for the call (``_gc_paused``).
         """
         tasks = list(tasks)
-        with _gc_paused(len(tasks) > self._chunk_size):
-            return self._enqueue_many(tasks, options)
-
-    def _enqueue_many(self, tasks: list[Task], options: dict[str, Any]) -> list[TaskInfo]:
-        plans = _plan_many(tasks, options)
-        if not plans:
-            return []
-        _check_size(plans, self._max_payload)
-        with _broker_errors():
-            self._publish(plans[0].msg.queue)
-            pool = window_pool(self._redis)
-            if pool is not None and _windowed(plans, self._chunk_size):
-                windowed: list[TaskInfo] = run_window(self._redis, pool,
-                                                      _windowed_batch_steps(plans, self._chunk_size))
-                return windowed
-            return drive(self._redis, _enqueue_many_steps(plans, self._chunk_size))
+        with _gc_paused(len(tasks) > self._chunk_size), _broker_errors():
+            return run(self._redis, self._enqueue_many(tasks, options))
 
     def ping(self) -> bool:
         """``True`` when Redis answers ``PING``; raises the connection error otherwise."""
@@ -302,57 +312,23 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_ClientBase):
     """Enqueue tasks from asyncio code; same methods as ``Client``, awaited."""
 
     def __init__(self, redis: Any = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
-        if max_payload_bytes < 0:
-            raise ValueError("max_payload_bytes must be >= 0 (0 = no limit)")
-        self._max_payload = max_payload_bytes
-        self._redis = async_client(redis)
-        self._chunk_size = chunk_size
-        self._published: set[str] = set()
-
-    @property
-    def redis(self) -> Any:
-        return self._redis
-
-    async def _publish(self, queue: str) -> None:
-        if queue not in self._published:
-            await self._redis.sadd(keys.ALL_QUEUES, queue)
-            self._published.add(queue)
+        super().__init__(async_client(redis), chunk_size, max_payload_bytes)
 
     async def enqueue(self, task: Task, **options: Any) -> TaskInfo:
         """Write one task; return its TaskInfo (``.id``, ``.queue``, ``.state``). See ``Client.enqueue``."""
-        plan = plan_enqueue(task, options)
-        _check_size([plan], self._max_payload)
         with _broker_errors():
-            call = _single_call(plan, time.time())
-            await self._publish(plan.msg.queue)
-            return _single_result(plan, (await aexecute(self._redis, [call]))[0])
+            return await arun(self._redis, self._enqueue(task, options))
 
     async def enqueue_many(self, tasks: Iterable[Task], **options: Any) -> list[TaskInfo]:
         """Write many tasks with the same options, one round trip per chunk. See ``Client.enqueue_many``."""
         tasks = list(tasks)
-        with _gc_paused(len(tasks) > self._chunk_size):
-            return await self._enqueue_many(tasks, options)
-
-    async def _enqueue_many(self, tasks: list[Task], options: dict[str, Any]) -> list[TaskInfo]:
-        plans = _plan_many(tasks, options)
-        if not plans:
-            return []
-        _check_size(plans, self._max_payload)
-        with _broker_errors():
-            await self._publish(plans[0].msg.queue)
-            pool = window_pool(self._redis)
-            if pool is not None and _windowed(plans, self._chunk_size):
-                windowed: list[TaskInfo] = await arun_window(self._redis, pool,
-                                                              _windowed_batch_steps(plans, self._chunk_size))
-                return windowed
-            return await adrive(self._redis, _enqueue_many_steps(plans, self._chunk_size))
+        with _gc_paused(len(tasks) > self._chunk_size), _broker_errors():
+            return await arun(self._redis, self._enqueue_many(tasks, options))
 
     async def ping(self) -> bool:
         """``True`` when Redis answers ``PING``; raises the connection error otherwise."""

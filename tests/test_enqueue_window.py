@@ -1,4 +1,4 @@
-"""enqueue_many keeps one chunk in flight while it builds the next (fastq._window).
+"""enqueue_many keeps one chunk in flight while it builds the next (fastq._rdb.window).
 
 Each test checks what Redis holds afterwards: every task once, in the order given, whatever
 happened to the script cache or the connection on the way.
@@ -16,7 +16,7 @@ import redis
 import redis.asyncio
 
 import fastq
-from fastq import _window
+from fastq._rdb import window as _window
 from fastq.errors import PayloadTooLargeError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "faults"))
@@ -57,13 +57,13 @@ def test_every_task_once_in_order(redis_url, r, sync, flush_scripts):
 @pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
 def test_a_plain_client_takes_the_window_and_a_wrapped_one_does_not(redis_url, sync):
     if sync:
-        assert _window.sync_window_pool(redis.Redis.from_url(redis_url)) is not None
+        assert _window.window_pool(redis.Redis.from_url(redis_url)) is not None
         durable = fastq.Client(redis_url + "?durability=replicated").redis
-        assert _window.sync_window_pool(durable) is None
+        assert _window.window_pool(durable) is None
     else:
-        assert _window.async_window_pool(redis.asyncio.Redis.from_url(redis_url)) is not None
+        assert _window.window_pool(redis.asyncio.Redis.from_url(redis_url)) is not None
         durable = fastq.AsyncClient(redis_url + "?durability=replicated").redis
-        assert _window.async_window_pool(durable) is None
+        assert _window.window_pool(durable) is None
 
 
 @pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
@@ -108,8 +108,8 @@ def test_redis_down_raises_connection_error(tmp_path):
 
 def test_the_garbage_collector_is_paused_only_during_large_calls(redis_url, monkeypatch):
     seen = []
-    original = _window.run_window
-    monkeypatch.setattr("fastq.client.run_window", lambda *a: seen.append(gc.isenabled()) or original(*a))
+    original = _window.window
+    monkeypatch.setattr("fastq.client.window", lambda *a: seen.append(gc.isenabled()) or original(*a))
     client = fastq.Client(redis_url, chunk_size=10)
     client.enqueue_many(tasks(11))
     assert seen == [False] and gc.isenabled()

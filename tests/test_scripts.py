@@ -8,6 +8,7 @@ from helpers import dump
 
 from fastq import _scripts, keys
 from fastq._codec import TaskMessage, decode_message, encode_message
+from fastq._rdb.calls import execute
 from fastq.server.broker import Broker, utc_date
 
 Q = "default"
@@ -89,7 +90,7 @@ def test_dequeue_more_than_unpack_limit(r):
 
 def ack(r, batch, cutoff=""):
     broker_calls = Broker.ack_calls(batch, time.time(), cutoff)
-    replies = [script.run(r, k, a) for script, k, a in broker_calls]
+    replies = execute(r, broker_calls)
     return [x.decode() for reply in replies for x in reply]
 
 
@@ -166,9 +167,9 @@ def test_archive_trims_by_age_and_size_deleting_hashes(r):
     seed_active(r, Q, "new")
     items = [("new", "tok", TaskMessage(type="t", id="new", queue=Q, error_msg="boom"))]
     calls = Broker.ack_calls({("archive", Q): items}, now)
-    script, k, a = calls[0]
-    a[5] = 3  # max size 3: keeps the newest 2 after adding, as Asynq's ZRANGE 0 -max does
-    script.run(r, k, a)
+    (call,) = calls
+    call.args[1][5] = 3  # max size 3: keeps the newest 2 after adding, as Asynq's ZRANGE 0 -max does
+    execute(r, [call])
     assert r.zrange(keys.archived_key(Q), 0, -1) == [b"old2", b"new"]
     assert not r.exists(keys.task_key(Q, "ancient")) and not r.exists(keys.task_key(Q, "old1"))
     assert r.hget(keys.task_key(Q, "new"), "state") == b"archived"

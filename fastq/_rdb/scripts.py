@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 
 def _read(name: str) -> str:
-    return resources.files("fastq").joinpath("lua", name).read_text(encoding="utf-8")
+    return resources.files("fastq").joinpath("lua").joinpath(name).read_text(encoding="utf-8")
 
 
 class Script:

@@ -25,7 +25,7 @@ they are yielded, whatever happens:
 """
 from __future__ import annotations
 
-from typing import Any, Generator, Optional
+from typing import Any, Callable, Generator, Optional
 
 import redis
 import redis.asyncio
@@ -33,6 +33,7 @@ from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
 from fastq._rdb.calls import IO, Call, Op, arun, checked, load, run
 
+_pack: Optional[Callable[[tuple[Any, ...]], bytes]]
 try:
     from hiredis import pack_command as _pack
 except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
