@@ -30,7 +30,7 @@ Clients and pipelines:
   redis-py's ``Pipeline`` / ``ClusterPipeline`` instances are made by ``pipeline()`` with
   arguments fastq does not know, and take a class of the same layout (they have a ``__dict__``).
 * ``set_node_connection_class(client, cls)``: asyncio ``RedisCluster`` takes no connection class;
-  this sets it in ``client.connection_kwargs``, on ``client.startup_nodes`` and on
+  this sets it in ``client.connection_kwargs``, on ``client.startup_nodes`` (7.0+) and on
   ``client.nodes_manager.startup_nodes`` (a dict of ``ClusterNode``, attribute
   ``connection_class``), from which redis-py makes every node it discovers.
 * ``cluster_nodes(client)``: ``client.nodes_manager.nodes_cache`` (the nodes known), else
@@ -237,10 +237,8 @@ def extend(obj: T, mixin: type, prefix: str = "Fastq", **attrs: Any) -> T:
 def set_node_connection_class(client: redis.asyncio.cluster.RedisCluster, cls: type) -> None:
     """Make every node connection of an asyncio ``RedisCluster`` (known now or discovered later) a ``cls``."""
     client.connection_kwargs["connection_class"] = cls
-    for node in client.startup_nodes:
-        node.connection_class = cls
-    for node in client.nodes_manager.startup_nodes.values():
-        node.connection_class = cls
+    for node in (*getattr(client, "startup_nodes", ()), *client.nodes_manager.startup_nodes.values()):
+        node.connection_class = cls  # (redis-py < 7 keeps them in nodes_manager only)
 
 
 def cluster_nodes(client: redis.asyncio.cluster.RedisCluster,
