@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from fastq.errors import InvalidOptionError
 
@@ -193,41 +193,3 @@ def headers(value: Mapping[str, str]) -> dict[str, str]:
         if not (k.isascii() and v.isascii()) and (_SURROGATE.search(k) or _SURROGATE.search(v)):
             raise InvalidOptionError(f"task headers must be valid UTF-8 (lone surrogate in header {_show(k)})")
     return result
-
-
-# ---------------------------------------------------------------- numbers of any option (connection, worker settings)
-
-__all__ += ["number", "number_text"]
-
-
-def number(name: str, value: Any, minimum: float = 0.0, *, integer: bool = False, above: bool = False,
-           what: str | None = None, error: Callable[[str], Exception] = InvalidOptionError) -> Any:
-    """``value``, unchanged, if it is a finite number (an int when ``integer``; never a bool) of at
-    least ``minimum`` (more than it when ``above``); else ``error(message)`` naming ``name``.
-
-    ``what`` is the kind of value the message asks for when ``value`` is no number at all (default
-    "an integer" or "a number"); ``error`` the exception class (``fastq.redis`` raises
-    ``ConnectionConfigError``).
-    """
-    kind = what or ("an integer" if integer else "a number")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise error(f"{name} must be {kind}, not {type(value).__name__}")
-    if integer and not isinstance(value, int):
-        raise error(f"{name} must be an integer, not {type(value).__name__} ({value!r})")
-    if math.isnan(value) or math.isinf(value) or value < minimum or (above and value == minimum):
-        if above and minimum == 0:
-            wanted = "a positive " + kind.split(" ", 1)[1]  # "a number of seconds" -> "a positive number of seconds"
-        else:
-            wanted = f"{'more than' if above else 'at least'} {minimum:g}"
-        raise error(f"{name} must be {wanted}, got {value!r}")
-    return value
-
-
-def number_text(name: str, text: str, *, integer: bool = False,
-                error: Callable[[str], Exception] = InvalidOptionError) -> int | float:
-    """The number written in ``text`` (a URL query or environment value): an int when ``integer``,
-    else a float; ``error`` names ``name`` when it is none. ``number`` checks its range."""
-    try:
-        return int(text) if integer else float(text)
-    except ValueError:
-        raise error(f"{name} must be {'an integer' if integer else 'a number'}, got {text!r}") from None

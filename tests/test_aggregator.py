@@ -12,8 +12,9 @@ import redis.asyncio
 from helpers import RunningWorker, async_wait_for, golden
 
 import fastq
-from fastq import _scripts, keys
+from fastq import keys
 from fastq._codec import decode_message
+from fastq._rdb import scripts as _scripts
 from fastq.errors import InvalidOptionError
 from fastq.server.aggregator import SET_TIMEOUT, Aggregator, aggregated_plan, check_interval
 
@@ -615,7 +616,7 @@ def test_the_relist_script_lists_only_nonempty_unlisted_groups_of_vanished_sets(
     r.zadd(live, {"z": now})
     r.zadd(SETS, {live: now + 100})
     r.set(keys.group_key(Q, "str"), "x")
-    from fastq.server.aggregator import relist_groups
+    from fastq._rdb.aggregation import relist_groups
 
     async def main(set_keys):
         client = redis.asyncio.Redis.from_url(redis_url)
@@ -646,7 +647,7 @@ def test_the_discovery_script_lists_only_unlisted_nonempty_group_zsets(redis_url
     r.set(keys.group_key(Q, "str"), "x")
     for i in range(300):  # other keys to scan past
         r.set(f"asynq:{{{Q}}}:t:filler{i}", "x")
-    from fastq.server.aggregator import discover_groups
+    from fastq._rdb.aggregation import discover_groups
 
     async def main():
         client = redis.asyncio.Redis.from_url(redis_url)

@@ -37,7 +37,6 @@ _KEYS = {
     "sentinel": {"db", "master", "sentinel_username", "sentinel_password", *_COMMON_KEYS, *_DURABILITY_KEYS},
     "cluster": {"max_redirects", *_COMMON_KEYS},
 }
-Query = dict[str, str]  # the query options not read yet
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://(.*)$", re.S)
 
 
@@ -137,7 +136,7 @@ def _scrub(message: str, url: str) -> str:
     return message
 
 
-def _db(url: str, path: str, opts: Query) -> int:
+def _db(url: str, path: str, opts: dict) -> int:
     text = opts.pop("db", None)
     from_path = path.strip("/")
     if text is not None and from_path:
@@ -150,7 +149,7 @@ def _db(url: str, path: str, opts: Query) -> int:
     return int(text)
 
 
-def _number(url: str, opts: Query, key: str, kind: type[int] | type[float]) -> Any:
+def _number(url: str, opts: dict, key: str, kind: type) -> Any:
     text = opts.pop(key, None)
     if text is None:
         return None
@@ -160,8 +159,8 @@ def _number(url: str, opts: Query, key: str, kind: type[int] | type[float]) -> A
         raise _url_error(url, f"{key} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
 
 
-def _common_from(url: str, opts: Query) -> dict[str, Any]:
-    out: dict[str, Any] = {"socket_timeout": _number(url, opts, "socket_timeout", float),
+def _common_from(url: str, opts: dict) -> dict:
+    out = {"socket_timeout": _number(url, opts, "socket_timeout", float),
            "socket_connect_timeout": _number(url, opts, "socket_connect_timeout", float),
            "max_connections": _number(url, opts, "max_connections", int)}
     if "durability" in opts or "replicas" in opts or "replica_timeout" in opts:
@@ -175,7 +174,7 @@ def _common_from(url: str, opts: Query) -> dict[str, Any]:
     return out
 
 
-def _tls_from(url: str, scheme: str, opts: Query) -> Optional[TLSConfig]:
+def _tls_from(url: str, scheme: str, opts: dict) -> Optional[TLSConfig]:
     given = {}
     for key in list(opts):
         if key in _TLS_KEYS:
@@ -204,16 +203,14 @@ def _hosts(url: str, hosts: str, default_port: int, many: bool) -> list[str]:
     return out
 
 
-def _parse_single(url: str, hosts: str, path: str, username: Optional[str], password: Optional[str],
-                  opts: Query, tls: Optional[TLSConfig], common: dict[str, Any]) -> RedisClientOpt:
+def _parse_single(url, hosts, path, username, password, opts, tls, common) -> RedisClientOpt:
     (addr,) = _hosts(url, hosts, DEFAULT_PORT, many=False)
     db = _db(url, path, opts)
     return RedisClientOpt(addr=addr, username=username, password=password, db=db, tls=tls,
                           **{k: v for k, v in common.items() if v is not None})
 
 
-def _parse_unix(url: str, scheme: str, hosts: str, path: str, username: Optional[str], password: Optional[str],
-                opts: Query) -> RedisClientOpt:
+def _parse_unix(url, scheme, hosts, path, username, password, opts) -> RedisClientOpt:
     if hosts:
         raise _url_error(url, f"{scheme}:// takes a path, not a host: {scheme}:///path/to/redis.sock")
     if not path or path == "/":
@@ -226,8 +223,7 @@ def _parse_unix(url: str, scheme: str, hosts: str, path: str, username: Optional
                           db=int(db_text or 0), **{k: v for k, v in common.items() if v is not None})
 
 
-def _parse_sentinel(url: str, scheme: str, hosts: str, path: str, username: Optional[str], password: Optional[str],
-                    opts: Query, tls: Optional[TLSConfig], common: dict[str, Any]) -> RedisFailoverClientOpt:
+def _parse_sentinel(url, scheme, hosts, path, username, password, opts, tls, common) -> RedisFailoverClientOpt:
     addrs = _hosts(url, hosts, DEFAULT_SENTINEL_PORT, many=True)
     master = opts.pop("master", "")
     if not master.strip():
@@ -246,8 +242,7 @@ def _parse_sentinel(url: str, scheme: str, hosts: str, path: str, username: Opti
                                   tls=tls, **{k: v for k, v in common.items() if v is not None})
 
 
-def _parse_cluster(url: str, hosts: str, path: str, username: Optional[str], password: Optional[str],
-                   opts: Query, tls: Optional[TLSConfig], common: dict[str, Any]) -> RedisClusterClientOpt:
+def _parse_cluster(url, hosts, path, username, password, opts, tls, common) -> RedisClusterClientOpt:
     addrs = _hosts(url, hosts, DEFAULT_PORT, many=True)
     if path.strip("/") not in ("", "0"):
         raise _url_error(url, "Redis Cluster has only database 0")

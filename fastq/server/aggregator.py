@@ -61,44 +61,34 @@ import asyncio
 import logging
 import random
 import time
-import uuid
 from typing import Any, Optional, Sequence, Union
 
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
-from fastq import _scripts, keys
-from fastq._codec import decode_message, encode_message
-from fastq.connection import is_cluster
+from fastq import keys
+from fastq._codec import decode_message
+from fastq._rdb import aggregation as rdb
+from fastq._rdb.aggregation import DONE, ID_CONFLICT, NOT_OURS, GroupRules, group_name
 from fastq.errors import DecodeError, InvalidOptionError
 from fastq.mux import is_async_handler
-from fastq.options import ENQUEUE, GROUP, SCHEDULE, EnqueuePlan, plan_enqueue
+from fastq.options import EnqueuePlan, plan_enqueue
 from fastq.server.config import WorkerConfig
 from fastq.server.health import noop_health
 from fastq.server.maintenance import sleep_until_set
 from fastq.server.processor import printable_id, undecodable_message
 from fastq.task import Task
 
-__all__ = ["Aggregator", "aggregation_loop", "check_interval", "discover_groups", "reclaim_stale_sets"]
+__all__ = ["Aggregator", "aggregation_loop", "check_interval", "reclaim_stale_sets"]
 
 log = logging.getLogger("fastq.aggregator")
 
 SET_TIMEOUT = 120  # seconds until an aggregation set may be reclaimed (Asynq: 2 min)
 MAX_RUNS_IN_FLIGHT = 3  # aggregation runs at once (Asynq: maxConcurrentAggregationChecks)
 DEFAULT_CHECK_INTERVAL = 7.0  # Asynq: defaultAggregationCheckInterval
-CHECK_PAGE = 100  # groups checked per round trip
-READ_PAGE = 1000  # set members read per round trip
 MAX_SETS_PER_GROUP = 100  # sets made from one group in one run, so other groups get their turn
-RECLAIM_BATCH = 100  # stale sets reclaimed per script call
 DISCOVERY_INTERVAL = 300.0  # seconds between sweeps for groups missing from asynq:{q}:groups (+-10 %)
-DISCOVERY_SCAN_COUNT = 1000  # keys looked at per SCAN step (one script call each)
 DISCOVERY_DUTY = 0.01  # a sweep waits between steps so that it keeps Redis busy <= 1 % of the time
 TRACK_MAX_SETS = 10_000  # aggregation sets watched per queue (more: left to the sweep)
-
-AGGREGATION_DISCOVER = _scripts.SCRIPTS["aggregation_discover"]
-AGGREGATION_RELIST = _scripts.SCRIPTS["aggregation_relist"]
-
-# finish_aggregation replies
-DONE, ID_CONFLICT, DUPLICATE, NOT_OURS = 1, 0, -1, -2
 
 
 def check_interval(cfg: WorkerConfig) -> float:
@@ -109,80 +99,9 @@ def check_interval(cfg: WorkerConfig) -> float:
     return interval
 
 
-def _name(group: Any) -> bytes:
-    """A group name as the bytes of its keys (a str may carry surrogate escapes, see ``_label``)."""
-    return group if isinstance(group, bytes) else str(group).encode("utf-8", "surrogateescape")
-
-
 def _label(name: bytes) -> str:
     """A group name for ``group_aggregator`` and logs: lossless for any bytes (surrogate escapes)."""
     return name.decode("utf-8", "surrogateescape")
-
-
-def _group_key(q: str, name: bytes) -> bytes:
-    return keys.group_key_prefix(q).encode() + name  # keys.group_key for any bytes
-
-
-def _set_key(q: str, name: bytes, set_id: str) -> bytes:
-    return _group_key(q, name) + b":" + set_id.encode()  # keys.aggregation_set_key for any bytes
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-# ----------------------------------------------------------------- groups missing from the groups set
-
-async def discover_groups(redis: Any, queues: Sequence[str], count: int = DISCOVERY_SCAN_COUNT,
-                          duty: float = 1.0) -> dict[str, list[bytes]]:
-    """Add groups that have tasks but are missing from ``asynq:{q}:groups`` back to it.
-
-    One full SCAN cycle over ``asynq:{q}:g:*`` in steps of ``count`` keys (one short script
-    call each, steps of several sweeps sent together). Standalone Redis: one sweep for all
-    ``queues``. Redis Cluster: one sweep per queue, on the node owning its slot. With
-    ``duty`` < 1 it waits after each step so that its steps take at most that share of the
-    time. Returns ``{queue: [group names added]}`` for the queues where some were found.
-    """
-    queues = list(dict.fromkeys(queues))
-    if not queues:
-        return {}
-    sweeps = [[q] for q in queues] if is_cluster(redis) or len(queues) == 1 else [queues]
-    found: dict[str, set[bytes]] = {}
-    cursors: dict[int, Any] = {i: 0 for i in range(len(sweeps))}
-    while cursors:
-        order = list(cursors)
-        calls = []
-        for i in order:
-            sweep = sweeps[i]
-            pattern = _glob_escape(keys.group_key_prefix(sweep[0])) + "*" if len(sweep) == 1 else "asynq:{*}:g:*"
-            calls.append((AGGREGATION_DISCOVER,
-                          [k for q in sweep for k in (keys.groups_key(q), keys.all_aggregation_sets_key(q))],
-                          [cursors[i], pattern, count,
-                           *(a for q in sweep for a in (keys.group_key_prefix(q), keys.task_key_prefix(q)))]))
-        started = time.monotonic()
-        replies = await _scripts.arun_many(redis, calls)
-        took = time.monotonic() - started
-        for i, reply in zip(order, replies, strict=False):
-            for j in range(1, len(reply), 2):
-                found.setdefault(sweeps[i][int(reply[j]) - 1], set()).add(reply[j + 1])
-            if int(reply[0]) == 0:
-                del cursors[i]
-            else:
-                cursors[i] = reply[0]
-        if cursors and duty < 1:
-            await asyncio.sleep(took * (1 - duty) / duty)
-    return {q: sorted(names) for q, names in found.items()}
-
-
-async def relist_groups(redis: Any, q: str, set_keys: Sequence[bytes]) -> list[bytes]:
-    """List again the groups of aggregation sets that left ``asynq:{q}:aggregation_sets`` (reclaimed
-    by Go Asynq, which does not list the group again) when they still have tasks; the names added."""
-    added: list[bytes] = []
-    set_keys = list(set_keys)
-    for i in range(0, len(set_keys), RECLAIM_BATCH):
-        added += await AGGREGATION_RELIST.arun(redis, [keys.groups_key(q), keys.all_aggregation_sets_key(q)],
-                                               [keys.group_key_prefix(q), *set_keys[i:i + RECLAIM_BATCH]])
-    return added
 
 
 # ----------------------------------------------------------------- stale sets
@@ -192,15 +111,7 @@ async def reclaim_stale_sets(redis: Any, queues: Sequence[str]) -> int:
 
     One round trip for all queues while nothing is stale; returns the number of sets reclaimed.
     """
-    total = 0
-    pending = list(queues)
-    while pending:
-        calls = [(_scripts.RECLAIM_AGGREGATION_SETS,
-                  [keys.all_aggregation_sets_key(q), keys.groups_key(q)],
-                  [keys.group_key_prefix(q), keys.task_key_prefix(q), RECLAIM_BATCH]) for q in pending]
-        replies = await _scripts.arun_many(redis, calls)
-        total += sum(int(n) for n in replies)
-        pending = [q for q, n in zip(pending, replies, strict=False) if int(n) >= RECLAIM_BATCH]
+    total = await rdb.reclaim_stale_sets(redis, queues)
     if total:
         log.warning("reclaimed %d stale aggregation set(s): their tasks are back in their groups", total)
     return total
@@ -232,6 +143,7 @@ class Aggregator:
         self._is_async = is_async_handler(cfg.group_aggregator)
         self.aggregated = 0  # sets finished by this aggregator (tests and logs)
         self._sets: dict[str, Optional[set[bytes]]] = {}  # per queue: aggregation sets seen last tick
+        self._rules = GroupRules(cfg.group_max_size, cfg.group_max_delay, cfg.group_grace_period, SET_TIMEOUT)
 
     async def run(self, stop: asyncio.Event) -> None:
         """One run at start, then one every ``check_interval``, at most 3 in flight, until ``stop``.
@@ -266,7 +178,7 @@ class Aggregator:
         while not stop.is_set():
             found: dict[str, list[bytes]] = {}
             try:
-                found = await discover_groups(self.redis, self.queues, duty=DISCOVERY_DUTY)
+                found = await rdb.discover_groups(self.redis, self.queues, duty=DISCOVERY_DUTY)
             except (RedisError, OSError) as exc:
                 self._failed("aggregation-discovery", exc)
             except Exception:  # noqa: BLE001 - a bug here must not end the sweeps (nor aggregation)
@@ -288,11 +200,11 @@ class Aggregator:
 
     async def _track(self, q: str) -> None:
         """Compare ``asynq:{q}:aggregation_sets`` with the last look; relist the groups of vanished sets."""
-        now = await self.redis.zrange(keys.all_aggregation_sets_key(q), 0, TRACK_MAX_SETS)
+        now = await rdb.list_aggregation_sets(self.redis, q, TRACK_MAX_SETS)
         before = self._sets.get(q)
-        current = None if len(now) > TRACK_MAX_SETS else set(now)
+        current = None if now is None else set(now)
         if before and current is not None and before - current:
-            names = await relist_groups(self.redis, q, sorted(before - current))
+            names = await rdb.relist_groups(self.redis, q, sorted(before - current))
             if names:
                 _log_relisted(q, names, "their aggregation sets were reclaimed by Go Asynq?")
         self._sets[q] = current  # only once the vanished sets were handled
@@ -314,11 +226,11 @@ class Aggregator:
         """Check every group of every queue once (re-checking groups that were ready); return sets made."""
         made = 0
         for q in self.queues:
-            groups = sorted({_name(g) async for g in self.redis.sscan_iter(keys.groups_key(q), count=1000)})
+            groups = await rdb.list_groups(self.redis, q)
             for _ in range(MAX_SETS_PER_GROUP):
                 if not groups or (stop is not None and stop.is_set()):
                     break
-                ready = await self._check(q, groups)
+                ready = await rdb.make_ready_sets(self.redis, q, groups, self._rules)
                 made += len(ready)
                 done = [group for group, set_id in ready if await self.aggregate_set(q, group, set_id)]
                 # Only a max-size set leaves tasks behind that may be ready at once; a group whose
@@ -326,33 +238,18 @@ class Aggregator:
                 groups = done if self.cfg.group_max_size else []
         return made
 
-    async def _check(self, q: str, groups: list[bytes]) -> list[tuple[bytes, str]]:
-        """Run aggregation_check for ``groups`` (pipelined); the (group, set ID) pairs that were made."""
-        cfg = self.cfg
-        ready: list[tuple[bytes, str]] = []
-        for i in range(0, len(groups), CHECK_PAGE):
-            page = [(g, str(uuid.uuid4())) for g in groups[i:i + CHECK_PAGE]]
-            calls = [(_scripts.AGGREGATION_CHECK,
-                      [_group_key(q, g), _set_key(q, g, set_id),
-                       keys.all_aggregation_sets_key(q), keys.groups_key(q)],
-                      [cfg.group_max_size, cfg.group_max_delay, cfg.group_grace_period, SET_TIMEOUT, g])
-                     for g, set_id in page]
-            replies = await _scripts.arun_many(self.redis, calls)
-            ready.extend(pair for pair, reply in zip(page, replies, strict=False) if int(reply) == 1)
-        return ready
-
     async def aggregate_set(self, q: str, group: str | bytes, set_id: str) -> bool:
         """Aggregate one set this worker made; True when its task was enqueued and the set deleted.
 
         On any failure the set is left as it is: after its deadline it is reclaimed into the group.
         """
-        name = _name(group)
+        name = group_name(group)
         group = _label(name)
-        set_key = _set_key(q, name, set_id)
+        set_key = rdb.set_key(q, name, set_id)
         where = f"queue={q!r} group={group!r} set={set_id}"
         started = time.monotonic()
         try:
-            members = await self._read(set_key, q)
+            members = await rdb.read_set(self.redis, q, set_key)
         except (RedisError, OSError) as exc:
             log.warning("reading aggregation set failed (%s): %s; it is reclaimed after %ds", where, exc, SET_TIMEOUT)
             return False
@@ -374,7 +271,7 @@ class Aggregator:
                               "to the group after %ds", where, len(tasks), SET_TIMEOUT)
                 return False
         try:
-            reply = int(await _scripts.FINISH_AGGREGATION.arun(self.redis, *_finish_call(q, set_key, plan, bad)))
+            reply = await rdb.finish_aggregation(self.redis, q, set_key, plan, bad)
         except (RedisError, OSError) as exc:
             log.warning("enqueueing the aggregated task failed (%s): %s; the set is reclaimed after %ds",
                         where, exc, SET_TIMEOUT)
@@ -393,21 +290,6 @@ class Aggregator:
             log.error("aggregated task is a duplicate (unique key %r held; %s); the set goes back to the group "
                       "after %ds", plan.msg.unique_key, where, SET_TIMEOUT)
         return False
-
-    async def _read(self, set_key: bytes, q: str) -> Optional[list[tuple[bytes, bytes]]]:
-        """The set's (task ID, message) pairs as Redis holds them, oldest first; None when the set is no
-        longer registered."""
-        members: list[tuple[bytes, bytes]] = []
-        first = 0
-        while True:
-            reply = await _scripts.READ_AGGREGATION_SET.arun(
-                self.redis, [set_key, keys.all_aggregation_sets_key(q)], [keys.task_key_prefix(q), first, READ_PAGE])
-            if not int(reply[0]):
-                return None
-            members.extend((reply[i], reply[i + 1]) for i in range(2, len(reply), 2))
-            if int(reply[1]) < READ_PAGE:
-                return members
-            first += READ_PAGE
 
     async def _call(self, group: str, tasks: list[Task]) -> Any:
         if self._is_async:
@@ -471,30 +353,6 @@ def aggregated_plan(q: str, result: Any) -> EnqueuePlan:
         raise InvalidOptionError(f"option 'queue': an aggregated task is enqueued to its group's queue {q!r}, "
                                  f"not {queue!r}")
     return plan_enqueue(result, {**options, "queue": q})
-
-
-def _finish_call(q: str, set_key: bytes, plan: Optional[EnqueuePlan],
-                 bad: list[tuple[Union[str, bytes], bytes]]) -> tuple[list[Any], list[Any]]:
-    """KEYS and ARGV of finish_aggregation.lua."""
-    archived = [x for tid, msg in bad for x in (tid, msg)]
-    fixed = [set_key, keys.all_aggregation_sets_key(q), keys.archived_key(q)]
-    if plan is None:
-        return ([*fixed, set_key, keys.pending_key(q), keys.groups_key(q)],
-                [keys.task_key_prefix(q), "none", "", "", "", 0, *archived])
-    msg = plan.msg
-    extra: Any
-    if plan.kind == ENQUEUE:
-        kind, container, extra = "enqueue", keys.pending_key(q), ""
-    elif plan.kind == SCHEDULE:
-        kind, container = "schedule", keys.scheduled_key(q)
-        extra = plan.process_at if plan.process_in is None else f"+{plan.process_in!r}"
-    else:
-        assert plan.kind == GROUP
-        kind, container, extra = "group", keys.group_key(q, msg.group_key), msg.group_key
-    task_keys = [*fixed, keys.task_key(q, msg.id), container, keys.groups_key(q)]
-    if plan.unique_ttl:
-        task_keys.append(msg.unique_key)
-    return task_keys, [keys.task_key_prefix(q), kind, encode_message(msg), msg.id, extra, plan.unique_ttl, *archived]
 
 
 # ----------------------------------------------------------------- the worker's loop
