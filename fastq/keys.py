@@ -118,6 +118,12 @@ def notify_channel(qname: str) -> str:
     return f"asynq:{{{qname}}}:fastq_notify"
 
 
+def settled_channel(qname: str) -> str:
+    """Pub/sub channel fastq's settle scripts publish to when tasks of a queue reach a final
+    state (done, completed, archived): what ``TaskRef.result()`` waits on."""
+    return f"asynq:{{{qname}}}:fastq_done"
+
+
 def server_info_key(host: str, pid: int, server_id: str) -> str:
     return f"asynq:servers:{{{host}:{pid}:{server_id}}}"
 

@@ -95,6 +95,16 @@ local function fastq_notify(pending_key, was_empty)
     end
 end
 
+-- Tell result waiters (fastq's TaskRef.result) which tasks of a queue reached a final state:
+-- one message per script call on asynq:{q}:fastq_done (derived from the active key), the
+-- state then the IDs, newline-separated. Nobody listening costs Redis one PUBLISH per call.
+local function fastq_settled(active_key, state, ids)
+    if #ids > 0 then
+        redis.call("PUBLISH", string.sub(active_key, 1, -7) .. "fastq_done",
+                   state .. "\n" .. table.concat(ids, "\n"))
+    end
+end
+
 -- Free a uniqueness lock if this task still holds it.
 local function fastq_unlock(unique_key, id)
     if unique_key ~= "" and redis.call("GET", unique_key) == id then

@@ -8,8 +8,10 @@
 -- ARGV[4] now Unix s   ARGV[5] cutoff Unix s (now - 90 days)   ARGV[6] max archive size (10000)
 -- ARGV[7..] triples (task id, lease token, TaskMessage with error_msg/last_failed_at)
 -- Archived tasks older than the cutoff, and all but the newest (size - 1), are deleted
--- with their hashes, as Asynq v0.25+ does. Returns the IDs that were not settled.
+-- with their hashes, as Asynq v0.25+ does. Publishes the settled IDs on asynq:{q}:fastq_done
+-- ("archived"). Returns the IDs that were not settled.
 local missing = {}
+local settled = {}
 local count = 0
 for i = 7, #ARGV, 3 do
     local id = ARGV[i]
@@ -18,6 +20,7 @@ for i = 7, #ARGV, 3 do
         redis.call("ZADD", KEYS[3], ARGV[4], id)
         redis.call("HSET", key, "msg", ARGV[i + 2], "state", "archived")
         count = count + 1
+        settled[count] = id
     else
         missing[#missing + 1] = id
     end
@@ -38,4 +41,5 @@ if count > 0 then
     fastq_incr_total(KEYS[6], count)
     fastq_incr_total(KEYS[7], count)
 end
+fastq_settled(KEYS[1], "archived", settled)
 return missing

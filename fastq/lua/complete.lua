@@ -7,8 +7,9 @@
 -- ARGV[4..] 6-tuples (task id, lease token, expiry Unix s = completed_at + retention,
 --                     TaskMessage with completed_at, unique key or "",
 --                     "" or "1" followed by the handler's result bytes for the "result" field)
--- Returns the IDs that were not settled.
+-- Publishes the settled IDs on asynq:{q}:fastq_done ("completed"). Returns the IDs that were not settled.
 local missing = {}
+local settled = {}
 local count = 0
 for i = 4, #ARGV, 6 do
     local id = ARGV[i]
@@ -21,6 +22,7 @@ for i = 4, #ARGV, 6 do
         end
         fastq_unlock(ARGV[i + 4], id)
         count = count + 1
+        settled[count] = id
     else
         missing[#missing + 1] = id
     end
@@ -29,4 +31,5 @@ if count > 0 then
     fastq_incr_daily(KEYS[4], count, ARGV[1])
     fastq_incr_total(KEYS[5], count)
 end
+fastq_settled(KEYS[1], "completed", settled)
 return missing

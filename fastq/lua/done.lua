@@ -7,8 +7,9 @@
 -- ARGV[1] daily-stats expire-at (Unix s)   ARGV[2] asynq:{q}:t:   ARGV[3] lease cutoff or ""
 -- ARGV[4..] triples (task id, lease token or "", unique key or "")
 -- Tasks no longer active under that token (reclaimed, requeued) are left alone.
--- Returns the IDs that were not settled.
+-- Publishes the settled IDs on asynq:{q}:fastq_done ("done"). Returns the IDs that were not settled.
 local missing = {}
+local settled = {}
 local count = 0
 for i = 4, #ARGV, 3 do
     local id = ARGV[i]
@@ -17,6 +18,7 @@ for i = 4, #ARGV, 3 do
         redis.call("DEL", key)
         fastq_unlock(ARGV[i + 2], id)
         count = count + 1
+        settled[count] = id
     else
         missing[#missing + 1] = id
     end
@@ -25,4 +27,5 @@ if count > 0 then
     fastq_incr_daily(KEYS[3], count, ARGV[1])
     fastq_incr_total(KEYS[4], count)
 end
+fastq_settled(KEYS[1], "done", settled)
 return missing

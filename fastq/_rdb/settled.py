@@ -1,0 +1,274 @@
+"""Waiting for tasks to reach a final state, without polling.
+
+The scripts that settle tasks (done, complete, archive) publish the IDs they settled on the
+queue's ``fastq_done`` channel (``keys.settled_channel``), one message per call. A process that
+waits for results has one ``SettledWatch`` per Redis server: a daemon thread with one pub/sub
+connection (subscribed to the channels of the queues someone waits on) and one connection for
+reads. Every waiter of the process shares them, sync (``wait``) and asyncio (``await_``) alike.
+
+No notice is lost: a waiter's task is read only after its channel's subscription is confirmed,
+so a task settled before that is found settled in its hash, and one settled after that is
+announced. After a dropped connection every waiter's task is read again.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue as _queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from redis.exceptions import RedisError
+
+from fastq import keys
+from fastq._codec import decode_message
+from fastq.errors import DecodeError
+
+__all__ = ["Settled", "SettledWatch", "watch_for"]
+
+log = logging.getLogger("fastq.results")
+
+FINAL_STATES = ("completed", "archived")
+_TICK = 0.05  # how long the thread blocks on the pub/sub socket before looking at new requests
+IDLE_EXIT = 10.0  # the thread ends (closing its connections) after this long with nobody waiting
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A task's final state: ``"completed"`` (``result``: the bytes of its ``result`` field),
+    ``"archived"`` (``error``: its last error text) or ``"done"`` (succeeded and deleted, as a task
+    without retention is: no result kept)."""
+
+    state: str
+    result: Optional[bytes] = None
+    error: str = ""
+
+
+def read_settled(reply: list[Any]) -> Optional[Settled]:
+    """``HMGET <task key> state result msg`` -> the final state, or None while it is not final."""
+    state, result, raw = reply
+    if state is None:
+        return Settled("done")
+    state = state.decode() if isinstance(state, bytes) else state
+    if state == "completed":
+        return Settled("completed", result)
+    if state == "archived":
+        error = ""
+        if raw is not None:
+            try:
+                error = decode_message(raw).error_msg
+            except DecodeError as exc:
+                error = f"(message cannot be decoded: {exc})"
+        return Settled("archived", None, error)
+    return None
+
+
+Deliver = Callable[[Settled], None]
+
+
+class _Waiter:
+    __slots__ = ("queue", "task_id", "deliver")
+
+    def __init__(self, queue: str, task_id: str, deliver: Deliver) -> None:
+        self.queue, self.task_id, self.deliver = queue, task_id, deliver
+
+
+class SettledWatch:
+    """The process's listener for one Redis server (see the module docstring)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client  # a sync redis.Redis: its pool gives the reader and pub/sub connections
+        self._requests: _queue.SimpleQueue[tuple[str, _Waiter]] = _queue.SimpleQueue()
+        self._waiting: dict[str, dict[str, list[_Waiter]]] = {}  # channel -> task id -> waiters
+        self._confirmed: set[str] = set()
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    # ---------------------------------------------------------------- waiting
+
+    def watch(self, queue: str, task_id: str, deliver: Deliver) -> _Waiter:
+        """Call ``deliver(Settled)`` once (from the watch's thread) when the task is final."""
+        waiter = _Waiter(queue, task_id, deliver)
+        self._requests.put(("add", waiter))
+        self._start()
+        return waiter
+
+    def forget(self, waiter: _Waiter) -> None:
+        self._requests.put(("remove", waiter))
+
+    def wait(self, queue: str, task_id: str, timeout: Optional[float]) -> Settled:
+        """Block until the task is final; ``TimeoutError`` after ``timeout`` seconds."""
+        box: list[Settled] = []
+        done = threading.Event()
+
+        def deliver(settled: Settled) -> None:
+            box.append(settled)
+            done.set()
+
+        waiter = self.watch(queue, task_id, deliver)
+        if not done.wait(timeout):
+            self.forget(waiter)
+            raise TimeoutError(f"task {task_id} in queue {queue!r} did not finish within {timeout}s")
+        return box[0]
+
+    async def await_(self, queue: str, task_id: str, timeout: Optional[float]) -> Settled:
+        """``wait`` for asyncio code: the event loop is never blocked."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Settled] = loop.create_future()
+
+        def resolve(settled: Settled) -> None:
+            if not future.done():
+                future.set_result(settled)
+
+        def deliver(settled: Settled) -> None:
+            try:
+                loop.call_soon_threadsafe(resolve, settled)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        waiter = self.watch(queue, task_id, deliver)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            self.forget(waiter)
+            raise TimeoutError(f"task {task_id} in queue {queue!r} did not finish within {timeout}s") from None
+        except BaseException:
+            self.forget(waiter)
+            raise
+
+    # ---------------------------------------------------------------- thread
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fastq-results", daemon=True)
+                self._thread.start()
+
+    def _idle(self) -> bool:
+        """Nobody waits and nothing was asked: end the thread (a new waiter starts another)."""
+        with self._lock:
+            if self._requests.empty() and not any(self._waiting.values()):
+                self._thread = None
+                self._waiting.clear()
+                return True
+            return False
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=False)
+            try:
+                if self._listen(pubsub):
+                    return
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                if self._idle():
+                    return
+                log.warning("result watch: Redis connection failed (%s); reconnecting in %.1fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                self._confirmed.clear()  # notices may have been missed: every waiter is read again
+                try:
+                    pubsub.close()
+                except (RedisError, OSError):
+                    pass
+
+    def _listen(self, pubsub: Any) -> bool:
+        """Serve waiters until nobody has waited for ``IDLE_EXIT`` seconds (returns True)."""
+        waiting = [channel for channel, ids in self._waiting.items() if ids]
+        if waiting:
+            pubsub.subscribe(*waiting)
+        idle_since = time.monotonic()
+        while True:
+            self._take_requests(pubsub)
+            if any(self._waiting.values()):
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > IDLE_EXIT and self._idle():
+                return True
+            if not pubsub.subscribed:
+                time.sleep(_TICK)
+                continue
+            message = pubsub.get_message(timeout=_TICK)
+            if message is None:
+                continue
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            if message["type"] == "subscribe":
+                self._confirmed.add(channel)
+                self._check(channel, list(self._waiting.get(channel, {})))
+            elif message["type"] == "message":
+                state, _, ids = message["data"].partition(b"\n")
+                waiting = self._waiting.get(channel, {})
+                mine = [i for i in (x.decode("utf-8", "replace") for x in ids.split(b"\n")) if i in waiting]
+                if not mine:
+                    continue
+                if state == b"done":
+                    for tid in mine:
+                        self._deliver(channel, tid, Settled("done"))
+                else:
+                    self._check(channel, mine)
+
+    def _take_requests(self, pubsub: Any) -> None:
+        while True:
+            try:
+                what, waiter = self._requests.get_nowait()
+            except _queue.Empty:
+                return
+            channel = keys.settled_channel(waiter.queue)
+            if what == "remove":
+                ids = self._waiting.get(channel, {})
+                group = ids.get(waiter.task_id, [])
+                if waiter in group:
+                    group.remove(waiter)
+                if not group:
+                    ids.pop(waiter.task_id, None)
+                continue
+            new_channel = channel not in self._waiting
+            self._waiting.setdefault(channel, {}).setdefault(waiter.task_id, []).append(waiter)
+            if new_channel:
+                pubsub.subscribe(channel)
+            elif channel in self._confirmed:
+                self._check(channel, [waiter.task_id])
+
+    def _check(self, channel: str, task_ids: list[str]) -> None:
+        """Read the tasks' hashes; deliver those that are final."""
+        if not task_ids:
+            return
+        queue = channel[len("asynq:{"):-len("}:fastq_done")]
+        pipe = self._client.pipeline(transaction=False)
+        for tid in task_ids:
+            pipe.hmget(keys.task_key(queue, tid), "state", "result", "msg")
+        for tid, reply in zip(task_ids, pipe.execute(), strict=True):
+            settled = read_settled(reply)
+            if settled is not None:
+                self._deliver(channel, tid, settled)
+
+    def _deliver(self, channel: str, task_id: str, settled: Settled) -> None:
+        for waiter in self._waiting.get(channel, {}).pop(task_id, []):
+            try:
+                waiter.deliver(settled)
+            except Exception:  # a waiter's callback must not stop the watch
+                log.exception("result watch: delivering task %s failed", task_id)
+
+
+_watches: dict[tuple[int, Any], SettledWatch] = {}
+_watches_lock = threading.Lock()
+
+
+def watch_for(client: Any) -> SettledWatch:
+    """The process's ``SettledWatch`` for the Redis server ``client`` (a sync redis.Redis)
+    talks to; one per server and process (a forked child gets its own)."""
+    plain = (str, int, float, bool, bytes, type(None))
+    kwargs = client.connection_pool.connection_kwargs
+    key = (os.getpid(), type(client.connection_pool).__name__,
+           tuple(sorted((k, v) for k, v in kwargs.items() if isinstance(v, plain))))
+    with _watches_lock:
+        watch = _watches.get(key)
+        if watch is None:
+            watch = _watches[key] = SettledWatch(client)
+        return watch
