@@ -123,7 +123,7 @@ class Peer:
 
 def _fastq_cmd(processes: int, concurrency: int):
     def commands(peer: Peer, url: str) -> list:
-        return [[peer.python, "-m", "fastq.server.cli", "bench.peers.peer_fastq:mux", "--redis-url", url,
+        return [[peer.python, "-m", "fastq.cli.supervisor", "bench.peers.peer_fastq:mux", "--redis-url", url,
                  "--processes", str(processes), "--concurrency", str(concurrency), "--queues", "bench",
                  "--log-level", "WARNING"]]
     return commands

@@ -83,7 +83,7 @@ def one(rs: RedisServer, cfg: dict, log_root: Path) -> dict:
     log_dir = log_root / f"{cfg['factor']}-{cfg['label']}".replace(" ", "_")
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), BENCH_REDIS_URL=rs.url)
-    argv = [sys.executable, "-m", "fastq.server.cli", "bench.peers.peer_fastq:mux", "--redis-url", rs.url,
+    argv = [sys.executable, "-m", "fastq.cli.supervisor", "bench.peers.peer_fastq:mux", "--redis-url", rs.url,
             "--processes", str(cfg["processes"]), "--concurrency", "100", "--queues", queue_spec, "--log-level",
             "WARNING"]
     res["command"] = " ".join(argv[2:6] + argv[8:12]) + (f" --queues <{len(names)} queues>" if len(names) > 3

@@ -1,14 +1,13 @@
 """mkdocs hooks: put generated text into the pages at build time, so it cannot drift from the code.
 
-``<!-- cli-help: fastq-supervisor -->`` becomes the command's ``--help`` (argparse
-commands ``fastq-supervisor`` / ``fastq-scheduler`` / ``fastq-demo``, and ``fastq``
-with every subcommand, from click). ``<!-- readme: Guarantees -->`` becomes the
-body of that README section (links to files outside the docs become plain text).
+``<!-- cli-help: fastq-supervisor -->`` becomes the command's ``--help`` (``fastq-supervisor``,
+``fastq-scheduler``, ``fastq-demo``, and ``fastq`` with every subcommand; all click commands).
+``<!-- readme: Guarantees -->`` becomes the body of that README section (links to files outside
+the docs become plain text).
 An unknown command or section fails the build.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from mkdocs.exceptions import PluginError
 ROOT = Path(__file__).resolve().parent.parent
 WIDTH = 100
 CLI_HELP = re.compile(r"^<!--\s*cli-help:\s*(\S+)\s*-->\s*$", re.M)
+SCRIPTS = {"fastq-supervisor": "fastq.cli.supervisor", "fastq-scheduler": "fastq.cli.scheduler",
+           "fastq-demo": "fastq.cli.demo"}
 README = re.compile(r"^<!--\s*readme:\s*(.+?)\s*-->\s*$", re.M)
 
 
@@ -28,18 +29,6 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
 
 def _block(text: str) -> str:
     return "```text\n" + text.rstrip() + "\n```\n"
-
-
-def _argparse_help(parser: Any) -> str:
-    old = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = str(WIDTH)
-    try:
-        return parser.format_help()
-    finally:
-        if old is None:
-            del os.environ["COLUMNS"]
-        else:
-            os.environ["COLUMNS"] = old
 
 
 def _click_help(command: Any, name: str, parent: Any = None, level: int = 3) -> str:
@@ -57,14 +46,11 @@ def _click_help(command: Any, name: str, parent: Any = None, level: int = 3) -> 
 
 
 def cli_help(command: str) -> str:
-    if command == "fastq-supervisor":
-        from fastq.server.cli import build_parser
+    if command in SCRIPTS:
+        import importlib
 
-        return _block(_argparse_help(build_parser()))
-    if command == "fastq-scheduler":
-        from fastq.scheduler_cli import build_parser as scheduler_parser
-
-        return _block(_argparse_help(scheduler_parser()))
+        script = importlib.import_module(SCRIPTS[command]).command
+        return _click_help(script, command).split("\n\n", 1)[1]  # without the heading
     if command == "fastq":
         from fastq.cli import cli
 

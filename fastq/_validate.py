@@ -36,12 +36,13 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from fastq.errors import InvalidOptionError
 
 __all__ = ["MAX_DURATION", "MAX_UNIX", "MAX_TYPE_BYTES", "MAX_QUEUE_BYTES", "seconds", "whole_seconds",
-           "positive_seconds", "unix", "text", "queue_name", "task_type", "headers"]
+           "positive_seconds", "number_at_least", "int_at_least", "port", "unix", "text", "queue_name", "task_type",
+           "headers"]
 
 MAX_DURATION = 3_155_760_000  # seconds: 100 years of 365.25 days
 MAX_UNIX = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second datetime can represent
@@ -97,14 +98,47 @@ def whole_seconds(name: str, value: Any) -> int:
     return int(result)
 
 
+def _named(name: str, rule: str) -> str:
+    return f"{name} {rule}" if name else rule
+
+
 def positive_seconds(name: str, value: Any) -> float:
     """An interval in seconds (a number, not a ``timedelta``): finite and > 0 (the scheduler's
-    heartbeat and sync intervals). ``InvalidOptionError`` names ``name``."""
+    heartbeat and sync intervals). ``InvalidOptionError`` names ``name`` (empty: the bare rule,
+    for a command line that shows the option itself)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidOptionError(f"{name} must be a number of seconds, not {type(value).__name__}")
+        raise InvalidOptionError(_named(name, f"must be a number of seconds, not {type(value).__name__}"))
     if math.isnan(value) or math.isinf(value) or value <= 0:
-        raise InvalidOptionError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+        raise InvalidOptionError(_named(name, f"must be a finite number of seconds > 0, got {value!r}"))
     return float(value)
+
+
+def number_at_least(name: str, value: Any, minimum: float = 0.0) -> float:
+    """A finite number >= ``minimum`` (command-line seconds and megabytes); ``name`` as in
+    ``positive_seconds``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOptionError(_named(name, f"must be a number, not {type(value).__name__}"))
+    if math.isnan(value) or math.isinf(value) or value < minimum:
+        raise InvalidOptionError(_named(name, f"must be a finite number >= {minimum:g}, got {value!r}"))
+    return float(value)
+
+
+def int_at_least(name: str, value: Any, minimum: int) -> int:
+    """An int (not a bool) >= ``minimum``; ``name`` as in ``positive_seconds``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidOptionError(_named(name, f"must be an integer, not {type(value).__name__}"))
+    if value < minimum:
+        raise InvalidOptionError(_named(name, f"must be at least {minimum}, got {value}"))
+    return value
+
+
+def port(name: str, value: Any) -> int:
+    """A TCP port, 0-65535 (0: any free port); ``name`` as in ``positive_seconds``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidOptionError(_named(name, f"must be a port number, not {type(value).__name__}"))
+    if not 0 <= value <= 65535:
+        raise InvalidOptionError(_named(name, f"must be a port, 0-65535, got {value}"))
+    return value
 
 
 def unix(name: str, value: Any) -> int:
@@ -193,3 +227,41 @@ def headers(value: Mapping[str, str]) -> dict[str, str]:
         if not (k.isascii() and v.isascii()) and (_SURROGATE.search(k) or _SURROGATE.search(v)):
             raise InvalidOptionError(f"task headers must be valid UTF-8 (lone surrogate in header {_show(k)})")
     return result
+
+
+# ---------------------------------------------------------------- numbers of any option (connection, worker settings)
+
+__all__ += ["number", "number_text"]
+
+
+def number(name: str, value: Any, minimum: float = 0.0, *, integer: bool = False, above: bool = False,
+           what: str | None = None, error: Callable[[str], Exception] = InvalidOptionError) -> Any:
+    """``value``, unchanged, if it is a finite number (an int when ``integer``; never a bool) of at
+    least ``minimum`` (more than it when ``above``); else ``error(message)`` naming ``name``.
+
+    ``what`` is the kind of value the message asks for when ``value`` is no number at all (default
+    "an integer" or "a number"); ``error`` the exception class (``fastq.redis`` raises
+    ``ConnectionConfigError``).
+    """
+    kind = what or ("an integer" if integer else "a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise error(f"{name} must be {kind}, not {type(value).__name__}")
+    if integer and not isinstance(value, int):
+        raise error(f"{name} must be an integer, not {type(value).__name__} ({value!r})")
+    if math.isnan(value) or math.isinf(value) or value < minimum or (above and value == minimum):
+        if above and minimum == 0:
+            wanted = "a positive " + kind.split(" ", 1)[1]  # "a number of seconds" -> "a positive number of seconds"
+        else:
+            wanted = f"{'more than' if above else 'at least'} {minimum:g}"
+        raise error(f"{name} must be {wanted}, got {value!r}")
+    return value
+
+
+def number_text(name: str, text: str, *, integer: bool = False,
+                error: Callable[[str], Exception] = InvalidOptionError) -> int | float:
+    """The number written in ``text`` (a URL query or environment value): an int when ``integer``,
+    else a float; ``error`` names ``name`` when it is none. ``number`` checks its range."""
+    try:
+        return int(text) if integer else float(text)
+    except ValueError:
+        raise error(f"{name} must be {'an integer' if integer else 'a number'}, got {text!r}") from None

@@ -1,13 +1,14 @@
 """Settings for a command from its flags, ``FASTQ_*`` environment variables and a TOML file.
 
-Used by ``fastq-supervisor`` and ``fastq-scheduler``. Every option of the command's argparse
-parser is a setting, and so is its ``APP`` argument: the supervisor's flag
-``--max-tasks-per-child`` is the environment variable ``FASTQ_MAX_TASKS_PER_CHILD`` and the
-key ``max_tasks_per_child`` of the file's ``[supervisor]`` table. A new flag is therefore
-configurable in all three places without touching this module. The scheduler reads
-``FASTQ_SCHEDULER_<FLAG>`` and a ``[scheduler]`` table, so one environment and one file can
-configure both (``FASTQ_APP`` names the supervisor's app, ``FASTQ_SCHEDULER_APP`` the
-scheduler's); a file may hold both tables, and each command reads its own.
+Used by ``fastq-supervisor`` and ``fastq-scheduler`` (``fastq.cli.supervisor``,
+``fastq.cli.scheduler``). Every parameter of the command's click command is a setting, and so
+is its ``APP`` argument: the supervisor's flag ``--max-tasks-per-child`` is the environment
+variable ``FASTQ_MAX_TASKS_PER_CHILD`` and the key ``max_tasks_per_child`` of the file's
+``[supervisor]`` table. A new flag is therefore configurable in all three places without
+touching this module. The scheduler reads ``FASTQ_SCHEDULER_<FLAG>`` and a ``[scheduler]``
+table, so one environment and one file can configure both (``FASTQ_APP`` names the
+supervisor's app, ``FASTQ_SCHEDULER_APP`` the scheduler's); a file may hold both tables, and
+each command reads its own.
 
 Precedence: flag > environment > file > built-in default. The file is the one
 given with ``--config PATH`` or, without the flag, ``$FASTQ_CONFIG``.
@@ -24,14 +25,16 @@ URLs masked, and exits 0.
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import math
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
+
+import click
+from click.core import ParameterSource
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,13 +43,13 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 from fastq._redis import default_url, redact
 
-__all__ = ["ConfigError", "Setting", "add_arguments", "settings_of", "load_file", "parse_args", "render",
+__all__ = ["ConfigError", "Setting", "config_options", "settings_of", "load_file", "resolve", "render",
            "ENV_PREFIX", "CONFIG_ENV"]
 
 ENV_PREFIX = "FASTQ_"
 CONFIG_ENV = "FASTQ_CONFIG"
 TABLES = ("supervisor", "scheduler")  # the commands that share a config file, one table each
-_NOT_SETTINGS = {"help", "config", "print_config"}
+_NOT_SETTINGS = {"help", "version", "config", "print_config"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _KIND_NAMES = {bool: "a boolean (true or false)", int: "an integer", float: "a number", str: "a string",
@@ -60,15 +63,15 @@ class ConfigError(ValueError):
 
 @dataclass
 class Setting:
-    """One configurable value: its argparse action and how it is spelled in each place."""
+    """One configurable value: its click parameter and how it is spelled in each place."""
 
-    action: argparse.Action
+    param: click.Parameter
     kind: type
     prefix: str = ENV_PREFIX
     dest: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.dest = self.action.dest
+        self.dest = self.param.name or ""
 
     @property
     def env(self) -> str:
@@ -76,45 +79,39 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        return self.action.option_strings[-1] if self.action.option_strings else str(self.action.metavar or self.dest)
+        """``--max-tasks-per-child`` for an option, ``APP`` for an argument."""
+        if isinstance(self.param, click.Option):
+            return max(self.param.opts, key=len)
+        return self.param.human_readable_name
+
+    @property
+    def choices(self) -> Optional[Sequence[Any]]:
+        return list(self.param.type.choices) if isinstance(self.param.type, click.Choice) else None
 
 
-def add_arguments(parser: argparse.ArgumentParser, table: str, env_prefix: str = ENV_PREFIX,
-                  example: str = "PROCESSES") -> None:
-    """Add ``--config`` and ``--print-config`` to a command's parser."""
-    parser.add_argument("--config", metavar="PATH", default=None,
-                        help=f"TOML file with a [{table}] table of settings (default: ${CONFIG_ENV}); every "
-                             f"flag also reads {env_prefix}<FLAG> (e.g. {env_prefix}{example}); "
-                             "precedence: flag > environment > file > default")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the effective settings (passwords masked) with where each came from, and exit")
+def config_options(table: str, env_prefix: str = ENV_PREFIX, example: str = "PROCESSES") -> list[click.Option]:
+    """``--config`` and ``--print-config`` for a command that reads ``[table]``."""
+    return [
+        click.Option(["--config"], metavar="PATH", default=None,
+                     help=f"TOML file with a [{table}] table of settings (default: ${CONFIG_ENV}); every flag also "
+                          f"reads {env_prefix}<FLAG> (e.g. {env_prefix}{example}); precedence: flag > environment > "
+                          "file > default"),
+        click.Option(["--print-config"], is_flag=True,
+                     help="print the effective settings (passwords masked) with where each came from, and exit"),
+    ]
 
 
-def _kind(action: argparse.Action) -> type:
-    """The type of a setting's value: what its flag's parser returns (probed), bool for switches."""
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
-        return bool
-    if action.type is None:
-        return str
-    for probe in ("1000", "1000.5", "x"):
-        try:
-            value = action.type(probe)  # type: ignore[operator]
-        except (argparse.ArgumentTypeError, ValueError, TypeError):
-            continue
-        return type(value) if type(value) in _KIND_NAMES else str
-    return str
+def settings_of(command: click.Command, env_prefix: str = ENV_PREFIX) -> dict[str, Setting]:
+    """The settings of a command by parameter name, in the order of its --help."""
+    from fastq.cli._types import kind_of
 
-
-def settings_of(parser: argparse.ArgumentParser, env_prefix: str = ENV_PREFIX) -> dict[str, Setting]:
-    """The settings of a parser by destination name, in the order of its --help."""
     out: dict[str, Setting] = {}
-    for action in parser._actions:
-        if action.dest in _NOT_SETTINGS or action.dest == argparse.SUPPRESS:
+    for param in command.params:
+        if not param.name or param.name in _NOT_SETTINGS or not param.expose_value:
             continue
-        if not isinstance(action, (argparse._StoreAction, argparse._StoreTrueAction, argparse._StoreFalseAction,
-                                   argparse.BooleanOptionalAction)):
-            continue  # counters, appends and help are not settings
-        out[action.dest] = Setting(action, _kind(action), env_prefix)
+        if param.multiple or (param.nargs != 1 and not (isinstance(param, click.Option) and param.is_flag)):
+            continue  # lists are not settings
+        out[param.name] = Setting(param, kind_of(param), env_prefix)
     return out
 
 
@@ -126,18 +123,18 @@ def _type_error(where: str, setting: Setting, value: Any) -> ConfigError:
 
 
 def _apply_type(where: str, setting: Setting, value: Any) -> Any:
-    """Run the flag's own parser/validator on a value, and check its choices."""
-    action = setting.action
-    if action.type is not None and setting.kind is not bool:
+    """Check a value's choices, then run the flag's own parser/validator on it."""
+    choices = setting.choices
+    if choices is not None:
+        if value not in choices:
+            raise ConfigError(f"{where}: invalid choice {value!r} (choose from {', '.join(map(repr, choices))})")
+        return value
+    if setting.kind is not bool:
         try:
-            value = action.type(value)  # type: ignore[operator]
-        except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-    if action.choices is not None and value not in action.choices:
-        choices = ", ".join(repr(c) for c in action.choices)
-        raise ConfigError(f"{where}: invalid choice {value!r} (choose from {choices})")
+            value = setting.param.type.convert(value, setting.param, None)
+        except click.BadParameter as exc:
+            raise ConfigError(f"{where}: {exc.message}") from None
     return value
-
 
 def convert_file_value(where: str, setting: Setting, value: Any) -> Any:
     """A TOML value, type-checked strictly (no strings for numbers), then validated like the flag."""
@@ -156,8 +153,6 @@ def convert_file_value(where: str, setting: Setting, value: Any) -> Any:
         ok = isinstance(value, str)
     if not ok:
         raise _type_error(where, setting, value)
-    if kind in (int, float):
-        value = str(value)  # the flag parsers take text, as from the command line
     return _apply_type(where, setting, value)
 
 
@@ -240,14 +235,14 @@ def _mask(text: str) -> str:
     return redact(text) if "://" in text else text
 
 
-def render(table: str, settings: dict[str, Setting], args: argparse.Namespace, sources: dict[str, str]) -> str:
+def render(table: str, settings: dict[str, Setting], values: dict[str, Any], sources: dict[str, str]) -> str:
     """The effective settings as TOML, passwords masked, each line commented with its source."""
     lines = ["# effective settings (flag > environment > config file > default); paste into a file for --config",
              f"[{table}]"]
     width = 0
     rows = []
     for dest in settings:
-        value = getattr(args, dest, None)
+        value = values.get(dest)
         if value is None and dest == "redis_url":
             value = default_url()
         if any(word in dest for word in ("password", "secret", "token")) and value is not None:
@@ -259,60 +254,38 @@ def render(table: str, settings: dict[str, Setting], args: argparse.Namespace, s
     return "\n".join(lines) + "\n"
 
 
-def _fail(parser: argparse.ArgumentParser, message: str) -> NoReturn:
-    parser.exit(2, f"{parser.prog}: error: {message}\n")
+def resolve(ctx: click.Context, table: str, required: Sequence[str] = (), env_prefix: str = ENV_PREFIX,
+            environ: Optional[dict[str, str]] = None, out: Optional[Callable[[str], Any]] = None) -> dict[str, Any]:
+    """The command's settings: its parsed flags, with the environment and the config file under them.
 
-
-def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], table: str,
-               required: Sequence[str] = (), environ: Optional[dict[str, str]] = None,
-               out: Optional[Callable[[str], Any]] = None, env_prefix: str = ENV_PREFIX) -> argparse.Namespace:
-    """``parser.parse_args(argv)`` with the environment and the config file as defaults.
-
-    Exits with code 2 (one line naming the key) on a bad setting, and with 0
-    after printing the settings when ``--print-config`` is given. ``required``
-    names settings (such as a positional APP made optional with ``nargs="?"``)
-    that must come from somewhere.
+    Call it from the command's callback (``--help`` and ``--version`` have been answered by
+    then, even if a setting is bad). Raises ``ConfigError`` (one line naming the key) on a bad
+    setting; prints the settings and exits 0 (``ctx.exit``) when ``--print-config`` is given.
+    ``required`` names settings (such as an optional APP argument) that must come from somewhere.
     """
     environ = dict(os.environ) if environ is None else environ
-    settings = settings_of(parser, env_prefix)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    pre.add_argument("--version", action="store_true")
-    known, _ = pre.parse_known_args(argv)
-    words = list(argv) if argv is not None else sys.argv[1:]
-    if known.version or "-h" in words or "--help" in words:
-        return parser.parse_args(argv)  # --version / --help: answer even if a setting is bad
-    path = known.config or environ.get(CONFIG_ENV) or None
-    try:
-        file_values = load_file(path, table, settings) if path else {}
-        env_values = load_env(settings, environ)
-    except ConfigError as exc:
-        _fail(parser, str(exc))
-    sources = {dest: f"config file {path}" for dest in file_values}
-    sources.update({dest: f"environment variable {settings[dest].env}" for dest in env_values})
-    saved = [(action, action.default) for action in parser._actions]
-    saved_defaults = dict(parser._defaults)
-    try:
-        for dest, value in {**file_values, **env_values}.items():
-            settings[dest].action.default = value
-        args = parser.parse_args(argv)
-        # Which settings did the command line give? Parse once more with no defaults at all.
-        for action in parser._actions:
-            action.default = argparse.SUPPRESS
-        parser._defaults.clear()
-        given = vars(parser.parse_args(argv))
-    finally:
-        for action, default in saved:
-            action.default = default
-        parser._defaults.clear()
-        parser._defaults.update(saved_defaults)
-    sources.update({dest: "command line" for dest in given if dest in settings})
-    if getattr(args, "print_config", False):
-        (out or sys.stdout.write)(render(table, settings, args, sources))
-        parser.exit(0)
+    command = ctx.command
+    settings = settings_of(command, env_prefix)
+    path = ctx.params.get("config") or environ.get(CONFIG_ENV) or None
+    file_values = load_file(path, table, settings) if path else {}
+    env_values = load_env(settings, environ)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for dest, setting in settings.items():
+        if ctx.get_parameter_source(dest) is ParameterSource.COMMANDLINE:
+            values[dest], sources[dest] = ctx.params[dest], "command line"
+        elif dest in env_values:
+            values[dest], sources[dest] = env_values[dest], f"environment variable {setting.env}"
+        elif dest in file_values:
+            values[dest], sources[dest] = file_values[dest], f"config file {path}"
+        else:
+            values[dest], sources[dest] = ctx.params.get(dest), "default"
+    if ctx.params.get("print_config"):
+        (out or sys.stdout.write)(render(table, settings, values, sources))
+        ctx.exit(0)
     for dest in required:
-        if getattr(args, dest, None) in (None, ""):
+        if values.get(dest) in (None, ""):
             setting = settings[dest]
-            _fail(parser, f"{setting.flag} is required: give it on the command line, in {setting.env} or as "
-                          f"{dest} in the [{table}] table of the --config file")
-    return args
+            raise ConfigError(f"{setting.flag} is required: give it on the command line, in {setting.env} or as "
+                              f"{dest} in the [{table}] table of the --config file")
+    return values

@@ -1,5 +1,8 @@
 """``fastq-demo``: enqueue many tasks, drain them with fastq-supervisor, print throughput.
 
+The command line is ``fastq.cli.demo``; this module is the demo itself (``run``) and its
+``ServeMux`` (``fastq.demo:mux``, what the supervisor serves).
+
 Redis: ``--redis-url`` / ``$FASTQ_REDIS_URL`` when given; otherwise a private
 redis-server started for the demo when one is installed; otherwise a private
 embedded Valkey when the ``[embedded]`` extra is installed; otherwise the one on
@@ -8,7 +11,6 @@ and clears only that queue's keys.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -104,7 +106,7 @@ def run(tasks: int, processes: int, concurrency: int, url: Optional[str], result
         processed_key = keys.processed_total_key(QUEUE)
         before = int(client.redis.get(processed_key) or 0)
 
-        cmd = [sys.executable, "-m", "fastq.server.cli", "fastq.demo:mux", "--redis-url", url,
+        cmd = [sys.executable, "-m", "fastq.cli.supervisor", "fastq.demo:mux", "--redis-url", url,
                "--processes", str(processes), "--concurrency", str(concurrency), "--queues", QUEUE]
         print(f"running: fastq-supervisor fastq.demo:mux --processes {processes} --concurrency {concurrency} "
               f"--queues {QUEUE}")
@@ -144,33 +146,3 @@ def run(tasks: int, processes: int, concurrency: int, url: Optional[str], result
             proc.kill()
         if server is not None:
             server.stop()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from fastq._version import version_line
-
-    p = argparse.ArgumentParser(prog="fastq-demo", description=__doc__.splitlines()[0])
-    p.add_argument("--version", action="version", version=version_line("fastq-demo"),
-                   help="show the fastq version and exit")
-    p.add_argument("--tasks", type=int, default=100_000, help="no-op tasks to enqueue (default 100000)")
-    p.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--concurrency", type=int, default=100, help="tasks at once per process (default 100)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--redis-url", default=None,
-                       help="use this Redis instead of a private one (default: $FASTQ_REDIS_URL when set and "
-                            "not empty)")
-    where.add_argument("--embedded", action="store_true",
-                       help="use a private embedded Valkey (the [embedded] extra) even if redis-server is installed")
-    return p
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    if args.tasks < 0 or args.processes < 1 or args.concurrency < 1:
-        p.error("--tasks must be >= 0, --processes and --concurrency >= 1")
-    return run(args.tasks, args.processes, args.concurrency, args.redis_url, embedded=args.embedded)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -832,7 +832,7 @@ def supervisor(tmp_path, redis_url, *args):
     import sys
 
     (tmp_path / "agg_app.py").write_text(SUPERVISED_APP)
-    cmd = [sys.executable, "-m", "fastq.server.cli", "agg_app:mux", "--redis-url", redis_url, "--processes", "1",
+    cmd = [sys.executable, "-m", "fastq.cli.supervisor", "agg_app:mux", "--redis-url", redis_url, "--processes", "1",
            *args]
     return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -401,8 +401,9 @@ def test_version_on_every_command(capsys):
     for path, _command in walk(cli):
         res = fq(None, *path[1:], "--version")  # before required options or arguments are missing
         assert res.code == 0 and res.out.startswith(f"fastq {__version__} (Python "), (path, res.out, res.err)
-    from fastq import demo, scheduler_cli
-    from fastq.server import cli as supervisor_cli
+    from fastq.cli import demo
+    from fastq.cli import scheduler as scheduler_cli
+    from fastq.cli import supervisor as supervisor_cli
 
     for prog, entry in (("fastq-supervisor", supervisor_cli.main), ("fastq-scheduler", scheduler_cli.main),
                         ("fastq-demo", demo.main)):
@@ -478,20 +479,17 @@ def test_task_ls_without_state_lists_every_state(r, redis_url):
 
 
 def test_every_option_has_help():
-    from fastq import demo, scheduler_cli
-    from fastq.cli import cli
-    from fastq.server import cli as supervisor_cli
+    from fastq.cli import cli, demo
+    from fastq.cli import scheduler as scheduler_cli
+    from fastq.cli import supervisor as supervisor_cli
 
     missing = []
-    for path, command in walk(cli):
+    scripts = [walk(m.command, (m.PROG,)) for m in (supervisor_cli, scheduler_cli, demo)]
+    for path, command in [*walk(cli), *(found for script in scripts for found in script)]:
         for param in command.params:
             if param.param_type_name == "option" and not getattr(param, "hidden", False):
                 if not (param.help or "").strip():
                     missing.append(f"{' '.join(path)} {param.opts[0]}")
-    for parser in (supervisor_cli.build_parser(), scheduler_cli.build_parser(), demo.build_parser()):
-        for action in parser._actions:
-            if action.option_strings and not (action.help or "").strip():
-                missing.append(f"{parser.prog} {action.option_strings[0]}")
     assert missing == []
 
 
@@ -506,9 +504,9 @@ def test_aliases_are_shown_as_aliases(r, redis_url):
 
 
 def test_empty_redis_url_env_counts_as_unset(capsys):
-    from fastq import scheduler_cli
     from fastq._redis import DEFAULT_URL, default_url
-    from fastq.server import cli as supervisor_cli
+    from fastq.cli import scheduler as scheduler_cli
+    from fastq.cli import supervisor as supervisor_cli
 
     for empty in ("", "  "):
         env = {"FASTQ_REDIS_URL": empty}
@@ -550,3 +548,18 @@ def test_human_output_names_the_redis_it_used(r, redis_url):
         assert "S3CRET" not in out
     finally:
         r.acl_deluser(user)
+
+
+@pytest.mark.parametrize("script", ["supervisor", "scheduler", "demo"])
+def test_console_scripts_start_without_heavy_modules(script):
+    """`fastq-supervisor --help` (and the other two) import neither the fastq command's modules, the
+    Inspector, the dashboard, rich, the supervisor's processes nor the scheduler."""
+    heavy = ("fastq.cli._base", "fastq.cli._task", "fastq.inspect", "fastq.dashboard", "rich",
+             "fastq.server.supervisor", "fastq.scheduler", "croniter", "prometheus_client", "starlette")
+    code = (f"import sys\nfrom fastq.cli.{script} import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r} or m in {heavy!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "Usage: fastq-" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

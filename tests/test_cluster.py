@@ -451,7 +451,7 @@ def _drain_rate(url: str, queues: list[str], per_queue: int, workdir, processes:
         def processed() -> int:
             return sum(int(client.redis.get(keys.processed_total_key(q)) or 0) for q in queues)
 
-        proc = subprocess.Popen([sys.executable, "-m", "fastq.server.cli", "bench_app:mux", "--redis-url", url,
+        proc = subprocess.Popen([sys.executable, "-m", "fastq.cli.supervisor", "bench_app:mux", "--redis-url", url,
                                  "--processes", str(processes), "--concurrency", "100",
                                  "--queues", ",".join(queues), "--log-level", "WARNING"],
                                 cwd=workdir, env={**os.environ, "PYTHONPATH": str(workdir)},

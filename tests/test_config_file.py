@@ -17,7 +17,8 @@ import pytest
 
 import fastq
 from fastq import config_file, keys
-from fastq.server import cli
+from fastq.cli import scheduler as scheduler_cli
+from fastq.cli import supervisor as cli
 
 APP = textwrap.dedent('''
     import pathlib, fastq
@@ -132,14 +133,13 @@ def test_print_config_output_is_a_valid_config_file(clean_env, tmp_path, capsys)
 
 def test_every_supervisor_flag_is_settable_from_env_and_file(clean_env, tmp_path, capsys):
     """Each flag (also ones added later) has a FASTQ_* variable and a file key that reach the settings."""
-    settings = config_file.settings_of(cli.build_parser())
+    settings = config_file.settings_of(cli.command)
     assert {"app", "redis_url", "processes", "concurrency", "queues", "strict_priority", "shutdown_timeout",
             "batch_size", "poll_interval", "lease_duration", "log_level"} <= set(settings)
 
     def sample(setting):
-        action = setting.action
-        if action.choices:
-            return list(action.choices)[-1]
+        if setting.choices:
+            return list(setting.choices)[-1]
         return {bool: True, int: 5, float: 5.5, dict: "q=2", str: "mod:attr"}[setting.kind]
 
     env_text = {bool: lambda v: "yes"}
@@ -265,7 +265,7 @@ def test_supervisor_runs_from_config_file_and_env(clean_env, tmp_path, redis_url
     """)
     fastq.Client(redis_url).enqueue_many([fastq.Task("noop")] * 200, queue="fromenv")
     env = dict(os.environ, FASTQ_QUEUES="fromenv=2", FASTQ_SHUTDOWN_TIMEOUT="2")
-    proc = subprocess.Popen([sys.executable, "-m", "fastq.server.cli", "--config", conf], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "fastq.cli.supervisor", "--config", conf], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -283,29 +283,41 @@ def test_supervisor_runs_from_config_file_and_env(clean_env, tmp_path, redis_url
 
 
 def test_switch_flags_of_every_kind_are_settings(clean_env, tmp_path, capsys):
-    """store_true and --x/--no-x switches read booleans from the file and the environment."""
-    import argparse
+    """--x and --x/--no-x switches read booleans from the file and the environment."""
+    import click
 
-    parser = argparse.ArgumentParser(prog="demo-cmd")
-    parser.add_argument("--fast", action="store_true")
-    parser.add_argument("--color", action=argparse.BooleanOptionalAction, default=True)
-    config_file.add_arguments(parser, "demo")
+    from fastq.cli._script import Fail, run
+
+    seen = []
+
+    @click.command("demo-cmd", params=config_file.config_options("demo"))
+    @click.option("--fast", is_flag=True)
+    @click.option("--color/--no-color", default=True)
+    @click.pass_context
+    def demo_cmd(ctx, **_params):
+        try:
+            seen.append(config_file.resolve(ctx, "demo", environ=environ))
+        except config_file.ConfigError as exc:
+            raise Fail(str(exc), 2) from None
+
     conf = write(tmp_path, "[demo]\nfast = true\ncolor = false\n")
-    args = config_file.parse_args(parser, ["--config", conf], "demo", environ={})
-    assert args.fast is True and args.color is False
-    args = config_file.parse_args(parser, ["--config", conf, "--color"], "demo", environ={"FASTQ_FAST": "off"})
-    assert args.fast is False and args.color is True
+    environ = {}
+    run(demo_cmd, ["--config", conf], "demo-cmd")
+    assert seen[-1]["fast"] is True and seen[-1]["color"] is False
+    environ = {"FASTQ_FAST": "off"}
+    run(demo_cmd, ["--config", conf, "--color"], "demo-cmd")
+    assert seen[-1]["fast"] is False and seen[-1]["color"] is True
+    environ = {"FASTQ_COLOR": "blue"}
     with pytest.raises(SystemExit) as info:
-        config_file.parse_args(parser, [], "demo", environ={"FASTQ_COLOR": "blue"})
+        run(demo_cmd, [], "demo-cmd")
     assert info.value.code == 2
-    assert "environment variable FASTQ_COLOR: expected a boolean" in capsys.readouterr().err
+    assert "demo-cmd: error: environment variable FASTQ_COLOR: expected a boolean" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- fastq-scheduler
 
 
 def test_scheduler_reads_its_own_env_and_table_beside_the_supervisors(clean_env, tmp_path, capsys):
-    from fastq import scheduler_cli
     conf = write(tmp_path, """
         [supervisor]
         app = "tasks:mux"
@@ -339,7 +351,6 @@ def test_scheduler_reads_its_own_env_and_table_beside_the_supervisors(clean_env,
     ({"FASTQ_SCHEDULER_APP": "cron:s"}, "[schedular]\n", "unknown key 'schedular' (did you mean 'scheduler'?)"),
 ])
 def test_scheduler_bad_settings_exit_2_naming_them(clean_env, tmp_path, capsys, env, text, message):
-    from fastq import scheduler_cli
     for name, value in env.items():
         clean_env.setenv(name, value)
     argv = ["--config", write(tmp_path, text)] if text else []

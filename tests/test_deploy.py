@@ -94,12 +94,12 @@ def check_command(argv: list[str]) -> None:
     used = {a.split("=", 1)[0] for a in argv[1:] if a.startswith("--")}
     unknown = used - help_options(*command)
     assert not unknown, f"{' '.join(command)} has no option {sorted(unknown)}"
-    if argv[0] in ("fastq-supervisor", "fastq-scheduler"):  # and argparse accepts the values
-        from fastq.scheduler_cli import build_parser as scheduler_parser
-        from fastq.server.cli import build_parser
+    if argv[0] in ("fastq-supervisor", "fastq-scheduler"):  # and the command accepts the values
+        from fastq.cli import scheduler as scheduler_cli
+        from fastq.cli import supervisor as supervisor_cli
 
-        parser = build_parser() if argv[0] == "fastq-supervisor" else scheduler_parser()
-        parser.parse_args(argv[1:])
+        command = supervisor_cli.command if argv[0] == "fastq-supervisor" else scheduler_cli.command
+        command.make_context(argv[0], argv[1:])  # parses and converts every value; raises on a bad one
 
 
 def option_value(argv: list[str], option: str, default: float | None = None) -> float:
@@ -114,9 +114,9 @@ def option_value(argv: list[str], option: str, default: float | None = None) -> 
 
 def shutdown_budget(argv: list[str]) -> float:
     """Longest graceful stop of this fastq-supervisor command line: --shutdown-timeout + KILL_GRACE."""
-    from fastq.server.cli import build_parser
+    from fastq.cli import supervisor as supervisor_cli
 
-    default = build_parser().get_default("shutdown_timeout")
+    default = next(p.default for p in supervisor_cli.command.params if p.name == "shutdown_timeout")
     return option_value(argv, "--shutdown-timeout", float(default if default is not None else 8)) + KILL_GRACE
 
 

@@ -67,13 +67,13 @@ def test_docs_build_strictly_with_every_page(site):
 
 def test_cli_reference_is_the_commands_own_help(site):
     from fastq.cli import cli
-    from fastq.scheduler_cli import build_parser as scheduler_parser
-    from fastq.server.cli import build_parser
+    from fastq.cli import scheduler as scheduler_cli
+    from fastq.cli import supervisor as supervisor_cli
 
     html = (site / "ops" / "cli" / "index.html").read_text()
-    for parser in (build_parser(), scheduler_parser()):
-        for action in parser._actions:
-            for flag in action.option_strings:
+    for command in (supervisor_cli.command, scheduler_cli.command):
+        for param in command.params:
+            for flag in param.opts if param.param_type_name == "option" else ():
                 assert flag in html, flag
     for name in cli.commands:
         assert f"<code>fastq {name}</code>" in html, name
@@ -208,7 +208,7 @@ def test_quick_start_runs_as_written(tmp_path, redis_url, r):
     command = next(line for line in shell.splitlines() if line.startswith("fastq-supervisor "))
     argv = shlex.split(command.split("#")[0])
     env = dict(os.environ, FASTQ_REDIS_URL=redis_url)
-    sup = subprocess.Popen([sys.executable, "-m", "fastq.server.cli", *argv[1:]], cwd=tmp_path, env=env,
+    sup = subprocess.Popen([sys.executable, "-m", "fastq.cli.supervisor", *argv[1:]], cwd=tmp_path, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out = subprocess.run([sys.executable, "producer.py"], cwd=tmp_path, env=env, capture_output=True,

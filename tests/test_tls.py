@@ -234,7 +234,7 @@ def test_supervisor_over_tls_with_flags(tls, certs, tls_server, tmp_path):
     with fastq.Client(url) as client:
         ids = {client.enqueue(fastq.Task("tls", str(out).encode())).id for _ in range(20)}
     plain = f"rediss://localhost:{tls_server.port}/0"
-    proc = subprocess.Popen([sys.executable, "-m", "fastq.server.cli", "tls_app:mux", "--redis-url", plain,
+    proc = subprocess.Popen([sys.executable, "-m", "fastq.cli.supervisor", "tls_app:mux", "--redis-url", plain,
                              "--tls-ca", str(certs["ca"]), "--processes", "1", "--shutdown-timeout", "1"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": str(tmp_path)})
@@ -245,7 +245,7 @@ def test_supervisor_over_tls_with_flags(tls, certs, tls_server, tmp_path):
         log, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, log
     assert "Traceback" not in log
-    bad = subprocess.run([sys.executable, "-m", "fastq.server.cli", "tls_app:mux", "--redis-url", plain,
+    bad = subprocess.run([sys.executable, "-m", "fastq.cli.supervisor", "tls_app:mux", "--redis-url", plain,
                           "--tls-ca", str(certs["other-ca"]) + ".missing"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr

@@ -31,19 +31,19 @@ from typing import Any
 
 __all__ = ["main", "cli"]
 
+_SCRIPTS = ("supervisor", "scheduler", "demo")
 _COMMANDS = ("fastq.cli._dashboard", "fastq.cli._dev", "fastq.cli._misc", "fastq.cli._queue", "fastq.cli._task")
 
 
 def __getattr__(name: str) -> Any:
     """``main``, ``cli`` and the other names of ``fastq.cli._base``, with every subcommand registered."""
-    if name.startswith("__"):
+    if name.startswith("__") or name in _SCRIPTS:  # the import system then imports the submodule
+        raise AttributeError(f"module 'fastq.cli' has no attribute {name!r}")
+    _base = importlib.import_module("fastq.cli._base")
+    if not hasattr(_base, name):  # e.g. a submodule not imported yet: the import system tries that next
         raise AttributeError(f"module 'fastq.cli' has no attribute {name!r}")
     for module in _COMMANDS:  # each registers its commands on _base.cli
         importlib.import_module(module)
-    _base = importlib.import_module("fastq.cli._base")
-    try:
-        value = getattr(_base, name)
-    except AttributeError:
-        raise AttributeError(f"module 'fastq.cli' has no attribute {name!r}") from None
+    value = getattr(_base, name)
     globals()[name] = value
     return value

@@ -88,7 +88,7 @@ class Harness:
                    env: dict | None = None) -> subprocess.Popen:
         env = dict(os.environ, FASTQ_LEDGER=self.ledger_path, PYTHONPATH=str(HERE) + os.pathsep +
                    os.environ.get("PYTHONPATH", ""), **(env or {}))
-        cmd = [sys.executable, "-m", "fastq.server.cli", "fault_app:mux", "--redis-url", url or self.url,
+        cmd = [sys.executable, "-m", "fastq.cli.supervisor", "fault_app:mux", "--redis-url", url or self.url,
                "--processes", str(processes), "--queues", self.queue, *(FAST if fast else []), *args]
         log = open(self.tmp / f"supervisor-{len(self.procs)}.log", "w")
         proc = subprocess.Popen(cmd, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

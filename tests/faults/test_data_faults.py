@@ -105,7 +105,7 @@ def test_s3_password_never_in_logs(h):
     assert "S3CRET" not in h.log(sup)
     for tid in ids:
         assert b"S3CRET" not in admin.hget(keys.task_key("default", tid), "msg")
-    bad = subprocess.run([sys.executable, "-m", "fastq.server.cli", "x:y", "--redis-url",
+    bad = subprocess.run([sys.executable, "-m", "fastq.cli.supervisor", "x:y", "--redis-url",
                           "redis://:S3CRET@[::1/0"], capture_output=True, text=True)
     assert "S3CRET" not in bad.stderr + bad.stdout
     client.close()
