@@ -3,19 +3,20 @@ and TLSConfig. Values are checked at construction (``ConnectionConfigError`` nam
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import ssl
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 from urllib.parse import quote
 
+from fastq import _validate
 from fastq.redis.errors import ConnectionConfigError
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
 DEFAULT_TLS_HANDSHAKE_TIMEOUT = 5.0  # seconds, when socket_connect_timeout is not set
 MASK = "***"
+Address = Union[str, tuple[str, int]]  # "host:port", "[v6]:port", "host" or (host, port)
 _SECRET_QUERY = {"password", "sentinel_password"}
 
 # ---------------------------------------------------------------- option objects
@@ -24,29 +25,28 @@ def _fail(message: str) -> ConnectionConfigError:
     return ConnectionConfigError(message)
 
 
-def _seconds(name: str, value: Any, allow_none: bool = True) -> Optional[float]:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if math.isnan(value) or math.isinf(value) or value <= 0:
-        raise _fail(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
+def _seconds(name: str, value: Any) -> float:
+    return float(_validate.number(name, value, 0, above=True, what="a number of seconds", error=_fail))
 
 
-def _int(name: str, value: Any, minimum: int, allow_none: bool = True) -> Optional[int]:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise _fail(f"{name} must be at least {minimum}, got {value}")
-    return value
+def _optional_seconds(name: str, value: Any) -> Optional[float]:
+    return None if value is None else _seconds(name, value)
 
 
-def _text(name: str, value: Any, allow_none: bool = True) -> Optional[str]:
-    if value is None and allow_none:
-        return None
+def _int(name: str, value: Any, minimum: int) -> int:
+    result: int = _validate.number(name, value, minimum, integer=True, error=_fail)
+    return result
+
+
+def _optional_int(name: str, value: Any, minimum: int) -> Optional[int]:
+    return None if value is None else _int(name, value, minimum)
+
+
+def _optional_text(name: str, value: Any) -> Optional[str]:
+    return None if value is None else _text(name, value)
+
+
+def _text(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise _fail(f"{name} must be a str, got {type(value).__name__}")
     return value
@@ -56,10 +56,10 @@ def _addr(name: str, value: Any, default_port: int) -> tuple[str, int]:
     """``"host:port"``, ``"[v6]:port"``, ``"host"`` or ``(host, port)`` -> ``(host, port)``."""
     if isinstance(value, tuple) and len(value) == 2:
         host, port = value
-        host = _text(name, host, allow_none=False)
-        port = _int(name, port, 1, allow_none=False)
+        host = _text(name, host)
+        port = _int(name, port, 1)
     else:
-        text = _text(name, value, allow_none=False)
+        text = _text(name, value)
         host, port = _split_host_port(text, default_port, name)
     if not host or any(c.isspace() for c in host) or "/" in host or "@" in host:
         raise _fail(f"{name}: bad host {host!r}")
@@ -163,7 +163,8 @@ class TLSConfig:
         return context
 
     def context(self) -> ssl.SSLContext:
-        return self._context
+        context: ssl.SSLContext = self._context  # built by __post_init__
+        return context
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
@@ -182,23 +183,36 @@ DURABILITY = (None, "replicated")
 class _Opt:
     """What the three option classes share: checks, repr without secrets, URL round trip."""
 
+    if TYPE_CHECKING:  # fields of the option classes (durability and replicas: not the cluster's)
+        username: Optional[str]
+        password: Optional[str]
+        tls: Optional[TLSConfig]
+        socket_timeout: Optional[float]
+        socket_connect_timeout: Optional[float]
+        max_connections: Optional[int]
+        durability: Optional[str]
+        replicas: int
+        replica_timeout: float
+
+        def _url(self, reveal: bool) -> str: ...
+
     _secret_fields = ("password", "sentinel_password")
 
     def _check_common(self) -> None:
         for name in ("username", "password"):
-            _text(name, getattr(self, name))
+            _optional_text(name, getattr(self, name))
         if self.tls is not None and not isinstance(self.tls, TLSConfig):
             raise _fail(f"tls must be a fastq.connection.TLSConfig, got {type(self.tls).__name__}")
-        object.__setattr__(self, "socket_timeout", _seconds("socket_timeout", self.socket_timeout))
+        object.__setattr__(self, "socket_timeout", _optional_seconds("socket_timeout", self.socket_timeout))
         object.__setattr__(self, "socket_connect_timeout",
-                           _seconds("socket_connect_timeout", self.socket_connect_timeout))
-        _int("max_connections", self.max_connections, 1)
+                           _optional_seconds("socket_connect_timeout", self.socket_connect_timeout))
+        _optional_int("max_connections", self.max_connections, 1)
 
     def _check_durability(self) -> None:
         if self.durability not in DURABILITY:
             raise _fail(f"durability must be None or 'replicated', got {self.durability!r}")
-        _int("replicas", self.replicas, 1, allow_none=False)
-        object.__setattr__(self, "replica_timeout", _seconds("replica_timeout", self.replica_timeout, False))
+        _int("replicas", self.replicas, 1)
+        object.__setattr__(self, "replica_timeout", _seconds("replica_timeout", self.replica_timeout))
 
     def __repr__(self) -> str:
         shown = []
@@ -278,11 +292,11 @@ class RedisClientOpt(_Opt):
     def __post_init__(self) -> None:
         self._check_common()
         self._check_durability()
-        _int("db", self.db, 0, allow_none=False)
+        _int("db", self.db, 0)
         if self.network not in ("tcp", "unix"):
             raise _fail(f"network must be 'tcp' or 'unix', got {self.network!r}")
         if self.network == "unix":
-            path = _text("addr", self.addr, allow_none=False)
+            path = _text("addr", self.addr)
             if not path.startswith("/"):
                 raise _fail(f"a unix socket path must be absolute, got {path!r}")
             if self.tls is not None:
@@ -317,7 +331,7 @@ class RedisFailoverClientOpt(_Opt):
     """
 
     master_name: str = ""
-    sentinel_addrs: tuple = ()
+    sentinel_addrs: tuple[Address, ...] = ()
     username: Optional[str] = None
     password: Optional[str] = None
     sentinel_username: Optional[str] = None
@@ -334,9 +348,9 @@ class RedisFailoverClientOpt(_Opt):
     def __post_init__(self) -> None:
         self._check_common()
         self._check_durability()
-        _int("db", self.db, 0, allow_none=False)
+        _int("db", self.db, 0)
         for name in ("sentinel_username", "sentinel_password"):
-            _text(name, getattr(self, name))
+            _optional_text(name, getattr(self, name))
         if not isinstance(self.master_name, str) or not self.master_name.strip():
             raise _fail("master_name is required: the name Sentinel monitors (URL: ?master=NAME)")
         addrs = self.sentinel_addrs
@@ -359,7 +373,7 @@ class RedisFailoverClientOpt(_Opt):
         if self.sentinel_password is not None:
             q.append(("sentinel_password", self.sentinel_password))
         q += self._common_query()
-        return f"{scheme}://{auth}{','.join(self.sentinel_addrs)}/{self.db}{_query(q, reveal)}"
+        return f"{scheme}://{auth}{','.join(_fmt_addr(h, p) for h, p in self.sentinels())}/{self.db}{_query(q, reveal)}"
 
 
 @dataclass(frozen=True, repr=False)
@@ -367,7 +381,7 @@ class RedisClusterClientOpt(_Opt):
     """A Redis Cluster (Asynq's ``RedisClusterClientOpt``): ``addrs`` are some of its nodes
     (the client learns the rest). Each queue lives in one slot (``{queue}`` hash tags)."""
 
-    addrs: tuple = ()
+    addrs: tuple[Address, ...] = ()
     username: Optional[str] = None
     password: Optional[str] = None
     tls: Optional[TLSConfig] = None
@@ -378,7 +392,7 @@ class RedisClusterClientOpt(_Opt):
 
     def __post_init__(self) -> None:
         self._check_common()
-        _int("max_redirects", self.max_redirects, 1)
+        _optional_int("max_redirects", self.max_redirects, 1)
         addrs = self.addrs
         if isinstance(addrs, str):
             addrs = tuple(addrs.split(","))
@@ -394,7 +408,8 @@ class RedisClusterClientOpt(_Opt):
         q = self._common_query()
         if self.max_redirects is not None:
             q.append(("max_redirects", str(self.max_redirects)))
-        return f"{scheme}://{_userinfo(self.username, self.password, reveal)}{','.join(self.addrs)}{_query(q, reveal)}"
+        nodes = ",".join(_fmt_addr(h, p) for h, p in self.nodes())
+        return f"{scheme}://{_userinfo(self.username, self.password, reveal)}{nodes}{_query(q, reveal)}"
 
 
 RedisConnOpt = Union[RedisClientOpt, RedisFailoverClientOpt, RedisClusterClientOpt]

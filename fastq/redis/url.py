@@ -5,6 +5,7 @@ import re
 from typing import Any, Optional
 from urllib.parse import parse_qsl, unquote
 
+from fastq import _validate
 from fastq.redis.errors import ConnectionConfigError
 from fastq.redis.options import (
     DEFAULT_PORT,
@@ -37,6 +38,7 @@ _KEYS = {
     "sentinel": {"db", "master", "sentinel_username", "sentinel_password", *_COMMON_KEYS, *_DURABILITY_KEYS},
     "cluster": {"max_redirects", *_COMMON_KEYS},
 }
+Query = dict[str, str]  # the query options not read yet
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://(.*)$", re.S)
 
 
@@ -136,7 +138,7 @@ def _scrub(message: str, url: str) -> str:
     return message
 
 
-def _db(url: str, path: str, opts: dict) -> int:
+def _db(url: str, path: str, opts: Query) -> int:
     text = opts.pop("db", None)
     from_path = path.strip("/")
     if text is not None and from_path:
@@ -149,24 +151,28 @@ def _db(url: str, path: str, opts: dict) -> int:
     return int(text)
 
 
-def _number(url: str, opts: dict, key: str, kind: type) -> Any:
+def _number(url: str, opts: Query, key: str) -> Optional[float]:
     text = opts.pop(key, None)
     if text is None:
         return None
-    try:
-        return kind(text)
-    except ValueError:
-        raise _url_error(url, f"{key} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    return float(_validate.number_text(key, text, error=lambda why: _url_error(url, why)))
 
 
-def _common_from(url: str, opts: dict) -> dict:
-    out = {"socket_timeout": _number(url, opts, "socket_timeout", float),
-           "socket_connect_timeout": _number(url, opts, "socket_connect_timeout", float),
-           "max_connections": _number(url, opts, "max_connections", int)}
+def _integer(url: str, opts: Query, key: str) -> Optional[int]:
+    text = opts.pop(key, None)
+    if text is None:
+        return None
+    return int(_validate.number_text(key, text, integer=True, error=lambda why: _url_error(url, why)))
+
+
+def _common_from(url: str, opts: Query) -> dict[str, Any]:
+    out: dict[str, Any] = {"socket_timeout": _number(url, opts, "socket_timeout"),
+           "socket_connect_timeout": _number(url, opts, "socket_connect_timeout"),
+           "max_connections": _integer(url, opts, "max_connections")}
     if "durability" in opts or "replicas" in opts or "replica_timeout" in opts:
         out["durability"] = opts.pop("durability", None) or None
-        replicas = _number(url, opts, "replicas", int)
-        timeout = _number(url, opts, "replica_timeout", float)
+        replicas = _integer(url, opts, "replicas")
+        timeout = _number(url, opts, "replica_timeout")
         if out["durability"] is None:
             raise _url_error(url, "replicas / replica_timeout need durability=replicated")
         out["replicas"] = 1 if replicas is None else replicas
@@ -174,7 +180,7 @@ def _common_from(url: str, opts: dict) -> dict:
     return out
 
 
-def _tls_from(url: str, scheme: str, opts: dict) -> Optional[TLSConfig]:
+def _tls_from(url: str, scheme: str, opts: Query) -> Optional[TLSConfig]:
     given = {}
     for key in list(opts):
         if key in _TLS_KEYS:
@@ -203,14 +209,16 @@ def _hosts(url: str, hosts: str, default_port: int, many: bool) -> list[str]:
     return out
 
 
-def _parse_single(url, hosts, path, username, password, opts, tls, common) -> RedisClientOpt:
+def _parse_single(url: str, hosts: str, path: str, username: Optional[str], password: Optional[str],
+                  opts: Query, tls: Optional[TLSConfig], common: dict[str, Any]) -> RedisClientOpt:
     (addr,) = _hosts(url, hosts, DEFAULT_PORT, many=False)
     db = _db(url, path, opts)
     return RedisClientOpt(addr=addr, username=username, password=password, db=db, tls=tls,
                           **{k: v for k, v in common.items() if v is not None})
 
 
-def _parse_unix(url, scheme, hosts, path, username, password, opts) -> RedisClientOpt:
+def _parse_unix(url: str, scheme: str, hosts: str, path: str, username: Optional[str], password: Optional[str],
+                opts: Query) -> RedisClientOpt:
     if hosts:
         raise _url_error(url, f"{scheme}:// takes a path, not a host: {scheme}:///path/to/redis.sock")
     if not path or path == "/":
@@ -223,7 +231,8 @@ def _parse_unix(url, scheme, hosts, path, username, password, opts) -> RedisClie
                           db=int(db_text or 0), **{k: v for k, v in common.items() if v is not None})
 
 
-def _parse_sentinel(url, scheme, hosts, path, username, password, opts, tls, common) -> RedisFailoverClientOpt:
+def _parse_sentinel(url: str, scheme: str, hosts: str, path: str, username: Optional[str], password: Optional[str],
+                    opts: Query, tls: Optional[TLSConfig], common: dict[str, Any]) -> RedisFailoverClientOpt:
     addrs = _hosts(url, hosts, DEFAULT_SENTINEL_PORT, many=True)
     master = opts.pop("master", "")
     if not master.strip():
@@ -242,7 +251,8 @@ def _parse_sentinel(url, scheme, hosts, path, username, password, opts, tls, com
                                   tls=tls, **{k: v for k, v in common.items() if v is not None})
 
 
-def _parse_cluster(url, hosts, path, username, password, opts, tls, common) -> RedisClusterClientOpt:
+def _parse_cluster(url: str, hosts: str, path: str, username: Optional[str], password: Optional[str],
+                   opts: Query, tls: Optional[TLSConfig], common: dict[str, Any]) -> RedisClusterClientOpt:
     addrs = _hosts(url, hosts, DEFAULT_PORT, many=True)
     if path.strip("/") not in ("", "0"):
         raise _url_error(url, "Redis Cluster has only database 0")
@@ -250,7 +260,7 @@ def _parse_cluster(url, hosts, path, username, password, opts, tls, common) -> R
         raise _url_error(url, "durability=replicated is not supported on Redis Cluster (WAIT must follow the write "
                               "on the same node connection); use min-replicas-to-write on the nodes instead")
     return RedisClusterClientOpt(addrs=tuple(addrs), username=username, password=password, tls=tls,
-                                 max_redirects=_number(url, opts, "max_redirects", int),
+                                 max_redirects=_integer(url, opts, "max_redirects"),
                                  **{k: v for k, v in common.items() if v is not None and k != "durability"})
 
 
