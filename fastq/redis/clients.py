@@ -29,7 +29,9 @@ from fastq.redis.url import as_options, parse_url, redact
 
 # ---------------------------------------------------------------- building clients
 
-def _kwargs(opt: Any, overrides: dict) -> dict:
+Options = dict[str, Any]  # redis-py keyword arguments
+
+def _kwargs(opt: Any, overrides: Options) -> Options:
     """Caller defaults (e.g. the worker's fail-fast timeouts) overridden by what the option sets."""
     out = dict(overrides)
     for name in ("username", "password", "socket_timeout", "socket_connect_timeout", "max_connections"):
@@ -39,7 +41,7 @@ def _kwargs(opt: Any, overrides: dict) -> dict:
     return out
 
 
-def _durability_override(opt: Any, overrides: dict) -> Any:
+def _durability_override(opt: Any, overrides: Options) -> Any:
     if "durability" in overrides:
         durability = overrides.pop("durability")
         if durability not in DURABILITY:
@@ -63,6 +65,7 @@ def sync_client(target: Any, **overrides: Any) -> Any:
     if isinstance(opt, RedisFailoverClientOpt):
         return _sync_sentinel(opt, overrides)
     kwargs = _kwargs(opt, overrides)
+    cls: type
     if opt.network == "unix":
         cls = redis.connection.UnixDomainSocketConnection
         kwargs["path"] = opt.addr
@@ -91,7 +94,7 @@ def async_client(target: Any, **overrides: Any) -> Any:
     return _redis_class(redis.asyncio.Redis, opt, asyncio=True).from_pool(pool)
 
 
-def _sentinel_kwargs(opt: RedisFailoverClientOpt, overrides: dict) -> dict:
+def _sentinel_kwargs(opt: RedisFailoverClientOpt, overrides: Options) -> Options:
     out = {k: v for k, v in overrides.items() if k in ("socket_timeout", "socket_connect_timeout")}
     for name in ("socket_timeout", "socket_connect_timeout"):
         if getattr(opt, name) is not None:
@@ -105,9 +108,9 @@ def _sentinel_kwargs(opt: RedisFailoverClientOpt, overrides: dict) -> dict:
     return out
 
 
-def _sync_sentinel(opt: RedisFailoverClientOpt, overrides: dict) -> Any:
+def _sync_sentinel(opt: RedisFailoverClientOpt, overrides: Options) -> Any:
     skw = _sentinel_kwargs(opt, overrides)
-    sentinel = redis.sentinel.Sentinel([], sentinel_kwargs=skw)
+    sentinel = redis.sentinel.Sentinel([], sentinel_kwargs=skw)  # type: ignore[no-untyped-call]  # unannotated
     plain = _connection_class(redis.connection.Connection, opt.tls, asyncio=False)
     set_sentinels(sentinel, [redis.Redis.from_pool(redis.ConnectionPool(connection_class=plain, host=h, port=p,
                                                                          **skw))
@@ -119,15 +122,16 @@ def _sync_sentinel(opt: RedisFailoverClientOpt, overrides: dict) -> Any:
         from redis.retry import Retry
 
         kwargs["retry"] = Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10)
-    client = sentinel.master_for(opt.master_name, redis_class=_redis_class(redis.Redis, opt, asyncio=False),
-                                 connection_class=managed, db=opt.db, **kwargs)
+    client = sentinel.master_for(  # type: ignore[no-untyped-call]  # unannotated in redis-py
+        opt.master_name, redis_class=_redis_class(redis.Redis, opt, asyncio=False), connection_class=managed,
+        db=opt.db, **kwargs)
     client._fastq_sentinel = sentinel
     return client
 
 
-def _async_sentinel(opt: RedisFailoverClientOpt, overrides: dict) -> Any:
+def _async_sentinel(opt: RedisFailoverClientOpt, overrides: Options) -> Any:
     skw = _sentinel_kwargs(opt, overrides)
-    sentinel = redis.asyncio.sentinel.Sentinel([], sentinel_kwargs=skw)
+    sentinel = redis.asyncio.sentinel.Sentinel([], sentinel_kwargs=skw)  # type: ignore[no-untyped-call]  # unannotated
     plain = _connection_class(redis.asyncio.connection.Connection, opt.tls, asyncio=True)
     set_sentinels(sentinel, [
         redis.asyncio.Redis.from_pool(redis.asyncio.ConnectionPool(connection_class=plain, host=h, port=p, **skw))
@@ -145,7 +149,7 @@ def _async_sentinel(opt: RedisFailoverClientOpt, overrides: dict) -> Any:
     return client
 
 
-def _sync_cluster(opt: RedisClusterClientOpt, overrides: dict) -> Any:
+def _sync_cluster(opt: RedisClusterClientOpt, overrides: Options) -> Any:
     kwargs = _kwargs(opt, overrides)
     retry = kwargs.pop("retry", None)
     kwargs.pop("maint_notifications_config", None)
@@ -154,14 +158,15 @@ def _sync_cluster(opt: RedisClusterClientOpt, overrides: dict) -> Any:
     host, port = nodes[0]
     # redis-py builds each node's pool from our connection class only on its from-URL path
     client = SyncRedisCluster(url=f"redis://{_fmt_addr(host, port)}", connection_class=cls,
-                              startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in nodes[1:]],
+                              startup_nodes=[redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]  # unannotated
+                                             for h, p in nodes[1:]],
                               **({"retry": retry} if retry is not None else {}), **kwargs)
     if opt.max_redirects is not None:
         set_max_redirects(client, opt.max_redirects)
     return client
 
 
-def _async_cluster(opt: RedisClusterClientOpt, overrides: dict) -> Any:
+def _async_cluster(opt: RedisClusterClientOpt, overrides: Options) -> Any:
     kwargs = _kwargs(opt, overrides)
     cls = _connection_class(redis.asyncio.connection.Connection, opt.tls, asyncio=True)
     client = AsyncRedisCluster(startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in opt.nodes()],
@@ -171,7 +176,7 @@ def _async_cluster(opt: RedisClusterClientOpt, overrides: dict) -> Any:
     return client
 
 
-def fail_fast_options(*, asyncio: bool, socket_timeout: float = 5.0) -> dict:
+def fail_fast_options(*, asyncio: bool, socket_timeout: float = 5.0) -> Options:
     """Client options for fastq's own loops, which retry with back-off themselves: short socket
     timeouts and a single quick retry (redis-py's defaults - 10 retries - can block one call for
     ~30 s against an unreachable server, longer than a lease), and no per-connection
@@ -186,7 +191,7 @@ def fail_fast_options(*, asyncio: bool, socket_timeout: float = 5.0) -> dict:
         from redis.retry import Retry
 
         retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 1)
-    options: dict = {"socket_timeout": socket_timeout, "socket_connect_timeout": 2.0, "retry": retry}
+    options: Options = {"socket_timeout": socket_timeout, "socket_connect_timeout": 2.0, "retry": retry}
     try:
         from redis.maint_notifications import MaintNotificationsConfig
 

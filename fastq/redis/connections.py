@@ -2,7 +2,7 @@
 WAIT durability), cached per combination."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar, cast
 
 import redis.asyncio.sentinel
 import redis.sentinel
@@ -39,7 +39,11 @@ def _connection_class(base: type, tls: Optional[TLSConfig], asyncio: bool) -> ty
     return cls
 
 
-def _redis_class(base: type, opt: Any, asyncio: bool) -> type:
+R = TypeVar("R")
+
+
+def _redis_class(base: type[R], opt: Any, asyncio: bool) -> type[R]:
+    """``base`` (a redis-py client class) with WAIT durability and/or the Sentinel owner, as ``opt`` asks."""
     mixins: list[type] = []
     if getattr(opt, "durability", None):
         mixins.append(_AsyncWait if asyncio else _SyncWait)
@@ -54,4 +58,4 @@ def _redis_class(base: type, opt: Any, asyncio: bool) -> type:
                                                                                         _AsyncSentinelOwner) else "")
         _redis_classes[key] = type(f"{name}{base.__name__}", (*mixins, base),
                                    {"_fastq_wait": (opt.replicas, opt.replica_timeout)})
-    return _redis_classes[key]
+    return cast("type[R]", _redis_classes[key])  # a subclass of base

@@ -25,12 +25,13 @@ _ACL_HINT = ("grant the ACL user the commands fastq needs (fastq.connection.ACL_
              "ACL_READONLY)")
 
 
-def _chain(exc: BaseException) -> list:
+def _chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and what caused it (``raise ... from``, or raised while handling), oldest last."""
-    out: list = []
-    while exc is not None and len(out) < 8 and all(exc is not seen for seen in out):
-        out.append(exc)
-        exc = exc.__cause__ if exc.__cause__ is not None else (None if exc.__suppress_context__ else exc.__context__)
+    out: list[BaseException] = []
+    one: Optional[BaseException] = exc
+    while one is not None and len(out) < 8 and all(one is not seen for seen in out):
+        out.append(one)
+        one = one.__cause__ if one.__cause__ is not None else (None if one.__suppress_context__ else one.__context__)
     return out
 
 
