@@ -1,12 +1,12 @@
 """Worker configuration and the parsing of user-given values (CLI flags, kwargs)."""
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable, Optional
 
+from fastq import _validate
 from fastq._redis import default_url
 from fastq._validate import queue_name
 from fastq.errors import InvalidOptionError
@@ -60,23 +60,14 @@ def parse_queues(spec: Any) -> dict[str, int]:
 
 
 def _positive(name: str, value: Any, minimum: float = 0.0, integer: bool = False) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidOptionError(f"{name} must be a number, got {value!r}")
-    if integer and not isinstance(value, int):
-        raise InvalidOptionError(f"{name} must be an integer, got {value!r}")
-    if math.isnan(value) or value < minimum or math.isinf(value):
-        raise InvalidOptionError(f"{name} must be at least {minimum}, got {value!r}")
-    return value
+    return _validate.number(name, value, minimum, integer=integer, what="a number")
 
 
 def _duration(name: str, value: Any) -> float:
     """Seconds from a number or a ``timedelta``; finite and not negative."""
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidOptionError(f"{name} must be a number of seconds or a timedelta, got {value!r}")
-    _positive(name, value, 0)
-    return float(value)
+    return float(_validate.number(name, value, 0, what="a number of seconds or a timedelta"))
 
 
 @dataclass
