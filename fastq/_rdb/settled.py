@@ -84,6 +84,7 @@ class SettledWatch:
         self._requests: _queue.SimpleQueue[tuple[str, _Waiter]] = _queue.SimpleQueue()
         self._waiting: dict[str, dict[str, list[_Waiter]]] = {}  # channel -> task id -> waiters
         self._confirmed: set[str] = set()
+        self._queues: dict[str, str] = {}  # channel -> queue name
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -229,6 +230,7 @@ class SettledWatch:
                     ids.pop(waiter.task_id, None)
                 continue
             new_channel = channel not in self._waiting
+            self._queues[channel] = waiter.queue
             self._waiting.setdefault(channel, {}).setdefault(waiter.task_id, []).append(waiter)
             if new_channel:
                 pubsub.subscribe(channel)
@@ -239,7 +241,7 @@ class SettledWatch:
         """Read the tasks' hashes; deliver those that are final."""
         if not task_ids:
             return
-        queue = channel[len("asynq:{"):-len("}:fastq_done")]
+        queue = self._queues[channel]
         pipe = self._client.pipeline(transaction=False)
         for tid in task_ids:
             pipe.hmget(keys.task_key(queue, tid), "state", "result", "msg")
