@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as aredis
 
 import fastq
-from fastq.server.broker import DONE, Broker
-from fastq.server.queues import QueueSelector
+from fastq._rdb.outcome import Done
+from fastq._rdb.worker import Broker
 
 TASK = fastq.Task("noop", b"x" * 100)
 
@@ -58,12 +58,9 @@ def test_dequeue_and_ack_batch(benchmark, bench_redis, bench_redis_url, batch):
     loop = asyncio.new_event_loop()
     client = aredis.Redis.from_url(bench_redis_url)
     broker = Broker(client)
-    names, dkeys, prefixes = QueueSelector({"default": 1}).next()
-
     async def once():
-        reply = await broker.dequeue(dkeys, prefixes, batch, 30, "bench")
-        ids = [x.decode() for x in reply[2::2]]
-        await broker.write_acks({(DONE, "default"): [(i, "bench", "") for i in ids]}, time.time())
+        claims = await broker.dequeue(["default"], batch, 30, "bench")
+        await broker.settle([Done("default", c.raw_id.decode(), "bench") for c in claims], time.time())
 
     benchmark.pedantic(lambda: loop.run_until_complete(once()), rounds=max(200, 20_000 // batch), iterations=1)
     loop.run_until_complete(client.aclose())

@@ -16,21 +16,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastq import _scripts, keys
 from fastq.context import _require
 
 __all__ = ["ResultWriter", "result_writer"]
 
 
 class ResultStore:
-    """One per worker process: the worker's async Redis client and event loop."""
+    """One per worker process: the worker's Redis seam (``fastq._rdb.worker.Broker``) and event loop."""
 
-    def __init__(self, redis: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self.redis = redis
+    def __init__(self, broker: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.broker = broker
         self.loop = loop
 
     async def write(self, queue: str, task_id: str, data: bytes) -> bool:
-        return bool(await _scripts.WRITE_RESULT.arun(self.redis, [keys.task_key(queue, task_id)], [data]))
+        return bool(await self.broker.write_result(queue, task_id, data))
 
 
 class ResultWriter:

@@ -234,10 +234,22 @@ def test_weighted_order_follows_weights():
     assert sorted(sel.order()) == ["critical", "default", "low"]
 
 
-def test_strict_order_and_dequeue_keys():
+def test_strict_order():
     sel = QueueSelector({"low": 1, "critical": 6, "default": 3}, strict=True)
-    names, dkeys, prefixes = sel.next()
-    assert names == ["critical", "default", "low"]
-    assert dkeys[:4] == ["asynq:{critical}:pending", "asynq:{critical}:paused",
-                         "asynq:{critical}:active", "asynq:{critical}:lease"]
-    assert prefixes[0] == "asynq:{critical}:t:"
+    assert sel.next() == ["critical", "default", "low"]
+
+
+def test_a_skipped_queue_is_left_out_until_its_time_is_up(monkeypatch):
+    from types import SimpleNamespace
+
+    from fastq.server import queues
+
+    now = [100.0]
+    monkeypatch.setattr(queues, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    sel = QueueSelector({"low": 1, "critical": 6, "default": 3}, strict=True)
+    sel.skip("default", 30.0)
+    assert sel.next() == ["critical", "low"]
+    now[0] = 129.9
+    assert sel.next() == ["critical", "low"]
+    now[0] = 130.0
+    assert sel.next() == ["critical", "default", "low"]

@@ -12,9 +12,9 @@ from helpers import RedisServer, RunningWorker, async_wait_for
 import fastq
 from fastq import keys
 from fastq._codec import TaskMessage
+from fastq._rdb.worker import Broker
 from fastq._redis import async_client
 from fastq.context import TaskContext
-from fastq.server.broker import Broker
 from fastq.server.config import WorkerConfig
 from fastq.server.leases import LeaseKeeper
 from fastq.server.processor import Processor, _Running
@@ -56,7 +56,7 @@ def test_extends_the_leases_of_held_tasks_only(redis_url, r, run):
     async def main():
         p = processor(redis_url)
         a, b = hold(p, "a"), hold(p, "b", "other")
-        p.unacked["c"] = "default"  # outcome known, not yet written: still ours
+        p.acks.unacked["c"] = "default"  # outcome known, not yet written: still ours
         soon = int(time.time()) + 1
         r.zadd(keys.lease_key("default"), {"a": soon, "c": soon, "stranger": soon})
         r.zadd(keys.lease_key("other"), {"b": soon})
@@ -80,7 +80,7 @@ def test_stops_at_deadline_plus_grace_and_when_the_loop_hangs(redis_url, r, run,
         p = processor(redis_url, hard_timeout_grace=0.5)
         hold(p, "late", deadline_in=-0.6)  # deadline + grace already passed
         hold(p, "due", deadline_in=0.5)  # passes it in 1 s
-        p.unacked["written-soon"] = "default"
+        p.acks.unacked["written-soon"] = "default"
         base = int(time.time()) + 1
         r.zadd(keys.lease_key("default"), {"late": base, "due": base, "written-soon": base})
         keeper = LeaseKeeper(p, p.cfg).start()

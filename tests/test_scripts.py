@@ -9,7 +9,8 @@ from helpers import dump
 from fastq import _scripts, keys
 from fastq._codec import TaskMessage, decode_message, encode_message
 from fastq._rdb.calls import execute
-from fastq.server.broker import Broker, utc_date
+from fastq._rdb.outcome import Archive, Complete, Done, Requeue, Retry
+from fastq._rdb.worker import Broker, settle_calls, utc_date
 
 Q = "default"
 MAX_INT64 = "9223372036854775807"
@@ -88,9 +89,8 @@ def test_dequeue_more_than_unpack_limit(r):
     assert r.llen(keys.active_key(Q)) == 1100 and r.zcard(keys.lease_key(Q)) == 1100
 
 
-def ack(r, batch, cutoff=""):
-    broker_calls = Broker.ack_calls(batch, time.time(), cutoff)
-    replies = execute(r, broker_calls)
+def ack(r, outcomes, cutoff=""):
+    replies = execute(r, settle_calls(outcomes, time.time(), cutoff))
     return [x.decode() for reply in replies for x in reply]
 
 
@@ -98,8 +98,8 @@ def test_done_deletes_counts_and_releases_own_lock(r):
     seed_active(r, Q, "a", "b")
     r.set("asynq:{default}:unique:t:x", "a")
     r.set("asynq:{default}:unique:t:y", "someone-else")
-    missing = ack(r, {("done", Q): [("a", "tok", "asynq:{default}:unique:t:x"),
-                                    ("b", "tok", "asynq:{default}:unique:t:y"), ("gone", "tok", "")]})
+    missing = ack(r, [Done(Q, "a", "tok", "asynq:{default}:unique:t:x"),
+                      Done(Q, "b", "tok", "asynq:{default}:unique:t:y"), Done(Q, "gone", "tok", "")])
     assert missing == ["gone"]
     state = dump(r)
     today = keys.processed_key(Q, utc_date(time.time()))
@@ -112,7 +112,7 @@ def test_done_deletes_counts_and_releases_own_lock(r):
 def test_total_counter_wraps_at_max_int64_like_asynq(r):
     seed_active(r, Q, "a", "b")
     r.set(keys.processed_total_key(Q), MAX_INT64)
-    ack(r, {("done", Q): [("a", "tok", ""), ("b", "tok", "")]})
+    ack(r, [Done(Q, "a", "tok", ""), Done(Q, "b", "tok", "")])
     assert r.get(keys.processed_total_key(Q)) == b"2"  # MaxInt64 -> 1 -> 2
 
 
@@ -120,7 +120,7 @@ def test_complete_keeps_result_and_scores_expiry(r):
     seed_active(r, Q, "c", retention=60)
     r.hset(keys.task_key(Q, "c"), "result", b"42")
     done = TaskMessage(type="t", id="c", queue=Q, retention=60, completed_at=1000)
-    assert ack(r, {("complete", Q): [("c", "tok", 1060, done, "", None)]}) == []
+    assert ack(r, [Complete(Q, "c", "tok", 1060, done, "", None)]) == []
     fields = r.hgetall(keys.task_key(Q, "c"))
     assert fields[b"state"] == b"completed" and fields[b"result"] == b"42"
     assert b"lease_token" not in fields  # fastq's fencing field leaves with the lease
@@ -132,10 +132,10 @@ def test_complete_keeps_result_and_scores_expiry(r):
 def test_complete_stores_a_returned_result(r):
     seed_active(r, Q, "c", retention=60)
     done = TaskMessage(type="t", id="c", queue=Q, retention=60, completed_at=1000)
-    ack(r, {("complete", Q): [("c", "tok", 1060, done, "", b"")]})  # an empty result is still a result
+    ack(r, [Complete(Q, "c", "tok", 1060, done, "", b"")])  # an empty result is still a result
     assert r.hget(keys.task_key(Q, "c"), "result") == b""
     seed_active(r, Q, "d", retention=60)
-    ack(r, {("complete", Q): [("d", "tok", 1060, done, "", b"\x00bytes")]})
+    ack(r, [Complete(Q, "d", "tok", 1060, done, "", b"\x00bytes")])
     assert r.hget(keys.task_key(Q, "d"), "result") == b"\x00bytes"
 
 
@@ -148,7 +148,7 @@ def test_retry_counts_only_failures(r):
     seed_active(r, Q, "f", "n")
     failed = TaskMessage(type="t", id="f", queue=Q, retried=1, error_msg="x")
     quiet = TaskMessage(type="t", id="n", queue=Q, error_msg="y")
-    ack(r, {("retry", Q): [("f", "tok", failed, 5000, True), ("n", "tok", quiet, 6000, False)]})
+    ack(r, [Retry(Q, "f", "tok", failed, 5000, True), Retry(Q, "n", "tok", quiet, 6000, False)])
     assert dict(r.zrange(keys.retry_key(Q), 0, -1, withscores=True)) == {b"f": 5000, b"n": 6000}
     assert r.hget(keys.task_key(Q, "f"), "state") == b"retry"
     assert decode_message(r.hget(keys.task_key(Q, "f"), "msg")).retried == 1
@@ -165,9 +165,8 @@ def test_archive_trims_by_age_and_size_deleting_hashes(r):
     for tid in ("ancient", "old1", "old2"):
         r.hset(keys.task_key(Q, tid), mapping={"msg": msg(tid), "state": "archived"})
     seed_active(r, Q, "new")
-    items = [("new", "tok", TaskMessage(type="t", id="new", queue=Q, error_msg="boom"))]
-    calls = Broker.ack_calls({("archive", Q): items}, now)
-    (call,) = calls
+    items = [Archive(Q, "new", "tok", TaskMessage(type="t", id="new", queue=Q, error_msg="boom"))]
+    (call,) = settle_calls(items, now)
     call.args[1][5] = 3  # max size 3: keeps the newest 2 after adding, as Asynq's ZRANGE 0 -max does
     execute(r, [call])
     assert r.zrange(keys.archived_key(Q), 0, -1) == [b"old2", b"new"]
@@ -179,7 +178,7 @@ def test_archive_trims_by_age_and_size_deleting_hashes(r):
 def test_requeue_pushes_to_the_dequeue_end(r):
     seed_pending(r, Q, "waiting")
     seed_active(r, Q, "running")
-    assert ack(r, {("requeue", Q): [("running", "tok"), ("not-active", "tok")]}) == ["not-active"]
+    assert ack(r, [Requeue(Q, "running", "tok"), Requeue(Q, "not-active", "tok")]) == ["not-active"]
     assert r.lrange(keys.pending_key(Q), 0, -1) == [b"waiting", b"running"]
     fields = r.hgetall(keys.task_key(Q, "running"))
     assert fields[b"state"] == b"pending" and b"pending_since" not in fields and b"lease_token" not in fields
@@ -189,7 +188,7 @@ def test_requeue_pushes_to_the_dequeue_end(r):
 def test_outcome_for_task_no_longer_active_is_not_written(r):
     r.hset(keys.task_key(Q, "moved"), mapping={"msg": msg("moved"), "state": "retry"})
     r.zadd(keys.retry_key(Q), {"moved": 1})
-    assert ack(r, {("done", Q): [("moved", "", "")]}) == ["moved"]
+    assert ack(r, [Done(Q, "moved", "", "")]) == ["moved"]
     assert r.hget(keys.task_key(Q, "moved"), "state") == b"retry"
 
 
@@ -254,10 +253,10 @@ def test_list_lease_expired(r):
 def test_stale_lease_token_cannot_settle(r):
     """Fencing: a worker whose claim was reclaimed and claimed again cannot complete the task."""
     seed_active(r, Q, "t1", token="new-owner")
-    assert ack(r, {("done", Q): [("t1", "old-owner", "")]}) == ["t1"]
+    assert ack(r, [Done(Q, "t1", "old-owner", "")]) == ["t1"]
     assert r.hget(keys.task_key(Q, "t1"), "state") == b"active"
     assert r.lrange(keys.active_key(Q), 0, -1) == [b"t1"] and r.zscore(keys.lease_key(Q), "t1")
-    assert ack(r, {("done", Q): [("t1", "new-owner", "")]}) == []
+    assert ack(r, [Done(Q, "t1", "new-owner", "")]) == []
     assert not r.exists(keys.task_key(Q, "t1"))
 
 
@@ -265,8 +264,9 @@ def test_recovery_cutoff_spares_an_extended_lease(r):
     seed_active(r, Q, "expired", "extended")
     now = server_time(r)
     r.zadd(keys.lease_key(Q), {"expired": now - 10, "extended": now + 8})
-    items = [(tid, "", TaskMessage(type="t", id=tid, queue=Q, retried=1), now, True) for tid in ("expired", "extended")]
-    assert ack(r, {("retry", Q): items}, cutoff=str(now - 5)) == ["extended"]
+    items = [Retry(Q, tid, "", TaskMessage(type="t", id=tid, queue=Q, retried=1), now, True)
+             for tid in ("expired", "extended")]
+    assert ack(r, items, cutoff=str(now - 5)) == ["extended"]
     assert r.hget(keys.task_key(Q, "expired"), "state") == b"retry"
     assert r.hget(keys.task_key(Q, "extended"), "state") == b"active"
 

@@ -14,12 +14,13 @@ import logging
 import os
 import time
 import uuid
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from fastq import keys
 from fastq._proto import ServerInfo, Timestamp, WorkerInfo, encode
-from fastq.server.broker import Broker
+from fastq._rdb.worker import Broker
 from fastq.server.config import WorkerConfig
 from fastq.server.processor import Processor
 
@@ -49,12 +50,12 @@ class Heartbeater:
         return ServerInfo(
             host=cfg.host, pid=self.pid, server_id=self.server_id, concurrency=cfg.concurrency,
             queues=dict(cfg.queues), strict_priority=cfg.strict_priority, status=self.status,
-            start_time=self.started, active_worker_count=len(self.processor.running),
+            start_time=self.started, active_worker_count=len(self.processor.running_snapshot()),
         )
 
     def worker_infos(self) -> list[tuple[str, bytes]]:
         out = []
-        for run in list(self.processor.running.values()):
+        for run in self.processor.running_snapshot().values():
             msg = run.msg
             out.append((run.id, encode(WorkerInfo(
                 host=self.cfg.host, pid=self.pid, server_id=self.server_id, task_id=run.id,
@@ -87,7 +88,7 @@ class Heartbeater:
         self.run_id = run_id
         self.replid = info.get("master_replid")
 
-    def _check_clock(self, info: dict) -> None:
+    def _check_clock(self, info: dict[str, Any]) -> None:
         """Warn once when this host's clock is far from Redis's. Leases and due times use Redis
         time, so skew is harmless to them; it does shift process_at times computed by clients."""
         server_us = info.get("server_time_usec")
@@ -118,7 +119,7 @@ class Heartbeater:
         await self.broker.clear_server_state(self.server_key, self.workers_key)
 
 
-def _reloaded(info: dict) -> str:
+def _reloaded(info: dict[str, Any]) -> str:
     """What a restarted Redis reloaded, from ``INFO persistence`` ("" when nothing: data lost)."""
     if str(info.get("aof_enabled", "0")) == "1":
         return "append-only file"

@@ -8,7 +8,8 @@ So each worker process runs one ``LeaseKeeper``: a daemon thread with its own sy
 connection that, every tick (``min(heartbeat_interval, lease_duration / 4)``, earlier when a
 lease would otherwise run out first, shorter back-off after a failure):
 
-* runs ``EXTEND_LEASE`` for the tasks the processor still holds (``processor.leased_ids()``:
+* extends (``SyncBroker.extend_leases``) the leases of the tasks the processor still holds
+  (``processor.leased_ids()``:
   running, or outcome not yet written), one round trip for all queues (one call per queue on
   Redis Cluster), and records the result (``processor.leases_extended``), which is what the
   processor's deadline loop trusts before stopping a task as "lease lost";
@@ -42,13 +43,12 @@ import random
 import sys
 import threading
 import time
+from types import FrameType
 from typing import Any, Optional
 
 from redis.exceptions import RedisError
 
-from fastq import keys
-from fastq._rdb.calls import execute, raise_first, script, send
-from fastq._rdb.scripts import EXTEND_LEASE
+from fastq._rdb.worker import SyncBroker
 from fastq.redis.clients import fail_fast_options
 from fastq.server.config import WorkerConfig
 from fastq.server.processor import Processor
@@ -60,7 +60,7 @@ BLOCKED_AFTER = 1.0  # a stamp older than this: the loop is blocked
 MIN_GAP = 0.05  # never two extension rounds closer than this
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 1.0  # retry delays after a failed round
 
-def _client_options(cfg: WorkerConfig) -> dict:
+def _client_options(cfg: WorkerConfig) -> dict[str, Any]:
     """Fail-fast options for the thread's own connection: a call must end well within a lease."""
     timeout = min(5.0, max(1.0, cfg.lease_duration / 2))
     return {**fail_fast_options(asyncio=False, socket_timeout=timeout), "durability": None}
@@ -86,7 +86,7 @@ class LeaseKeeper:
         self.rounds = 0  # successful extension rounds that extended something
         self._client = client
         self._own_client = client is None
-        self._cluster = False
+        self._broker: Optional[SyncBroker] = None  # on the thread's own client, once started
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._failing = False  # the last round failed (reported to the processor's RedisHealth)
@@ -105,13 +105,12 @@ class LeaseKeeper:
     def start(self) -> "LeaseKeeper":
         """Start the thread and the loop's timer (call on the worker's event loop)."""
         from fastq._redis import sync_client
-        from fastq.connection import is_cluster
 
         self._loop = asyncio.get_running_loop()
         self._loop_ident = threading.get_ident()
         if self._client is None:
             self._client = sync_client(self.cfg.redis_url, **_client_options(self.cfg))
-        self._cluster = is_cluster(self._client)
+        self._broker = SyncBroker(self._client)
         self._stamp = time.monotonic()
         self._timer = self._loop.call_later(WATCH_TICK, self._tick)
         self._thread = threading.Thread(target=self._run, name="fastq-leases", daemon=True)
@@ -200,11 +199,11 @@ class LeaseKeeper:
         except RuntimeError:  # the loop is closed: the worker is gone
             pass
 
-    def held(self) -> tuple[dict[str, list[str]], list]:
+    def held(self) -> tuple[dict[str, list[str]], list[Any]]:
         """The task IDs to extend now, by queue (``processor.leased_ids()`` within the bounds),
         and the running entries among them."""
         leased = self.processor.leased_ids()  # atomic snapshots: the loop changes these dicts meanwhile
-        running = self.processor.running.copy()
+        running = self.processor.running_snapshot()
         now = time.time()
         grace = self.grace
         out: dict[str, list[str]] = {}
@@ -228,23 +227,14 @@ class LeaseKeeper:
         held, runs = self.held()
         if not held:
             return None
-        client, lease = self._client, self.lease
+        broker = self._broker
+        assert broker is not None, "start() first"
         since = time.monotonic()
-        queues = list(held)
-        calls = [script(EXTEND_LEASE, [keys.lease_key(q)], [lease, *held[q]]) for q in queues]
-        replies: list = []
-        try:
-            if self._cluster:  # one call per queue (each in its own hash slot)
-                for call in calls:
-                    replies += execute(client, [call])
-            else:
-                replies = send(client, calls)
-        finally:  # record what was extended before raising what failed
-            extended = {q: held[q] for q, reply in zip(queues, replies, strict=False)
-                        if not isinstance(reply, Exception)}
-            if extended:
-                self.processor.leases_extended(extended, since)
-        raise_first(replies)
+        extended, error = broker.extend_leases(held, self.lease)
+        if extended:  # record what was extended before raising what failed
+            self.processor.leases_extended(extended, since)
+        if error is not None:
+            raise error
         self.rtt = time.monotonic() - since
         self.rounds += 1
         log.debug("%d lease(s) extended in %.3fs", sum(map(len, held.values())), self.rtt)
@@ -259,7 +249,7 @@ class LeaseKeeper:
         if now - before > BLOCKED_AFTER:
             self._gap = (before, now - before)
         self._stamp = now
-        if not self._stop.is_set():
+        if not self._stop.is_set() and self._loop is not None:
             self._timer = self._loop.call_later(WATCH_TICK, self._tick)
 
     def _watch(self, now: float) -> None:
@@ -285,17 +275,17 @@ class LeaseKeeper:
 
         The running task is the one whose coroutine's frame is on the loop thread's stack: the
         frame of ``Processor._run_async`` for that task, below the handler's frames."""
-        frame = sys._current_frames().get(self._loop_ident)
+        frame = sys._current_frames().get(self._loop_ident) if self._loop_ident is not None else None
         if frame is None:
             return None, "unknown"
         try:
             where = f"{_short_path(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}()"
             stack = set()
-            f = frame
+            f: Optional[FrameType] = frame
             while f is not None:  # the frames stay alive (we hold the innermost): their ids are unique
                 stack.add(id(f))
                 f = f.f_back
-            for run in self.processor.running.copy().values():
+            for run in self.processor.running_snapshot().values():
                 get_coro = getattr(run.future, "get_coro", None)  # an asyncio.Task for async handlers
                 coro = get_coro() if get_coro is not None else None
                 coro_frame = getattr(coro, "cr_frame", None)
@@ -323,7 +313,7 @@ class LeaseKeeper:
         log.info("event loop of worker %d ran again after %.1fs%s", os.getpid(), seconds,
                  f" (task {ctx.task_id})" if ctx is not None else "")
         if self.processor.hooks:
-            self._on_loop(self.processor._call_hooks, "loop_blocked", ctx, seconds)
+            self._on_loop(self.processor.hooks.call, "loop_blocked", ctx, seconds)
 
 
 def _short_path(path: str) -> str:

@@ -83,3 +83,8 @@ async def supervise(name: str, factory: Callable[[], Awaitable[Any]],
                 except asyncio.TimeoutError:
                     pass
             delay = min(delay * 2, backoff_max)
+
+
+async def jittered_sleep(seconds: float) -> None:
+    """Back-off sleep with +-50 % jitter, so many workers do not retry in lockstep."""
+    await asyncio.sleep(seconds * (0.5 + random.random()))

@@ -1,15 +1,17 @@
 """The processor: batch dequeue, dispatch with per-task context, batched acks.
 
-One processor runs in each worker process, on that process's event loop:
+One processor runs in each worker process, on that process's event loop. It
+fetches and dispatches; every Redis call goes through ``fastq._rdb.worker``:
 
 * ``fetch_loop`` claims up to ``min(free slots, batch_size)`` tasks per
   dequeue script call and starts each one; it waits while every slot is busy
   and backs off (1 ms doubling up to ``poll_interval``) while queues are empty.
 * Async handlers run as asyncio tasks, sync handlers in a thread pool; each
   runs in its own context where ``fastq.get_task_id()`` and friends answer.
-* Outcomes (done, complete, retry, archive, requeue) go to a buffer that
-  ``ack_loop`` writes in one pipelined round trip per flush, whatever
-  accumulated while the previous flush was in flight.
+* Outcomes (``fastq._rdb.outcome``: done, complete, retry, archive, requeue)
+  go to a buffer (``fastq.server.acks``) that ``ack_loop`` writes in one
+  pipelined round trip per flush, whatever accumulated while the previous
+  flush was in flight.
 * ``deadline_loop`` stops tasks that pass their deadline (Asynq's rules: the
   earlier of now + timeout and deadline; 30 min when neither is set) and tasks
   whose lease this process can no longer vouch for.
@@ -26,29 +28,33 @@ import itertools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 from redis.exceptions import RedisError, ResponseError
 
-from fastq._codec import TaskMessage, decode_message, encode_message
+from fastq._codec import TaskMessage, decode_message
+from fastq._rdb.outcome import Archive, Claim, Complete, Done, Requeue, Retry, TaskId
+from fastq._rdb.worker import LEASE_MARGIN, Broker
 from fastq.context import TaskContext, set_current
 from fastq.errors import DecodeError, RevokeTask, SkipRetry
 from fastq.mux import ServeMux, is_async_handler
-from fastq.server.broker import ARCHIVE, COMPLETE, DONE, REQUEUE, RETRY, Broker, group_by
+from fastq.server.acks import Acks
 from fastq.server.config import WorkerConfig
 from fastq.server.health import RedisHealth
+from fastq.server.hooks import LOST, Hooks
+from fastq.server.loops import jittered_sleep
 from fastq.server.queues import QueueSelector
+from fastq.server.unusable import UNDECODABLE_TYPE, archive_unusable, printable_id, undecodable_message
 from fastq.task import Task
+
+__all__ = ["Processor", "Aborted", "error_text", "deadline_for", "DEFAULT_TIMEOUT", "LEASE_MARGIN",
+           "UNDECODABLE_TYPE", "printable_id", "undecodable_message", "archive_unusable"]
 
 log = logging.getLogger("fastq.processor")
 
 DEFAULT_TIMEOUT = 1800.0
 POLL_MIN = 0.001
-# A lease set by a call that started at local time T stays valid until T + lease: Redis stamps
-# expiry = floor(server time) + lease and recoverers take a lease only once its score is
-# below the (whole-second) Redis time. The margin covers timer and scheduling slop.
-LEASE_MARGIN = 0.5
-UNDECODABLE_TYPE = "fastq:undecodable"
+QUARANTINE = 30.0  # seconds a queue whose keys have the wrong type is left out of dequeues
 
 # Why a running task was stopped before its handler returned.
 ABORT_SHUTDOWN, ABORT_DEADLINE, ABORT_CANCEL, ABORT_LEASE = "shutdown", "deadline", "cancel", "lease"
@@ -61,7 +67,7 @@ class _Running:
                  "done", "abort", "handler")
 
     def __init__(self, tid: str, queue: str, msg: TaskMessage, ctx: TaskContext, started: float,
-                 deadline: float, token: str, lease_until: float, handler: Callable) -> None:
+                 deadline: float, token: str, lease_until: float, handler: Callable[..., Any]) -> None:
         self.id = tid
         self.queue = queue
         self.msg = msg
@@ -105,10 +111,13 @@ def deadline_for(msg: TaskMessage, now: float) -> float:
 
 
 class Processor:
+    _loop: asyncio.AbstractEventLoop  # the running loop, from bind()
+
     def __init__(self, broker: Broker, handler: Any, cfg: WorkerConfig, server_id: str = "local") -> None:
         self.broker = broker
         self.cfg = cfg
         self.selector = QueueSelector(cfg.queues, cfg.strict_priority)
+        self._resolve: Callable[[str], tuple[Any, bool]]
         if isinstance(handler, ServeMux):
             self._resolve = handler.resolve
         else:
@@ -117,25 +126,23 @@ class Processor:
             fixed = (handler, is_async_handler(handler))
             self._resolve = lambda _type: fixed
         self.running: dict[str, _Running] = {}
-        self.unacked: dict[str, str] = {}  # task id -> queue, outcome known but not yet written
         self.processed = 0  # handlers finished in this process (any outcome)
         self.on_processed: Optional[Callable[[int], None]] = None  # called after each finish (recycling)
         self.on_stuck: Optional[Callable[[str], None]] = None  # a sync handler outlived its grace
-        self.hooks: list = list(cfg.hooks)  # observers: task_started(ctx), task_finished(ctx, outcome, exc, s)
+        self.hooks = Hooks(cfg.hooks)  # observers (fastq.server.hooks)
         self.results: Any = None  # set by the worker: what fastq.result_writer() writes through
-        self.health = RedisHealth(self._call_hooks)
+        self.health = RedisHealth(self.hooks.call)
+        self.acks = Acks(broker, self.health)  # outcomes not yet written
         self._abandoned: list[_Running] = []  # settled sync tasks whose thread still runs
-        self._acks: list[tuple] = []
         self._free = cfg.concurrency
         self._stopping = False
         self._closed = False
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._slot_event: Optional[asyncio.Event] = None
-        self._ack_event: Optional[asyncio.Event] = None
-        self._idle_event: Optional[asyncio.Event] = None
+        # bound to the running loop by bind()
+        self._slot_event = asyncio.Event()
+        self._idle_event = asyncio.Event()
+        self._wake = asyncio.Event()  # set when a queue we serve stops being empty (fastq_notify)
         self._token_prefix = f"{server_id}:"
         self._claims = itertools.count(1)
-        self._quarantine: dict[str, float] = {}  # queue -> monotonic time it may be tried again
         self._pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="fastq-sync")
 
     # ------------------------------------------------------------------ loops
@@ -144,10 +151,10 @@ class Processor:
         """Create the loop-bound primitives (call from the running loop)."""
         self._loop = asyncio.get_running_loop()
         self._slot_event = asyncio.Event()
-        self._ack_event = asyncio.Event()
         self._idle_event = asyncio.Event()
         self._idle_event.set()
-        self._wake = asyncio.Event()  # set when a queue we serve stops being empty (fastq_notify)
+        self._wake = asyncio.Event()
+        self.acks.bind()
 
     async def fetch_loop(self) -> None:
         cfg = self.cfg
@@ -165,41 +172,32 @@ class Processor:
                     self._slot_event.clear()
                     await self._slot_event.wait()
                     continue
-            names, dequeue_keys, prefixes = self._next_queues()
+            names = self._next_queues()
             if not names:
                 await asyncio.sleep(cfg.poll_interval)
                 continue
             token = f"{self._token_prefix}{next(self._claims)}"
             self._wake.clear()  # a notification arriving from now on ends the idle wait below
-            started = time.monotonic()
             try:
-                reply = await self.broker.dequeue(dequeue_keys, prefixes, min(free, cfg.batch_size),
-                                                  cfg.lease_duration, token)
-            except ResponseError as exc:
-                if "WRONGTYPE" in str(exc):
+                claims = await self.broker.dequeue(names, min(free, cfg.batch_size), cfg.lease_duration, token)
+            except (RedisError, OSError) as exc:
+                if isinstance(exc, ResponseError) and "WRONGTYPE" in str(exc):
                     await self._quarantine_broken(names)
                     continue
                 self.redis_error("dequeue", exc)
-                await _jittered_sleep(error_sleep)
-                error_sleep = min(error_sleep * 2, 2.0)
-                continue
-            except (RedisError, OSError) as exc:
-                self.redis_error("dequeue", exc)
-                await _jittered_sleep(error_sleep)
+                await jittered_sleep(error_sleep)
                 error_sleep = min(error_sleep * 2, 2.0)
                 continue
             if self.health.troubled:
                 self.health.ok("dequeue")
             error_sleep = 0.05
-            if not reply:
+            if not claims:
                 await self._idle_wait(sleep)
                 sleep = min(sleep * 2, cfg.poll_interval)
                 continue
             sleep = POLL_MIN
-            queue = names[reply[0] - 1]
-            lease_until = started + cfg.lease_duration - LEASE_MARGIN
-            for i in range(2, len(reply), 2):
-                self._claimed(queue, reply[i], reply[i + 1], token, lease_until)
+            for claim in claims:
+                self._claimed(claim)
 
     async def _idle_wait(self, seconds: float) -> None:
         """Sleep while every queue is empty, or until a fastq client or forwarder says one is not."""
@@ -214,58 +212,25 @@ class Processor:
         """A queue this worker serves has pending tasks again: end an idle wait now."""
         self._wake.set()
 
-    def _next_queues(self) -> tuple[list, list, list]:
-        names, dequeue_keys, prefixes = self.selector.next()
-        if not self._quarantine:
-            return names, dequeue_keys, prefixes
-        now = time.monotonic()
-        for q, until in list(self._quarantine.items()):
-            if until <= now:
-                del self._quarantine[q]
-                log.info("queue %s is tried again", q)
-        keep = [i for i, q in enumerate(names) if q not in self._quarantine]
-        return ([names[i] for i in keep], [k for i in keep for k in dequeue_keys[4 * i:4 * i + 4]],
-                [prefixes[i] for i in keep])
+    def _next_queues(self) -> list[str]:
+        """The queues of the next dequeue, in order (less those skipped after WRONGTYPE)."""
+        return self.selector.next()
 
     async def _quarantine_broken(self, names: list[str]) -> None:
         """A dequeue hit WRONGTYPE: find the queue whose keys have the wrong type and skip it a while."""
-        from fastq import keys
-
-        expected = {"pending": "list", "active": "list", "lease": "zset", "paused": "string"}
         for q in names:
-            for name, want in expected.items():
-                key = getattr(keys, f"{name}_key")(q)
-                try:
-                    got = (await self.broker.redis.type(key)).decode()
-                except (RedisError, OSError):
-                    return
-                if got not in ("none", want):
-                    log.error("queue %s skipped for 30s: key %s is a %s, expected a %s", q, key, got, want)
-                    self._quarantine[q] = time.monotonic() + 30.0
+            try:
+                wrong = await self.broker.wrong_key_types(q)
+            except (RedisError, OSError):
+                return
+            for key, got, want in wrong:
+                log.error("queue %s skipped for %.0fs: key %s is a %s, expected a %s", q, QUARANTINE, key, got, want)
+                self.selector.skip(q, QUARANTINE)
         await asyncio.sleep(0.05)
 
     async def ack_loop(self) -> None:
-        error_sleep = 0.05
-        while True:
-            await self._ack_event.wait()
-            self._ack_event.clear()
-            if not self._acks:
-                if self._closed:
-                    return
-                continue
-            batch, self._acks = self._acks, []
-            try:
-                await self._write(batch)
-                error_sleep = 0.05
-                if self.health.troubled:
-                    self.health.ok("ack")
-            except (RedisError, OSError) as exc:
-                self.redis_error("ack", exc)
-                log.debug("%d task outcome(s) wait for Redis", len(batch))
-                self._acks = batch + self._acks
-                await _jittered_sleep(error_sleep)
-                error_sleep = min(error_sleep * 2, 2.0)
-                self._ack_event.set()
+        """Write outcomes as they come (``fastq.server.acks``)."""
+        await self.acks.loop()
 
     async def deadline_loop(self) -> None:
         """Scan the running tasks (at most ``concurrency`` of them) every tick: cheaper than
@@ -287,29 +252,31 @@ class Processor:
         grace = self.cfg.hard_timeout_grace
         still = [r for r in self._abandoned if not r.future.done()]
         self._abandoned = still
-        stuck = [r for r in still if now > r.deadline + grace] if self.on_stuck is not None else []
-        if stuck:
+        on_stuck = self.on_stuck
+        stuck = [r for r in still if now > r.deadline + grace] if on_stuck is not None else []
+        if stuck and on_stuck is not None:
             self._abandoned = [r for r in still if r not in stuck]
-            self.on_stuck(f"sync handler of task {stuck[0].id} ({stuck[0].msg.type}) still running "
+            on_stuck(f"sync handler of task {stuck[0].id} ({stuck[0].msg.type}) still running "
                           f"{now - stuck[0].deadline:.0f}s after its deadline")
 
     # --------------------------------------------------------------- dispatch
 
-    def _claimed(self, queue: str, raw_id: bytes, raw: Optional[bytes], token: str, lease_until: float) -> None:
+    def _claimed(self, claim: Claim) -> None:
         """Start one claimed task. Whatever its bytes hold, it ends running or archived with the
         reason, and the rest of the batch is started: nothing read from Redis stops the loop."""
+        queue, raw, token = claim.queue, claim.raw, claim.token
         try:
-            tid = raw_id.decode()
+            tid = claim.raw_id.decode()
         except UnicodeDecodeError:  # Go strings may hold any bytes; such an ID cannot be a fastq task
-            self._archive_raw(queue, raw_id, raw or b"", "task ID is not valid UTF-8", token)
+            self._archive_raw(queue, claim.raw_id, raw or b"", "task ID is not valid UTF-8", token)
             return
         try:
-            self._start(queue, tid, raw, token, lease_until)
+            self._start(queue, tid, raw, token, claim.lease_until)
         except Exception as exc:  # noqa: BLE001 - a bug or a message nobody planned for
             log.exception("task %s in queue %s could not be started", tid, queue)
             if tid in self.running:
                 self.abort(self.running[tid], ABORT_SHUTDOWN)  # back to pending, by the usual path
-            elif tid not in self.unacked:
+            elif not self.acks.holds(tid):
                 self._archive_raw(queue, tid, raw or b"", f"task could not be started: {error_text(exc)}", token)
 
     def _start(self, queue: str, tid: str, raw: Optional[bytes], token: str, lease_until: float) -> None:
@@ -332,7 +299,7 @@ class Processor:
         ctx.results = self.results
         run = _Running(tid, queue, msg, ctx, now, deadline, token, lease_until, handler)
         if self.hooks:
-            self._call_hooks("task_started", ctx)
+            self.hooks.call("task_started", ctx)
         self.running[tid] = run
         self._free -= 1
         self._idle_event.clear()
@@ -411,25 +378,25 @@ class Processor:
         if not self.running:
             self._idle_event.set()
         if run.abort == ABORT_LEASE:
-            outcome = "lost"  # nothing is written: the lease is gone and recovery owns the task (as Asynq)
+            outcome = LOST  # nothing is written: the lease is gone and recovery owns the task (as Asynq)
         elif run.abort == ABORT_SHUTDOWN:
-            outcome = REQUEUE
-            self._ack(REQUEUE, queue, (tid, run.token))
+            outcome = Requeue.kind
+            self.acks.add(Requeue(queue, tid, run.token))
         elif exc is None or isinstance(exc, RevokeTask):
-            now = int(time.time())
             if msg.retention > 0 and exc is None:
-                outcome = COMPLETE
+                now = int(time.time())
+                outcome = Complete.kind
                 done = msg.copy()
                 done.completed_at = now
                 stored = bytes(result) if isinstance(result, (bytes, bytearray, memoryview)) else None
-                self._ack(COMPLETE, queue, (tid, run.token, now + msg.retention, done, msg.unique_key, stored))
+                self.acks.add(Complete(queue, tid, run.token, now + msg.retention, done, msg.unique_key, stored))
             else:
-                outcome = DONE
-                self._ack(DONE, queue, (tid, run.token, msg.unique_key))
+                outcome = Done.kind
+                self.acks.add(Done(queue, tid, run.token, msg.unique_key))
         else:
             outcome = self._failed(run, exc, time.time())
         if self.hooks:
-            self._call_hooks("task_finished", run.ctx, outcome, exc, time.time() - run.started)
+            self.hooks.call("task_finished", run.ctx, outcome, exc, time.time() - run.started)
         if self.on_processed is not None:
             self.on_processed(self.processed)
 
@@ -437,16 +404,6 @@ class Processor:
         """A Redis call failed (``operation``: dequeue, ack, heartbeat, forward, ...): logged once
         per outage by ``self.health``, and passed to hooks."""
         self.health.failed(operation, exc)
-
-    def _call_hooks(self, name: str, *args: Any) -> None:
-        for hook in self.hooks:
-            method = getattr(hook, name, None)
-            if method is None:
-                continue
-            try:
-                method(*args)
-            except Exception:  # an observer must never break the worker
-                log.exception("hook %r.%s raised", hook, name)
 
     def _failed(self, run: _Running, exc: BaseException, now: float) -> str:
         tid, queue, msg = run.id, run.queue, run.msg
@@ -462,37 +419,31 @@ class Processor:
         failed.last_failed_at = int(now)
         if isinstance(exc, SkipRetry) or msg.retried >= msg.retry:
             log.warning("task %s (%s) failed and is archived: %s", tid, msg.type, text, extra=_fields(run))
-            self._ack(ARCHIVE, queue, (tid, run.token, failed))
-            return ARCHIVE
+            self.acks.add(Archive(queue, tid, run.token, failed))
+            return Archive.kind
         is_failure = bool(self.cfg.is_failure(exc))
         if is_failure:
             failed.retried += 1
         task = Task._trusted(msg.type, msg.payload, msg.headers)
         delay = self.cfg.retry_delay(msg.retried, exc, task)
         log.warning("task %s (%s) failed, retry %d/%d in %.0fs: %s", tid, msg.type, failed.retried, msg.retry,
-                    delay, text,
-                    extra=_fields(run))
-        self._ack(RETRY, queue, (tid, run.token, failed, int(now + delay), is_failure))
-        return RETRY
+                    delay, text, extra=_fields(run))
+        self.acks.add(Retry(queue, tid, run.token, failed, int(now + delay), is_failure))
+        return Retry.kind
 
-    def _archive_raw(self, queue: str, tid: Union[str, bytes], raw: bytes, reason: str, token: str) -> None:
+    def _archive_raw(self, queue: str, tid: TaskId, raw: bytes, reason: str, token: str) -> None:
         """Archive a claimed task whose message cannot be used; keep the raw bytes as payload."""
-        self._ack(*archive_unusable(queue, tid, token, raw, reason, time.time()))
+        self.acks.add(archive_unusable(queue, tid, token, raw, reason, time.time()))
 
-    def _ack(self, kind: str, queue: str, item: tuple) -> None:
-        self._acks.append((kind, queue, item))
-        self.unacked[item[0]] = queue
-        self._ack_event.set()
+    # ------------------------------------------------- what other parts read
 
-    async def _write(self, batch: list[tuple]) -> None:
-        missing = await self.broker.write_acks(group_by(batch))
-        for _, _, item in batch:
-            self.unacked.pop(item[0], None)
-        if missing:
-            log.warning("%d outcome(s) not written: the task was no longer held by this worker "
-                        "(lease lost and reclaimed?): %s", len(missing), [printable_id(m) for m in missing[:10]])
+    def holds(self, tid: TaskId) -> bool:
+        """True while this process runs ``tid`` or has its outcome unwritten (its lease is ours)."""
+        return tid in self.running or self.acks.holds(tid)
 
-    # ----------------------------------------------------------------- leases
+    def running_snapshot(self) -> dict[str, _Running]:
+        """The running tasks by ID: a copy, safe to read from another thread (atomic under the GIL)."""
+        return self.running.copy()
 
     def leased_ids(self) -> dict[str, list[str]]:
         """Task IDs this process holds a lease for, by queue (running or outcome unwritten).
@@ -500,8 +451,8 @@ class Processor:
         out: dict[str, list[str]] = {}
         for run in self.running.copy().values():
             out.setdefault(run.queue, []).append(run.id)
-        for tid, queue in self.unacked.copy().items():
-            out.setdefault(queue, []).append(tid)
+        for tid, queue in self.acks.snapshot().items():
+            out.setdefault(queue, []).append(tid)  # type: ignore[arg-type]  # bytes IDs extend as bytes
         return out
 
     def leases_extended(self, by_queue: dict[str, list[str]], since: float) -> None:
@@ -542,62 +493,19 @@ class Processor:
 
     async def close(self, flush_timeout: float = 5.0) -> None:
         """Write every buffered outcome (retrying until ``flush_timeout``), then stop the loops."""
-        end = time.monotonic() + flush_timeout
-        while self._acks and time.monotonic() < end:
-            batch, self._acks = self._acks, []
-            try:
-                await self._write(batch)
-            except Exception as exc:  # noqa: BLE001 - Redis errors, or anything else: keep trying until the end
-                log.warning("shutdown: writing outcomes failed (%s); retrying", exc)
-                self._acks = batch + self._acks
-                await asyncio.sleep(0.1)
-        if self._acks:
-            log.error("shutdown: %d task outcome(s) not written; their leases will expire and "
-                      "the tasks will be recovered", len(self._acks))
+        await self.acks.close(flush_timeout)
         self._closed = True
-        self._ack_event.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def printable_id(tid: Union[str, bytes]) -> str:
-    """A task ID for log lines and messages: non-UTF-8 bytes escaped as ``\\xNN``."""
-    return tid.decode("utf-8", "backslashreplace") if isinstance(tid, bytes) else tid
-
-
-def undecodable_message(queue: str, tid: Union[str, bytes], raw: bytes, reason: str, now: float) -> bytes:
-    """The encoded message stored for a task archived because its data cannot be used.
-
-    Its type is ``fastq:undecodable``, its payload the raw message bytes (empty when the hash had
-    none), its error the reason. An ID that is not UTF-8 stays the key of the hash and the member
-    of the archived set (that is how the task is found); the message's ``id`` field, a protobuf
-    string, holds it with the bad bytes escaped."""
-    msg = TaskMessage(type=UNDECODABLE_TYPE, payload=bytes(raw), id=printable_id(tid), queue=queue,
-                      error_msg=reason, last_failed_at=int(now), timeout=int(DEFAULT_TIMEOUT))
-    return encode_message(msg)
-
-
-def archive_unusable(queue: str, tid: Union[str, bytes], token: str, raw: bytes, reason: str, now: float) -> tuple:
-    """The outcome ``(ARCHIVE, queue, item)`` for a claim whose ID or message cannot be used, logged
-    once with the reason (the fetch loop, lease recovery and the supervisor's recovery use it)."""
-    log.error("task %s in queue %s archived: %s", printable_id(tid), queue, reason)
-    return (ARCHIVE, queue, (tid, token, undecodable_message(queue, tid, raw, reason, now)))
-
-
-def _fields(run: _Running) -> dict:
+def _fields(run: _Running) -> dict[str, Any]:
     """Log-record fields of a task, for lines written outside its context (sync handlers'
     outcomes are settled on the event loop, not in the handler's thread)."""
     ctx = run.ctx
     return {"task_id": ctx.task_id, "task_type": ctx.type, "queue": ctx.queue, "retry": ctx.retry_count}
 
 
-async def _jittered_sleep(seconds: float) -> None:
-    """Back-off sleep with +-50 % jitter, so many workers do not retry in lockstep."""
-    import random
-
-    await asyncio.sleep(seconds * (0.5 + random.random()))
-
-
-def _call_sync(handler: Callable, task: Task) -> Any:
+def _call_sync(handler: Callable[[Task], Any], task: Task) -> Any:
     result = handler(task)
     if asyncio.iscoroutine(result):
         result.close()
@@ -606,7 +514,7 @@ def _call_sync(handler: Callable, task: Task) -> Any:
     return result
 
 
-def _call_error_handler(handler: Callable, run: _Running, exc: BaseException) -> None:
+def _call_error_handler(handler: Callable[..., Any], run: _Running, exc: BaseException) -> None:
     set_current(run.ctx)
     msg = run.msg
     handler(Task._trusted(msg.type, msg.payload, msg.headers), exc)

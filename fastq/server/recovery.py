@@ -14,12 +14,12 @@ import time
 
 from redis.exceptions import RedisError
 
-from fastq import _scripts, keys
-from fastq._rdb.calls import execute
+from fastq import keys
+from fastq._rdb.outcome import Outcome
+from fastq._rdb.worker import SyncBroker
 from fastq._redis import sync_client
-from fastq.server.broker import Broker, group_by
 from fastq.server.config import WorkerConfig
-from fastq.server.maintenance import lost_claim
+from fastq.server.recoverer import lost_claim
 
 log = logging.getLogger("fastq.supervisor")
 
@@ -28,21 +28,17 @@ def recover_worker(cfg: WorkerConfig, server_id: str, pid: int, reason: str) -> 
     """Settle every claim of the dead worker ``server_id``; return how many were settled."""
     client = sync_client(cfg.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
     try:
+        broker = SyncBroker(client)
         now = time.time()
-        items = []
-        for q in cfg.queues:
-            reply = _scripts.LIST_CLAIMS.run(client, [keys.lease_key(q)], [keys.task_key_prefix(q), f"{server_id}:"])
-            for i in range(0, len(reply), 3):
-                # the token matched "<server id>:" in the script: ours, ASCII; the ID and message may be anything
-                token = reply[i + 1].decode("utf-8", "backslashreplace")
-                items.append(lost_claim(q, reply[i], reply[i + 2], f"worker {pid} lost ({reason})", now, cfg, token))
-        settled = 0
-        if items:
-            replies = execute(client, Broker.ack_calls(group_by(items), now))
-            settled = len(items) - sum(len(r) for r in replies)
-        client.zrem(keys.ALL_SERVERS, keys.server_info_key(cfg.host, pid, server_id))
-        client.zrem(keys.ALL_WORKERS, keys.workers_key(cfg.host, pid, server_id))
-        client.delete(keys.server_info_key(cfg.host, pid, server_id), keys.workers_key(cfg.host, pid, server_id))
+        why = f"worker {pid} lost ({reason})"
+        outcomes: list[Outcome] = []
+        for claim in broker.list_claims(cfg.queues, server_id):
+            outcome = lost_claim(claim, why, now, cfg)
+            if outcome is not None:  # always: nothing is held here
+                outcomes.append(outcome)
+        settled = len(outcomes) - len(broker.settle(outcomes, now)) if outcomes else 0
+        broker.clear_server_state(keys.server_info_key(cfg.host, pid, server_id),
+                                  keys.workers_key(cfg.host, pid, server_id))
         if settled:
             log.warning("recovered %d task(s) of dead worker %d at once", settled, pid)
         return settled
@@ -51,4 +47,3 @@ def recover_worker(cfg: WorkerConfig, server_id: str, pid: int, reason: str) -> 
         return 0
     finally:
         client.close()
-

@@ -24,16 +24,19 @@ from redis.exceptions import RedisError
 from fastq import keys
 from fastq._rdb.calls import aexecute, cmd
 from fastq._rdb.scripts import SCRIPTS
+from fastq._rdb.worker import Broker
 from fastq._redis import async_client, redact
 from fastq.redis.clients import fail_fast_options
 from fastq.server.aggregator import aggregation_loop
-from fastq.server.broker import Broker
 from fastq.server.config import WorkerConfig
+from fastq.server.forwarder import forward_loop
 from fastq.server.heartbeat import Heartbeater
+from fastq.server.janitor import janitor_loop
 from fastq.server.leases import LeaseKeeper
 from fastq.server.loops import EXIT_FATAL_REDIS, EXIT_LOOP_FAILED, supervise
-from fastq.server.maintenance import forward_loop, janitor_loop, pubsub_listener, recover_loop
 from fastq.server.processor import Processor
+from fastq.server.recoverer import recover_loop
+from fastq.server.subscriber import pubsub_listener
 
 log = logging.getLogger("fastq.worker")
 
@@ -46,7 +49,8 @@ def redis_options() -> dict:
 class Worker:
     """One fastq worker (one Asynq server) in the current process, on the running event loop.
 
-    ``handler`` is a ``ServeMux`` or a handler callable; ``config`` a ``WorkerConfig`` (defaults
+    ``handler`` is a ``ServeMux``, a handler callable or a ``fastq.App`` (its mux; ``config``
+    then defaults to ``app.worker_config()``); ``config`` a ``WorkerConfig`` (defaults
     to ``WorkerConfig()``, which reads ``$FASTQ_REDIS_URL``); ``redis`` an optional
     ``redis.asyncio.Redis`` to use instead of ``config.redis_url``. ``await worker.run()``
     serves until ``worker.stop()``. ``fastq-supervisor`` runs one in each worker process; run
@@ -54,6 +58,7 @@ class Worker:
     """
 
     def __init__(self, handler: Any, config: Optional[WorkerConfig] = None, redis: Any = None) -> None:
+        handler, config = handler.worker_parts(config) if hasattr(handler, "worker_parts") else (handler, config)
         self.config = config or WorkerConfig()
         self._redis_arg = redis
         self.handler = handler
@@ -109,7 +114,7 @@ class Worker:
         processor.on_stuck = self._recycle_stuck
         from fastq.results import ResultStore
 
-        processor.results = ResultStore(redis, self._loop)
+        processor.results = ResultStore(broker, self._loop)
         self.heartbeater = heartbeater = Heartbeater(broker, processor, cfg, server_id)
         if await self._refused(redis):
             return
