@@ -863,7 +863,7 @@ def test_fastq_supervisor_runs_the_group_aggregator(tmp_path, redis_url, r):
     (["--group-grace-period", "0.5"], "group_grace_period must be at least 1 second"),
     (["--group-grace-period", "soon"], "expected a number of seconds"),
     (["--group-max-delay", "0.2"], "group_max_delay must be 0 (no limit) or at least 1 second"),
-    (["--group-max-size", "-3"], "--group-max-size: must be at least 0"),
+    (["--group-max-size", "-3"], "Invalid value for '--group-max-size': must be at least 0, got -3"),
 ])
 def test_fastq_supervisor_rejects_bad_group_flags(tmp_path, redis_url, r, args, message):
     proc = supervisor(tmp_path, redis_url, *args)

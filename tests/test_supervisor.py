@@ -160,7 +160,7 @@ def test_plain_function_app(app_dir, redis_url, r):
     (["--queues", "a=x"], "sup_app:mux", "weight of 'a' must be an integer"),
     (["--queues", "a,,b"], "sup_app:mux", "empty entry"),
     (["--queues", "a=0"], "sup_app:mux", "at least 1"),
-    (["--processes", "0"], "sup_app:mux", "--processes: must be at least 1"),
+    (["--processes", "0"], "sup_app:mux", "Invalid value for '--processes': must be at least 1, got 0"),
     (["--concurrency", "many"], "sup_app:mux", "expected an integer"),
     (["--shutdown-timeout", "-1"], "sup_app:mux", "finite number >= 0"),
     ([], "sup_app", "must look like 'module:attribute'"),
