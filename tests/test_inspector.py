@@ -20,6 +20,7 @@ from helpers import RedisServer, dump, free_port, golden
 import fastq
 from fastq import _proto, keys
 from fastq._codec import TaskMessage, decode_message, encode_message
+from fastq._rdb import inspect_read
 from fastq.errors import (
     CorruptDataError,
     InvalidOptionError,
@@ -33,7 +34,7 @@ from fastq.errors import (
     TaskNotFoundError,
     TaskNotScheduledError,
 )
-from fastq.inspect import AsyncInspector, Inspector, _read
+from fastq.inspect import AsyncInspector, Inspector
 
 STATES = {s["name"]: s for s in golden("redis_states.json")["states"]}
 SERVER = golden("server_info.json")["sample_active"]
@@ -330,7 +331,7 @@ def test_stats_without_looping_over_many_groups(r, ins, monkeypatch):
     info = ins.get_queue_info(Q)
     assert (info.groups, info.aggregating) == (1200, sum(expected.values()))
     assert {g.group: g.size for g in ins.groups(Q)} == expected
-    monkeypatch.setattr(_read, "GROUPS_SUMMED_IN_SCRIPT", 5000)  # the in-script path gives the same
+    monkeypatch.setattr(inspect_read, "GROUPS_SUMMED_IN_SCRIPT", 5000)  # the in-script path gives the same
     assert ins.get_queue_info(Q).aggregating == info.aggregating
 
 
@@ -525,15 +526,16 @@ def test_delete_queue_empty_nonempty_force_and_active(r, ins, redis_url):
 
 def _write_delete_queue(r, force: bool, batch: int) -> int:
     """Run delete_queue's steps by hand to count its round trips."""
-    from fastq.inspect import _io, _write
+    from fastq._rdb import inspect_write
+    from fastq._rdb.calls import execute
 
-    steps = _write.delete_queue(Q, force, batch)
+    steps = inspect_write.delete_queue(Q, force, batch)
     trips = 0
     try:
         calls = next(steps)
         while True:
             trips += 1
-            calls = steps.send(_io.execute(r, calls))
+            calls = steps.send(execute(r, calls))
     except StopIteration:
         return trips
 

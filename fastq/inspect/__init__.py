@@ -20,7 +20,8 @@ answers. Deliberate differences (all harmless to Go readers):
 * Lists skip tasks whose message cannot be decoded, as Go does, but log a warning;
   ``get_task_info`` raises ``CorruptDataError`` naming the key.
 """
-from fastq.inspect.inspector import AsyncInspector, Inspector
+from typing import TYPE_CHECKING
+
 from fastq.inspect.models import (
     DailyStats,
     GroupInfo,
@@ -30,6 +31,23 @@ from fastq.inspect.models import (
     ServerInfo,
     WorkerInfo,
 )
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from fastq.inspect.inspector import AsyncInspector, Inspector
+
+
+def __getattr__(name: str) -> object:
+    """``Inspector`` and ``AsyncInspector`` load on first use (PEP 562): the operations they run
+    (``fastq._rdb.inspect_read``/``inspect_write``) use this package's models and argument
+    checks, which therefore import without the Inspector."""
+    if name not in ("Inspector", "AsyncInspector"):
+        raise AttributeError(f"module 'fastq.inspect' has no attribute {name!r}")
+    from fastq.inspect import inspector
+
+    value = getattr(inspector, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AsyncInspector", "DailyStats", "GroupInfo", "Inspector", "QueueInfo", "SchedulerEnqueueEvent",

@@ -1,15 +1,11 @@
-"""Argument checks and constants shared by the Inspector's read and write steps."""
+"""Argument checks and constants of the Inspector: its operations (``fastq._rdb.inspect_read``,
+``fastq._rdb.inspect_write``), the CLI and the dashboard share them. No Redis I/O here."""
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timezone
-from typing import Any, Callable, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
-from redis.exceptions import ResponseError
-
-from fastq import keys
-from fastq.errors import CorruptDataError, InvalidOptionError, QueueNotFoundError
-from fastq.inspect._io import Steps, cmd
+from fastq.errors import InvalidOptionError
 from fastq.task import TaskState
 
 DEFAULT_PAGE_SIZE = 30
@@ -23,10 +19,6 @@ LIST_STATES = tuple(s.value for s in TaskState)
 DELETE_ALL_STATES = ("pending", "scheduled", "retry", "archived", "completed", "aggregating")
 RUN_ALL_STATES = ("scheduled", "retry", "archived", "aggregating")
 ARCHIVE_ALL_STATES = ("pending", "scheduled", "retry", "aggregating")
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
 
 def name(what: str, value: Any) -> str:
     """A queue name, task ID, group or entry ID: a str that is not blank (as Go validates)."""
@@ -70,33 +62,9 @@ def page_args(page: Any, page_size: Any) -> tuple[int, int]:
     return positive_int("page", page), positive_int("page_size", page_size, MAX_PAGE_SIZE)
 
 
-def check_queue(queue: str) -> Steps[None]:
-    """One round trip: raise QueueNotFoundError unless ``queue`` is in asynq:queues."""
-    (exists,) = yield [cmd("sismember", keys.ALL_QUEUES, queue)]
-    if not exists:
-        raise QueueNotFoundError(queue)
-
-
 def text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def utc(seconds: float | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, timezone.utc) if seconds else None
-
-
-def queue_steps(fn: Callable[Concatenate[str, _P], Steps[_T]]) -> Callable[Concatenate[str, _P], Steps[_T]]:
-    """Decorate a steps function whose first argument is a queue: a WRONGTYPE reply (a key
-    of the queue holds another Redis type than Asynq's layout says) becomes a
-    ``CorruptDataError`` naming the queue, instead of a bare Redis error."""
-
-    @functools.wraps(fn)
-    def wrapper(queue: str, /, *args: _P.args, **kwargs: _P.kwargs) -> Steps[_T]:
-        try:
-            return (yield from fn(queue, *args, **kwargs))
-        except ResponseError as exc:
-            if "WRONGTYPE" not in str(exc):
-                raise
-            raise CorruptDataError(f"asynq:{{{queue}}}:*", f"a key of queue {queue!r} holds the wrong Redis "
-                                   f"type for Asynq's layout ({str(exc).split(' script:')[0]})") from None
-    return wrapper

@@ -1,19 +1,21 @@
 """``Inspector`` and ``AsyncInspector``: Go Asynq's Inspector in snake case.
 
-Both classes run the same I/O-free steps (``_read``/``_write``); only the driver
-differs. Every queue method first checks ``SISMEMBER asynq:queues <q>`` and raises
-``QueueNotFoundError``, as Go does. See the README section "Inspecting and managing
-queues" and ``docs`` in ``fastq/inspect/__init__.py`` for the differences from Go.
+Both classes run the same I/O-free steps (``fastq._rdb.inspect_read`` and
+``inspect_write``); only the driver differs. Every queue method first checks
+``SISMEMBER asynq:queues <q>`` and raises ``QueueNotFoundError``, as Go does. See the
+README section "Inspecting and managing queues" and ``docs`` in ``fastq/inspect/__init__.py``
+for the differences from Go.
 """
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from fastq._rdb import inspect_read as _read
+from fastq._rdb import inspect_write as _write
+from fastq._rdb.calls import Steps, adrive, drive
+from fastq._rdb.inspect_write import Progress
 from fastq._redis import async_client, sync_client
-from fastq.inspect import _read, _write
 from fastq.inspect._common import BATCH_SIZE, DEFAULT_PAGE_SIZE
-from fastq.inspect._io import Steps, adrive, drive
-from fastq.inspect._write import Progress
 from fastq.inspect.models import (
     DailyStats,
     GroupInfo,

@@ -1,4 +1,6 @@
-"""Write-side Inspector steps: delete, run, archive, update, pause and remove queues.
+"""The Inspector's writes: delete, run, archive, update, pause and remove queues.
+
+Steps generators like the reads (``inspect_read``), run by ``fastq.inspect.Inspector``.
 
 Single-task operations are one script each with Asynq's return codes mapped to typed
 errors. Bulk (``*_all``) operations move or delete at most ``BATCH_SIZE`` tasks per
@@ -11,8 +13,11 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from fastq import _scripts, keys
+from fastq import keys
 from fastq._codec import encode_message
+from fastq._rdb.calls import Call, Steps, cmd, script
+from fastq._rdb.inspect_read import check_queue, queue_steps, task_message, task_state
+from fastq._rdb.scripts import SCRIPTS
 from fastq.errors import (
     CorruptDataError,
     InvalidOptionError,
@@ -27,18 +32,16 @@ from fastq.errors import (
     TaskNotScheduledError,
 )
 from fastq.inspect import _common as c
-from fastq.inspect._io import Call, Steps, cmd, script
-from fastq.inspect._read import _decode, _state
 
-DELETE_TASK = _scripts.SCRIPTS["inspect_delete_task"]
-RUN_TASK = _scripts.SCRIPTS["inspect_run_task"]
-ARCHIVE_TASK = _scripts.SCRIPTS["inspect_archive_task"]
-UPDATE_PAYLOAD = _scripts.SCRIPTS["inspect_update_payload"]
-TASK_INFO = _scripts.SCRIPTS["inspect_task_info"]
-DELETE_BATCH = _scripts.SCRIPTS["inspect_delete_batch"]
-RUN_BATCH = _scripts.SCRIPTS["inspect_run_batch"]
-ARCHIVE_BATCH = _scripts.SCRIPTS["inspect_archive_batch"]
-REMOVE_QUEUE = _scripts.SCRIPTS["inspect_remove_queue"]
+DELETE_TASK = SCRIPTS["inspect_delete_task"]
+RUN_TASK = SCRIPTS["inspect_run_task"]
+ARCHIVE_TASK = SCRIPTS["inspect_archive_task"]
+UPDATE_PAYLOAD = SCRIPTS["inspect_update_payload"]
+TASK_INFO = SCRIPTS["inspect_task_info"]
+DELETE_BATCH = SCRIPTS["inspect_delete_batch"]
+RUN_BATCH = SCRIPTS["inspect_run_batch"]
+ARCHIVE_BATCH = SCRIPTS["inspect_archive_batch"]
+REMOVE_QUEUE = SCRIPTS["inspect_remove_queue"]
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -54,10 +57,10 @@ def _unexpected(queue: str, task_id: str, code: int) -> Exception:
     return RuntimeError(f"unexpected reply {code} from Redis for task {task_id!r} in queue {queue!r}")
 
 
-@c.queue_steps
+@queue_steps
 def delete_task(queue: str, task_id: str) -> Steps[None]:
     _task_args(queue, task_id)
-    yield from c.check_queue(queue)
+    yield from check_queue(queue)
     (code,) = yield [script(DELETE_TASK, [keys.task_key(queue, task_id), keys.groups_key(queue)],
                             [task_id, keys.queue_prefix(queue), keys.group_key_prefix(queue)])]
     if code == 0:
@@ -68,10 +71,10 @@ def delete_task(queue: str, task_id: str) -> Steps[None]:
         raise _unexpected(queue, task_id, code)
 
 
-@c.queue_steps
+@queue_steps
 def run_task(queue: str, task_id: str) -> Steps[None]:
     _task_args(queue, task_id)
-    yield from c.check_queue(queue)
+    yield from check_queue(queue)
     (code,) = yield [script(RUN_TASK, [keys.task_key(queue, task_id), keys.pending_key(queue), keys.groups_key(queue)],
                             [task_id, keys.queue_prefix(queue), keys.group_key_prefix(queue), time.time_ns()])]
     if code == 0:
@@ -89,10 +92,10 @@ def _archive_times() -> tuple[int, int]:
     return now, now - c.ARCHIVE_MAX_AGE
 
 
-@c.queue_steps
+@queue_steps
 def archive_task(queue: str, task_id: str) -> Steps[None]:
     _task_args(queue, task_id)
-    yield from c.check_queue(queue)
+    yield from check_queue(queue)
     now, cutoff = _archive_times()
     (code,) = yield [script(ARCHIVE_TASK, [keys.task_key(queue, task_id), keys.archived_key(queue),
                                            keys.groups_key(queue)],
@@ -108,7 +111,7 @@ def archive_task(queue: str, task_id: str) -> Steps[None]:
         raise _unexpected(queue, task_id, code)
 
 
-@c.queue_steps
+@queue_steps
 def update_task_payload(queue: str, task_id: str, payload: Any) -> Steps[None]:
     """Replace a scheduled task's payload; everything else in its message stays."""
     _task_args(queue, task_id)
@@ -125,10 +128,10 @@ def update_task_payload(queue: str, task_id: str, payload: Any) -> Steps[None]:
         if info == 0:
             raise TaskNotFoundError(queue, task_id)
         raw_msg, raw_state = info[0], info[1]
-        state = _state(queue, task_id, raw_state)
+        state = task_state(queue, task_id, raw_state)
         if state.value != "scheduled":
             raise TaskNotScheduledError(queue, task_id, state.value)
-        msg = _decode(queue, task_id, raw_msg)
+        msg = task_message(queue, task_id, raw_msg)
         msg.payload = payload
         (reply,) = yield [script(UPDATE_PAYLOAD, [tkey], [encode_message(msg), raw_msg])]
         code = int(reply[0])
@@ -180,7 +183,7 @@ def _bulk_args(queue: str, state: Any, group: Any, allowed: tuple[str, ...], ope
     return st, c.group_for(st, group)
 
 
-@c.queue_steps
+@queue_steps
 def delete_all(queue: str, state: Any, group: str | None = None, progress: Progress | None = None,
                batch: int = c.BATCH_SIZE) -> Steps[int]:
     """Delete every task in ``state``; return how many. Frees their uniqueness locks."""
@@ -189,7 +192,7 @@ def delete_all(queue: str, state: Any, group: str | None = None, progress: Progr
         DELETE_BATCH, [src, keys.groups_key(queue)], [keys.task_key_prefix(queue), n, kind, grp])))
 
 
-@c.queue_steps
+@queue_steps
 def run_all(queue: str, state: Any, group: str | None = None, progress: Progress | None = None,
             batch: int = c.BATCH_SIZE) -> Steps[int]:
     """Move every task in ``state`` to pending (earliest first); return how many."""
@@ -199,7 +202,7 @@ def run_all(queue: str, state: Any, group: str | None = None, progress: Progress
         [keys.task_key_prefix(queue), n, time.time_ns(), grp])))
 
 
-@c.queue_steps
+@queue_steps
 def archive_all(queue: str, state: Any, group: str | None = None, progress: Progress | None = None,
                 batch: int = c.BATCH_SIZE) -> Steps[int]:
     """Archive every task in ``state``; return how many (the archive keeps Asynq's 10,000 cap)."""
@@ -214,12 +217,12 @@ def archive_all(queue: str, state: Any, group: str | None = None, progress: Prog
 
 # ---------------------------------------------------------------- queues
 
-@c.queue_steps
+@queue_steps
 def delete_queue(queue: str, force: bool = False, batch: int = c.BATCH_SIZE) -> Steps[None]:
     """Remove a queue (Asynq's DeleteQueue): empty unless ``force``; never with active tasks."""
     c.name("queue", queue)
     c.positive_int("batch_size", batch)
-    yield from c.check_queue(queue)
+    yield from check_queue(queue)
     q = queue
     call = script(REMOVE_QUEUE, [keys.pending_key(q), keys.active_key(q), keys.scheduled_key(q),
                                  keys.retry_key(q), keys.archived_key(q), keys.lease_key(q)],
@@ -235,19 +238,19 @@ def delete_queue(queue: str, force: bool = False, batch: int = c.BATCH_SIZE) -> 
     yield [cmd("srem", keys.ALL_QUEUES, queue)]
 
 
-@c.queue_steps
+@queue_steps
 def pause_queue(queue: str) -> Steps[None]:
     c.name("queue", queue)
-    yield from c.check_queue(queue)
+    yield from check_queue(queue)
     (created,) = yield [cmd("setnx", keys.paused_key(queue), int(time.time()))]
     if not created:
         raise QueuePausedStateError(queue, True)
 
 
-@c.queue_steps
+@queue_steps
 def unpause_queue(queue: str) -> Steps[None]:
     c.name("queue", queue)
-    yield from c.check_queue(queue)
+    yield from check_queue(queue)
     (deleted,) = yield [cmd("delete", keys.paused_key(queue))]
     if not deleted:
         raise QueuePausedStateError(queue, False)

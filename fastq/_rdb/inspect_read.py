@@ -1,25 +1,29 @@
-"""Read-side Inspector steps: queues, stats, tasks, groups, servers, schedulers.
+"""The Inspector's reads: queues, stats, tasks, groups, servers, schedulers.
 
-Each public function here is an I/O-free generator (see ``_io``). Reads check the
-queue (``SISMEMBER asynq:queues``) in the same round trip as the read itself.
+Each public function here is an I/O-free steps generator (see ``fastq._rdb.calls``), run by
+``fastq.inspect.Inspector`` on a sync client and by ``AsyncInspector`` on an asyncio one. Reads
+check the queue (``SISMEMBER asynq:queues``) in the same round trip as the read itself.
 Listing pages costs one script call of O(page size); queue stats never loop over
-all groups in one script (Asynq #1160).
+all groups in one script (Asynq #1160). ``check_queue``, ``queue_steps``, ``task_message`` and
+``task_state`` are shared with the writes (``inspect_write``).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable, Concatenate, ParamSpec, TypeVar
 
 from redis.crc import key_slot
 from redis.exceptions import NoPermissionError, ResponseError
 
-from fastq import _proto, _scripts, keys
+from fastq import _proto, keys
 from fastq._codec import TaskMessage, decode_message
+from fastq._rdb.calls import Call, Steps, cmd, script
+from fastq._rdb.scripts import SCRIPTS
 from fastq.errors import CorruptDataError, DecodeError, QueueNotFoundError, TaskNotFoundError
 from fastq.inspect import _common as c
-from fastq.inspect._io import Call, Steps, cmd, script
 from fastq.inspect.models import (
     DailyStats,
     GroupInfo,
@@ -33,18 +37,45 @@ from fastq.task import TaskInfo, TaskState
 
 log = logging.getLogger("fastq.inspect")
 
-STATS = _scripts.SCRIPTS["inspect_queue_stats"]
-GROUP_SCAN = _scripts.SCRIPTS["inspect_group_scan"]
-TASK_INFO = _scripts.SCRIPTS["inspect_task_info"]
-LIST = _scripts.SCRIPTS["inspect_list"]
-LIST_ZSET = _scripts.SCRIPTS["inspect_list_zset"]
-LIVE_KEYS = _scripts.SCRIPTS["inspect_live_keys"]
-CHECK = _scripts.SCRIPTS["inspect_check"]
+STATS = SCRIPTS["inspect_queue_stats"]
+GROUP_SCAN = SCRIPTS["inspect_group_scan"]
+TASK_INFO = SCRIPTS["inspect_task_info"]
+LIST = SCRIPTS["inspect_list"]
+LIST_ZSET = SCRIPTS["inspect_list_zset"]
+LIVE_KEYS = SCRIPTS["inspect_live_keys"]
+CHECK = SCRIPTS["inspect_check"]
 
 GROUPS_SUMMED_IN_SCRIPT = 1000
 GROUP_SCAN_COUNT = 1000
 MEMORY_SAMPLE = 20        # Asynq's taskSampleSize
 GROUP_MEMORY_SAMPLE = 5   # Asynq's groupSampleSize
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def check_queue(queue: str) -> Steps[None]:
+    """One round trip: raise QueueNotFoundError unless ``queue`` is in asynq:queues."""
+    (exists,) = yield [cmd("sismember", keys.ALL_QUEUES, queue)]
+    if not exists:
+        raise QueueNotFoundError(queue)
+
+
+def queue_steps(fn: Callable[Concatenate[str, _P], Steps[_T]]) -> Callable[Concatenate[str, _P], Steps[_T]]:
+    """Decorate a steps function whose first argument is a queue: a WRONGTYPE reply (a key
+    of the queue holds another Redis type than Asynq's layout says) becomes a
+    ``CorruptDataError`` naming the queue, instead of a bare Redis error."""
+
+    @functools.wraps(fn)
+    def wrapper(queue: str, /, *args: _P.args, **kwargs: _P.kwargs) -> Steps[_T]:
+        try:
+            return (yield from fn(queue, *args, **kwargs))
+        except ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            raise CorruptDataError(f"asynq:{{{queue}}}:*", f"a key of queue {queue!r} holds the wrong Redis "
+                                   f"type for Asynq's layout ({str(exc).split(' script:')[0]})") from None
+    return wrapper
 
 
 def queues() -> Steps[list[str]]:
@@ -76,10 +107,10 @@ def queue_infos(names: list[str]) -> Steps[list[QueueInfo]]:
     names = [c.name("queue", q) for q in names]
     if len(names) == 1:
         return (yield from _queue_info(names[0]))
-    return (yield from c.queue_steps(_queue_infos)(",".join(names), names))
+    return (yield from queue_steps(_queue_infos)(",".join(names), names))
 
 
-@c.queue_steps
+@queue_steps
 def _queue_info(queue: str) -> Steps[list[QueueInfo]]:
     return (yield from _queue_infos(queue, [c.name("queue", queue)]))
 
@@ -128,7 +159,7 @@ def queue_info(queue: str) -> Steps[QueueInfo]:
     return info
 
 
-@c.queue_steps
+@queue_steps
 def history(queue: str, days: int) -> Steps[list[DailyStats]]:
     c.name("queue", queue)
     c.positive_int("days", days, c.MAX_HISTORY_DAYS)
@@ -162,17 +193,18 @@ def _group_sizes(queue: str) -> Steps[dict[str, int]]:
             return sizes
 
 
-@c.queue_steps
+@queue_steps
 def groups(queue: str) -> Steps[list[GroupInfo]]:
     c.name("queue", queue)
-    yield from c.check_queue(queue)
+    yield from check_queue(queue)
     sizes = yield from _group_sizes(queue)
     return [GroupInfo(g, n) for g, n in sorted(sizes.items())]
 
 
 # ---------------------------------------------------------------- tasks
 
-def _decode(queue: str, task_id: str, raw: Any) -> TaskMessage:
+def task_message(queue: str, task_id: str, raw: Any) -> TaskMessage:
+    """The task's decoded message, or CorruptDataError naming its key."""
     where = keys.task_key(queue, task_id)
     if raw is None:
         raise CorruptDataError(where, "the task hash has no 'msg' field")
@@ -182,14 +214,15 @@ def _decode(queue: str, task_id: str, raw: Any) -> TaskMessage:
         raise CorruptDataError(where, f"'msg' is not a valid TaskMessage ({exc})") from None
 
 
-def _state(queue: str, task_id: str, raw: Any) -> TaskState:
+def task_state(queue: str, task_id: str, raw: Any) -> TaskState:
+    """The task's state field as a TaskState, or CorruptDataError naming its key."""
     try:
         return TaskState(c.text(raw)) if raw is not None else TaskState("")
     except ValueError:
         raise CorruptDataError(keys.task_key(queue, task_id), f"unknown task state {raw!r}") from None
 
 
-@c.queue_steps
+@queue_steps
 def task_info(queue: str, task_id: str) -> Steps[TaskInfo]:
     c.name("queue", queue)
     c.name("task ID", task_id)
@@ -200,8 +233,8 @@ def task_info(queue: str, task_id: str) -> Steps[TaskInfo]:
     if reply == 0:
         raise TaskNotFoundError(queue, task_id)
     raw_msg, raw_state, score, result = reply
-    state = _state(queue, task_id, raw_state)
-    msg = _decode(queue, task_id, raw_msg)
+    state = task_state(queue, task_id, raw_state)
+    msg = task_message(queue, task_id, raw_msg)
     next_at = None
     if state is TaskState.PENDING:
         next_at = datetime.now(timezone.utc)
@@ -216,7 +249,7 @@ def _info_or_skip(queue: str, task_id: str, raw_msg: Any, state: TaskState,
                   next_at: datetime | None, result: Any) -> TaskInfo | None:
     """A listed task's TaskInfo; like Go, a task whose message cannot be read is left out (logged)."""
     try:
-        msg = _decode(queue, task_id, raw_msg)
+        msg = task_message(queue, task_id, raw_msg)
     except CorruptDataError as exc:
         log.warning("skipping task in listing: %s", exc)
         return None
@@ -225,7 +258,7 @@ def _info_or_skip(queue: str, task_id: str, raw_msg: Any, state: TaskState,
     return info
 
 
-@c.queue_steps
+@queue_steps
 def list_tasks(queue: str, state: Any, page: int = 1, page_size: int = c.DEFAULT_PAGE_SIZE,
                group: str | None = None) -> Steps[list[TaskInfo]]:
     """One page of tasks in ``state``, in Go's order: pending/active oldest first, zsets by score."""
@@ -365,11 +398,11 @@ def scheduler_events(entry_id: str, page: int = 1,
     return out
 
 
-@c.queue_steps
+@queue_steps
 def cluster_key_slot(queue: str) -> Steps[int]:
     """The Redis Cluster hash slot of the queue's keys (= ``CLUSTER KEYSLOT asynq:{q}:pending``)."""
     c.name("queue", queue)
-    yield from c.check_queue(queue)
+    yield from check_queue(queue)
     return key_slot(keys.pending_key(queue).encode("utf-8"))
 
 
