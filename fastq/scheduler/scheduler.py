@@ -44,9 +44,10 @@ from typing import Any, Callable, Optional
 
 from redis.exceptions import RedisError
 
-from fastq import _scripts, keys
+from fastq import keys
 from fastq._gofmt import option_strings
 from fastq._proto import SchedulerEnqueueEvent, SchedulerEntry, Timestamp, encode
+from fastq._rdb import scheduler as rdb
 from fastq._redis import async_client, check_bytes_client, default_url, sync_client
 from fastq._validate import positive_seconds
 from fastq.client import AsyncClient
@@ -66,8 +67,6 @@ MAX_HISTORY = 1000  # events kept per entry, as Asynq
 TICK_GUARD_TTL = 600  # seconds a tick guard lives: the clock skew tolerated between instances
 STOP_GRACE = 10.0  # seconds shutdown waits for firings in flight
 
-_SCRIPT_WRITE = _scripts.SCRIPTS["write_scheduler_entries"]
-_SCRIPT_RECORD = _scripts.SCRIPTS["record_scheduler_event"]
 
 PreEnqueue = Callable[[Task, dict], Any]
 PostEnqueue = Callable[[Optional[TaskInfo], Optional[BaseException]], Any]
@@ -321,7 +320,7 @@ class Scheduler(_Service):
         """One firing: win the tick guard, then pre hook -> enqueue -> post hook -> history event."""
         guard_key = keys.scheduler_tick_key(entry.guard(self.location), int(tick))
         try:
-            won = await self._redis.set(guard_key, self.id, nx=True, ex=TICK_GUARD_TTL)
+            won = await rdb.claim_tick(self._redis, guard_key, self.id, TICK_GUARD_TTL)
         except (RedisError, OSError) as exc:
             log.warning("entry %s (%s): cannot enqueue the tick at %d: %s", entry.id, entry.task.type, tick, exc)
             return
@@ -342,8 +341,7 @@ class Scheduler(_Service):
         log.debug("entry %s enqueued task %s", entry.id, info.id)
         event = SchedulerEnqueueEvent(task_id=info.id, enqueue_time=Timestamp.now())
         try:
-            await _SCRIPT_RECORD.arun(self._redis, [keys.scheduler_history_key(entry.id)],
-                                      [event.enqueue_time.seconds, encode(event), MAX_HISTORY])
+            await rdb.record_enqueue(self._redis, entry.id, event.enqueue_time.seconds, encode(event), MAX_HISTORY)
         except (RedisError, OSError) as exc:
             log.warning("entry %s: could not record the enqueue of task %s: %s", entry.id, info.id, exc)
 
@@ -353,14 +351,8 @@ class Scheduler(_Service):
         return max(1, math.ceil(2 * self.heartbeat_interval))
 
     async def _beat(self) -> None:
-        blobs = [encode(e) for e in self.entries()]
-        ttl = self.ttl
-        entries_key = keys.scheduler_entries_key(self.id)
-        # Two commands, as Go: the global zset and the entries list live in different cluster slots.
-        # The entries go first so a reader never finds a member of the zset without its list.
         try:
-            await _SCRIPT_WRITE.arun(self._redis, [entries_key], [ttl, *blobs])
-            await self._redis.zadd(keys.ALL_SCHEDULERS, {entries_key: int(time.time()) + ttl})
+            await rdb.write_entries(self._redis, self.id, self.ttl, [encode(e) for e in self.entries()])
         except (RedisError, OSError) as exc:
             log.warning("scheduler heartbeat failed: %s", exc)
 
@@ -369,7 +361,7 @@ class Scheduler(_Service):
             gone, self._forgotten = self._forgotten, []
         if gone:
             try:
-                await self._redis.delete(*(keys.scheduler_history_key(i) for i in gone))
+                await rdb.delete_histories(self._redis, gone)
             except (RedisError, OSError) as exc:
                 log.warning("could not delete the history of unregistered entries: %s", exc)
 
@@ -378,12 +370,8 @@ class Scheduler(_Service):
         with self._lock:
             ids = list(self._entries) + self._forgotten
             self._forgotten = []
-        key = keys.scheduler_entries_key(self.id)
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.zrem(keys.ALL_SCHEDULERS, key)
-            pipe.delete(key, *(keys.scheduler_history_key(i) for i in ids))
-            await pipe.execute()
+            await rdb.clear_scheduler(self._redis, self.id, ids)
         except (RedisError, OSError) as exc:
             log.error("could not clear the scheduler's entries: %s", exc)
         finally:
