@@ -27,7 +27,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
-from typing import Optional
+from typing import Any, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
@@ -69,8 +69,8 @@ class CronSchedule:
     expr: Optional[str] = None
     every: Optional[int] = None
     zone: Optional[ZoneInfo] = None  # from CRON_TZ= / TZ=; None = the scheduler's location
-    _minutes: tuple = ()
-    _hours: tuple = ()
+    _minutes: tuple[Any, ...] = ()
+    _hours: tuple[Any, ...] = ()
 
     def next_after(self, after: float, location: tzinfo = timezone.utc) -> float:
         """The first fire time strictly after Unix time ``after``, as a whole-second Unix time."""
@@ -86,7 +86,7 @@ class CronSchedule:
                 raise CronSpecError(self.spec, f"no fire time after {start.isoformat()}") from None
             if (self._minutes == ("*",) or t.minute in self._minutes) and \
                     (self._hours == ("*",) or t.hour in self._hours):
-                return t.timestamp()
+                return float(t.timestamp())
             # croniter moved a time inside a spring-forward gap to the next valid minute; robfig skips it.
         raise CronSpecError(self.spec, "no valid fire time found")  # pragma: no cover - defensive
 

@@ -20,7 +20,7 @@ import hashlib
 import inspect
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, cast
 
 from fastq._gofmt import option_strings
 from fastq._validate import positive_seconds
@@ -53,7 +53,7 @@ class PeriodicTaskConfig:
         if not isinstance(self.options, Mapping):
             raise TypeError(f"PeriodicTaskConfig.options must be a dict, not {type(self.options).__name__}")
         object.__setattr__(self, "options", dict(self.options))  # a private copy: the hash must not change
-        plan_enqueue(self.task, self.options)  # unknown names -> TypeError, bad values -> InvalidOptionError
+        plan_enqueue(self.task, dict(self.options))  # unknown names -> TypeError, bad values -> InvalidOptionError
 
     def hash(self) -> str:
         """Go's ``PeriodicTaskConfig.hash()``: sha256(cronspec, type, payload, sorted option strings), hex."""
@@ -71,9 +71,9 @@ class PeriodicTaskConfig:
 def _getter(provider: Any) -> Callable[[], Any]:
     get = getattr(provider, "get_configs", None)
     if callable(get):
-        return get
+        return cast(Callable[[], Any], get)
     if callable(provider) and not isinstance(provider, type):
-        return provider
+        return cast(Callable[[], Any], provider)
     raise TypeError(f"provider must have a get_configs() method or be callable, not {type(provider).__name__}")
 
 
@@ -85,7 +85,8 @@ class PeriodicTaskManager(_Service):
 
     def __init__(self, provider: Any, redis: Any = None, *, sync_interval: float = DEFAULT_SYNC_INTERVAL,
                  location: Any = "UTC", heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
-                 pre_enqueue: Optional[Callable] = None, post_enqueue: Optional[Callable] = None) -> None:
+                 pre_enqueue: Optional[Callable[..., Any]] = None,
+                 post_enqueue: Optional[Callable[..., Any]] = None) -> None:
         self._init_service()
         self._get = _getter(provider)
         self.provider = provider

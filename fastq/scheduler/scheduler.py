@@ -68,7 +68,7 @@ TICK_GUARD_TTL = 600  # seconds a tick guard lives: the clock skew tolerated bet
 STOP_GRACE = 10.0  # seconds shutdown waits for firings in flight
 
 
-PreEnqueue = Callable[[Task, dict], Any]
+PreEnqueue = Callable[[Task, dict[str, Any]], Any]
 PostEnqueue = Callable[[Optional[TaskInfo], Optional[BaseException]], Any]
 
 
@@ -86,8 +86,8 @@ class _Entry:
     id: str
     schedule: CronSchedule
     task: Task
-    options: dict
-    option_strings: list
+    options: dict[str, Any]
+    option_strings: list[str]
     order: int
     next: Optional[float] = None
     prev: Optional[float] = None
@@ -113,7 +113,7 @@ class _Entry:
         )
 
 
-async def _call_hook(hook: Optional[Callable], *args: Any) -> None:
+async def _call_hook(hook: Optional[Callable[..., Any]], *args: Any) -> None:
     if hook is None:
         return
     try:
@@ -244,7 +244,7 @@ class Scheduler(_Service):
         self._redis = self._redis_arg if not isinstance(self._redis_arg, (str, type(None))) \
             else async_client(self._redis_arg or default_url())
         client = AsyncClient(self._redis)
-        firing: set[asyncio.Task] = set()
+        firing: set[asyncio.Task[None]] = set()
         log.info("scheduler %s starting: %d entries, time zone %s", self.id, len(self._entries), self.location.key)
         try:
             with self._lock:
@@ -265,11 +265,13 @@ class Scheduler(_Service):
             await self._shutdown()
             log.info("scheduler %s stopped", self.id)
 
-    async def _fire_and_beat(self, stop: asyncio.Event, client: AsyncClient, firing: set) -> None:
+    async def _fire_and_beat(self, stop: asyncio.Event, client: AsyncClient, firing: set[asyncio.Task[None]]) -> None:
         """Fire due entries and write the heartbeat until ``stop`` is set."""
         next_beat = 0.0  # the first heartbeat is written at once (Go: after one interval)
+        wake = self._wake
+        assert wake is not None  # made by serve()
         while not stop.is_set():
-            self._wake.clear()
+            wake.clear()
             now = time.time()
             for entry, tick in self._take_due(now):
                 task = asyncio.create_task(self._fire(client, entry, tick))
@@ -307,9 +309,11 @@ class Scheduler(_Service):
         return min(times, default=math.inf)
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
-        if seconds <= 0 or stop.is_set() or self._wake.is_set():
+        wake = self._wake
+        assert wake is not None  # made by serve()
+        if seconds <= 0 or stop.is_set() or wake.is_set():
             return
-        waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
+        waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())}
         try:
             await asyncio.wait(waiters, timeout=min(seconds, 3600.0), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -320,7 +324,7 @@ class Scheduler(_Service):
         """One firing: win the tick guard, then pre hook -> enqueue -> post hook -> history event."""
         guard_key = keys.scheduler_tick_key(entry.guard(self.location), int(tick))
         try:
-            won = await rdb.claim_tick(self._redis, guard_key, self.id, TICK_GUARD_TTL)
+            won = await rdb.claim_tick(self._redis, guard_key, self._sid, TICK_GUARD_TTL)
         except (RedisError, OSError) as exc:
             log.warning("entry %s (%s): cannot enqueue the tick at %d: %s", entry.id, entry.task.type, tick, exc)
             return
@@ -338,6 +342,7 @@ class Scheduler(_Service):
         if error is not None:
             log.warning("entry %s (%s): enqueue failed: %s", entry.id, entry.task.type, error)
             return
+        assert info is not None  # enqueue returned
         log.debug("entry %s enqueued task %s", entry.id, info.id)
         event = SchedulerEnqueueEvent(task_id=info.id, enqueue_time=Timestamp.now())
         try:
@@ -346,13 +351,19 @@ class Scheduler(_Service):
             log.warning("entry %s: could not record the enqueue of task %s: %s", entry.id, info.id, exc)
 
     @property
+    def _sid(self) -> str:
+        """The scheduler's ID while it serves."""
+        assert self.id is not None  # made by serve()
+        return self.id
+
+    @property
     def ttl(self) -> int:
         """Seconds the entries list lives: 2 x heartbeat interval, rounded up to whole seconds."""
         return max(1, math.ceil(2 * self.heartbeat_interval))
 
     async def _beat(self) -> None:
         try:
-            await rdb.write_entries(self._redis, self.id, self.ttl, [encode(e) for e in self.entries()])
+            await rdb.write_entries(self._redis, self._sid, self.ttl, [encode(e) for e in self.entries()])
         except (RedisError, OSError) as exc:
             log.warning("scheduler heartbeat failed: %s", exc)
 
@@ -371,7 +382,7 @@ class Scheduler(_Service):
             ids = list(self._entries) + self._forgotten
             self._forgotten = []
         try:
-            await rdb.clear_scheduler(self._redis, self.id, ids)
+            await rdb.clear_scheduler(self._redis, self._sid, ids)
         except (RedisError, OSError) as exc:
             log.error("could not clear the scheduler's entries: %s", exc)
         finally:
