@@ -52,9 +52,9 @@ class Ctx:
     ``resolve`` then makes ``url`` from them just before the command runs.
     """
 
-    def __init__(self, url: str, settings: dict | None = None) -> None:
+    def __init__(self, url: str, settings: dict[str, Any] | None = None) -> None:
         self.url = url
-        self.settings: dict = dict(settings or {"redis_url": url})
+        self.settings: dict[str, Any] = dict(settings or {"redis_url": url})
         self._inspector: Any = None
         self._client: Any = None
         self.timeout = COMMAND_TIMEOUT

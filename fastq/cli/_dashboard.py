@@ -37,7 +37,7 @@ def _read_token_file(path: str) -> str:
 
 
 def _server_class(uvicorn: Any) -> Any:
-    class Server(uvicorn.Server):
+    class Server(uvicorn.Server):  # type: ignore[misc]  # uvicorn is imported lazily, as Any
         """uvicorn's server, ending with exit code 0 after a graceful stop on SIGTERM/SIGINT
         (uvicorn re-raises the signal once it has shut down)."""
 
@@ -81,7 +81,7 @@ def _refuse_token_argument(ctx: click.Context, param: click.Parameter, value: ob
 @click.option("--token", hidden=True, expose_value=False, callback=_refuse_token_argument)
 @click.pass_obj
 def dashboard(ctx: Ctx, host: str, port: int, token_file: str | None, no_auth: bool, read_only: bool,
-              show_payloads: bool, allowed_hosts: tuple, refresh: float, forwarded_allow_ips: str) -> None:
+              show_payloads: bool, allowed_hosts: tuple[str, ...], refresh: float, forwarded_allow_ips: str) -> None:
     """Serve the web dashboard: queues, throughput, tasks, servers, periodic tasks, and actions.
 
     Log in with the token from $FASTQ_DASHBOARD_TOKEN (or --token-file). Binds 127.0.0.1

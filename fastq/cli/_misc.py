@@ -162,7 +162,7 @@ def parse_duration(text: str) -> float:
     return value
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click stubs
     name = "DURATION"
 
     def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
@@ -174,7 +174,7 @@ class Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class Timestamp(click.ParamType):
+class Timestamp(click.ParamType):  # type: ignore[type-arg]
     name = "TIME"
 
     def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]

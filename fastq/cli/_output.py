@@ -95,16 +95,15 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[Any]], title: str | No
     con = console()
     if title:
         con.print(title, style="bold", markup=False)
-    headers = list(headers)
-    rows = [[str(v) for v in row] for row in rows]
+    cells = [[str(v) for v in row] for row in rows]
     t = Table(box=None, header_style="bold", pad_edge=False)
     for i, header in enumerate(headers):
         if header in ID_HEADERS:
-            widest = max([len(header)] + [len(row[i]) for row in rows if i < len(row)])
+            widest = max([len(header)] + [len(row[i]) for row in cells if i < len(row)])
             t.add_column(header, no_wrap=True, overflow="fold", min_width=widest)
         else:
             t.add_column(header, overflow="ellipsis")
-    for row in rows:
+    for row in cells:
         t.add_row(*row)
     con.print(t)
 
@@ -143,9 +142,9 @@ def _is_text(data: bytes) -> bool:
         return False
 
 
-def to_dict(obj: Any) -> dict:
+def to_dict(obj: Any) -> dict[str, Any]:
     """A dataclass as JSON-ready dict; each bytes field ``x`` also gets ``x_hex``."""
-    out: dict = {}
+    out: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         out[f.name] = _jsonable(value)

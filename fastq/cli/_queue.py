@@ -1,6 +1,8 @@
 """``fastq queue ls|inspect|history|pause|unpause|rm`` and ``fastq group ls``."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import click
 
 from fastq.cli._base import Ctx, cli
@@ -87,7 +89,7 @@ def queue_history(ctx: Ctx, queues: tuple[str, ...], days: int, as_json: bool) -
               title=f"Queue: {q}")
 
 
-def _each(ctx: Ctx, queues: tuple[str, ...], action, done: str) -> None:
+def _each(ctx: Ctx, queues: tuple[str, ...], action: Callable[[str], Any], done: str) -> None:
     """Run ``action`` on each queue (all checked first); report each; fail if any failed."""
     _existing(ctx, queues)
     failed = 0

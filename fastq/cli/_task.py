@@ -59,11 +59,11 @@ def task_ls(ctx: Ctx, queue: str, state: str | None, group: str | None, page: in
         table(headers, rows)
 
 
-def _all_states(ctx: Ctx, queue: str, group: str | None, page: int, size: int) -> list:
+def _all_states(ctx: Ctx, queue: str, group: str | None, page: int, size: int) -> list[Any]:
     """One page of each state, in the order of LIST_STATES; aggregating tasks of every group
     (or of ``group``)."""
     ins = ctx.inspector
-    tasks: list = []
+    tasks: list[Any] = []
     for state in LIST_STATES:
         if state != "aggregating":
             tasks += ins.list_tasks(queue, state, page, size)
@@ -193,7 +193,8 @@ def _single_or_all(ctx: Ctx, verb: str, queue: str, task_id: str | None, all_: b
     say(f"Task {task_id} {verb}")
 
 
-def _bulk_command(name: str, verb: str, allowed: tuple[str, ...], single_attr: str, bulk_attr: str, doc: str):
+def _bulk_command(name: str, verb: str, allowed: tuple[str, ...], single_attr: str, bulk_attr: str,
+                  doc: str) -> click.Command:
     @task.command(name, help=doc)
     @queue_option
     @id_option
