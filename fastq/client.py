@@ -20,9 +20,9 @@ from fastq._rdb import scripts as _scripts
 from fastq._rdb.calls import IO, Call, arun, checked, cmd, run, steps_io
 from fastq._rdb.calls import script as _call
 from fastq._rdb.window import Resent, window, window_pool
-from fastq._redis import async_client, sync_client
 from fastq.errors import BrokerFullError, DuplicateTaskError, PayloadTooLargeError, TaskIDConflictError
 from fastq.options import ENQUEUE, GROUP, SCHEDULE, EnqueuePlan, plan_enqueue, plan_many
+from fastq.redis.facade import async_client, sync_client
 from fastq.task import Task, TaskInfo, TaskState
 
 __all__ = ["Client", "AsyncClient"]

@@ -41,7 +41,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]  # installed on 3.10 only
 
-from fastq._redis import default_url, redact
+from fastq.redis.facade import default_url
+from fastq.redis.url import redact
 
 __all__ = ["ConfigError", "Setting", "config_options", "settings_of", "load_file", "resolve", "render",
            "ENV_PREFIX", "CONFIG_ENV"]

@@ -504,9 +504,9 @@ def test_aliases_are_shown_as_aliases(r, redis_url):
 
 
 def test_empty_redis_url_env_counts_as_unset(capsys):
-    from fastq._redis import DEFAULT_URL, default_url
     from fastq.cli import scheduler as scheduler_cli
     from fastq.cli import supervisor as supervisor_cli
+    from fastq.redis.facade import DEFAULT_URL, default_url
 
     for empty in ("", "  "):
         env = {"FASTQ_REDIS_URL": empty}

@@ -262,7 +262,7 @@ def test_default_payload_limit_is_one_mebibyte(client):
 def test_hiredis_packing_is_byte_identical_to_redis_py():
     from redis.asyncio.connection import Connection
 
-    from fastq._redis import fast_connection_class
+    from fastq.redis.facade import fast_connection_class
 
     fast = fast_connection_class()
     assert fast is not None
@@ -273,7 +273,7 @@ def test_hiredis_packing_is_byte_identical_to_redis_py():
 
 
 def test_async_client_uses_hiredis_packing(redis_url):
-    from fastq._redis import fast_connection_class
+    from fastq.redis.facade import fast_connection_class
 
     async def main():
         async with fastq.AsyncClient(redis_url) as client:

@@ -13,8 +13,8 @@ import fastq
 from fastq import keys
 from fastq._codec import TaskMessage
 from fastq._rdb.worker import Broker
-from fastq._redis import async_client
 from fastq.context import TaskContext
+from fastq.redis.facade import async_client
 from fastq.server.config import WorkerConfig
 from fastq.server.leases import LeaseKeeper
 from fastq.server.processor import Processor, _Running

@@ -10,9 +10,10 @@ from typing import Any, Sequence
 import click
 import redis
 
-from fastq._redis import DEFAULT_URL, redact
 from fastq._version import version_line
 from fastq.errors import FastqError
+from fastq.redis.facade import DEFAULT_URL
+from fastq.redis.url import redact
 
 __all__ = ["main", "cli"]
 
@@ -79,7 +80,7 @@ class Ctx:
         return self._inspector is not None or self._client is not None
 
     def _redis(self) -> Any:
-        from fastq._redis import sync_client
+        from fastq.redis.facade import sync_client
 
         return sync_client(self.url, socket_connect_timeout=min(CONNECT_TIMEOUT, self.timeout),
                            socket_timeout=self.timeout)

@@ -20,9 +20,9 @@ from typing import Any, Optional, Sequence
 import click
 
 from fastq import config_file
-from fastq._redis import default_url
 from fastq.cli._script import CONTEXT, Fail, run, version_option
 from fastq.cli._types import PositiveSeconds, TimeZone
+from fastq.redis.facade import default_url
 
 __all__ = ["command", "main", "ENV_PREFIX"]
 
@@ -52,8 +52,8 @@ def command(ctx: click.Context, /, **_params: Any) -> int:
     except config_file.ConfigError as exc:
         raise Fail(str(exc), 2) from None
     from fastq import logging as fastq_logging
-    from fastq._redis import sync_client
     from fastq.errors import AppImportError, ConfigProviderError, InvalidOptionError, TimeZoneError
+    from fastq.redis.facade import sync_client
     from fastq.scheduler.app import as_service, run_scheduler
 
     fastq_logging.setup(args["log_level"])

@@ -20,10 +20,10 @@ from typing import Any, Optional, Sequence
 import click
 
 from fastq import config_file
-from fastq._redis import default_url
 from fastq.cli._script import CONTEXT, Fail, run, version_option
 from fastq.cli._types import IntAtLeast, NumberAtLeast, Port, Queues
 from fastq.errors import AppImportError, InvalidOptionError
+from fastq.redis.facade import default_url
 
 __all__ = ["command", "main"]
 

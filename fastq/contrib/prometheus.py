@@ -255,8 +255,8 @@ def make_registry(redis_url: Optional[str], multiprocess_dir: Optional[str] = No
     if multiprocess_dir is not None:
         multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]  # unannotated upstream
     if redis_url is not None:
-        from fastq._redis import sync_client
         from fastq.inspect import Inspector
+        from fastq.redis.facade import sync_client
 
         client = sync_client(redis_url, socket_timeout=10.0, socket_connect_timeout=5.0)  # a scrape must end
         registry.register(AsynqQueueCollector(Inspector(client)))

@@ -99,7 +99,7 @@ class Dashboard(Gate):
     @property
     def inspector(self) -> AsyncInspector:
         if self._inspector is None:
-            from fastq._redis import async_client
+            from fastq.redis.facade import async_client
 
             target = self.config.redis
             self._owns_client = target is None or isinstance(target, str)

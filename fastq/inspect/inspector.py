@@ -14,7 +14,6 @@ from fastq._rdb import inspect_read as _read
 from fastq._rdb import inspect_write as _write
 from fastq._rdb.calls import Steps, adrive, drive
 from fastq._rdb.inspect_write import Progress
-from fastq._redis import async_client, sync_client
 from fastq.inspect._common import BATCH_SIZE, DEFAULT_PAGE_SIZE
 from fastq.inspect.models import (
     DailyStats,
@@ -24,6 +23,7 @@ from fastq.inspect.models import (
     SchedulerEntry,
     ServerInfo,
 )
+from fastq.redis.facade import async_client, sync_client
 from fastq.task import TaskInfo
 
 __all__ = ["Inspector", "AsyncInspector"]

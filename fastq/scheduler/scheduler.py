@@ -48,11 +48,11 @@ from fastq import keys
 from fastq._gofmt import option_strings
 from fastq._proto import SchedulerEnqueueEvent, SchedulerEntry, Timestamp, encode
 from fastq._rdb import scheduler as rdb
-from fastq._redis import async_client, check_bytes_client, default_url, sync_client
 from fastq._validate import positive_seconds
 from fastq.client import AsyncClient
 from fastq.errors import CronSpecError, SchedulerEntryNotFoundError
 from fastq.options import plan_enqueue
+from fastq.redis.facade import async_client, check_bytes_client, default_url, sync_client
 from fastq.scheduler._service import DEFAULT_HEARTBEAT_INTERVAL, _Service
 from fastq.scheduler.cron import CronSchedule, load_zone, parse_cron
 from fastq.server.loops import supervise
