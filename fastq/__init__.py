@@ -2,6 +2,7 @@
 
 Public API::
 
+    fastq.App (tasks with a decorator: @app.task), fastq.Backoff, fastq.Retry, fastq.TaskRef
     fastq.Task, fastq.TaskInfo, fastq.TaskState
     fastq.Client, fastq.AsyncClient
     fastq.ServeMux, fastq.Worker, fastq.WorkerConfig
@@ -34,8 +35,11 @@ from fastq.errors import (
     PayloadError,
     QueueNotEmptyError,
     QueueNotFoundError,
+    Retry,
     RevokeTask,
     SkipRetry,
+    TaskArgumentError,
+    TaskFailedError,
     TaskIDConflictError,
     TaskNotFoundError,
     TaskStateError,
@@ -48,6 +52,11 @@ from fastq.task import Task, TaskInfo, TaskState
 # Loaded on first use (PEP 562): a worker process or a producer need none of these, and they pull
 # in croniter, the Inspector and the server (faster `import fastq`, smaller worker RSS).
 _LAZY = {
+    "App": "fastq.app",
+    "AppTask": "fastq.app",
+    "Backoff": "fastq.app",
+    "TaskRef": "fastq.app",
+    "TaskWithOptions": "fastq.app",
     "AsyncInspector": "fastq.inspect",
     "DailyStats": "fastq.inspect",
     "GroupInfo": "fastq.inspect",
@@ -75,6 +84,7 @@ def __getattr__(name: str) -> object:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
+    from fastq.app import App, AppTask, Backoff, TaskRef, TaskWithOptions
     from fastq.inspect import AsyncInspector, DailyStats, GroupInfo, Inspector, QueueInfo
     from fastq.scheduler import PeriodicTaskConfig, PeriodicTaskManager, Scheduler
     from fastq.server.worker import Worker
@@ -83,6 +93,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
+    "AppTask",
+    "Backoff",
+    "Retry",
+    "TaskArgumentError",
+    "TaskFailedError",
+    "TaskRef",
+    "TaskWithOptions",
     "AsyncClient",
     "AsyncInspector",
     "CorruptDataError",

@@ -1,6 +1,8 @@
 """Exceptions raised by fastq, and the signals handlers use to steer retries."""
 from __future__ import annotations
 
+import math
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -249,3 +251,62 @@ class PayloadTooLargeError(FastqError, ValueError):
         self.limit = limit
         super().__init__(f"task payload is {size} bytes, over the limit of {limit} bytes "
                          f"(Client(max_payload_bytes=...) changes it)")
+
+
+# ---------------------------------------------------------------- App tasks (fastq.App)
+
+class TaskArgumentError(PayloadError, TypeError):
+    """Arguments given to an App task's ``enqueue`` that do not fit its signature.
+
+    ``field`` names the parameter (``"user.email"`` for a field inside one; ``""`` when the
+    arguments as a whole do not bind, e.g. one is missing). Nothing was enqueued. ``index`` is
+    the position of the offending item in ``enqueue_many``, else ``None``. It is a
+    ``PayloadError`` (what a bad payload raises on receipt) and a ``TypeError`` (what a plain
+    call of the function with such arguments raises).
+    """
+
+    def __init__(self, task_type: str, field: str, reason: str, index: int | None = None) -> None:
+        FastqError.__init__(self)
+        self.task_type = task_type
+        self.field = field
+        self.reason = reason
+        self.index = index
+        item = f"item {index}: " if index is not None else ""
+        where = f"parameter {field!r}: " if field else ""
+        self.args = (f"{task_type} arguments: {item}{where}{reason}",)
+
+
+class Retry(Exception):
+    """Raise from an App task to retry it, after ``in_`` seconds (a number or a ``timedelta``).
+
+    The retry is counted (it uses up one of ``max_retry``, and the task is archived as usual
+    once they are used up); without ``in_`` the task's back-off policy picks the delay. A task
+    raising ``Retry`` is retried even when the exception is not in its ``retry_on``. The delay
+    is honoured by the ``retry_delay`` of ``App.worker_config()``. ``reason`` is the error text
+    stored with the task.
+    """
+
+    def __init__(self, in_: float | timedelta | None = None, reason: str = "") -> None:
+        if isinstance(in_, timedelta):
+            in_ = in_.total_seconds()
+        if in_ is not None:
+            if isinstance(in_, bool) or not isinstance(in_, (int, float)) or not math.isfinite(in_) or in_ < 0:
+                raise InvalidOptionError(f"Retry(in_=...) must be a number of seconds >= 0 or a timedelta, "
+                                         f"got {in_!r}")
+            in_ = float(in_)
+        self.in_: float | None = in_
+        self.reason = reason
+        when = f"retry in {in_:g}s" if in_ is not None else "retry requested"
+        super().__init__(f"{reason} ({when})" if reason else when)
+
+
+class TaskFailedError(FastqError):
+    """An App task failed for good: it was archived (or is being retried) with ``error``, Asynq's
+    ``last_err`` text, instead of completing. ``task_id`` and ``queue`` say which task."""
+
+    def __init__(self, task_id: str, queue: str, error: str, state: str = "archived") -> None:
+        self.task_id = task_id
+        self.queue = queue
+        self.error = error
+        self.state = state
+        super().__init__(f"task {task_id!r} in queue {queue!r} is {state}: {error}")

@@ -37,12 +37,16 @@ class ServeMux:
     ``def`` or ``async def`` handler taking a ``fastq.Task``. A task goes to the handler of its
     exact type, else to the longest registered pattern that is a prefix of its type
     (``"report:"`` serves ``"report:daily"``), else to a handler that raises
-    ``HandlerNotFoundError`` (the task is retried). ``mux.use(middleware)`` wraps every
+    ``HandlerNotFoundError`` (the task is retried; ``ServeMux(not_found=handler)`` replaces it,
+    e.g. with one that raises ``SkipRetry``). ``mux.use(middleware)`` wraps every
     handler. A ``ServeMux`` is itself a handler: give it to ``fastq.Worker`` or name it as
     ``fastq-supervisor``'s APP.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, not_found: Optional[Handler] = None) -> None:
+        if not_found is not None and not callable(not_found):
+            raise TypeError(f"not_found handler is not callable: {not_found!r}")
+        self._not_found: Handler = not_found if not_found is not None else _not_found
         self._handlers: dict[str, Handler] = {}
         self._middleware: list[Middleware] = []
         self._cache: dict[str, tuple[Handler, bool]] = {}
@@ -86,7 +90,7 @@ class ServeMux:
                 best = pattern
         if best:
             return self._handlers[best]
-        return _not_found
+        return self._not_found
 
     def resolve(self, task_type: str) -> tuple[Handler, bool]:
         """The handler for ``task_type`` with middleware applied, and whether it is async."""

@@ -8,6 +8,8 @@ Unit tests, no Redis:
 * ``await arun_handler(...)`` does the same inside a running event loop.
 * ``with task_context(...)`` sets the context for code that calls
   ``fastq.get_task_id()`` and friends deep inside.
+* ``MemoryResults`` keeps what ``fastq.result_writer()`` writes in those runs.
+* ``with app.eager():`` (a ``fastq.App``) runs App tasks at ``enqueue()``, in-process.
 
 Integration tests, real Redis:
 
@@ -21,12 +23,13 @@ import asyncio
 import builtins
 import contextlib
 import contextvars
+import dataclasses
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union, cast
 
 from fastq import keys
 from fastq.context import TaskContext, reset_current, set_current
@@ -43,6 +46,7 @@ __all__ = [
     "DrainResult",
     "TaskRun",
     "DrainTimeoutError",
+    "MemoryResults",
 ]
 
 Deadline = Union[datetime, timedelta, float, int, None]
@@ -137,9 +141,67 @@ def _tname(value: Any) -> str:
 
 # ------------------------------------------------------------------ running one handler
 
+def _is_app(handler: Any) -> bool:
+    """A ``fastq.App`` (told apart by what it offers, as this module does not import it)."""
+    return hasattr(handler, "worker_parts") and isinstance(getattr(handler, "mux", None), ServeMux)
+
+
+def _handler_of(handler: Any) -> Any:
+    return handler.mux if _is_app(handler) else handler
+
+
+class MemoryResults:
+    """Where ``fastq.result_writer()`` writes inside ``run_handler`` (a worker writes to Redis).
+
+    ``written`` maps each task ID to the last bytes written for it; pass one as
+    ``run_handler(..., results=store)`` to read them afterwards (each call gets a fresh one
+    otherwise). A sync handler's ``write()`` is served by a private event loop thread, started
+    on first use and stopped by ``close()`` (``run_handler`` closes the stores it made).
+    """
+
+    def __init__(self) -> None:
+        self.written: dict[str, bytes] = {}
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+
+    async def write(self, queue: str, task_id: str, data: bytes) -> bool:
+        self.written[task_id] = bytes(data)
+        return True
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop a sync ``write()`` hands its write to (as the worker's loop in production)."""
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="fastq-memory-results", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve sync writes from ``loop`` (an async test's loop, running the handler's thread)."""
+        with self._lock:
+            if self._loop is None:
+                self._loop = loop
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            loop.close()
+
+    def __repr__(self) -> str:
+        return f"MemoryResults({self.written!r})"
+
+
 def _resolve(handler: Any, task: Any) -> tuple[Any, bool]:
     if not isinstance(task, Task):
         raise TypeError(f"task must be a fastq.Task, not {_tname(task)}")
+    handler = _handler_of(handler)
     if isinstance(handler, ServeMux):
         return handler.resolve(task.type)
     if not callable(handler):
@@ -148,10 +210,14 @@ def _resolve(handler: Any, task: Any) -> tuple[Any, bool]:
 
 
 def _prepare(handler: Any, task: Task, task_id: Optional[str], retry_count: int, max_retry: int, queue: str,
-             headers: Optional[Mapping[str, str]], deadline: Deadline) -> tuple[Any, bool, Task, TaskContext]:
+             headers: Optional[Mapping[str, str]], deadline: Deadline,
+             results: Optional[MemoryResults]) -> tuple[Any, bool, Task, TaskContext]:
     fn, is_async = _resolve(handler, task)
+    if results is not None and not isinstance(results, MemoryResults):
+        raise TypeError(f"results must be a fastq.testing.MemoryResults, not {_tname(results)}")
     merged = {**task.headers, **_headers(headers)}
     ctx = _make_context(task_id, task.type, retry_count, max_retry, queue, merged, deadline)
+    ctx.results = cast(Any, results)
     # The handler gets a copy of the task whose headers are the context's, as from a worker.
     return fn, is_async, Task._trusted(task.type, task.payload, merged), ctx
 
@@ -210,34 +276,47 @@ def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
 
 def run_handler(handler: Any, task: Task, *, task_id: Optional[str] = None, retry_count: int = 0,
                 max_retry: int = DEFAULT_MAX_RETRY, queue: str = DEFAULT_QUEUE,
-                headers: Optional[Mapping[str, str]] = None, deadline: Deadline = None) -> Any:
+                headers: Optional[Mapping[str, str]] = None, deadline: Deadline = None,
+                results: Optional[MemoryResults] = None) -> Any:
     """Run ``handler`` on ``task`` in-process, as a worker would, without Redis.
 
-    ``handler`` is a ``def`` or ``async def`` function or a ``ServeMux`` (its
-    routing and middleware apply). Inside, ``fastq.get_task_id()`` returns
+    ``handler`` is a ``def`` or ``async def`` function, a ``ServeMux`` (its
+    routing and middleware apply) or a ``fastq.App`` (its mux). Inside, ``fastq.get_task_id()`` returns
     ``task_id`` (a random UUID by default), ``get_retry_count()`` returns
     ``retry_count`` and so on; ``headers`` are added to the task's own. Returns
     what the handler returns and raises what it raises (``SkipRetry``,
     ``RevokeTask``, ...). A handler still running at ``deadline`` ends with
     ``fastq.errors.TaskCanceledError`` as the worker would fail it (an async one
-    is cancelled). Async handlers run on a new event loop; inside a running loop
+    is cancelled). ``fastq.result_writer()`` writes to ``results`` (a ``MemoryResults``;
+    a fresh one by default). Async handlers run on a new event loop; inside a running loop
     use ``await arun_handler(...)``.
     """
-    fn, is_async, task, ctx = _prepare(handler, task, task_id, retry_count, max_retry, queue, headers, deadline)
-    if not is_async:
-        return contextvars.copy_context().run(_call_sync, fn, task, ctx)
-    if _running_loop() is not None:
-        raise RuntimeError("run_handler() cannot run an async handler inside a running event loop; "
-                           "use 'await fastq.testing.arun_handler(...)'")
-    return asyncio.run(_call_async(fn, task, ctx))
+    own = results is None
+    store = MemoryResults() if results is None else results
+    fn, is_async, task, ctx = _prepare(handler, task, task_id, retry_count, max_retry, queue, headers, deadline,
+                                       store)
+    try:
+        if not is_async:
+            return contextvars.copy_context().run(_call_sync, fn, task, ctx)
+        if _running_loop() is not None:
+            raise RuntimeError("run_handler() cannot run an async handler inside a running event loop; "
+                               "use 'await fastq.testing.arun_handler(...)'")
+        return asyncio.run(_call_async(fn, task, ctx))
+    finally:
+        if own:
+            store.close()
 
 
 async def arun_handler(handler: Any, task: Task, *, task_id: Optional[str] = None, retry_count: int = 0,
                        max_retry: int = DEFAULT_MAX_RETRY, queue: str = DEFAULT_QUEUE,
-                       headers: Optional[Mapping[str, str]] = None, deadline: Deadline = None) -> Any:
+                       headers: Optional[Mapping[str, str]] = None, deadline: Deadline = None,
+                       results: Optional[MemoryResults] = None) -> Any:
     """``run_handler`` for async tests: async handlers run on the current loop,
     sync ones in a thread (as in a worker)."""
-    fn, is_async, task, ctx = _prepare(handler, task, task_id, retry_count, max_retry, queue, headers, deadline)
+    store = MemoryResults() if results is None else results
+    store._bind(asyncio.get_running_loop())
+    fn, is_async, task, ctx = _prepare(handler, task, task_id, retry_count, max_retry, queue, headers, deadline,
+                                       store)
     if is_async:
         return await _call_async(fn, task, ctx)
     cctx = contextvars.copy_context()
@@ -258,33 +337,48 @@ class TaskRun:
     retry_count: int
     result: Any = None
     error: Optional[BaseException] = None
+    # Seconds the worker's retry_delay asked for before the next run, when this run failed and
+    # the task went to retry (the delay used is 0 under run_retries=True).
+    retry_delay: Optional[float] = None
 
 
 @dataclass
 class DrainResult:
     """What a drain did, read back from the handler calls and from Redis afterwards.
 
-    ``succeeded``, ``retried``, ``archived`` and ``revoked`` hold task IDs by
-    the state the task ended in (``retried``: waiting in ``retry`` for a later
-    run; ``archived`` also lists messages the worker could not decode).
-    ``stored_errors`` maps retried and archived IDs to the error text stored
-    in Redis; ``runs`` lists every handler call in order.
+    Task IDs by the state the task ended in: ``succeeded`` (completed or deleted after
+    success), ``awaiting_retry`` (failed, now in the ``retry`` state waiting for a run the
+    drain did not wait for), ``archived`` (failed for good; also messages the worker could
+    not decode) and ``revoked`` (``RevokeTask``). ``stored_errors`` maps awaiting-retry and
+    archived IDs to the error text stored in Redis; ``runs`` lists every handler call in
+    order, ``handler_calls`` counts them, ``exceptions`` maps each ID to the exception of its
+    last run. The older names ``retried``, ``processed`` and ``errors`` stay as aliases.
     """
 
     runs: list[TaskRun] = field(default_factory=list)
     succeeded: list[str] = field(default_factory=list)
-    retried: list[str] = field(default_factory=list)
+    awaiting_retry: list[str] = field(default_factory=list)
     archived: list[str] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
     stored_errors: dict[str, str] = field(default_factory=dict)
 
     @property
-    def processed(self) -> int:
+    def retried(self) -> list[str]:
+        """Alias of ``awaiting_retry`` (IDs left in the ``retry`` state, not tasks retried and then done)."""
+        return self.awaiting_retry
+
+    @property
+    def handler_calls(self) -> int:
         """Handler calls, whatever their outcome."""
         return len(self.runs)
 
     @property
-    def errors(self) -> dict[str, BaseException]:
+    def processed(self) -> int:
+        """Alias of ``handler_calls``."""
+        return len(self.runs)
+
+    @property
+    def exceptions(self) -> dict[str, BaseException]:
         """Task ID -> the exception its last run raised (``RevokeTask`` excluded)."""
         last: dict[str, TaskRun] = {}
         for run in self.runs:
@@ -293,9 +387,14 @@ class DrainResult:
                 if run.error is not None and not isinstance(run.error, RevokeTask)}
 
     @property
+    def errors(self) -> dict[str, BaseException]:
+        """Alias of ``exceptions``."""
+        return self.exceptions
+
+    @property
     def failed(self) -> list[str]:
-        """IDs whose last run raised an exception (retried or archived)."""
-        return list(self.errors)
+        """IDs whose last run raised an exception (awaiting retry or archived)."""
+        return list(self.exceptions)
 
 
 class DrainTimeoutError(FastqError, TimeoutError):
@@ -306,7 +405,7 @@ class DrainTimeoutError(FastqError, TimeoutError):
         self.result = result
         shown = ", ".join(f"{k}={v}" for k, v in busy.items() if v)
         super().__init__(f"queues not drained after {timeout:g}s: {shown or 'tasks in flight'} "
-                         f"({result.processed} handler call(s) done)")
+                         f"({result.handler_calls} handler call(s) done)")
 
 
 class _Recorder(ServeMux):
@@ -362,6 +461,26 @@ class _Recorder(ServeMux):
         return recorded
 
 
+class _RecordedDelay:
+    """The worker's ``retry_delay`` in a drain: asks the configured policy, records its answer on
+    the run that failed (found by its exception), and returns 0 under ``run_retries``."""
+
+    def __init__(self, policy: Any, recorder: _Recorder, run_retries: bool) -> None:
+        from fastq.retry import default_retry_delay
+
+        self.policy = policy if policy is not None else default_retry_delay
+        self.recorder = recorder
+        self.run_retries = run_retries
+
+    def __call__(self, retried: int, exc: Optional[BaseException] = None, task: Any = None) -> float:
+        seconds = float(self.policy(retried, exc, task))
+        for run in reversed(self.recorder.runs):
+            if run.error is exc and exc is not None:
+                run.retry_delay = seconds
+                break
+        return 0.0 if self.run_retries else seconds
+
+
 HARNESS_DEFAULTS = {
     "heartbeat_interval": 0.5,
     "forward_interval": 0.05,
@@ -374,16 +493,32 @@ HARNESS_DEFAULTS = {
 class WorkerHarness:
     """Runs a fastq ``Worker`` in-process against a real Redis, one drain at a time.
 
-    ``config`` are ``WorkerConfig`` fields (checked now); timings default to
-    fast test values (forwarding every 50 ms, polling every 10 ms).
+    ``handler`` is a ``ServeMux``, a handler callable or a ``fastq.App`` (its mux, with the
+    settings of ``app.worker_config()``: queues, retry policies, hooks, ...). ``config`` are
+    ``WorkerConfig`` fields (checked now); timings default to fast test values (forwarding
+    every 50 ms, polling every 10 ms).
+
+    A drain never waits out a retry delay: a failed task whose retry is not due yet ends in
+    ``DrainResult.awaiting_retry``, with the delay asked for in its ``TaskRun.retry_delay``.
+    ``run_retries=True`` runs retries at once instead (the worker is given a delay of 0; the
+    policy's delay is still recorded), so a drain goes on until each task succeeds or is archived.
     """
 
-    def __init__(self, handler: Any, redis_url: str, **config: Any) -> None:
+    def __init__(self, handler: Any, redis_url: str, *, run_retries: bool = False, **config: Any) -> None:
         from fastq.server.config import WorkerConfig
 
+        if _is_app(handler):
+            base = handler.worker_config(redis_url=redis_url)
+            app_settings = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+            app_settings.pop("host", None)
+            config = {**app_settings, **config}
+            handler = handler.mux
         if not isinstance(handler, ServeMux) and not callable(handler):
             raise TypeError(f"handler must be a ServeMux or a callable, not {_tname(handler)}")
+        if not isinstance(run_retries, bool):
+            raise TypeError(f"run_retries must be a bool, not {_tname(run_retries)}")
         self.handler = handler
+        self.run_retries = run_retries
         self.config = {**HARNESS_DEFAULTS, **config, "redis_url": redis_url}
         self._queues = WorkerConfig(**self.config).queues  # validates every field
 
@@ -426,7 +561,8 @@ class WorkerHarness:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         queues = self._queue_names(queue)
         recorder = _Recorder(self.handler)
-        worker = Worker(recorder, WorkerConfig(**{**self.config, "queues": queues}))
+        delay = _RecordedDelay(self.config.get("retry_delay"), recorder, self.run_retries)
+        worker = Worker(recorder, WorkerConfig(**{**self.config, "queues": queues, "retry_delay": delay}))
         redis = async_client(self.config["redis_url"])
         try:
             archived_before = await _archived_ids(redis, queues)
@@ -513,7 +649,7 @@ async def _collect(redis: Any, queues: list[str], runs: list[TaskRun],
     for (q, tid), run in last.items():
         state = await redis.hget(keys.task_key(q, tid), "state")
         if state == b"retry":
-            result.retried.append(tid)
+            result.awaiting_retry.append(tid)
             failed.append((q, tid))
         elif state == b"archived":
             result.archived.append(tid)

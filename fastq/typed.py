@@ -25,7 +25,7 @@ Plain ``bytes`` payloads stay the default: this module is optional.
 Dataclass fields may be ``str``, ``int``, ``float``, ``bool``, ``bytes``,
 ``None``, ``Any``, ``datetime``, ``date``, ``UUID``, ``Enum`` subclasses,
 ``Literal[...]``, ``Optional``/unions, ``list[T]``, ``tuple[...]``,
-``dict[str, T]`` and nested dataclasses. Unknown JSON keys are refused
+``dict[str, T]``, nested dataclasses and pydantic v2 models. Unknown JSON keys are refused
 (nothing is dropped silently); fields with defaults may be missing.
 """
 from __future__ import annotations
@@ -197,6 +197,8 @@ def _check_annotation(tp: Any, path: str, seen: set[Any]) -> None:
         if args:
             _check_annotation(args[1], _join(path, "[]"), seen)
         return
+    if _is_pydantic_model(tp):
+        return
     raise TypeError(f"field {path!r}: type {_describe(tp)} is not supported in a JSON payload schema")
 
 
@@ -277,6 +279,8 @@ def _load(value: Any, tp: Any) -> Any:
             raise _Bad(f"expected an object, got {_json_kind(value)}")
         item = args[1] if args else Any
         return {k: _at(f"[{k!r}]", _load, v, item) for k, v in value.items()}
+    if _is_pydantic_model(tp):
+        return _load_pydantic(value, tp)
     raise _Bad(f"type {_describe(tp)} is not supported")  # pragma: no cover - refused by _check_annotation
 
 
@@ -307,6 +311,30 @@ def _load_dataclass(value: Any, cls: type) -> Any:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:  # a __post_init__ check
         raise _Bad(f"rejected by {cls.__name__}: {exc}") from None
+
+
+def _pydantic_error(exc: Any) -> tuple[str, str]:
+    """(dotted path, reason) of the first error of a pydantic ``ValidationError``."""
+    errors = exc.errors()
+    first = errors[0]
+    path = ""
+    for part in first.get("loc", ()):
+        path = _join(path, f"[{part}]" if isinstance(part, int) else str(part))
+    reason = first.get("msg", "invalid")
+    if len(errors) > 1:
+        reason += f" (+{len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    return path, reason
+
+
+def _load_pydantic(value: Any, model: Any) -> Any:
+    """A JSON value -> an instance of a pydantic v2 model (a field of a dataclass, an App task's parameter)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        path, reason = _pydantic_error(exc)
+        raise _Bad(reason, path) from None
 
 
 def _dump(value: Any, tp: Any) -> Any:
@@ -368,6 +396,10 @@ def _dump(value: Any, tp: Any) -> Any:
                 raise _Bad(f"dict keys must be str, got {type(k).__name__}", f"[{k!r}]")
             out[k] = _at(f"[{k!r}]", _dump, v, item)
         return out
+    if _is_pydantic_model(tp):
+        if not isinstance(value, tp):
+            raise _Bad(f"expected {tp.__name__}, got {type(value).__name__}")
+        return value.model_dump(mode="json")
     raise _Bad(f"type {_describe(tp)} is not supported")  # pragma: no cover - refused by _check_annotation
 
 
@@ -439,14 +471,7 @@ class _PydanticCodec:
         try:
             return self.schema.model_validate_json(data)
         except ValidationError as exc:
-            errors = exc.errors()
-            first = errors[0]
-            path = ""
-            for part in first.get("loc", ()):
-                path = _join(path, f"[{part}]" if isinstance(part, int) else str(part))
-            reason = first.get("msg", "invalid")
-            if len(errors) > 1:
-                reason += f" (+{len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+            path, reason = _pydantic_error(exc)
             raise PayloadError(task_type, path, reason) from None
 
 

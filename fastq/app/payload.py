@@ -1,0 +1,214 @@
+"""An App task's arguments <-> its JSON payload, and its return value <-> the stored result.
+
+The payload is a JSON object with the parameters' names as keys, as Go's ``encoding/json``
+writes a struct or a ``map[string]any``: ``send_email("a@b.c", subject="hi")`` is
+``{"to":"a@b.c","subject":"hi"}``. Values are checked against the parameters' type hints with
+``fastq.typed``'s machinery (dataclasses, pydantic models, ``datetime``, ``UUID``, enums,
+``list``/``dict``/``tuple``, unions, ...; an unannotated parameter takes any JSON value).
+Only the arguments given are written: a parameter left out takes its default when the task
+runs. Unknown keys and missing required parameters are refused on both sides.
+
+The return value is JSON too (by the return annotation), except ``bytes``, stored as they are.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from fastq.errors import PayloadError, SkipRetry, TaskArgumentError
+from fastq.typed import _at, _Bad, _check_annotation, _dump, _load, _loads
+
+__all__ = ["ArchivedError", "Signature", "JSONResult", "NO_ANNOTATION"]
+
+NO_ANNOTATION: Any = inspect.Parameter.empty
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+class ArchivedError(SkipRetry):
+    """Raised by an App task's handler for a failure that is not retried (an exception outside
+    ``retry_on``, a payload or a return value that does not fit): the task is archived at once
+    with this text. The original exception is its ``__cause__``."""
+
+
+class JSONResult(bytes):
+    """The JSON bytes of a task's return value, marked as such (a plain ``bytes`` return value
+    is stored raw). The worker stores it like any bytes."""
+
+
+@dataclass(frozen=True)
+class _Param:
+    name: str
+    annotation: Any
+    required: bool
+    positional_only: bool
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+class Signature:
+    """The parameters and return annotation of a task function, and the JSON mapping of both."""
+
+    def __init__(self, fn: Callable[..., Any], task_type: str) -> None:
+        self.task_type = task_type
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"task {task_type!r}: cannot read the signature of {fn!r}: {exc}") from None
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception as exc:  # NameError for an annotation that does not resolve
+            raise TypeError(f"task {task_type!r}: cannot resolve the annotations of "
+                            f"{getattr(fn, '__qualname__', fn)!r}: {exc}") from None
+        params: list[_Param] = []
+        for p in sig.parameters.values():
+            if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                raise TypeError(f"task {task_type!r}: parameter {p.name!r} is *args or **kwargs; a task's "
+                                f"parameters must have names (they are the keys of its JSON payload)")
+            annotation = hints.get(p.name, Any)
+            try:
+                _check_annotation(annotation, p.name, set())
+            except TypeError as exc:
+                raise TypeError(f"task {task_type!r}: parameter {p.name!r}: {exc}") from None
+            params.append(_Param(p.name, annotation, p.default is inspect.Parameter.empty,
+                                 p.kind is inspect.Parameter.POSITIONAL_ONLY))
+        self.params = tuple(params)
+        self.by_name = {p.name: p for p in params}
+        self.positional = tuple(p for p, raw in zip(params, sig.parameters.values(), strict=True)
+                                if raw.kind in _POSITIONAL)
+        self.required = tuple(p.name for p in params if p.required)
+        self.returns: Any = hints.get("return", NO_ANNOTATION)
+        if self.returns is not NO_ANNOTATION and self.returns is not type(None):
+            try:
+                _check_annotation(self.returns, "return", set())
+            except TypeError as exc:
+                raise TypeError(f"task {task_type!r}: return annotation: {exc}") from None
+
+    @property
+    def returns_value(self) -> bool:
+        """Whether the function is annotated to return something (not ``None``, not unannotated)."""
+        return self.returns is not NO_ANNOTATION and self.returns is not type(None) and \
+            self.returns is not typing.NoReturn
+
+    # ----------------------------------------------------------- enqueue side
+
+    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any], index: Optional[int] = None) -> dict[str, Any]:
+        """``{name: value}`` of the arguments given, as a call would bind them (no defaults added)."""
+        if len(args) > len(self.positional):
+            raise self._arg_error("", f"takes {len(self.positional)} positional argument(s) but "
+                                      f"{len(args)} were given", index)
+        bound = {p.name: value for p, value in zip(self.positional, args, strict=False)}
+        for name, value in kwargs.items():
+            param = self.by_name.get(name)
+            if param is None:
+                known = ", ".join(self.by_name) or "no parameters"
+                raise self._arg_error(name, f"unexpected keyword argument (the task has: {known})", index)
+            if name in bound:
+                raise self._arg_error(name, "got multiple values", index)
+            if param.positional_only:
+                raise self._arg_error(name, "is positional-only; pass it by position", index)
+            bound[name] = value
+        if len(bound) < len(self.required):
+            missing = [name for name in self.required if name not in bound]
+            if missing:
+                raise self._arg_error(missing[0], "missing required argument", index)
+        return bound
+
+    def dump_args(self, args: Sequence[Any], kwargs: Mapping[str, Any], index: Optional[int] = None) -> bytes:
+        """The JSON payload of a call; ``TaskArgumentError`` names the parameter that does not fit."""
+        bound = self.bind(args, kwargs, index)
+        out = {}
+        by_name = self.by_name
+        for name, value in bound.items():
+            try:
+                out[name] = _dump(value, by_name[name].annotation)
+            except _Bad as bad:
+                raise self._arg_error(f"{name}.{bad.path}" if bad.path and not bad.path.startswith("[")
+                                      else name + bad.path, bad.reason, index) from None
+        try:
+            return _dumps(out)
+        except ValueError as exc:  # a float under Any that JSON cannot hold
+            raise self._arg_error("", str(exc), index) from None
+
+    def _arg_error(self, field: str, reason: str, index: Optional[int]) -> TaskArgumentError:
+        return TaskArgumentError(self.task_type, field, reason, index)
+
+    # ----------------------------------------------------------- worker side
+
+    def load_args(self, data: bytes) -> tuple[list[Any], dict[str, Any]]:
+        """Positional and keyword arguments from a payload; ``PayloadError`` names what does not fit.
+
+        An empty payload is an empty object (a Go producer may send none for a task without
+        parameters)."""
+        task_type = self.task_type
+        if not data:
+            value: Any = {}
+        else:
+            try:
+                value = _loads(data)
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                raise PayloadError(task_type, "", f"not valid JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise PayloadError(task_type, "", f"expected a JSON object of the task's arguments by parameter name, "
+                                              f"got {type(value).__name__}")
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        by_name = self.by_name
+        for name, raw in value.items():
+            param = by_name.get(name)
+            if param is None:
+                known = ", ".join(by_name) or "no parameters"
+                raise PayloadError(task_type, name, f"unknown parameter (the task has: {known})")
+            try:
+                loaded = _at(name, _load, raw, param.annotation)
+            except _Bad as bad:
+                raise PayloadError(task_type, bad.path, bad.reason) from None
+            kwargs[name] = loaded
+        for name in self.required:
+            if name not in kwargs:
+                raise PayloadError(task_type, name, "missing")
+        for param in self.positional:
+            if not param.positional_only:
+                break
+            if param.name in kwargs:
+                args.append(kwargs.pop(param.name))
+            else:  # a positional-only parameter with a default, left out: so are the ones after it
+                break
+        return args, kwargs
+
+    # ----------------------------------------------------------- the return value
+
+    def dump_result(self, value: Any) -> Optional[bytes]:
+        """What the worker stores for a return value: ``None`` for ``None``, bytes as they are,
+        anything else as JSON checked against the return annotation (``TypeError`` if it does not fit)."""
+        if value is None:
+            return None
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        annotation = Any if self.returns in (NO_ANNOTATION, type(None)) else self.returns
+        try:
+            return JSONResult(_dumps(_dump(value, annotation)))
+        except _Bad as bad:
+            where = f" at {bad.path!r}" if bad.path else ""
+            raise TypeError(f"task {self.task_type!r} returned a value that cannot be stored as JSON "
+                            f"by its return annotation{where}: {bad.reason}") from None
+        except ValueError as exc:
+            raise TypeError(f"task {self.task_type!r} returned a value that cannot be stored as JSON: "
+                            f"{exc}") from None
+
+    def load_result(self, data: bytes) -> Any:
+        """The return value from stored result bytes: raw for a ``-> bytes`` task, else JSON
+        loaded by the return annotation (``PayloadError`` if it does not fit)."""
+        if self.returns is bytes:
+            return data
+        annotation = Any if self.returns in (NO_ANNOTATION, type(None)) else self.returns
+        try:
+            return _load(_loads(data), annotation)
+        except ValueError as exc:
+            raise PayloadError(self.task_type, "", f"result is not valid JSON ({exc})") from None
+        except _Bad as bad:
+            raise PayloadError(self.task_type, bad.path, f"result: {bad.reason}") from None
