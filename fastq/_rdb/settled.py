@@ -204,8 +204,8 @@ class SettledWatch:
                 self._check(channel, list(self._waiting.get(channel, {})))
             elif message["type"] == "message":
                 state, _, ids = message["data"].partition(b"\n")
-                waiting = self._waiting.get(channel, {})
-                mine = [i for i in (x.decode("utf-8", "replace") for x in ids.split(b"\n")) if i in waiting]
+                by_id = self._waiting.get(channel, {})
+                mine = [i for i in (x.decode("utf-8", "replace") for x in ids.split(b"\n")) if i in by_id]
                 if not mine:
                     continue
                 if state == b"done":
@@ -258,7 +258,7 @@ class SettledWatch:
                 log.exception("result watch: delivering task %s failed", task_id)
 
 
-_watches: dict[tuple[int, Any], SettledWatch] = {}
+_watches: dict[tuple[Any, ...], SettledWatch] = {}
 _watches_lock = threading.Lock()
 
 
