@@ -23,8 +23,8 @@ from topology import Cluster
 
 import fastq
 from fastq import doctor, keys
+from fastq._rdb.worker import Broker, is_cluster
 from fastq.connection import ClusterUnavailableError, ConnectionConfigError, RedisClusterClientOpt
-from fastq.server.broker import Broker, is_cluster
 from fastq.server.config import WorkerConfig
 
 pytestmark = pytest.mark.slow
@@ -210,8 +210,8 @@ def test_enqueue_drain_retry_schedule_group_retention_across_three_masters(fresh
 
 
 def test_lease_recovery_and_supervisor_recovery_per_queue(fresh):
-    from fastq.server.maintenance import recover_once
     from fastq.server.processor import Processor
+    from fastq.server.recoverer import recover_once
     from fastq.server.recovery import recover_worker
 
     queues = spread_queues(fresh)
@@ -226,9 +226,7 @@ def test_lease_recovery_and_supervisor_recovery_per_queue(fresh):
         broker = Broker(redis_)
         got = 0
         for i, q in enumerate(queues):
-            queue_keys = [keys.pending_key(q), keys.paused_key(q), keys.active_key(q), keys.lease_key(q)]
-            reply = await broker.dequeue(queue_keys, [keys.task_key_prefix(q)], 2, lease, f"{server_id}:{i}")
-            got += (len(reply) - 2) // 2
+            got += len(await broker.dequeue([q], 2, lease, f"{server_id}:{i}"))
         await redis_.aclose()
         return got
 

@@ -260,6 +260,14 @@ class Broker:
         replies = await aexecute(self.redis, [cmd("type", key) for key in names])
         return {key: t.decode() if isinstance(t, bytes) else str(t) for key, t in zip(names, replies, strict=True)}
 
+    async def register_queues(self, queues: Iterable[str]) -> None:
+        """Add ``queues`` to ``asynq:queues`` (what the Inspector, CLI and asynqmon list)."""
+        await aexecute(self.redis, [cmd("sadd", keys.ALL_QUEUES, *queues)])
+
+    async def load_scripts(self) -> None:
+        """SCRIPT LOAD every script, so the first calls need no NOSCRIPT round trip."""
+        await aexecute(self.redis, [cmd("script_load", s.source) for s in _s.SCRIPTS.values()])
+
     async def write_result(self, queue: str, task_id: str, data: bytes) -> bool:
         """Set the task's ``result`` field; False when the task hash is gone (never created)."""
         (reply,) = await aexecute(self.redis, [script(_s.WRITE_RESULT, [keys.task_key(queue, task_id)], [data])])

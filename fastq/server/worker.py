@@ -21,9 +21,6 @@ from typing import Any, Optional
 
 from redis.exceptions import RedisError
 
-from fastq import keys
-from fastq._rdb.calls import aexecute, cmd
-from fastq._rdb.scripts import SCRIPTS
 from fastq._rdb.worker import Broker
 from fastq._redis import async_client, redact
 from fastq.redis.clients import fail_fast_options
@@ -126,9 +123,9 @@ class Worker:
         self._heartbeat_stop = asyncio.Event()  # the heartbeat runs until the tasks are settled
         # Start-up writes are best-effort: a full Redis (maxmemory, noeviction) refuses SADD, yet
         # draining tasks is exactly what frees memory, so the worker must start regardless.
-        publish = asyncio.create_task(self._publish_queues(redis), name="fastq-publish-queues")
+        publish = asyncio.create_task(self._publish_queues(broker), name="fastq-publish-queues")
         await _warn_about_server(redis)
-        await _load_scripts(redis)
+        await _load_scripts(broker)
         try:  # register and warm a connection before taking tasks
             await heartbeater.beat()
         except (RedisError, OSError) as exc:
@@ -239,7 +236,7 @@ class Worker:
             await redis.aclose()
         log.info("worker %d stopped after %d task(s)", os.getpid(), processor.processed)
 
-    async def _publish_queues(self, redis: Any) -> None:
+    async def _publish_queues(self, broker: Broker) -> None:
         """Add the served queues to ``asynq:queues``, in the background until it succeeds.
 
         Workers do not need their queues there, but the Inspector, CLI and asynqmon only show
@@ -249,7 +246,7 @@ class Worker:
         health = self.processor.health
         while not self._upkeep_stop.is_set():
             try:
-                await redis.sadd(keys.ALL_QUEUES, *self.config.queues)
+                await broker.register_queues(self.config.queues)
                 health.ok("register queues")
                 return
             except (RedisError, OSError) as exc:
@@ -274,10 +271,10 @@ async def _join(tasks: list, timeout: float) -> None:
             log.error("%s failed: %r", task.get_name(), task.exception())
 
 
-async def _load_scripts(redis: Any) -> None:
+async def _load_scripts(broker: Broker) -> None:
     """SCRIPT LOAD every script once at start, so the first calls need no NOSCRIPT round trip."""
     try:
-        await aexecute(redis, [cmd("script_load", s.source) for s in SCRIPTS.values()])
+        await broker.load_scripts()
     except (RedisError, OSError) as exc:  # the calls themselves load scripts on NOSCRIPT anyway
         log.debug("preloading scripts failed: %s", exc)
 
