@@ -83,7 +83,8 @@ def test_a_payload_that_does_not_fit_is_archived_at_once_with_the_reason(app, r,
     errors = result.stored_errors
     assert errors[bad_type.id] == ("email:send payload: field 'to': expected a string, got a number: "
                                    "skip retry for the task")
-    assert errors[unknown.id].startswith("email:send payload: field 'cc': unknown parameter (the task has: to, subject)")
+    assert errors[unknown.id].startswith("email:send payload: field 'cc': unknown parameter "
+                                         "(the task has: to, subject)")
     assert errors[not_json.id].startswith("email:send payload: not valid JSON")
     assert errors[missing.id].startswith("email:send payload: field 'to': missing")
     assert message(r, "default", bad_type.id).retried == 0  # never retried
