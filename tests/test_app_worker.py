@@ -220,3 +220,22 @@ def test_harness_with_an_app_takes_overrides(redis_url):
     assert harness.config["retry_delay"] == app.retry_delay
     with pytest.raises(TypeError, match="run_retries must be a bool"):
         WorkerHarness(app, redis_url, run_retries="yes")
+
+
+def test_a_given_worker_config_gets_the_apps_retry_delay_unless_it_has_its_own(redis_url, tmp_path, monkeypatch):
+    from fastq.server.supervisor import import_app
+
+    app = fastq.App(redis_url)
+    mux, cfg = app.worker_parts(fastq.WorkerConfig(redis_url=redis_url, queues={"q": 2}))
+    assert mux is app.mux and cfg.retry_delay == app.retry_delay and cfg.queues == {"q": 2}
+
+    def own(*args: Any) -> float:
+        return 1.0
+
+    assert app.worker_parts(fastq.WorkerConfig(redis_url=redis_url, retry_delay=own))[1].retry_delay is own
+    # fastq-supervisor resolves APP to the App itself: a handler, whose worker_parts the Worker uses
+    (tmp_path / "app_module_for_supervisor.py").write_text(
+        "import fastq\napp = fastq.App()\n\n@app.task(name='t')\ndef t(n: int) -> int:\n    return n\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    loaded = import_app("app_module_for_supervisor:app")
+    assert isinstance(loaded, fastq.App) and loaded(fastq.Task("t", b'{"n": 2}')) == b"2"

@@ -224,8 +224,19 @@ class App:
         return WorkerConfig(**settings)
 
     def worker_parts(self, config: Optional[WorkerConfig] = None) -> tuple[ServeMux, WorkerConfig]:
-        """What ``fastq.Worker(app, config)`` runs: the mux, and ``config`` or ``worker_config()``."""
-        return self._mux, config if config is not None else self.worker_config()
+        """What ``fastq.Worker(app, config)`` runs: the mux, and ``worker_config()`` when no
+        ``config`` is given. A given ``config`` is used as it is, except that Asynq's default
+        ``retry_delay`` becomes the App's (so ``fastq-supervisor module:app``, which builds the
+        config from its flags, still applies the tasks' retry policies and ``fastq.Retry``)."""
+        if config is None:
+            return self._mux, self.worker_config()
+        if config.retry_delay is default_retry_delay:
+            config = dataclasses.replace(config, retry_delay=self.retry_delay)
+        return self._mux, config
+
+    def __call__(self, task: Task) -> Any:
+        """An App is a handler too (its mux's), so ``fastq-supervisor module:app`` takes it."""
+        return self._mux(task)
 
     # ----------------------------------------------------------- producing
 
