@@ -474,11 +474,25 @@ class _RecordedDelay:
 
     def __call__(self, retried: int, exc: Optional[BaseException] = None, task: Any = None) -> float:
         seconds = float(self.policy(retried, exc, task))
-        for run in reversed(self.recorder.runs):
-            if run.error is exc and exc is not None:
-                run.retry_delay = seconds
-                break
+        run = self._run_of(exc, task)
+        if run is not None:
+            run.retry_delay = seconds
         return 0.0 if self.run_retries else seconds
+
+    def _run_of(self, exc: Optional[BaseException], task: Any) -> Optional[TaskRun]:
+        if exc is None:
+            return None
+        runs = self.recorder.runs
+        for run in reversed(runs):
+            if run.error is exc:
+                return run
+        # asyncio hands a sync handler's TimeoutError over as a copy (concurrent.futures'): match it
+        for run in reversed(runs):
+            if run.retry_delay is None and run.error is not None and type(run.error) is type(exc) \
+                    and run.error.args == exc.args and task is not None and run.type == task.type \
+                    and run.payload == task.payload:
+                return run
+        return None
 
 
 HARNESS_DEFAULTS = {

@@ -239,3 +239,15 @@ def test_a_given_worker_config_gets_the_apps_retry_delay_unless_it_has_its_own(r
     monkeypatch.syspath_prepend(str(tmp_path))
     loaded = import_app("app_module_for_supervisor:app")
     assert isinstance(loaded, fastq.App) and loaded(fastq.Task("t", b'{"n": 2}')) == b"2"
+
+
+def test_run_retries_records_the_delays_of_a_sync_tasks_timeout_errors(app, redis_url):
+    # asyncio hands a sync handler's TimeoutError to the worker as a copy: the delay is still recorded
+    @app.task(name="slow", max_retry=2, retry_backoff=fastq.Backoff(base=60, jitter=0))
+    def slow() -> None:
+        raise TimeoutError("still down")
+
+    ref = slow.enqueue()
+    result = WorkerHarness(app, redis_url, run_retries=True).drain(timeout=10)
+    assert result.archived == [ref.id]
+    assert [run.retry_delay for run in result.runs] == [60, 120, None]
