@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import redis
 from redis.exceptions import RedisError
 
 from fastq import keys
@@ -145,7 +146,7 @@ class SettledWatch:
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="fastq-results", daemon=True)
                 self._thread.start()
 
@@ -166,10 +167,13 @@ class SettledWatch:
                 if self._listen(pubsub):
                     return
                 backoff = 0.1
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the watch must outlive any failure of its connection
                 if self._idle():
                     return
-                log.warning("result watch: Redis connection failed (%s); reconnecting in %.1fs", exc, backoff)
+                if isinstance(exc, (RedisError, OSError)):
+                    log.warning("result watch: Redis connection failed (%s); reconnecting in %.1fs", exc, backoff)
+                else:
+                    log.warning("result watch: unexpected error; reconnecting in %.1fs", backoff, exc_info=exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
@@ -266,11 +270,24 @@ def watch_for(client: Any) -> SettledWatch:
     """The process's ``SettledWatch`` for the Redis server ``client`` (a sync redis.Redis)
     talks to; one per server and process (a forked child gets its own)."""
     plain = (str, int, float, bool, bytes, type(None))
-    kwargs = client.connection_pool.connection_kwargs
-    key = (os.getpid(), type(client.connection_pool).__name__,
-           tuple(sorted((k, v) for k, v in kwargs.items() if isinstance(v, plain))))
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:  # a Cluster client: one watch per client object
+        key: tuple[Any, ...] = (os.getpid(), id(client))
+    else:
+        key = (os.getpid(), type(pool).__name__,
+               tuple(sorted((k, v) for k, v in pool.connection_kwargs.items() if isinstance(v, plain))))
     with _watches_lock:
         watch = _watches.get(key)
         if watch is None:
-            watch = _watches[key] = SettledWatch(client)
+            watch = _watches[key] = SettledWatch(_private(client))
         return watch
+
+
+def _private(client: Any) -> Any:
+    """A client of the watch's own, on a pool of its own with ``client``'s settings, so that
+    closing ``client`` (an App's, a user's) does not cut the watch's connections."""
+    pool = getattr(client, "connection_pool", None)
+    if type(pool) in (redis.ConnectionPool, redis.BlockingConnectionPool):
+        return redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class,
+                                                      **pool.connection_kwargs))
+    return client  # Sentinel and Cluster clients keep their own discovery

@@ -1,9 +1,14 @@
-"""TaskRef: what enqueueing an App task returns."""
+"""TaskRef: what enqueueing an App task returns; ``result()`` waits for the task's return value."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
+from fastq.errors import TaskFailedError
 from fastq.task import TaskInfo
+
+if TYPE_CHECKING:
+    from fastq._rdb.settled import Settled, SettledWatch
+    from fastq.app.task import AppTask
 
 __all__ = ["TaskRef"]
 
@@ -12,17 +17,20 @@ _NO_VALUE: Any = object()
 
 class TaskRef:
     """A reference to one enqueued App task: ``.id``, ``.queue``, ``.info`` (the ``TaskInfo``
-    written at enqueue: state, options, payload).
+    written at enqueue: state, options, payload), and ``result(timeout)`` / ``await
+    aresult(timeout)``, the task's return value once a worker has run it.
 
     A task run eagerly (``with app.eager():``) has run already: ``.value`` is what it returned
-    (through the same JSON round trip a worker's stored result takes).
+    (through the same JSON round trip a worker's stored result takes), and ``result()`` returns it
+    at once.
     """
 
-    __slots__ = ("info", "_value")
+    __slots__ = ("info", "_value", "_task")
 
-    def __init__(self, info: TaskInfo, value: Any = _NO_VALUE) -> None:
+    def __init__(self, info: TaskInfo, value: Any = _NO_VALUE, *, task: Optional[AppTask[Any, Any]] = None) -> None:
         self.info = info
         self._value = value
+        self._task = task
 
     @property
     def id(self) -> str:
@@ -47,11 +55,59 @@ class TaskRef:
     @property
     def value(self) -> Any:
         """The return value of a task run eagerly; ``AttributeError`` for a task written to Redis
-        (its stored result is in ``fastq.Inspector().get_task_info(ref.queue, ref.id).result``)."""
+        (wait for it with ``result()``)."""
         if self._value is _NO_VALUE:
-            raise AttributeError(f"task {self.id!r} was enqueued to Redis, not run eagerly: its value is not "
-                                 f"known here (a kept result is in Inspector.get_task_info(queue, id).result)")
+            raise AttributeError(f"task {self.id!r} was enqueued to Redis, not run eagerly: wait for its value "
+                                 f"with result(timeout)")
         return self._value
+
+    # ---------------------------------------------------------------- results
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        """Wait until the task has finished and return its return value (decoded by the task's
+        return annotation; ``bytes`` as stored).
+
+        Raises ``fastq.TaskFailedError`` (with Asynq's error text) when the task was archived: its
+        retries are used up, or it raised an exception outside ``retry_on``. Raises
+        ``TimeoutError`` when it has not finished within ``timeout`` seconds (None: no limit; a
+        task that is retried goes on being waited for). Waiting does not poll Redis: the worker's
+        acknowledgement publishes a notice that wakes every waiter of the process at once (one
+        shared subscription). A task that kept no result (enqueued with ``retention=0``, so it was
+        deleted when done) returns None.
+        """
+        if self._value is not _NO_VALUE:
+            return self._value
+        return self._outcome(self._watch().wait(self.queue, self.id, _timeout(timeout)))
+
+    async def aresult(self, timeout: Optional[float] = None) -> Any:
+        """``result`` for async code: the event loop is never blocked."""
+        if self._value is not _NO_VALUE:
+            return self._value
+        return self._outcome(await self._watch().await_(self.queue, self.id, _timeout(timeout)))
+
+    def _watch(self) -> SettledWatch:
+        from fastq._rdb.settled import watch_for
+
+        if self._task is None:
+            raise RuntimeError(f"task {self.id!r}: this TaskRef was not made by an App task's enqueue(); "
+                               f"it cannot wait for a result")
+        return watch_for(self._task.app.client.redis)
+
+    def _outcome(self, settled: Settled) -> Any:
+        if settled.state == "archived":
+            raise TaskFailedError(self.id, self.queue, settled.error)
+        if settled.result is None:
+            return None
+        assert self._task is not None
+        return self._task.signature.load_result(settled.result)
 
     def __repr__(self) -> str:
         return f"TaskRef(id={self.id!r}, queue={self.queue!r}, type={self.type!r}, state={self.info.state.value!r})"
+
+
+def _timeout(timeout: Optional[float]) -> Optional[float]:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+    return float(timeout)

@@ -72,7 +72,7 @@ class _Enqueuer(Generic[P, R]):
             from fastq.app.eager import run_eager
 
             return run_eager(self._task, task, self._options)
-        return TaskRef(app.client.enqueue(task, **self._options))
+        return TaskRef(app.client.enqueue(task, **self._options), task=self._task)
 
     async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskRef:
         """``enqueue`` for async code (through the App's ``AsyncClient`` of the running loop)."""
@@ -82,7 +82,7 @@ class _Enqueuer(Generic[P, R]):
             from fastq.app.eager import arun_eager
 
             return await arun_eager(self._task, task, self._options)
-        return TaskRef(await app.async_client().enqueue(task, **self._options))
+        return TaskRef(await app.async_client().enqueue(task, **self._options), task=self._task)
 
     def _messages(self, calls: Iterable[Arguments]) -> list[Task]:
         if isinstance(calls, (str, bytes, Mapping)):
@@ -110,7 +110,7 @@ class _Enqueuer(Generic[P, R]):
             from fastq.app.eager import run_eager
 
             return [run_eager(self._task, task, self._options) for task in tasks]
-        return [TaskRef(info) for info in app.client.enqueue_many(tasks, **self._options)]
+        return [TaskRef(info, task=self._task) for info in app.client.enqueue_many(tasks, **self._options)]
 
     async def aenqueue_many(self, calls: Iterable[Arguments]) -> list[TaskRef]:
         """``enqueue_many`` for async code."""
@@ -120,7 +120,8 @@ class _Enqueuer(Generic[P, R]):
             from fastq.app.eager import arun_eager
 
             return [await arun_eager(self._task, task, self._options) for task in tasks]
-        return [TaskRef(info) for info in await app.async_client().enqueue_many(tasks, **self._options)]
+        infos = await app.async_client().enqueue_many(tasks, **self._options)
+        return [TaskRef(info, task=self._task) for info in infos]
 
 
 class TaskWithOptions(_Enqueuer[P, R]):
