@@ -286,8 +286,8 @@ def watch_for(client: Any) -> SettledWatch:
 def _private(client: Any) -> Any:
     """A client of the watch's own, on a pool of its own with ``client``'s settings, so that
     closing ``client`` (an App's, a user's) does not cut the watch's connections."""
-    pool = getattr(client, "connection_pool", None)
-    if type(pool) in (redis.ConnectionPool, redis.BlockingConnectionPool):
-        return redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class,
-                                                      **pool.connection_kwargs))
+    pool: Any = getattr(client, "connection_pool", None)
+    kind: Any = type(pool)
+    if kind in (redis.ConnectionPool, redis.BlockingConnectionPool):
+        return redis.Redis(connection_pool=kind(connection_class=pool.connection_class, **pool.connection_kwargs))
     return client  # Sentinel and Cluster clients keep their own discovery
