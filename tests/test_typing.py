@@ -15,7 +15,8 @@ import pytest
 import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLIC = ["__init__", "client", "task", "context", "errors", "mux", "options", "results", "testing", "typed", "keys"]
+PUBLIC = ["__init__", "client", "task", "context", "errors", "mux", "options", "results", "testing/__init__",
+          "testing/handlers", "testing/harness", "typed", "keys"]
 
 pytest.importorskip("mypy", reason="mypy is in the dev extra: pip install -e '.[dev]'")
 
