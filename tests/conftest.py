@@ -24,6 +24,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="skip the tests of the compiled codec")
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Close the result watches (``TaskRef.result()``) before the interpreter's shutdown."""
+    from fastq._rdb.settled import close_all
+
+    close_all()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory):
     server = RedisServer(tmp_path_factory.mktemp("redis"))

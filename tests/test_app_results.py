@@ -142,7 +142,10 @@ def test_many_async_waiters_share_one_subscription(app, r, redis_url):
         subscribers = dict(r.pubsub_numsub(keys.settled_channel(queue)))[keys.settled_channel(queue).encode()]
         assert subscribers == 1
         await asyncio.to_thread(WorkerHarness(app, redis_url, queues={queue: 1}).drain, queue, 20)
-        return await asyncio.gather(*waits)
+        try:
+            return await asyncio.gather(*waits)
+        finally:
+            await app.aclose()
 
     assert asyncio.run(main()) == [i * i for i in range(200)]
 

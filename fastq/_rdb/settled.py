@@ -13,6 +13,7 @@ announced. After a dropped connection every waiter's task is read again.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import queue as _queue
@@ -80,8 +81,10 @@ class _Waiter:
 class SettledWatch:
     """The process's listener for one Redis server (see the module docstring)."""
 
-    def __init__(self, client: Any) -> None:
-        self._client = client  # a sync redis.Redis: its pool gives the reader and pub/sub connections
+    def __init__(self, client: Any, owns_client: bool = False) -> None:
+        self._client = client
+        self._owns_client = owns_client
+        self._closed = False  # a sync redis.Redis: its pool gives the reader and pub/sub connections
         self._requests: _queue.SimpleQueue[tuple[str, _Waiter]] = _queue.SimpleQueue()
         self._waiting: dict[str, dict[str, list[_Waiter]]] = {}  # channel -> task id -> waiters
         self._confirmed: set[str] = set()
@@ -142,6 +145,15 @@ class SettledWatch:
             self.forget(waiter)
             raise
 
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the thread and close the watch's connections (waiters left get no answer)."""
+        self._closed = True
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        if self._owns_client:
+            self._client.close()
+
     # ---------------------------------------------------------------- thread
 
     def _start(self) -> None:
@@ -168,7 +180,7 @@ class SettledWatch:
                     return
                 backoff = 0.1
             except Exception as exc:  # noqa: BLE001 - the watch must outlive any failure of its connection
-                if self._idle():
+                if self._closed or self._idle():
                     return
                 if isinstance(exc, (RedisError, OSError)):
                     log.warning("result watch: Redis connection failed (%s); reconnecting in %.1fs", exc, backoff)
@@ -189,7 +201,7 @@ class SettledWatch:
         if waiting:
             pubsub.subscribe(*waiting)
         idle_since = time.monotonic()
-        while True:
+        while not self._closed:
             self._take_requests(pubsub)
             if any(self._waiting.values()):
                 idle_since = time.monotonic()
@@ -217,6 +229,7 @@ class SettledWatch:
                         self._deliver(channel, tid, Settled("done"))
                 else:
                     self._check(channel, mine)
+        return True  # closed
 
     def _take_requests(self, pubsub: Any) -> None:
         while True:
@@ -279,8 +292,21 @@ def watch_for(client: Any) -> SettledWatch:
     with _watches_lock:
         watch = _watches.get(key)
         if watch is None:
-            watch = _watches[key] = SettledWatch(_private(client))
+            private = _private(client)
+            watch = _watches[key] = SettledWatch(private, owns_client=private is not client)
         return watch
+
+
+def close_all() -> None:
+    """Close every watch of this process (at exit; tests)."""
+    with _watches_lock:
+        watches = list(_watches.values())
+        _watches.clear()
+    for watch in watches:
+        watch.close()
+
+
+atexit.register(close_all)
 
 
 def _private(client: Any) -> Any:

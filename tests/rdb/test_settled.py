@@ -15,7 +15,7 @@ import redis
 
 import fastq
 from fastq import keys
-from fastq._rdb.settled import Settled, SettledWatch, watch_for
+from fastq._rdb.settled import Settled, SettledWatch, close_all, watch_for
 from fastq.errors import SkipRetry
 from fastq.testing import WorkerHarness
 
@@ -49,16 +49,17 @@ def _subscribers(r: redis.Redis, queue: str = "default") -> int:
 
 def test_a_waiter_started_before_the_task_runs_is_woken_with_its_result(redis_url, r):
     client = fastq.Client(redis_url)
-    info = client.enqueue(fastq.Task("ok", b"1"), retention=60)
+    q = f"early-{uuid.uuid4().hex[:8]}"  # watches of other tests may still listen on "default"
+    info = client.enqueue(fastq.Task("ok", b"1"), queue=q, retention=60)
     watch = SettledWatch(redis.Redis.from_url(redis_url))
     got: list[Settled] = []
-    waiter = threading.Thread(target=lambda: got.append(watch.wait("default", info.id, 10)))
+    waiter = threading.Thread(target=lambda: got.append(watch.wait(q, info.id, 10)))
     waiter.start()
     deadline = time.monotonic() + 5
-    while _subscribers(r) == 0 and time.monotonic() < deadline:
+    while _subscribers(r, q) == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert _subscribers(r) == 1
-    WorkerHarness(_mux(), redis_url).drain()
+    assert _subscribers(r, q) == 1
+    WorkerHarness(_mux(), redis_url, queues={q: 1}).drain(q)
     waiter.join(10)
     assert got == [Settled("completed", b"result:1")]
 
@@ -136,3 +137,18 @@ def test_the_watch_reconnects_and_reads_again_after_redis_drops_it(redis_url, r)
     WorkerHarness(_mux(), redis_url).drain()
     waiter.join(15)
     assert got == [Settled("completed", b"result:3")]
+    watch.close()
+
+
+def test_close_stops_the_thread_and_a_new_watch_takes_over(redis_url, r):
+    first = watch_for(redis.Redis.from_url(redis_url))
+    info = fastq.Client(redis_url).enqueue(fastq.Task("ok", b"4"), retention=60)
+    WorkerHarness(_mux(), redis_url).drain()
+    assert first.wait("default", info.id, 5) == Settled("completed", b"result:4")
+    thread = first._thread
+    assert thread is not None and thread.is_alive()
+    close_all()
+    assert not thread.is_alive()
+    second = watch_for(redis.Redis.from_url(redis_url))
+    assert second is not first and second.wait("default", info.id, 5) == Settled("completed", b"result:4")
+    second.close()
