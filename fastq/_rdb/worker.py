@@ -54,10 +54,13 @@ def settle_calls(outcomes: Iterable[Outcome], now: float, cutoff: str = "") -> l
     (``""``: no token check). With ``cutoff`` (Unix s) a task is settled only if its lease
     expired by then (recoverers). Each call replies with the IDs it did not settle."""
     groups: dict[tuple[type, str], list[Any]] = {}
+    kind: Any = None
+    q = ""
+    group: list[Any] = []
     for o in outcomes:
-        group = groups.get((o.__class__, o.queue))
-        if group is None:
-            group = groups[(o.__class__, o.queue)] = []
+        if o.__class__ is not kind or o.queue != q:  # outcomes of one kind and queue tend to come in runs
+            kind, q = o.__class__, o.queue
+            group = groups.setdefault((kind, q), [])
         group.append(o)
     date = utc_date(now)
     expire = int(now) + STATS_TTL

@@ -48,9 +48,11 @@ class Acks:
         return len(self._buffer)
 
     def add(self, outcome: Outcome) -> None:
-        self._buffer.append(outcome)
+        buffer = self._buffer
+        if not buffer:  # the first since the loop took the buffer: wake it (later ones find it awake)
+            self._event.set()  # type: ignore[union-attr]
+        buffer.append(outcome)
         self.unacked[outcome.id] = outcome.queue
-        self._event.set()  # type: ignore[union-attr]
 
     def holds(self, tid: TaskId) -> bool:
         """True while the outcome of ``tid`` is known but not yet written."""

@@ -7,7 +7,7 @@ that raises is logged and never breaks the worker. ``Hooks`` is the list the wor
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from fastq.context import TaskContext
 
@@ -42,22 +42,14 @@ class Hook(Protocol):
         """The event loop was blocked for ``seconds``, by the task of ``ctx`` (None: no task)."""
 
 
-class Hooks:
-    """The hooks of one worker; ``call(name, *args)`` calls ``name`` on each that defines it."""
+class Hooks(list[Any]):
+    """The hooks of one worker (a list: its truth value is a C-level check on the hot path);
+    ``call(name, *args)`` calls ``name`` on each hook that defines it."""
 
-    __slots__ = ("hooks",)
-
-    def __init__(self, hooks: Iterable[Any] = ()) -> None:
-        self.hooks = list(hooks)
-
-    def __bool__(self) -> bool:
-        return bool(self.hooks)
-
-    def __len__(self) -> int:
-        return len(self.hooks)
+    __slots__ = ()
 
     def call(self, name: str, *args: Any) -> None:
-        for hook in self.hooks:
+        for hook in self:
             method = getattr(hook, name, None)
             if method is None:
                 continue

@@ -270,49 +270,47 @@ class Processor:
         except UnicodeDecodeError:  # Go strings may hold any bytes; such an ID cannot be a fastq task
             self._archive_raw(queue, claim.raw_id, raw or b"", "task ID is not valid UTF-8", token)
             return
-        try:
-            self._start(queue, tid, raw, token, claim.lease_until)
+        try:  # one function for the whole start: this runs for every task
+            if raw is None:
+                self._archive_raw(queue, tid, b"", "task hash has no message", token)
+                return
+            try:
+                msg = decode_message(raw)
+            except DecodeError as exc:
+                self._archive_raw(queue, tid, raw, f"cannot decode task message: {exc}", token)
+                return
+            if not msg.type or msg.id != tid:
+                reason = "message has no task type" if not msg.type else f"message id {msg.id!r} does not match"
+                self._archive_raw(queue, tid, raw, f"invalid task message: {reason}", token)
+                return
+            now = time.time()
+            deadline = deadline_for(msg, now)
+            handler, is_async = self._resolve(msg.type)
+            ctx = TaskContext(tid, msg.retried, msg.retry, queue, msg.type, deadline, msg.headers)
+            ctx.results = self.results
+            run = _Running(tid, queue, msg, ctx, now, deadline, token, claim.lease_until, handler)
+            if self.hooks:
+                self.hooks.call("task_started", ctx)
+            if not self.running:  # set while nothing ran (_finish)
+                self._idle_event.clear()
+            self.running[tid] = run
+            self._free -= 1
+            if deadline <= now:
+                self.abort(run, ABORT_DEADLINE)
+            elif is_async:
+                run.future = self._loop.create_task(self._run_async(run))
+            else:
+                cctx = contextvars.copy_context()
+                cctx.run(set_current, ctx)
+                task = Task._trusted(msg.type, msg.payload, msg.headers)
+                run.future = self._loop.run_in_executor(self._pool, cctx.run, _call_sync, handler, task)
+                run.future.add_done_callback(lambda fut, run=run: self._sync_done(run, fut))
         except Exception as exc:  # noqa: BLE001 - a bug or a message nobody planned for
             log.exception("task %s in queue %s could not be started", tid, queue)
             if tid in self.running:
                 self.abort(self.running[tid], ABORT_SHUTDOWN)  # back to pending, by the usual path
             elif not self.acks.holds(tid):
                 self._archive_raw(queue, tid, raw or b"", f"task could not be started: {error_text(exc)}", token)
-
-    def _start(self, queue: str, tid: str, raw: Optional[bytes], token: str, lease_until: float) -> None:
-        if raw is None:
-            self._archive_raw(queue, tid, b"", "task hash has no message", token)
-            return
-        try:
-            msg = decode_message(raw)
-        except DecodeError as exc:
-            self._archive_raw(queue, tid, raw, f"cannot decode task message: {exc}", token)
-            return
-        if not msg.type or msg.id != tid:
-            reason = "message has no task type" if not msg.type else f"message id {msg.id!r} does not match"
-            self._archive_raw(queue, tid, raw, f"invalid task message: {reason}", token)
-            return
-        now = time.time()
-        deadline = deadline_for(msg, now)
-        handler, is_async = self._resolve(msg.type)
-        ctx = TaskContext(tid, msg.retried, msg.retry, queue, msg.type, deadline, msg.headers)
-        ctx.results = self.results
-        run = _Running(tid, queue, msg, ctx, now, deadline, token, lease_until, handler)
-        if self.hooks:
-            self.hooks.call("task_started", ctx)
-        self.running[tid] = run
-        self._free -= 1
-        self._idle_event.clear()
-        if deadline <= now:
-            self.abort(run, ABORT_DEADLINE)
-        elif is_async:
-            run.future = self._loop.create_task(self._run_async(run))
-        else:
-            cctx = contextvars.copy_context()
-            cctx.run(set_current, ctx)
-            task = Task._trusted(msg.type, msg.payload, msg.headers)
-            run.future = self._loop.run_in_executor(self._pool, cctx.run, _call_sync, handler, task)
-            run.future.add_done_callback(lambda fut, run=run: self._sync_done(run, fut))
 
     async def _run_async(self, run: _Running) -> None:
         set_current(run.ctx)
