@@ -43,8 +43,8 @@ log = logging.getLogger("fastq.scheduler")
               help="IANA time zone of cron specs without CRON_TZ= (default: the APP's own, else UTC)")
 @click.option("--heartbeat-interval", type=PositiveSeconds(), default=None, metavar="SECONDS",
               help="seconds between writes of the entries to Redis (default: the APP's own, else 10)")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO",
-              help="log level (default: INFO)")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              default="INFO", help="log level (default: INFO)")
 @click.pass_context
 def command(ctx: click.Context, /, **_params: Any) -> int:
     try:  # flag > env > file > default

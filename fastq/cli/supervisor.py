@@ -31,7 +31,7 @@ PROG = "fastq-supervisor"
 log = logging.getLogger("fastq.supervisor")
 
 PREFLIGHT_TIMEOUT = 3.0  # seconds for the start-up PING (connect, TLS handshake, reply)
-LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
+LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
 
 
 class _StopBeforeStart(BaseException):
