@@ -1,0 +1,138 @@
+"""The integration examples run: examples/fastapi (FastAPI's TestClient with a real in-process
+worker on the session's Redis) and examples/django (its own tests, run by Django's test runner
+in a subprocess, so Django's global settings never leak into this process).
+
+fastapi, httpx and django are in the [dev] extra: a missing one fails these tests, never skips them.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import fastq
+from fastq import keys
+from fastq.testing import DrainResult, WorkerHarness
+
+ROOT = Path(__file__).resolve().parents[1]
+FASTAPI_EXAMPLE = ROOT / "examples" / "fastapi"
+DJANGO_EXAMPLE = ROOT / "examples" / "django"
+
+
+# ------------------------------------------------------------------ FastAPI
+
+
+@pytest.fixture
+def example(redis_url, monkeypatch):
+    """The FastAPI example's modules (``app`` and ``tasks``), imported fresh, on the session's Redis."""
+    monkeypatch.setenv("FASTQ_REDIS_URL", redis_url)
+    monkeypatch.syspath_prepend(str(FASTAPI_EXAMPLE))
+    for name in ("app", "tasks"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module("app")
+    yield module
+    module.tasks.app.close()
+    for name in ("app", "tasks"):
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def client(example):
+    with TestClient(example.api) as test_client:  # the lifespan closes the App's async client
+        yield test_client
+
+
+def drain_once_queued(app: fastq.App, redis_url: str, r, queue: str = "default") -> tuple[threading.Thread, list]:
+    """In a thread: wait until a task is pending in ``queue`` (the request enqueued it), then drain."""
+    results: list[DrainResult | BaseException] = []
+
+    def run() -> None:
+        try:
+            deadline = time.monotonic() + 10
+            while not r.llen(keys.pending_key(queue)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"nothing was enqueued to {queue!r}")
+                time.sleep(0.01)
+            results.append(WorkerHarness(app, redis_url).drain(timeout=20))
+        except BaseException as exc:  # reported by the test
+            results.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, results
+
+
+def joined(thread: threading.Thread, results: list) -> DrainResult:
+    thread.join(30)
+    assert not thread.is_alive() and len(results) == 1, results
+    if isinstance(results[0], BaseException):
+        raise results[0]
+    return results[0]
+
+
+def test_fastapi_enqueue_route_writes_a_task_that_a_worker_runs(example, client, redis_url, capsys):
+    response = client.post("/mails", json={"to": "ada@example.com", "subject": "Welcome"})
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    assert response.json()["queue"] == "emails"
+    with fastq.Inspector(redis_url) as inspector:
+        info = inspector.get_task_info("emails", task_id)
+    assert info.type == "mail:send" and info.state is fastq.TaskState.PENDING
+    assert info.payload == b'{"to":"ada@example.com","subject":"Welcome"}'
+
+    result = WorkerHarness(example.tasks.app, redis_url).drain(timeout=20)
+    assert result.succeeded == [task_id]
+    assert "mail to ada@example.com: Welcome" in capsys.readouterr().out
+
+    assert client.post("/mails", json={"to": "", "subject": "x"}).status_code == 422  # checked before enqueueing
+    with fastq.Inspector(redis_url) as inspector:
+        assert inspector.get_queue_info("emails").pending == 0
+
+
+def test_fastapi_await_route_returns_the_workers_result(example, client, redis_url, r):
+    worker = drain_once_queued(example.tasks.app, redis_url, r)
+    response = client.post("/stats", json={"text": "the quick brown fox\njumps"}, params={"wait": 20})
+    drained = joined(*worker)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body == {"task_id": body["task_id"], "words": 5, "lines": 2, "longest_word": "quick"}
+    assert drained.succeeded == [body["task_id"]]
+
+
+def test_fastapi_failed_task_answers_500_with_the_tasks_error(example, client, redis_url, r):
+    worker = drain_once_queued(example.tasks.app, redis_url, r)
+    response = client.post("/stats", json={"text": "  \n "}, params={"wait": 20})
+    drained = joined(*worker)
+    assert response.status_code == 500, response.text
+    body = response.json()
+    assert body["detail"] == "the task failed" and "the text has no words" in body["error"]
+    assert drained.archived == [body["task_id"]] and drained.handler_calls == 1  # retry_on=OSError: not retried
+    lookup = client.get(f"/stats/{body['task_id']}")
+    assert lookup.status_code == 500 and "the text has no words" in lookup.json()["error"]
+
+
+def test_fastapi_timeout_answers_504_and_the_result_can_be_read_later(example, client, redis_url):
+    started = time.monotonic()
+    response = client.post("/stats", json={"text": "no worker is running"}, params={"wait": 0.3})
+    assert response.status_code == 504, response.text
+    assert 0.3 <= time.monotonic() - started < 10
+    task_id = response.json()["task_id"]
+    assert client.get(f"/stats/{task_id}").status_code == 202  # still pending
+
+    assert WorkerHarness(example.tasks.app, redis_url).drain(timeout=20).succeeded == [task_id]
+    lookup = client.get(f"/stats/{task_id}")
+    assert lookup.status_code == 200
+    assert lookup.json() == {"task_id": task_id, "words": 4, "lines": 1, "longest_word": "running"}
+    assert client.get("/stats/no-such-id").status_code == 404
+
+
+def test_fastapi_slow_task_times_out_while_a_worker_runs_it(example, client, redis_url, r):
+    worker = drain_once_queued(example.tasks.app, redis_url, r)
+    response = client.post("/stats", json={"text": "slow"}, params={"wait": 0.2, "delay": 1.0})
+    assert response.status_code == 504, response.text
+    assert joined(*worker).succeeded == [response.json()["task_id"]]  # it still ran to the end
