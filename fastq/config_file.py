@@ -255,8 +255,15 @@ def render(table: str, settings: dict[str, Setting], values: dict[str, Any], sou
     return "\n".join(lines) + "\n"
 
 
+class Settings(dict[str, Any]):
+    """The resolved settings (a dict), with ``given``: the names set by a flag, the environment or
+    the file rather than left at their defaults."""
+
+    given: frozenset[str] = frozenset()
+
+
 def resolve(ctx: click.Context, table: str, required: Sequence[str] = (), env_prefix: str = ENV_PREFIX,
-            environ: Optional[dict[str, str]] = None, out: Optional[Callable[[str], Any]] = None) -> dict[str, Any]:
+            environ: Optional[dict[str, str]] = None, out: Optional[Callable[[str], Any]] = None) -> Settings:
     """The command's settings: its parsed flags, with the environment and the config file under them.
 
     Call it from the command's callback (``--help`` and ``--version`` have been answered by
@@ -289,4 +296,6 @@ def resolve(ctx: click.Context, table: str, required: Sequence[str] = (), env_pr
             setting = settings[dest]
             raise ConfigError(f"{setting.flag} is required: give it on the command line, in {setting.env} or as "
                               f"{dest} in the [{table}] table of the --config file")
-    return values
+    resolved = Settings(values)
+    resolved.given = frozenset(dest for dest, source in sources.items() if source != "default")
+    return resolved

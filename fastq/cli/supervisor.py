@@ -186,29 +186,39 @@ def _run(args: dict[str, Any], metrics: object) -> int:
     from fastq.connection import ConnectionConfigError, with_tls
 
     try:  # checks the URL and reads the TLS files now; connects only when used
-        redis_url = with_tls(args["redis_url"] or default_url(), args["tls_ca"], args["tls_cert"], args["tls_key"],
+        url = args["redis_url"]
+        if not url and hasattr(handler, "worker_config"):  # a fastq.App: its own URL, unless one is given
+            url = getattr(handler, "redis_url", None)
+        redis_url = with_tls(url or default_url(), args["tls_ca"], args["tls_cert"], args["tls_key"],
                              args["tls_server_name"])
     except ConnectionConfigError as exc:
         raise Fail(str(exc), 2) from None
     _preflight(redis_url)
+    # WorkerConfig field -> the setting that gives it
+    fields = {"concurrency": "concurrency", "queues": "queues", "strict_priority": "strict_priority",
+              "shutdown_timeout": "shutdown_timeout", "batch_size": "batch_size", "poll_interval": "poll_interval",
+              "max_tasks": "max_tasks_per_child", "lease_duration": "lease_duration",
+              "hard_timeout_grace": "hard_timeout_grace", "on_start": "on_start",
+              "group_aggregator": "group_aggregator", "group_grace_period": "group_grace_period",
+              "group_max_delay": "group_max_delay", "group_max_size": "group_max_size"}
+    values = {"concurrency": args["concurrency"], "queues": args["queues"], "strict_priority": args["strict_priority"],
+              "shutdown_timeout": args["shutdown_timeout"], "batch_size": args["batch_size"],
+              "poll_interval": max(args["poll_interval"], 0.001), "max_tasks": args["max_tasks_per_child"],
+              "lease_duration": args["lease_duration"], "hard_timeout_grace": args["hard_timeout_grace"],
+              "on_start": on_start, "group_aggregator": group_aggregator,
+              "group_grace_period": args["group_grace_period"], "group_max_delay": args["group_max_delay"],
+              "group_max_size": args["group_max_size"]}
+    worker_config = getattr(handler, "worker_config", None)  # a fastq.App: its settings, under the given flags
     try:
-        config = WorkerConfig(
-            redis_url=redis_url,
-            concurrency=args["concurrency"],
-            queues=args["queues"],
-            strict_priority=args["strict_priority"],
-            shutdown_timeout=args["shutdown_timeout"],
-            batch_size=args["batch_size"],
-            poll_interval=max(args["poll_interval"], 0.001),
-            max_tasks=args["max_tasks_per_child"],
-            lease_duration=args["lease_duration"],
-            hard_timeout_grace=args["hard_timeout_grace"],
-            on_start=on_start,
-            group_aggregator=group_aggregator,
-            group_grace_period=args["group_grace_period"],
-            group_max_delay=args["group_max_delay"],
-            group_max_size=args["group_max_size"],
-        )
+        if callable(worker_config):
+            given = getattr(args, "given", frozenset(fields.values()))
+            config = worker_config(redis_url=redis_url, **{f: v for f, v in values.items() if fields[f] in given})
+            handler = handler.mux
+            names = handler.patterns
+            log.info("serving App %s: %d task(s) on queues %s: %s", args["app"], len(names),
+                     ", ".join(config.queues), ", ".join(names) or "(none)")
+        else:
+            config = WorkerConfig(redis_url=redis_url, **values)
     except InvalidOptionError as exc:
         raise Fail(str(exc), 2) from None
     log.debug("config: %s", config)
