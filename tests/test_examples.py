@@ -7,6 +7,8 @@ fastapi, httpx and django are in the [dev] extra: a missing one fails these test
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -136,3 +138,28 @@ def test_fastapi_slow_task_times_out_while_a_worker_runs_it(example, client, red
     response = client.post("/stats", json={"text": "slow"}, params={"wait": 0.2, "delay": 1.0})
     assert response.status_code == 504, response.text
     assert joined(*worker).succeeded == [response.json()["task_id"]]  # it still ran to the end
+
+
+# ------------------------------------------------------------------ Django
+
+
+def django_env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
+    env.update(FASTQ_REDIS_URL=redis_url, DJANGO_DB_PATH=str(tmp_path / "db.sqlite3"),
+               DJANGO_SETTINGS_MODULE="mysite.settings", PYTHONPATH=str(DJANGO_EXAMPLE))
+    return env
+
+
+def test_django_example_enqueues_on_commit_only(redis_url, tmp_path):
+    """examples/django's own tests (accounts/tests.py), run as its README says: a committed join
+    writes the welcome tasks to Redis and a worker runs them; a rolled-back one writes nothing."""
+    proc = subprocess.run([sys.executable, "-W", "error", "manage.py", "test", "accounts", "-v", "2"],
+                          cwd=DJANGO_EXAMPLE, env=django_env(redis_url, tmp_path), capture_output=True, text=True,
+                          timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "Ran 3 tests" in output and "\nOK" in output and "skipped" not in output, output
+    assert f"('{tmp_path / 'test_db.sqlite3'}')" in output  # SQLite in a file of tmp_path, not the example's
+    with fastq.Inspector(redis_url) as inspector:  # the tasks ran on this Redis: 2 + 1 welcomes, kept with results
+        done = inspector.list_tasks("emails", "completed")
+    assert sorted(t.result for t in done) == [b'"ada@example.com"', b'"grace@example.com"', b'"kept@example.com"']
