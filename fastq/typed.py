@@ -18,8 +18,10 @@ The payload is checked against the schema when it is encoded (``PayloadError``
 names the field) and decoded before the handler runs; a task whose payload does
 not match is archived at once (the handler raises ``SkipRetry`` naming the
 field) instead of failing on every retry. The JSON is an object with the
-field names as keys, as Go's ``encoding/json`` writes a struct (bytes as
-base64, times as RFC 3339), so Go producers and consumers can share it.
+field names as keys, byte for byte as Go's ``encoding/json`` writes the same struct
+(``fastq._gojson``: bytes as base64, times as RFC 3339, ``dict`` fields as maps with sorted
+keys, floats and HTML-safe string escapes as Go writes them), so Go producers and consumers
+can share it.
 Plain ``bytes`` payloads stay the default: this module is optional.
 
 Dataclass fields may be ``str``, ``int``, ``float``, ``bool``, ``bytes``,
@@ -38,12 +40,14 @@ import enum
 import functools
 import json
 import math
+import re
 import types
 import typing
 import uuid
 from datetime import date, datetime
 from typing import Any, Callable, Generic, Mapping, Optional, TypeVar
 
+from fastq import _gojson
 from fastq.errors import PayloadError, SkipRetry
 from fastq.mux import ServeMux, is_async_handler
 from fastq.task import Task
@@ -202,8 +206,17 @@ def _check_annotation(tp: Any, path: str, seen: set[Any]) -> None:
     raise TypeError(f"field {path!r}: type {_describe(tp)} is not supported in a JSON payload schema")
 
 
+_FRACTION = re.compile(r"(T\d\d:\d\d:\d\d)\.(\d+)")
+
+
+def _microseconds(match: re.Match[str]) -> str:
+    return f"{match.group(1)}.{match.group(2)[:6].ljust(6, '0')}"
+
+
 def _parse_time(value: str, kind: type) -> Any:
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value  # RFC 3339 'Z' (Go's time.Time)
+    # Go writes 1 to 9 fraction digits (trailing zeros dropped); Python 3.10 reads only 3 or 6
+    text = _FRACTION.sub(_microseconds, text, count=1)
     if kind is datetime:
         return datetime.fromisoformat(text)
     return date.fromisoformat(value)
@@ -364,7 +377,9 @@ def _dump(value: Any, tp: Any) -> Any:
     if tp in (datetime, date, uuid.UUID):
         if not isinstance(value, tp) or (tp is date and isinstance(value, datetime)):
             raise _Bad(f"expected {tp.__name__}, got {type(value).__name__}")
-        return str(value) if tp is uuid.UUID else value.isoformat()
+        if tp is uuid.UUID:
+            return str(value)
+        return _gojson.go_time(value) if tp is datetime else value.isoformat()
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         if not isinstance(value, tp):
             raise _Bad(f"expected {tp.__name__}, got {type(value).__name__}")
@@ -390,12 +405,11 @@ def _dump(value: Any, tp: Any) -> Any:
         if not isinstance(value, Mapping):
             raise _Bad(f"expected a dict, got {type(value).__name__}")
         item = args[1] if args else Any
-        out = {}
-        for k, v in value.items():
+        for k in value:
             if not isinstance(k, str):
                 raise _Bad(f"dict keys must be str, got {type(k).__name__}", f"[{k!r}]")
-            out[k] = _at(f"[{k!r}]", _dump, v, item)
-        return out
+        # a map: Go's encoding/json writes its keys sorted
+        return {k: _at(f"[{k!r}]", _dump, value[k], item) for k in sorted(value)}
     if _is_pydantic_model(tp):
         if not isinstance(value, tp):
             raise _Bad(f"expected {tp.__name__}, got {type(value).__name__}")
@@ -437,7 +451,7 @@ class _DataclassCodec:
             value = _dump(obj, self.schema)
         except _Bad as bad:
             raise PayloadError(task_type, bad.path, bad.reason) from None
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return _gojson.dumps(value)
 
     def decode(self, task_type: str, data: bytes) -> Any:
         if not data:

@@ -1,10 +1,12 @@
 """An App task's arguments <-> its JSON payload, and its return value <-> the stored result.
 
-The payload is a JSON object with the parameters' names as keys, as Go's ``encoding/json``
-writes a struct or a ``map[string]any``: ``send_email("a@b.c", subject="hi")`` is
-``{"to":"a@b.c","subject":"hi"}``. Values are checked against the parameters' type hints with
-``fastq.typed``'s machinery (dataclasses, pydantic models, ``datetime``, ``UUID``, enums,
-``list``/``dict``/``tuple``, unions, ...; an unannotated parameter takes any JSON value).
+The payload is a JSON object with the parameters' names as keys, in the parameters' order,
+byte for byte as Go's ``encoding/json`` writes a struct with those fields (``fastq._gojson``:
+floats, HTML-safe string escapes, RFC 3339 times, base64 bytes, sorted map keys):
+``send_email("a@b.c", subject="hi")`` is ``{"to":"a@b.c","subject":"hi"}``. Values are checked
+against the parameters' type hints with ``fastq.typed``'s machinery (dataclasses, pydantic
+models, ``datetime``, ``UUID``, enums, ``list``/``dict``/``tuple``, unions, ...; an unannotated
+parameter takes any JSON value).
 Only the arguments given are written: a parameter left out takes its default when the task
 runs. Unknown keys and missing required parameters are refused on both sides.
 
@@ -13,13 +15,14 @@ The return value is JSON too (by the return annotation), except ``bytes``, store
 from __future__ import annotations
 
 import inspect
-import json
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from fastq import _gojson
 from fastq.errors import PayloadError, SkipRetry, TaskArgumentError
-from fastq.typed import _at, _Bad, _check_annotation, _dump, _load, _loads
+from fastq.typed import _at, _Bad, _check_annotation, _dump, _dump_any, _is_union, _load, _loads
 
 __all__ = ["ArchivedError", "Signature", "JSONResult", "NO_ANNOTATION"]
 
@@ -44,10 +47,100 @@ class _Param:
     annotation: Any
     required: bool
     positional_only: bool
+    # '"name":' and the function that writes a value of the annotation as Go's JSON text
+    # (before _gojson.go_escape), raising _Bad as fastq.typed's _dump does
+    prefix: str
+    encode: Callable[[Any], str]
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _gojson.dumps(value)
+
+
+# ----------------------------------------------------------- one encoder per parameter
+# A parameter of a JSON scalar type (or unannotated, or Optional of one) gets a function that
+# checks the value and writes its JSON text directly; any other annotation goes through
+# fastq.typed's _dump and _gojson.text. Both give the same text and the same errors
+# (tests/test_app_gojson.py compares them).
+
+_go_string = _gojson.go_string
+_go_float = _gojson.go_float
+
+
+def _encode_str(value: Any) -> str:
+    if isinstance(value, str):
+        return _go_string(value)
+    raise _Bad(f"expected str, got {type(value).__name__}")
+
+
+def _encode_int(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__repr__(value)
+    raise _Bad(f"expected int, got {type(value).__name__}")
+
+
+def _encode_bool(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    raise _Bad(f"expected bool, got {type(value).__name__}")
+
+
+def _encode_float(value: Any) -> str:
+    if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)):
+        if not math.isfinite(value):
+            raise _Bad(f"{value!r} cannot be written as JSON")
+        return _go_float(float(value))
+    raise _Bad(f"expected float, got {type(value).__name__}")
+
+
+def _encode_none(value: Any) -> str:
+    if value is None:
+        return "null"
+    raise _Bad(f"expected None, got {type(value).__name__}")
+
+
+def _encode_any(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return _go_string(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if kind is float:
+        if not math.isfinite(value):
+            raise _Bad(f"{value!r} cannot be written as JSON")
+        return _go_float(value)
+    return _gojson.text(_dump_any(value))
+
+
+_SCALAR_ENCODERS: dict[Any, Callable[[Any], str]] = {
+    str: _encode_str, int: _encode_int, float: _encode_float, bool: _encode_bool, type(None): _encode_none,
+    Any: _encode_any, object: _encode_any,
+}
+
+
+def _encoder(annotation: Any) -> Callable[[Any], str]:
+    """The function that writes a value of ``annotation`` as JSON text, checking it."""
+    try:
+        direct = _SCALAR_ENCODERS.get(annotation)
+    except TypeError:  # an unhashable annotation (Annotated metadata, ...)
+        direct = None
+    if direct is not None:
+        return direct
+    args = typing.get_args(annotation)
+    if _is_union(typing.get_origin(annotation)) and len(args) == 2 and type(None) in args:
+        inner = _encoder(args[0] if args[1] is type(None) else args[1])
+
+        def optional(value: Any) -> str:
+            return "null" if value is None else inner(value)
+        return optional
+
+    def general(value: Any) -> str:
+        return _gojson.text(_dump(value, annotation))
+    return general
 
 
 class Signature:
@@ -75,12 +168,20 @@ class Signature:
             except TypeError as exc:
                 raise TypeError(f"task {task_type!r}: parameter {p.name!r}: {exc}") from None
             params.append(_Param(p.name, annotation, p.default is inspect.Parameter.empty,
-                                 p.kind is inspect.Parameter.POSITIONAL_ONLY))
+                                 p.kind is inspect.Parameter.POSITIONAL_ONLY, _gojson.go_string(p.name) + ":",
+                                 _encoder(annotation)))
         self.params = tuple(params)
         self.by_name = {p.name: p for p in params}
         self.positional = tuple(p for p, raw in zip(params, sig.parameters.values(), strict=True)
                                 if raw.kind in _POSITIONAL)
         self.required = tuple(p.name for p in params if p.required)
+        # A call with positional arguments only takes the fast path of dump_args when it gives at
+        # least this many (every required parameter is then given): None when a required
+        # parameter is keyword-only.
+        positional_names = [p.name for p in self.positional]
+        self._min_positional: Optional[int] = None
+        if all(name in positional_names for name in self.required):
+            self._min_positional = max((positional_names.index(n) + 1 for n in self.required), default=0)
         self.returns: Any = hints.get("return", NO_ANNOTATION)
         if self.returns is not NO_ANNOTATION and self.returns is not type(None):
             try:
@@ -119,20 +220,29 @@ class Signature:
         return bound
 
     def dump_args(self, args: Sequence[Any], kwargs: Mapping[str, Any], index: Optional[int] = None) -> bytes:
-        """The JSON payload of a call; ``TaskArgumentError`` names the parameter that does not fit."""
-        bound = self.bind(args, kwargs, index)
-        out = {}
-        by_name = self.by_name
-        for name, value in bound.items():
-            try:
-                out[name] = _dump(value, by_name[name].annotation)
-            except _Bad as bad:
-                raise self._arg_error(f"{name}.{bad.path}" if bad.path and not bad.path.startswith("[")
-                                      else name + bad.path, bad.reason, index) from None
+        """The JSON payload of a call, keys in parameter order (a Go struct's field order);
+        ``TaskArgumentError`` names the parameter that does not fit."""
+        least = self._min_positional
+        if not kwargs and least is not None and least <= len(args) <= len(self.positional):
+            params: Sequence[_Param] = self.positional  # the call binds by position: no bind() needed
+            values: Sequence[Any] = args
+        else:
+            bound = self.bind(args, kwargs, index)
+            params = [p for p in self.params if p.name in bound]
+            values = [bound[p.name] for p in params]
+        param = None
+        parts = []
         try:
-            return _dumps(out)
-        except ValueError as exc:  # a float under Any that JSON cannot hold
-            raise self._arg_error("", str(exc), index) from None
+            for param, value in zip(params, values, strict=False):
+                parts.append(param.prefix + param.encode(value))
+        except _Bad as bad:
+            assert param is not None
+            name = param.name
+            raise self._arg_error(f"{name}.{bad.path}" if bad.path and not bad.path.startswith("[")
+                                  else name + bad.path, bad.reason, index) from None
+        except ValueError as exc:  # e.g. an int over Python's digit limit
+            raise self._arg_error("" if param is None else param.name, str(exc), index) from None
+        return _gojson.go_escape("{" + ",".join(parts) + "}").encode()
 
     def _arg_error(self, field: str, reason: str, index: Optional[int]) -> TaskArgumentError:
         return TaskArgumentError(self.task_type, field, reason, index)
