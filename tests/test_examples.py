@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import importlib
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
+from functools import partial
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import wait_for
 
 import fastq
 from fastq import keys
@@ -163,3 +167,43 @@ def test_django_example_enqueues_on_commit_only(redis_url, tmp_path):
     with fastq.Inspector(redis_url) as inspector:  # the tasks ran on this Redis: 2 + 1 welcomes, kept with results
         done = inspector.list_tasks("emails", "completed")
     assert sorted(t.result for t in done) == [b'"ada@example.com"', b'"grace@example.com"', b'"kept@example.com"']
+
+
+@pytest.mark.slow
+def test_django_example_runs_under_fastq_supervisor_as_its_readme_says(redis_url, tmp_path, r):
+    """migrate, fastq-supervisor mysite.fastq_app:app from the example's directory (no
+    DJANGO_SETTINGS_MODULE given: the App's module sets Django up), then joins through the view."""
+    env = django_env(redis_url, tmp_path)
+    run = partial(subprocess.run, cwd=DJANGO_EXAMPLE, env=env, capture_output=True, text=True, timeout=60)
+    migrated = run([sys.executable, "manage.py", "migrate", "-v", "0"])
+    assert migrated.returncode == 0, migrated.stderr
+
+    worker_env = {k: v for k, v in env.items() if k not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")}
+    supervisor = subprocess.Popen([str(Path(sys.executable).with_name("fastq-supervisor")), "mysite.fastq_app:app",
+                                   "--queues", "emails=1", "--processes", "1"], cwd=DJANGO_EXAMPLE, env=worker_env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def join(*emails: str) -> subprocess.CompletedProcess[str]:
+            code = ("from django.test import Client; "
+                    f"r = Client().post('/members/', {{'emails': {list(emails)!r}}}, content_type='application/json'); "
+                    "print(r.status_code, r.content.decode())")
+            return run([sys.executable, "manage.py", "shell", "-c", code])
+
+        joined_ok = join("ada@example.com", "grace@example.com")
+        assert joined_ok.stdout.splitlines()[-1:] == ['201 {"members": [1, 2]}'], joined_ok.stdout + joined_ok.stderr
+        refused = join("linus@example.com", "ada@example.com")
+        assert refused.stdout.splitlines()[-1].startswith("409 "), refused.stdout + refused.stderr
+
+        def welcomed() -> list[str]:
+            with closing(sqlite3.connect(tmp_path / "db.sqlite3")) as db:
+                return [row[0] for row in db.execute(
+                    "SELECT email FROM accounts_member WHERE welcomed_at IS NOT NULL ORDER BY email")]
+
+        assert wait_for(lambda: len(welcomed()) == 2, timeout=30, what="two welcomed members") is True
+        assert welcomed() == ["ada@example.com", "grace@example.com"]
+    finally:
+        supervisor.terminate()
+        out, err = supervisor.communicate(timeout=30)
+    assert supervisor.returncode == 0, err
+    assert "To: ada@example.com" in out and "To: grace@example.com" in out and "linus" not in out, out
+    assert int(r.get(keys.processed_total_key("emails"))) == 2 and not r.llen(keys.pending_key("emails"))
