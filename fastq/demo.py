@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Optional
+from typing import IO, Any, Optional
 
 import fastq
 from fastq import keys
@@ -45,7 +45,7 @@ def sync_report(task: fastq.Task) -> None:
     log.info("sync handler in a thread sees task %s", fastq.get_task_id())
 
 
-def _choose_redis(url: Optional[str], embedded: bool = False):
+def _choose_redis(url: Optional[str], embedded: bool = False) -> tuple[str, Any, str]:
     from fastq.devserver import (
         INSTALL_HINT,
         embedded_available,
@@ -72,7 +72,7 @@ def _clear_queue(client: fastq.Client) -> None:
         r.delete(key)
 
 
-def _pump(stream, lines: list[str]) -> None:
+def _pump(stream: IO[str], lines: list[str]) -> None:
     for line in iter(stream.readline, ""):
         lines.append(line)
         if "greet" in line or "sync handler" in line or "ERROR" in line or "Traceback" in line:
@@ -80,7 +80,7 @@ def _pump(stream, lines: list[str]) -> None:
             sys.stdout.flush()
 
 
-def run(tasks: int, processes: int, concurrency: int, url: Optional[str], results: Optional[dict] = None,
+def run(tasks: int, processes: int, concurrency: int, url: Optional[str], results: Optional[dict[str, Any]] = None,
         embedded: bool = False) -> int:
     """Run the demo once; fill ``results`` (if given) with the measured rates; return an exit code."""
     results = {} if results is None else results

@@ -9,13 +9,14 @@ the task is retried). Handlers are ``def`` or ``async def`` functions taking a
 from __future__ import annotations
 
 import inspect
-from typing import Any, Awaitable, Callable, Optional, Union
+from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, overload
 
 from fastq.errors import HandlerNotFoundError
 from fastq.task import Task
 
 Handler = Callable[[Task], Union[Any, Awaitable[Any]]]
 Middleware = Callable[[Handler], Handler]
+H = TypeVar("H", bound=Callable[..., Any])
 
 __all__ = ["ServeMux", "Handler", "Middleware", "is_async_handler"]
 
@@ -51,10 +52,16 @@ class ServeMux:
         self._middleware: list[Middleware] = []
         self._cache: dict[str, tuple[Handler, bool]] = {}
 
-    def handle(self, pattern: str, handler: Optional[Handler] = None) -> Any:
+    @overload
+    def handle(self, pattern: str) -> Callable[[H], H]: ...
+
+    @overload
+    def handle(self, pattern: str, handler: H) -> H: ...
+
+    def handle(self, pattern: str, handler: Optional[H] = None) -> Any:
         """Register ``handler`` for ``pattern``; without ``handler``, work as a decorator."""
         if handler is None:
-            def decorator(fn: Handler) -> Handler:
+            def decorator(fn: H) -> H:
                 self.handle(pattern, fn)
                 return fn
             return decorator

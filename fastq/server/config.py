@@ -24,7 +24,7 @@ def parse_queues(spec: Any) -> dict[str, int]:
     see ``fastq._validate``), non-integer or non-positive weights and duplicates.
     """
     if isinstance(spec, dict):
-        items = [(str(k), v) for k, v in spec.items()]
+        items: list[tuple[str, Any]] = [(str(k), v) for k, v in spec.items()]
     else:
         if isinstance(spec, str):
             parts = [p.strip() for p in spec.split(",")]
@@ -34,8 +34,8 @@ def parse_queues(spec: Any) -> dict[str, int]:
         for part in parts:
             if not part:
                 raise InvalidOptionError(f"queues {spec!r}: empty entry (check for a stray comma)")
-            name, sep, weight = part.partition("=")
-            items.append((name.strip(), weight.strip() if sep else 1))
+            name, sep, text = part.partition("=")
+            items.append((name.strip(), text.strip() if sep else 1))
     queues: dict[str, int] = {}
     for name, weight in items:
         if not name.strip():
@@ -79,7 +79,7 @@ class WorkerConfig:
 
     redis_url: str = field(default_factory=default_url)
     concurrency: int = 100
-    queues: dict = field(default_factory=lambda: {"default": 1})
+    queues: dict[str, int] = field(default_factory=lambda: {"default": 1})
     strict_priority: bool = False
     shutdown_timeout: float = 8.0
     # A claim's lease (seconds, by the Redis clock). Running tasks get it extended every
@@ -118,8 +118,9 @@ class WorkerConfig:
     is_failure: Callable[[BaseException], bool] = lambda exc: True
     error_handler: Optional[Callable[..., Any]] = None
     # Observers of task life cycles (metrics, tracing): objects with any of task_started(ctx),
-    # task_finished(ctx, outcome, exception, seconds), redis_error(operation, exception).
-    hooks: list = field(default_factory=list)
+    # task_finished(ctx, outcome, exception, seconds), redis_error(operation, exception),
+    # redis_restored(operation, seconds_down), loop_blocked(ctx, seconds): fastq.server.hooks.Hook.
+    hooks: list[Any] = field(default_factory=list)
     # How often expired completed tasks (retention) are deleted, in batches (Asynq: 8 s, 100).
     janitor_interval: float = 8.0
     janitor_batch: int = 100
