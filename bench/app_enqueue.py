@@ -1,11 +1,12 @@
 """App enqueue benchmark: ``@app.task`` ``.enqueue()``/``.enqueue_many()`` beside ``Client``'s, in one run.
 
-    .venv/bin/python bench/app_enqueue.py --tasks 20000 --single 3000 --repeat 5
+    .venv/bin/python bench/app_enqueue.py --tasks 20000 --single 3000 --repeat 7
 
 Uses a private redis-server (persistence off) unless --redis-url is given, and its own queue
 (cleared between runs). Printed: the single-connection PING rate (``redis-benchmark -c 1``, or a
 socket loop when that tool is missing), then tasks/s of each path as the median of ``--repeat``
-runs, the App and the Client path alternating so both see the same machine.
+runs, the App and the Client path back to back in each run (each goes first every other run) so
+both see the same machine; the median of the runs' App/Client ratios is printed too.
 
 The task is ``send(to: str, subject: str, user_id: int, score: float) -> None``. The Client side
 does what a user of ``Client`` writes for the same task: ``fastq.Task(name, json bytes)`` built
@@ -75,7 +76,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", type=int, default=20_000, help="tasks per enqueue_many run")
     p.add_argument("--single", type=int, default=3_000, help="tasks per run of single enqueue() calls")
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--redis-url", default=None)
     p.add_argument("--profile", choices=("app-many", "app-single"), help="cProfile one App run instead")
     p.add_argument("--json", action="store_true", help="print the results as JSON at the end")
@@ -145,22 +146,25 @@ def run(args: argparse.Namespace, url: str) -> int:
 
     ping, how = ping_rate(url)
     rates: dict[str, list[float]] = {k: [] for k in ("app_many", "client_many", "app_single", "client_single")}
-    for _ in range(args.repeat):
-        rates["app_many"].append(timed(app_many, args.tasks, client))
-        rates["client_many"].append(timed(client_many, args.tasks, client))
-        rates["app_single"].append(timed(app_single, args.single, client))
-        rates["client_single"].append(timed(client_single, args.single, client))
+    pairs = (("app_many", app_many, "client_many", client_many, args.tasks),
+             ("app_single", app_single, "client_single", client_single, args.single))
+    for i in range(args.repeat):
+        for app_key, app_fn, client_key, client_fn, n in pairs:
+            order = [(app_key, app_fn), (client_key, client_fn)]
+            for key, fn in order if i % 2 == 0 else order[::-1]:  # each goes first every other run
+                rates[key].append(timed(fn, n, client))
     clear(client)
     ping_after, _ = ping_rate(url)
     med = {k: statistics.median(v) for k, v in rates.items()}
 
     def line(label: str, app_key: str, client_key: str, n: int) -> str:
         a, c = med[app_key], med[client_key]
+        paired = statistics.median(x / y for x, y in zip(rates[app_key], rates[client_key], strict=True))
         return (f"  {label:<13} {n:>7,} tasks   App {a:>9,.0f}/s   Client {c:>9,.0f}/s   "
-                f"App/Client {a / c:6.1%}")
+                f"App/Client {a / c:6.1%} (median of the runs' ratios {paired:6.1%})")
 
     print(f"single-connection PING: {ping:,.0f}/s before, {ping_after:,.0f}/s after ({how})")
-    print(f"median of {args.repeat} runs (App and Client alternating), tasks/s:")
+    print(f"median of {args.repeat} runs (App and Client back to back, each first every other run), tasks/s:")
     print(line("enqueue_many", "app_many", "client_many", args.tasks))
     print(line("enqueue", "app_single", "client_single", args.single))
     if args.json:

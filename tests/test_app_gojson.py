@@ -11,6 +11,7 @@ integral floats without a fraction, RFC 3339 times with the fraction's trailing 
 from __future__ import annotations
 
 import math
+import sys
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Optional
@@ -154,9 +155,12 @@ class Num(int):
         return "Num!"
 
 
-ANNOTATIONS = [str, int, float, bool, type(None), Any, object, Optional[int], Optional[float], Optional[str]]
+ANNOTATIONS = [str, int, float, bool, type(None), Any, object, bytes, datetime, Optional[int], Optional[float],
+               Optional[str], Optional[datetime], Optional[bytes]]
 VALUES = ["s", "<&>", "\udc80", "", 0, -7, 2**70, Num(5), True, False, None, 0.1, 1e21, 1e-7, -0.0, 3.0,
-          math.nan, math.inf, -math.inf, [1, "a"], (1.5, None), {"b": 1, "a": [2.0]}, {1: 2}, b"x", object()]
+          math.nan, math.inf, -math.inf, [1, "a"], (1.5, None), {"b": 1, "a": [2.0]}, {1: 2}, b"x", b"\xfb\xff",
+          bytearray(b"<>"), memoryview(b"ab"), datetime(2024, 5, 1, 0, 0, 0, 10, tzinfo=UTC), datetime(2024, 5, 1),
+          date(2024, 5, 1), object()]
 
 
 @pytest.mark.parametrize("annotation", ANNOTATIONS, ids=str)
@@ -191,3 +195,7 @@ def test_a_bad_argument_on_the_fast_path_names_its_parameter(call, field, reason
     with pytest.raises(fastq.TaskArgumentError) as info:
         sig.dump_args(("a", 1, 1.0, [1, "x"]), {})
     assert info.value.field == "extra[1]"
+    if hasattr(sys, "get_int_max_str_digits"):  # an int Python will not write in decimal
+        with pytest.raises(fastq.TaskArgumentError) as info:
+            sig.dump_args(("a", 10 ** (sys.get_int_max_str_digits() + 1), 1.0), {})
+        assert info.value.field == "i" and "digits" in str(info.value)

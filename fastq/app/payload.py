@@ -14,10 +14,12 @@ The return value is JSON too (by the return annotation), except ``bytes``, store
 """
 from __future__ import annotations
 
+import base64
 import inspect
 import math
 import typing
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from fastq import _gojson
@@ -101,6 +103,18 @@ def _encode_none(value: Any) -> str:
     raise _Bad(f"expected None, got {type(value).__name__}")
 
 
+def _encode_bytes(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return '"' + base64.b64encode(value).decode("ascii") + '"'
+    raise _Bad(f"expected bytes, got {type(value).__name__}")
+
+
+def _encode_datetime(value: Any) -> str:
+    if isinstance(value, datetime):
+        return '"' + _gojson.go_time(value) + '"'
+    raise _Bad(f"expected datetime, got {type(value).__name__}")
+
+
 def _encode_any(value: Any) -> str:
     kind = type(value)
     if kind is str:
@@ -109,6 +123,8 @@ def _encode_any(value: Any) -> str:
         return int.__repr__(value)
     if value is None:
         return "null"
+    if kind is bool:
+        return "true" if value else "false"
     if kind is float:
         if not math.isfinite(value):
             raise _Bad(f"{value!r} cannot be written as JSON")
@@ -118,7 +134,7 @@ def _encode_any(value: Any) -> str:
 
 _SCALAR_ENCODERS: dict[Any, Callable[[Any], str]] = {
     str: _encode_str, int: _encode_int, float: _encode_float, bool: _encode_bool, type(None): _encode_none,
-    Any: _encode_any, object: _encode_any,
+    Any: _encode_any, object: _encode_any, bytes: _encode_bytes, datetime: _encode_datetime,
 }
 
 
@@ -230,19 +246,24 @@ class Signature:
             bound = self.bind(args, kwargs, index)
             params = [p for p in self.params if p.name in bound]
             values = [bound[p.name] for p in params]
-        param = None
-        parts = []
         try:
-            for param, value in zip(params, values, strict=False):
-                parts.append(param.prefix + param.encode(value))
-        except _Bad as bad:
-            assert param is not None
+            body = ",".join([p.prefix + p.encode(v) for p, v in zip(params, values, strict=False)])
+        except (_Bad, ValueError):
+            self._raise_arg_error(params, values, index)
+            raise  # not reached: the second pass raises
+        return _gojson.go_escape("{" + body + "}").encode()
+
+    def _raise_arg_error(self, params: Sequence[_Param], values: Sequence[Any], index: Optional[int]) -> None:
+        """Encode the values again one by one, to name the parameter that does not fit."""
+        for param, value in zip(params, values, strict=False):
             name = param.name
-            raise self._arg_error(f"{name}.{bad.path}" if bad.path and not bad.path.startswith("[")
-                                  else name + bad.path, bad.reason, index) from None
-        except ValueError as exc:  # e.g. an int over Python's digit limit
-            raise self._arg_error("" if param is None else param.name, str(exc), index) from None
-        return _gojson.go_escape("{" + ",".join(parts) + "}").encode()
+            try:
+                param.encode(value)
+            except _Bad as bad:
+                raise self._arg_error(f"{name}.{bad.path}" if bad.path and not bad.path.startswith("[")
+                                      else name + bad.path, bad.reason, index) from None
+            except ValueError as exc:  # e.g. an int over Python's digit limit
+                raise self._arg_error(name, str(exc), index) from None
 
     def _arg_error(self, field: str, reason: str, index: Optional[int]) -> TaskArgumentError:
         return TaskArgumentError(self.task_type, field, reason, index)
