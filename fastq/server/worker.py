@@ -38,7 +38,7 @@ from fastq.server.subscriber import pubsub_listener
 log = logging.getLogger("fastq.worker")
 
 
-def redis_options() -> dict:
+def redis_options() -> dict[str, Any]:
     """Worker connections fail fast and let fastq's own loops retry with back-off."""
     return {**fail_fast_options(asyncio=True), "health_check_interval": 15}
 
@@ -66,7 +66,7 @@ class Worker:
         self._immediate = False
         self._stop_requests = 0
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._drain_task: Optional[asyncio.Task] = None
+        self._drain_task: Optional[asyncio.Task[None]] = None
         self.started: Optional[asyncio.Event] = None  # set once run() has started its loops
         self.recycled = False  # stopped itself after max_tasks
         self.exit_code = 0  # EXIT_LOOP_FAILED when a background loop kept failing
@@ -175,7 +175,7 @@ class Worker:
             return True
         return False
 
-    def _supervised(self, name: str, factory: Any) -> asyncio.Task:
+    def _supervised(self, name: str, factory: Any) -> asyncio.Task[None]:
         """A background loop run under ``fastq.server.loops.supervise`` (restarted on unexpected errors)."""
         return asyncio.create_task(supervise(name, factory, self._loop_failed), name=f"fastq-{name}")
 
@@ -194,20 +194,24 @@ class Worker:
         if processed >= self.config.max_tasks and self._stop_requests == 0:
             log.info("worker %d processed %d task(s) (max_tasks %d): recycling", os.getpid(), processed,
                      self.config.max_tasks)
-            self.processor.stop_fetching()
+            if self.processor is not None:
+                self.processor.stop_fetching()
             self._request_stop(False)
             self.recycled = True
 
     def _recycle_stuck(self, why: str) -> None:
         if self._stop_requests == 0:
             log.error("%s: recycling worker %d so the thread ends with the process", why, os.getpid())
-            self.processor.stop_fetching()
+            if self.processor is not None:
+                self.processor.stop_fetching()
             self._request_stop(False)
             self.recycled = True
 
-    async def _shutdown(self, upkeep: list, core: list, listener: asyncio.Task, redis: Any) -> None:
+    async def _shutdown(self, upkeep: list[asyncio.Task[Any]], core: list[asyncio.Task[None]],
+                        listener: asyncio.Task[None], redis: Any) -> None:
         processor, cfg = self.processor, self.config
         heartbeater = self.heartbeater
+        assert processor is not None and heartbeater is not None, "run() sets them first"
         heartbeater.status = "closed"
         processor.stop_fetching()
         self._upkeep_stop.set()
@@ -243,6 +247,7 @@ class Worker:
         listed queues; a Go server does not add them, fastq does. Failures (Redis down or full)
         are reported to the processor's RedisHealth (one line per outage) and retried."""
         delay = 0.1
+        assert self.processor is not None, "run() sets it first"
         health = self.processor.health
         while not self._upkeep_stop.is_set():
             try:
@@ -258,7 +263,7 @@ class Worker:
             delay = min(delay * 2, 5.0)
 
 
-async def _join(tasks: list, timeout: float) -> None:
+async def _join(tasks: list[asyncio.Task[Any]], timeout: float) -> None:
     """Wait for loops that were told to stop; cancel any that do not finish in time."""
     done, pending = await asyncio.wait(tasks, timeout=timeout)
     for task in pending:
