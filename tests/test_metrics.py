@@ -160,6 +160,21 @@ def test_task_type_labels_are_capped():
         PrometheusHooks(registry=registry, max_task_types=0)
 
 
+def test_a_new_registry_never_gets_the_metrics_of_a_dead_one():
+    seen = set()
+    for _ in range(1000):  # a new registry soon reuses the id() of a collected one
+        registry = CollectorRegistry()
+        reused = id(registry) in seen
+        seen.add(id(registry))
+        hooks = PrometheusHooks(registry=registry)
+        hooks.task_finished(fastq.TaskContext("x", 0, 0, "q", "t"), "done", None, 0.0)
+        assert value(registry, "fastq_tasks_processed_total", queue="q", task_type="t") == 1
+        del registry, hooks
+        if reused:
+            return
+    pytest.skip("no id() was reused")
+
+
 def test_hooks_share_metrics_per_registry():
     registry = CollectorRegistry()
     a, b = PrometheusHooks(registry=registry), PrometheusHooks(registry=registry)  # no duplicate error

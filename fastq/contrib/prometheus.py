@@ -31,6 +31,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Optional, TypedDict
 
 if TYPE_CHECKING:  # imported for real only inside the functions (see above)
@@ -73,8 +74,10 @@ class _Series(NamedTuple):
 
 
 _metrics_lock = threading.Lock()
-# (id(registry), namespace) -> the metric objects (a name registers once)
-_metrics_cache: dict[tuple[int, str], _Metrics] = {}
+# registry -> namespace -> the metric objects (a name registers once). Weak keys: a registry that
+# is gone takes its entry along (an id() key could be reused by a new registry and hand it metrics
+# registered on the old one).
+_metrics_cache: weakref.WeakKeyDictionary[Any, dict[str, _Metrics]] = weakref.WeakKeyDictionary()
 
 
 def _need_client() -> Any:
@@ -90,9 +93,9 @@ def _metrics(registry: Any, namespace: str) -> _Metrics:
     pc = _need_client()
     if registry is None:
         registry = pc.REGISTRY
-    key = (id(registry), namespace)
     with _metrics_lock:
-        found = _metrics_cache.get(key)
+        by_namespace = _metrics_cache.setdefault(registry, {})
+        found = by_namespace.get(namespace)
         if found is not None:
             return found
         labels = ("queue", "task_type")
@@ -116,7 +119,7 @@ def _metrics(registry: Any, namespace: str) -> _Metrics:
                                                "those episodes", ("task_type",), namespace=namespace,
                                                registry=registry),
         }
-        _metrics_cache[key] = made
+        by_namespace[namespace] = made
         return made
 
 
