@@ -31,7 +31,7 @@ import re
 from datetime import datetime
 from decimal import Decimal
 from json.encoder import encode_basestring  # the C version when available; escapes as Go does, but see above
-from typing import Any, Callable, Match
+from typing import Any, Callable
 
 __all__ = ["dumps", "text", "go_escape", "go_float", "go_time", "go_string"]
 
@@ -41,7 +41,7 @@ _SPECIAL = re.compile("[<>&\u2028\u2029\ud800-\udfff]")
 _ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
-def _escape(match: Match[str]) -> str:
+def _escape(match: re.Match[str]) -> str:
     return _ESCAPES.get(match.group(), "\\ufffd")  # else a lone surrogate: Go's replacement rune
 
 
