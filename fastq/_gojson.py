@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from decimal import Decimal
 from json.encoder import encode_basestring  # the C version when available; escapes as Go does, but see above
 from typing import Any, Callable
 
@@ -63,6 +62,8 @@ def go_float(value: float) -> str:
         return r  # 1e-4 <= |x| < 1e16: repr's fixed notation is Go's 'f' format
     magnitude = abs(value)
     if 1e-6 <= magnitude < 1e21:  # Go's 'f' range, where repr uses an exponent
+        from decimal import Decimal  # rare: imported when first needed
+
         return format(Decimal(r), "f")
     mantissa, _, exponent = r.partition("e")  # repr's 'e' form: Go's, before Go's exponent clean-up
     if len(exponent) == 3 and exponent[0] == "-" and exponent[1] == "0":
