@@ -165,3 +165,18 @@ def test_a_ref_made_by_hand_cannot_wait(app):
     info = fastq.Client(app.redis_url).enqueue(fastq.Task("plain"))
     with pytest.raises(RuntimeError, match="not made by an App task"):
         TaskRef(info).result(timeout=1)
+
+
+def test_a_ref_rebuilt_from_an_id_waits_like_the_original(app, redis_url):
+    @app.task(name="late", queue="later")
+    def late(x: int) -> int:
+        return x + 1
+
+    task_id = late.enqueue(41).id  # e.g. sent to a browser, which asks again later
+    worker = _drain_soon(app, redis_url, queues={"later": 1})
+    ref = late.ref(task_id)
+    assert (ref.id, ref.queue, ref.type) == (task_id, "later", "late")
+    assert ref.result(timeout=15) == 42
+    worker.join()
+    with pytest.raises(ValueError, match="task_id"):
+        late.ref("")

@@ -26,7 +26,7 @@ from fastq.app.ref import TaskRef
 from fastq.errors import PayloadError, Retry, RevokeTask, SkipRetry
 from fastq.mux import is_async_handler
 from fastq.options import check_option_names, plan_enqueue
-from fastq.task import Task
+from fastq.task import Task, TaskInfo, TaskState
 
 if TYPE_CHECKING:
     from fastq.app.app import App
@@ -175,6 +175,15 @@ class AppTask(_Enqueuer[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function here and now, as a plain call (no payload, no queue)."""
         return self.fn(*args, **kwargs)
+
+    def ref(self, task_id: str, *, queue: Optional[str] = None) -> TaskRef:
+        """A ``TaskRef`` for a task of this type enqueued earlier (e.g. its ID came back in an HTTP
+        request): ``result()`` waits for it as for a fresh ref. Nothing is read from Redis here:
+        the ref's ``info`` holds only the ID, the queue (default: this task's) and the type."""
+        if not isinstance(task_id, str) or not task_id:
+            raise ValueError(f"task_id must be a non-empty str, got {task_id!r}")
+        info = TaskInfo(task_id, queue or self.queue, self.name, b"", TaskState.PENDING)
+        return TaskRef(info, task=self)
 
     def __repr__(self) -> str:
         return f"<App task {self.name!r} ({getattr(self.fn, '__qualname__', self.fn)}) queue={self.queue!r}>"
