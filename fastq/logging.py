@@ -31,7 +31,7 @@ from typing import Any, Optional
 from fastq.context import current_task
 
 __all__ = ["TaskContextFilter", "JsonFormatter", "TextFormatter", "install", "setup", "add_task_context", "lifecycle",
-           "DEFAULT_FORMAT", "LOG_FORMATS"]
+           "TaskLog", "DEFAULT_FORMAT", "LOG_FORMATS"]
 
 DEFAULT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s task=%(task_id)s: %(message)s"
 LOG_FORMATS = ("text", "json")
@@ -182,6 +182,28 @@ def lifecycle(event: str, **fields: Any) -> dict[str, Any]:
     (e.g. ``"child_died"``) and the given fields (``child_pid``, ``exit_code``, ``signal``...)
     as keys, so they can be queried without parsing the message."""
     return {"lifecycle": event, **fields}
+
+
+class TaskLog:
+    """A worker hook (``WorkerConfig(log_tasks=True)``, ``fastq-supervisor --log-tasks``): one INFO
+    line per finished task on the ``fastq.tasks`` logger, with its outcome and duration, e.g.
+    ``task 5f0c... (email:send) done in 12.4 ms``. JSON logs also get ``outcome`` and
+    ``duration_ms`` as keys. Off by default: at 100k tasks/s a line per task is the costliest part."""
+
+    def __init__(self) -> None:
+        self.log = logging.getLogger("fastq.tasks")
+
+    def task_finished(self, ctx: Any, outcome: str, exc: Optional[BaseException], seconds: float) -> None:
+        if not self.log.isEnabledFor(logging.INFO):
+            return
+        ms = seconds * 1000
+        extra = {"task_id": ctx.task_id, "task_type": ctx.type, "queue": ctx.queue, "retry": ctx.retry_count,
+                 "outcome": outcome, "duration_ms": round(ms, 3)}
+        if exc is None:
+            self.log.info("task %s (%s) %s in %.1f ms", ctx.task_id, ctx.type, outcome, ms, extra=extra)
+        else:
+            self.log.info("task %s (%s) %s in %.1f ms: %s: %s", ctx.task_id, ctx.type, outcome, ms,
+                          type(exc).__name__, exc, extra=extra)
 
 
 def install(logger: logging.Logger | None = None) -> None:

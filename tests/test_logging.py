@@ -437,3 +437,47 @@ def test_readme_reporting_middleware_reports_in_the_task_context(redis_url):
 
     asyncio.run(main())
     assert sorted(reports) == sorted([(ids[0], "async:boom", "ValueError"), (ids[1], "sync:boom", "KeyError")])
+
+
+# ------------------------------------------------------------------ --log-tasks
+
+
+@pytest.fixture
+def capture_tasks():
+    handler = Capture(fql.JsonFormatter())
+    logger = logging.getLogger("fastq.tasks")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def test_log_tasks_writes_one_line_per_finished_task_with_outcome_and_duration(redis_url, capture_tasks):
+    async def handler(task):
+        if task.type == "bad":
+            raise fastq.SkipRetry("nope")
+        await asyncio.sleep(0.02)
+
+    ids = run_tasks(redis_url, handler, [fastq.Task("good"), fastq.Task("bad")], log_tasks=True)
+    records = {r["task_id"]: r for r in capture_tasks.json_lines()}
+    assert set(records) == set(ids)
+    good, bad = records[ids[0]], records[ids[1]]
+    assert good["outcome"] == "done" and good["task_type"] == "good" and good["duration_ms"] >= 20
+    assert f"task {ids[0]} (good) done in " in good["event"]
+    assert bad["outcome"] == "archive" and "SkipRetry: nope" in bad["event"]
+
+
+def test_tasks_are_not_logged_by_default(redis_url, capture_tasks):
+    async def handler(task):
+        return None
+
+    run_tasks(redis_url, handler, [fastq.Task("quiet")])
+    assert capture_tasks.lines() == []
+
+
+def test_log_tasks_adds_its_hook_once():
+    from fastq.server.config import WorkerConfig
+
+    config = WorkerConfig(redis_url="redis://", log_tasks=True)
+    again = __import__("dataclasses").replace(config, concurrency=5)
+    assert [type(h).__name__ for h in again.hooks] == ["TaskLog"]

@@ -81,6 +81,9 @@ def _stop_before_start(signum: int, _frame: object) -> None:
 @click.option("--hard-timeout-grace", type=NumberAtLeast(0), default=30.0, metavar="SECONDS",
               help="recycle a worker whose sync handler is still running this long after its task "
                    "timed out or was cancelled (default: 30)")
+@click.option("--log-tasks", is_flag=True, default=False,
+              help="log one INFO line per finished task with its outcome and duration (default: off; "
+                   "costs throughput at high task rates)")
 @click.option("--max-tasks-per-child", type=IntAtLeast(0), default=0, metavar="N",
               help="replace a worker process after it ran this many tasks (default: 0 = never)")
 @click.option("--max-memory-per-child", type=NumberAtLeast(0, unit="MB"), default=0.0, metavar="MB",
@@ -200,14 +203,14 @@ def _run(args: dict[str, Any], metrics: object) -> int:
               "max_tasks": "max_tasks_per_child", "lease_duration": "lease_duration",
               "hard_timeout_grace": "hard_timeout_grace", "on_start": "on_start",
               "group_aggregator": "group_aggregator", "group_grace_period": "group_grace_period",
-              "group_max_delay": "group_max_delay", "group_max_size": "group_max_size"}
+              "group_max_delay": "group_max_delay", "group_max_size": "group_max_size", "log_tasks": "log_tasks"}
     values = {"concurrency": args["concurrency"], "queues": args["queues"], "strict_priority": args["strict_priority"],
               "shutdown_timeout": args["shutdown_timeout"], "batch_size": args["batch_size"],
               "poll_interval": max(args["poll_interval"], 0.001), "max_tasks": args["max_tasks_per_child"],
               "lease_duration": args["lease_duration"], "hard_timeout_grace": args["hard_timeout_grace"],
               "on_start": on_start, "group_aggregator": group_aggregator,
               "group_grace_period": args["group_grace_period"], "group_max_delay": args["group_max_delay"],
-              "group_max_size": args["group_max_size"]}
+              "group_max_size": args["group_max_size"], "log_tasks": args["log_tasks"]}
     worker_config = getattr(handler, "worker_config", None)  # a fastq.App: its settings, under the given flags
     try:
         if callable(worker_config):

@@ -126,6 +126,8 @@ class WorkerConfig:
     janitor_batch: int = 100
     # Called (sync or async) in each worker process before it takes tasks.
     on_start: Optional[Callable[[], Any]] = None
+    # One INFO line per finished task (fastq.logging.TaskLog, added to hooks): off by default.
+    log_tasks: bool = False
     host: str = field(default_factory=lambda: _hostname())
     # Set by the supervisor so it can find this worker's claims if the process dies.
     server_id: Optional[str] = None
@@ -149,6 +151,10 @@ class WorkerConfig:
         return f"WorkerConfig({', '.join(shown)})"
 
     def __post_init__(self) -> None:
+        if self.log_tasks and not any(type(h).__name__ == "TaskLog" for h in self.hooks):
+            from fastq.logging import TaskLog
+
+            self.hooks = [*self.hooks, TaskLog()]
         self.queues = parse_queues(self.queues)
         _positive("concurrency", self.concurrency, 1, integer=True)
         _positive("shutdown_timeout", self.shutdown_timeout, 0)
