@@ -335,7 +335,7 @@ def _preload() -> None:
     gc.freeze()
 
 
-def _exit_fields(status: int, **fields: Any) -> dict:
+def _exit_fields(status: int, **fields: Any) -> dict[str, Any]:
     """How a child ended, for structured logs: ``exit_code`` or ``signal`` (its name)."""
     if os.WIFSIGNALED(status):
         try:
