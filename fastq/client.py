@@ -169,7 +169,7 @@ def _enqueue_many_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[
 
 
 def _windowed_batch_steps(plans: list[EnqueuePlan], chunk_size: int) -> Generator[Optional[Call], Any, list[TaskInfo]]:
-    """``_enqueue_many_steps`` for plain tasks with generated IDs, in ``fastq._window``'s protocol:
+    """``_enqueue_many_steps`` for plain tasks with generated IDs, in ``fastq._rdb.window``'s protocol:
     the reply received is that of the call yielded before the last, so this builds the next
     call (and the last chunk's TaskInfos) while Redis runs the one in flight."""
     outcome = _Outcome()

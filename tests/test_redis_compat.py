@@ -64,7 +64,7 @@ METHODS = [
     (redis.sentinel.SentinelManagedConnection, "connect", False, (), {}),
     (redis.asyncio.sentinel.SentinelManagedConnection, "connect_to", True, (("127.0.0.1", 6379),), {}),
     (redis.asyncio.sentinel.SentinelManagedConnection, "connect", True, (), {}),
-    # fastq._window (enqueue_many's window) and fastq.redis.durability
+    # fastq._rdb.window (enqueue_many's window) and fastq.redis.durability
     (redis.connection.ConnectionPool, "get_connection", False, (), {}),
     (redis.connection.ConnectionPool, "release", False, (object(),), {}),
     (redis.connection.Connection, "send_packed_command", False, ([b"PING"],), {"check_health": False}),

@@ -6,8 +6,9 @@ import time
 import pytest
 from helpers import dump
 
-from fastq import _scripts, keys
+from fastq import keys
 from fastq._codec import TaskMessage, decode_message, encode_message
+from fastq._rdb import scripts as _scripts
 from fastq._rdb.calls import execute
 from fastq._rdb.outcome import Archive, Complete, Done, Requeue, Retry
 from fastq._rdb.worker import Broker, settle_calls, utc_date

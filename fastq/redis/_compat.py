@@ -45,7 +45,7 @@ Clients and pipelines:
 * ``connection_kwargs(client)``: ``ConnectionPool.connection_kwargs`` of a client, or the
   asyncio ``RedisCluster.connection_kwargs``.
 
-Public names without documentation, used elsewhere and only checked here: ``fastq._window``
+Public names without documentation, used elsewhere and only checked here: ``fastq._rdb.window``
 (``enqueue_many``'s window) calls ``ConnectionPool.get_connection()`` without a command name
 (5.3+), ``Connection.send_packed_command(command, check_health=False)``,
 ``Connection.read_response()``, ``Connection.pack_command(*args)``, ``Connection.disconnect()``

@@ -7,9 +7,9 @@ from datetime import timedelta
 from typing import Any, Callable, Optional
 
 from fastq import _validate
-from fastq._redis import default_url
 from fastq._validate import queue_name
 from fastq.errors import InvalidOptionError
+from fastq.redis.facade import default_url
 from fastq.retry import default_retry_delay
 
 __all__ = ["WorkerConfig", "parse_queues"]
@@ -144,7 +144,7 @@ class WorkerConfig:
     def __repr__(self) -> str:
         from dataclasses import fields
 
-        from fastq._redis import redact
+        from fastq.redis.url import redact
 
         shown = (f"{f.name}={redact(self.redis_url) if f.name == 'redis_url' else getattr(self, f.name)!r}"
                  for f in fields(self))

@@ -104,7 +104,7 @@ class LeaseKeeper:
 
     def start(self) -> "LeaseKeeper":
         """Start the thread and the loop's timer (call on the worker's event loop)."""
-        from fastq._redis import sync_client
+        from fastq.redis.facade import sync_client
 
         self._loop = asyncio.get_running_loop()
         self._loop_ident = threading.get_ident()

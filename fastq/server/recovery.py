@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from fastq import keys
 from fastq._rdb.outcome import Outcome
 from fastq._rdb.worker import SyncBroker
-from fastq._redis import sync_client
+from fastq.redis.facade import sync_client
 from fastq.server.config import WorkerConfig
 from fastq.server.recoverer import lost_claim
 

@@ -22,8 +22,9 @@ from typing import Any, Optional
 from redis.exceptions import RedisError
 
 from fastq._rdb.worker import Broker
-from fastq._redis import async_client, redact
 from fastq.redis.clients import fail_fast_options
+from fastq.redis.facade import async_client
+from fastq.redis.url import redact
 from fastq.server.aggregator import aggregation_loop
 from fastq.server.config import WorkerConfig
 from fastq.server.forwarder import forward_loop

@@ -262,7 +262,7 @@ class WorkerHarness:
 
     async def adrain(self, queue: Union[str, Sequence[str], None] = None, timeout: float = 10.0) -> DrainResult:
         """``drain`` for async tests (runs the worker on the current loop)."""
-        from fastq._redis import async_client
+        from fastq.redis.facade import async_client
         from fastq.server.config import WorkerConfig
         from fastq.server.worker import Worker
 
