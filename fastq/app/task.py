@@ -203,6 +203,25 @@ def _not_retried(task: AppTask[Any, Any], exc: Exception) -> Optional[ArchivedEr
     return ArchivedError(f"{text} (not retried: retry_on of {task.name!r} is {names})")
 
 
+class _RetryPolicy:
+    """Around a task function's call: an exception outside ``retry_on`` leaves as ``SkipRetry``
+    (archived at once, the original as its cause); others, and ``fastq.Retry``, as they are."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: AppTask[Any, Any]) -> None:
+        self.task = task
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Optional[type[BaseException]], exc: Optional[BaseException], tb: Any) -> None:
+        if isinstance(exc, Exception):
+            archived = _not_retried(self.task, exc)
+            if archived is not None:
+                raise archived from exc
+
+
 def handler_for(task: AppTask[Any, Any]) -> Callable[[Task], Any]:
     """The ``fastq.Task`` handler of an App task: decode the payload (a payload that does not fit
     archives the task with the reason), call the function, turn an exception outside
@@ -221,18 +240,14 @@ def handler_for(task: AppTask[Any, Any]) -> Callable[[Task], Any]:
         except TypeError as exc:
             raise ArchivedError(str(exc)) from exc
 
+    policy = _RetryPolicy(task)
     if is_async_handler(fn):
         async_fn: Callable[..., Awaitable[Any]] = fn
 
         async def run_async(message: Task) -> Optional[bytes]:
             args, kwargs = arguments(message)
-            try:
+            with policy:
                 value = await async_fn(*args, **kwargs)
-            except Exception as exc:
-                archived = _not_retried(task, exc)
-                if archived is None:
-                    raise
-                raise archived from exc
             return result(value)
 
         run_async.__qualname__ = run_async.__name__ = f"task {task.name}"
@@ -240,13 +255,8 @@ def handler_for(task: AppTask[Any, Any]) -> Callable[[Task], Any]:
 
     def run(message: Task) -> Optional[bytes]:
         args, kwargs = arguments(message)
-        try:
+        with policy:
             value = fn(*args, **kwargs)
-        except Exception as exc:
-            archived = _not_retried(task, exc)
-            if archived is None:
-                raise
-            raise archived from exc
         return result(value)
 
     run.__qualname__ = run.__name__ = f"task {task.name}"
