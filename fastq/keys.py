@@ -118,6 +118,12 @@ def notify_channel(qname: str) -> str:
     return f"asynq:{{{qname}}}:fastq_notify"
 
 
+def keyspace_channel(db: int, qname: str) -> str:
+    """Redis's keyspace-notification channel of the queue's pending list (``notify-keyspace-events``
+    with ``K`` and ``l``): what ``--keyspace-wakeup`` workers listen on to see pushes by any client."""
+    return f"__keyspace@{db}__:{pending_key(qname)}"
+
+
 def settled_channel(qname: str) -> str:
     """Pub/sub channel fastq's settle scripts publish to when tasks of a queue reach a final
     state (done, completed, archived): what ``TaskRef.result()`` waits on."""

@@ -70,6 +70,10 @@ def _stop_before_start(signum: int, _frame: object) -> None:
               help="longest sleep between polls of empty queues, in seconds; tasks from fastq clients "
                    "wake idle workers at once, this bounds pickup of tasks from other (e.g. Go) "
                    "clients (default: 1)")
+@click.option("--keyspace-wakeup", is_flag=True, default=False,
+              help="also wake idle workers through Redis keyspace notifications, so tasks pushed by "
+                   "any client (Go's) start within milliseconds; adds K and l to notify-keyspace-events "
+                   "where CONFIG is allowed, else warns and polls (default: off; not on Redis Cluster)")
 @click.option("--scheduler", metavar="MODULE:ATTRIBUTE", default=None,
               help="also run periodic tasks: a fastq.Scheduler or PeriodicTaskManager, in one extra process")
 @click.option("--lease-duration", type=IntAtLeast(3), default=8, metavar="SECONDS",
@@ -203,14 +207,16 @@ def _run(args: dict[str, Any], metrics: object) -> int:
               "max_tasks": "max_tasks_per_child", "lease_duration": "lease_duration",
               "hard_timeout_grace": "hard_timeout_grace", "on_start": "on_start",
               "group_aggregator": "group_aggregator", "group_grace_period": "group_grace_period",
-              "group_max_delay": "group_max_delay", "group_max_size": "group_max_size", "log_tasks": "log_tasks"}
+              "group_max_delay": "group_max_delay", "group_max_size": "group_max_size", "log_tasks": "log_tasks",
+              "keyspace_wakeup": "keyspace_wakeup"}
     values = {"concurrency": args["concurrency"], "queues": args["queues"], "strict_priority": args["strict_priority"],
               "shutdown_timeout": args["shutdown_timeout"], "batch_size": args["batch_size"],
               "poll_interval": max(args["poll_interval"], 0.001), "max_tasks": args["max_tasks_per_child"],
               "lease_duration": args["lease_duration"], "hard_timeout_grace": args["hard_timeout_grace"],
               "on_start": on_start, "group_aggregator": group_aggregator,
               "group_grace_period": args["group_grace_period"], "group_max_delay": args["group_max_delay"],
-              "group_max_size": args["group_max_size"], "log_tasks": args["log_tasks"]}
+              "group_max_size": args["group_max_size"], "log_tasks": args["log_tasks"],
+              "keyspace_wakeup": args["keyspace_wakeup"]}
     worker_config = getattr(handler, "worker_config", None)  # a fastq.App: its settings, under the given flags
     try:
         if callable(worker_config):

@@ -95,6 +95,10 @@ class WorkerConfig:
     # the pickup of tasks written by other clients (e.g. Go's): back-off from 1 ms up to this
     # (Asynq sleeps 0.5-1.5 s).
     poll_interval: float = 1.0
+    # Also wake idle workers through Redis keyspace notifications of the pending lists, so tasks
+    # pushed by any client (Go's) start within milliseconds; sets notify-keyspace-events (adds K
+    # and l) where allowed, else warns and polls. fastq.server.keyspace; off by default.
+    keyspace_wakeup: bool = False
     # How often scheduled and retry tasks that are due move to pending (Asynq: 5 s).
     forward_interval: float = 1.0
     # How often this worker looks for tasks whose lease expired (Asynq: 60 s).

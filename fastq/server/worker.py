@@ -63,6 +63,7 @@ class Worker:
         self.processor: Optional[Processor] = None
         self.heartbeater: Optional[Heartbeater] = None
         self.lease_keeper: Optional[LeaseKeeper] = None  # extends leases from a thread
+        self.keyspace: Any = None  # the KeyspaceWakeup of config.keyspace_wakeup, once running
         self._stop: Optional[asyncio.Event] = None
         self._immediate = False
         self._stop_requests = 0
@@ -141,6 +142,12 @@ class Worker:
                              lambda: aggregation_loop(broker, cfg, self._upkeep_stop, processor.health)),
             publish,
         ]
+        if cfg.keyspace_wakeup:
+            from fastq.server.keyspace import KeyspaceWakeup
+
+            self.keyspace = KeyspaceWakeup(redis, processor, cfg.queues, cfg.poll_interval)
+            wakeup = self.keyspace
+            upkeep.append(self._supervised("keyspace", lambda: wakeup.listen(self._upkeep_stop)))
         self._cancel_stop = asyncio.Event()
         listener = self._supervised("pubsub",
                                     lambda: pubsub_listener(redis, processor, cfg.queues, self._cancel_stop))

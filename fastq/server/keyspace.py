@@ -1,0 +1,137 @@
+"""Opt-in keyspace-notification wake-up (``WorkerConfig.keyspace_wakeup``, ``--keyspace-wakeup``).
+
+fastq's own enqueue scripts publish ``asynq:{q}:fastq_notify`` when a pending list stops being
+empty, so an idle worker starts a fastq-enqueued task within a millisecond. Go's client (or any
+other) does not; its tasks are found by the idle back-off poll, up to ``poll_interval`` later.
+
+With the flag, each worker also subscribes to Redis's keyspace channel of every served pending
+list (``keys.keyspace_channel``: ``__keyspace@<db>__:asynq:{q}:pending``) and wakes its fetch loop
+on a push event, whoever pushed. Redis publishes these only when ``notify-keyspace-events``
+holds ``K`` and ``l`` (or ``A``): at start the worker reads the setting and adds what is missing
+with ``CONFIG SET``, keeping every flag already set. Where that cannot be done (ACL without
+``CONFIG``, a managed Redis that refuses it) one WARNING says what to set by hand and that pickup
+falls back to polling until it is; on Redis Cluster (events are per node, and a worker listens to
+one node) one WARNING says the wake-up is off.
+
+The subscription is held for the worker's whole life, on a connection of its own (so a refused
+keyspace channel never touches the ``asynq:cancel`` subscription). Every list command on a
+served pending list then costs each worker one message, the pops of busy workers included;
+``bench/pickup.py`` measures that cost (CPU per task during a drain) and it is small next to a
+task's, which is why the subscription is not dropped while the worker is busy (see
+docs/asynq.md, "Go clients and idle workers").
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Iterable, Optional
+
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
+
+from fastq import keys
+from fastq.redis.cluster import is_cluster
+from fastq.server.maintenance import sleep_until_set
+from fastq.server.processor import Processor
+
+log = logging.getLogger("fastq.worker")
+
+SETTING = "notify-keyspace-events"
+# The list commands that add to a list (LMOVE / RPOPLPUSH report the destination as lpush/rpush).
+PUSH_EVENTS = frozenset({b"lpush", b"rpush", b"linsert"})
+
+
+def merged_flags(current: str) -> Optional[str]:
+    """``current`` with ``K`` and ``l`` added, or ``None`` when it already delivers list keyspace
+    events (``K`` and ``l`` or ``A``). Flags already set are kept, in their order."""
+    missing = ""
+    if "K" not in current:
+        missing += "K"
+    if "l" not in current and "A" not in current:
+        missing += "l"
+    return current + missing if missing else None
+
+
+def _db_of(redis: Any) -> int:
+    pool = getattr(redis, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or {}
+    return int(kwargs.get("db") or 0)
+
+
+class KeyspaceWakeup:
+    """Sets up the keyspace events and listens to them for one worker (``listen`` is its loop)."""
+
+    def __init__(self, redis: Any, processor: Processor, queues: Iterable[str], poll_interval: float) -> None:
+        self.redis = redis
+        self.processor = processor
+        self.channels = [keys.keyspace_channel(_db_of(redis), q) for q in queues]
+        self.poll_interval = poll_interval
+        self.warned = False  # one WARNING per worker, whatever went wrong
+        self.events = 0  # keyspace messages received (tests, bench)
+
+    def _fallback(self, why: str) -> None:
+        if self.warned:
+            log.debug("keyspace wake-up: %s", why)
+            return
+        self.warned = True
+        log.warning("keyspace wake-up: %s. Tasks pushed by clients other than fastq (Go's) are picked up "
+                    "by polling, within poll_interval (%gs). To enable it by hand: CONFIG SET %s with K and l "
+                    "added to the flags already set (e.g. 'Kl' when it is empty), and allow the worker's ACL "
+                    "user the channels %s.", why, self.poll_interval, SETTING, ", ".join(self.channels))
+
+    async def configure(self) -> bool:
+        """Make Redis publish list keyspace events; ``False`` when this worker should not subscribe."""
+        if is_cluster(self.redis):
+            log.warning("keyspace wake-up is off on Redis Cluster (keyspace events are published per node): "
+                        "tasks pushed by clients other than fastq are picked up by polling, within "
+                        "poll_interval (%gs)", self.poll_interval)
+            return False
+        try:
+            value = (await self.redis.config_get(SETTING)).get(SETTING)
+            if isinstance(value, bytes):
+                value = value.decode()
+            if value is None:
+                raise ResponseError(f"CONFIG GET {SETTING} returned nothing")
+            wanted = merged_flags(value)
+            if wanted is not None:
+                await self.redis.config_set(SETTING, wanted)
+                log.info("keyspace wake-up: %s was %r, set to %r", SETTING, value, wanted)
+        except (RedisError, OSError) as exc:
+            # Denied or failed: the setting may still have been made by hand, so subscribe anyway.
+            self._fallback(f"cannot read or set {SETTING} ({exc})")
+        return True
+
+    async def listen(self, stop: asyncio.Event) -> None:
+        """Wake the processor on each push to a served pending list, until ``stop``. Re-subscribes after
+        connection errors; returns (polling only) when the channels are refused."""
+        if not self.channels or not await self.configure():
+            return
+        delay = 0.1
+        processor = self.processor
+        while not stop.is_set():
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(*self.channels)
+                while not stop.is_set():
+                    message = await pubsub.get_message(timeout=0.1)
+                    if not message:
+                        continue
+                    kind = message.get("type")
+                    if kind == "message":
+                        self.events += 1
+                        if message["data"] in PUSH_EVENTS:
+                            processor.wake()
+                    elif kind == "subscribe":  # confirmed: whatever was pushed before is dequeued now
+                        processor.wake()
+                        delay = 0.1
+            except NoPermissionError as exc:
+                self._fallback(f"subscribing is refused ({exc})")
+                return
+            except (RedisError, OSError) as exc:
+                processor.redis_error("keyspace", exc)
+                await sleep_until_set(stop, delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except (RedisError, OSError):
+                    pass

@@ -1,0 +1,164 @@
+"""WorkerConfig(keyspace_wakeup=True): tasks pushed by Go's client (no fastq_notify) wake idle workers.
+
+Each test starts its own redis-server (CONFIG SET notify-keyspace-events must not leak into the
+session server). poll_interval is 5 s, so a task that runs well before that was woken, not polled.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+import pytest
+import redis
+from helpers import RedisServer, RunningWorker, async_wait_for
+
+from fastq import keys
+from fastq._codec import TaskMessage, encode_message
+from fastq.server.keyspace import merged_flags
+
+POLL = 5.0
+Q = "ks"
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = RedisServer(tmp_path)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def go_enqueue(r: redis.Redis, queue: str, task_type: str = "go:task") -> str:
+    """Write a task as Go Asynq's client does (and nothing else: no fastq_notify)."""
+    tid = str(uuid.uuid4())
+    msg = encode_message(TaskMessage(type=task_type, payload=b"{}", id=tid, queue=queue, retry=25, timeout=1800))
+    pipe = r.pipeline(transaction=True)
+    pipe.sadd(keys.ALL_QUEUES, queue)
+    pipe.hset(keys.task_key(queue, tid), mapping={"msg": msg, "state": "pending",
+                                                   "pending_since": str(time.time_ns())})
+    pipe.lpush(keys.pending_key(queue), tid)
+    pipe.execute()
+    return tid
+
+
+def _count_empty_dequeues(worker: RunningWorker) -> list[float]:
+    """Record when each dequeue that found nothing returned: the fetch loop then sleeps."""
+    broker = worker.worker.processor.broker
+    dequeue, empty = broker.dequeue, []
+
+    async def counted(*args, **kwargs):
+        claims = await dequeue(*args, **kwargs)
+        if not claims:
+            empty.append(time.monotonic())
+        return claims
+    broker.dequeue = counted
+    return empty
+
+
+async def _pickup(r: redis.Redis, started: dict[str, float], empty: list[float]) -> float:
+    """Push a Go-layout task just after an empty dequeue (the loop is in a POLL-long sleep) and
+    return how long it took to start."""
+    since = max(started.values(), default=0.0)
+    await async_wait_for(lambda: empty and empty[-1] > since, timeout=3 * POLL, what="an empty dequeue")
+    await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    tid = go_enqueue(r, Q)
+    await async_wait_for(lambda: tid in started, timeout=3 * POLL, what="the Go-layout task to run")
+    return started[tid] - t0
+
+
+def _handler(started: dict[str, float]):
+    async def handler(task):
+        from fastq import get_task_id
+
+        started[get_task_id()] = time.monotonic()
+    return handler
+
+
+def test_merged_flags_adds_k_and_l_and_keeps_the_rest():
+    assert merged_flags("") == "Kl"
+    assert merged_flags("Ex") == "ExKl"
+    assert merged_flags("Kl") is None
+    assert merged_flags("AK") is None
+    assert merged_flags("KEA") is None
+    assert merged_flags("El") == "ElK"
+
+
+def test_go_layout_task_is_picked_up_before_a_poll_and_flags_are_merged(server, caplog, monkeypatch):
+    # Every idle sleep is the full poll interval (no 1 ms back-off start): only a wake-up is quick.
+    monkeypatch.setattr("fastq.server.processor.POLL_MIN", POLL)
+    r = redis.Redis(port=server.port)
+    r.config_set("notify-keyspace-events", "Ex")
+    started: dict[str, float] = {}
+
+    async def main() -> None:
+        async with RunningWorker(_handler(started), server.url, queues={Q: 1}, poll_interval=POLL,
+                                 keyspace_wakeup=True) as w:
+            empty = _count_empty_dequeues(w)
+            await async_wait_for(lambda: w.worker.keyspace is not None and
+                                 r.pubsub_numsub(keys.keyspace_channel(0, Q))[0][1] == 1, what="subscription")
+            flags = r.config_get("notify-keyspace-events")["notify-keyspace-events"]
+            assert {"E", "x", "K", "l"} <= set(flags), flags
+            for _ in range(3):
+                assert await _pickup(r, started, empty) < POLL / 2
+            assert w.worker.keyspace.warned is False
+            w.worker.processor.wake()  # end the POLL-long idle sleep, so the worker stops at once
+
+    try:
+        asyncio.run(main())
+    finally:
+        r.close()
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING and "keyspace" in rec.getMessage()]
+
+
+def test_without_the_flag_nothing_subscribes_and_config_is_untouched(server):
+    r = redis.Redis(port=server.port)
+    r.config_set("notify-keyspace-events", "")
+    started: dict[str, float] = {}
+
+    async def main() -> None:
+        async with RunningWorker(_handler(started), server.url, queues={Q: 1}, poll_interval=0.05) as w:
+            await asyncio.sleep(0.3)
+            assert w.worker.keyspace is None
+            assert r.pubsub_numsub(keys.keyspace_channel(0, Q))[0][1] == 0
+            assert not [c for c in r.pubsub_channels() if c.startswith(b"__keyspace@")]
+            assert r.config_get("notify-keyspace-events")["notify-keyspace-events"] == ""
+            tid = go_enqueue(r, Q)  # still run, by polling
+            await async_wait_for(lambda: tid in started, what="the polled task")
+
+    try:
+        asyncio.run(main())
+    finally:
+        r.close()
+
+
+def test_a_user_without_config_gets_one_warning_and_tasks_still_run_by_polling(server, caplog):
+    from fastq.connection import ACL_WORKER
+
+    admin = redis.Redis(port=server.port)
+    admin.execute_command("ACL", "SETUSER", "worker", "reset", "on", ">worker-pw", *ACL_WORKER.split())
+    url = f"redis://worker:worker-pw@127.0.0.1:{server.port}/0"
+    started: dict[str, float] = {}
+    caplog.set_level(logging.WARNING, logger="fastq")
+
+    async def main() -> None:
+        async with RunningWorker(_handler(started), url, queues={Q: 1}, poll_interval=0.05,
+                                 keyspace_wakeup=True) as w:
+            await async_wait_for(lambda: w.worker.keyspace is not None and w.worker.keyspace.warned,
+                                 what="the warning")
+            tid = go_enqueue(admin, Q)
+            await async_wait_for(lambda: tid in started, what="the polled task")
+            assert admin.config_get("notify-keyspace-events")["notify-keyspace-events"] == ""
+            assert admin.pubsub_numsub(keys.keyspace_channel(0, Q))[0][1] == 0
+
+    try:
+        asyncio.run(main())
+    finally:
+        admin.close()
+    warnings = [rec.getMessage() for rec in caplog.records
+                if rec.levelno == logging.WARNING and "keyspace wake-up" in rec.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "notify-keyspace-events" in warnings[0] and "polling" in warnings[0]
+    assert keys.keyspace_channel(0, Q) in warnings[0]
