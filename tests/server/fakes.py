@@ -1,13 +1,15 @@
-"""A small in-memory stand-in for the worker's Redis seam (``fastq._rdb.worker.Broker``).
+"""A small in-memory stand-in for the worker's Redis seam (``fastq._rdb.worker.Broker`` and the
+lease thread's ``SyncBroker.extend_leases``).
 
-For unit tests of the processor and the outcome buffer only: what Redis does with the calls is
-tested against a real redis-server (tests/rdb/test_worker_rdb.py, tests/test_scripts.py).
+For unit tests of the worker's parts (processor, outcome buffer, leases, heartbeat, forwarder,
+recoverer) only: the fakes record calls and return canned or derived replies. What Redis does with
+the calls is tested against a real redis-server (tests/rdb/test_worker_rdb.py, tests/test_scripts.py).
 """
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from fastq._rdb.outcome import Claim, Outcome
 from fastq._rdb.worker import LEASE_MARGIN
@@ -18,7 +20,11 @@ class FakeBroker:
 
     ``fail_dequeue``: raised by the next dequeue (once). ``fail_settle``: raised by every settle
     while set. ``missing``: IDs a settle reports as not written. ``wrong``: what
-    ``wrong_key_types`` answers per queue. ``gate``: when set, a settle waits for it."""
+    ``wrong_key_types`` answers per queue. ``gate``: when set, a settle waits for it.
+
+    Upkeep: ``forward`` answers ``moved`` (in turn, then 0) and raises ``fail_forward`` while set;
+    ``heartbeat`` answers ``info`` (the parsed ``INFO`` reply, None: denied) and raises
+    ``fail_heartbeat`` while set; ``list_lease_expired`` answers ``(cutoff, expired[queue])``."""
 
     def __init__(self) -> None:
         self.claims: list[Claim] = []
@@ -31,6 +37,18 @@ class FakeBroker:
         self.missing: set[Any] = set()
         self.wrong: dict[str, list[tuple[str, str, str]]] = {}
         self.gate: Optional[asyncio.Event] = None
+        self.settle_args: list[tuple[Optional[float], str]] = []  # (now, cutoff) of each settle
+        # upkeep
+        self.forwards: list[tuple[list[str], float]] = []  # (queues, time.monotonic()) of each call
+        self.moved: list[int] = []
+        self.fail_forward: Optional[BaseException] = None
+        self.heartbeats: list[tuple[str, str, int, bytes, list[tuple[str, bytes]]]] = []
+        self.info: Optional[dict[str, Any]] = None
+        self.fail_heartbeat: Optional[BaseException] = None
+        self.cleared: list[tuple[str, str]] = []
+        self.expired: dict[str, list[Claim]] = {}
+        self.cutoff = "0"
+        self.listed: list[tuple[str, float, int]] = []
 
     def put(self, queue: str, raw_id: bytes, raw: Optional[bytes]) -> None:
         self.claims.append(Claim(queue, raw_id, raw, ""))
@@ -48,6 +66,7 @@ class FakeBroker:
 
     async def settle(self, outcomes: list[Outcome], now: Optional[float] = None, cutoff: str = "") -> list[bytes]:
         self.settle_attempts += 1
+        self.settle_args.append((now, cutoff))
         if self.gate is not None:
             await self.gate.wait()
         if self.fail_settle is not None:
@@ -59,6 +78,52 @@ class FakeBroker:
 
     async def wrong_key_types(self, queue: str) -> list[tuple[str, str, str]]:
         return self.wrong.get(queue, [])
+
+    async def forward(self, queues: Iterable[str], batch: int = 100) -> int:
+        self.forwards.append((list(queues), time.monotonic()))
+        if self.fail_forward is not None:
+            raise self.fail_forward
+        return self.moved.pop(0) if self.moved else 0
+
+    async def heartbeat(self, server_key: str, workers_key: str, ttl: int, info: bytes,
+                        workers: list[tuple[str, bytes]]) -> Optional[dict[str, Any]]:
+        self.heartbeats.append((server_key, workers_key, ttl, info, list(workers)))
+        if self.fail_heartbeat is not None:
+            raise self.fail_heartbeat
+        return None if self.info is None else dict(self.info)
+
+    async def clear_server_state(self, server_key: str, workers_key: str) -> None:
+        self.cleared.append((server_key, workers_key))
+
+    async def list_lease_expired(self, queue: str, grace: float, limit: int) -> tuple[str, list[Claim]]:
+        """As Redis lists them: the claims carry no token."""
+        self.listed.append((queue, grace, limit))
+        return self.cutoff, [Claim(c.queue, c.raw_id, c.raw, "") for c in self.expired.get(queue, [])[:limit]]
+
+
+class FakeSyncBroker:
+    """Stands in for ``SyncBroker.extend_leases`` (the lease thread's one call); thread-safe enough
+    for one writer thread under the GIL.
+
+    Like the real one it answers ``(extended, error)``: the IDs of the queues whose call succeeded,
+    and the first error. ``fail``: the error of one queue's call (the other queues are extended).
+    ``down``: errors for the next calls, one each, as a failed round trip (nothing extended)."""
+
+    def __init__(self) -> None:
+        self.extends: list[tuple[dict[str, list[str]], int]] = []  # (held, lease) of each call
+        self.times: list[float] = []  # time.monotonic() of each call
+        self.fail: dict[str, BaseException] = {}
+        self.down: list[BaseException] = []
+
+    def extend_leases(self, held: dict[str, list[str]], lease: int
+                      ) -> tuple[dict[str, list[str]], Optional[BaseException]]:
+        self.extends.append(({q: list(ids) for q, ids in held.items()}, lease))
+        self.times.append(time.monotonic())
+        if self.down:
+            return {}, self.down.pop(0)
+        extended = {q: ids for q, ids in held.items() if q not in self.fail}
+        error = next((self.fail[q] for q in held if q in self.fail), None)
+        return extended, error
 
 
 async def until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> None:
