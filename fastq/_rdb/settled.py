@@ -97,6 +97,8 @@ class SettledWatch:
 
     def watch(self, queue: str, task_id: str, deliver: Deliver) -> _Waiter:
         """Call ``deliver(Settled)`` once (from the watch's thread) when the task is final."""
+        if self._closed:
+            raise RuntimeError("this result watch is closed")
         waiter = _Waiter(queue, task_id, deliver)
         self._requests.put(("add", waiter))
         self._start()
@@ -146,8 +148,13 @@ class SettledWatch:
             raise
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop the thread and close the watch's connections (waiters left get no answer)."""
+        """Stop the thread and close the watch's connections (waiters left get no answer); the
+        next ``watch_for`` makes a new watch."""
         self._closed = True
+        with _watches_lock:
+            for key, watch in list(_watches.items()):
+                if watch is self:
+                    del _watches[key]
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)

@@ -151,4 +151,8 @@ def test_close_stops_the_thread_and_a_new_watch_takes_over(redis_url, r):
     assert not thread.is_alive()
     second = watch_for(redis.Redis.from_url(redis_url))
     assert second is not first and second.wait("default", info.id, 5) == Settled("completed", b"result:4")
-    second.close()
+    second.close()  # a closed watch leaves the registry: the next caller gets a working one
+    with pytest.raises(RuntimeError, match="closed"):
+        second.wait("default", info.id, 1)
+    third = watch_for(redis.Redis.from_url(redis_url))
+    assert third is not second and third.wait("default", info.id, 5) == Settled("completed", b"result:4")
