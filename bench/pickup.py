@@ -17,8 +17,11 @@ Starts a private redis-server (unless --redis-url) and, twice, ``fastq-superviso
   over ``--idle-seconds`` with both workers idle, as commands/s.
 * **drain CPU**: ``--drain`` no-op tasks written one at a time in the Go layout by one client as fast
   as it goes, while the workers take them; worker CPU (user + system of both processes, psutil)
-  per task. With the flag every list command on the pending list (the pushes, and the pops of
-  every worker) is a keyspace message to every worker: this is what it costs.
+  per task, median of ``--repeat`` drains. **paced**: the same for ``--paced`` tasks written
+  ``--paced-rate`` a second (workers go idle between tasks: the subscribe/unsubscribe case). A
+  subscribed worker gets a message for every list command on the pending list, the pops of every
+  worker included; workers subscribe only while idle (fastq.server.keyspace): this is what the
+  flag costs.
 
 The single-connection PING rate is printed beside (this box is shared; read the figures against it).
 """
@@ -127,20 +130,33 @@ def _workers(proc: subprocess.Popen[bytes]) -> list[Any]:
     return [c for c in psutil.Process(proc.pid).children() if "scheduler" not in " ".join(c.cmdline())]
 
 
-def _drain_cpu(r: redis.Redis, proc: subprocess.Popen[bytes], n: int) -> tuple[float, float]:
-    """Worker CPU µs per task and tasks/s for ``n`` single Go-layout enqueues drained as they come."""
+def _drain_cpu(r: redis.Redis, proc: subprocess.Popen[bytes], n: int, rate: float = 0.0) -> tuple[float, float]:
+    """Worker CPU µs per task and tasks/s for ``n`` single Go-layout enqueues drained as they come,
+    written as fast as one client goes or, with ``rate``, that many a second."""
     workers = _workers(proc)
     processed = keys.processed_total_key(QUEUE)
     done_before = int(r.get(processed) or 0)
     cpu0 = sum(sum(w.cpu_times()[:2]) for w in workers)
     t0 = time.perf_counter()
-    for _ in range(n):
+    for i in range(n):
+        if rate:
+            ahead = t0 + i / rate - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
         go_enqueue(r, "bench:noop")
     while int(r.get(processed) or 0) < done_before + n:
         time.sleep(0.005)
     elapsed = time.perf_counter() - t0
     cpu = sum(sum(w.cpu_times()[:2]) for w in workers) - cpu0
     return cpu / n * 1e6, n / elapsed
+
+
+def _median_drain(r: redis.Redis, proc: subprocess.Popen[bytes], n: int, repeat: int,
+                  rate: float = 0.0) -> tuple[float, float]:
+    if not n:
+        return float("nan"), float("nan")
+    runs = [_drain_cpu(r, proc, n, rate) for _ in range(repeat)]
+    return statistics.median(c for c, _ in runs), statistics.median(t for _, t in runs)
 
 
 def _start(url: str, root: Path, args: argparse.Namespace, wakeup: bool) -> subprocess.Popen[bytes]:
@@ -183,10 +199,11 @@ def run(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 ping = _ping_rate(r)
                 lat = _pickups(r, client, args.tasks, (args.pause_min, args.pause_max), rng)
                 idle = _idle_load(r, args.idle_seconds)
-                cpu, rate = _drain_cpu(r, proc, args.drain) if args.drain else (float("nan"), float("nan"))
+                cpu, rate = _median_drain(r, proc, args.drain, args.repeat)
+                paced, _ = _median_drain(r, proc, args.paced, args.repeat, args.paced_rate)
                 flags = r.config_get("notify-keyspace-events")["notify-keyspace-events"]
                 rows.append({"wakeup": wakeup, "go": lat["go"], "fastq": lat["fastq"], "idle": idle,
-                             "cpu_us": cpu, "rate": rate, "ping": ping, "ping_after": _ping_rate(r),
+                             "cpu_us": cpu, "rate": rate, "paced_us": paced, "ping": ping, "ping_after": _ping_rate(r),
                              "flags": flags})
             finally:
                 client.close()
@@ -203,7 +220,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--pause-max", type=float, default=1.6)
     p.add_argument("--poll-interval", type=float, default=1.0)
     p.add_argument("--idle-seconds", type=float, default=10.0)
-    p.add_argument("--drain", type=int, default=20000, help="tasks of the drain-CPU step (0: skip it)")
+    p.add_argument("--drain", type=int, default=10000, help="tasks of the drain-CPU step (0: skip it)")
+    p.add_argument("--paced", type=int, default=1000, help="tasks of the paced drain-CPU step (0: skip it)")
+    p.add_argument("--paced-rate", type=float, default=200.0, help="tasks/s of the paced drain")
+    p.add_argument("--repeat", type=int, default=3, help="drains of each kind; the median is shown")
     p.add_argument("--seed", type=int, default=18)
     p.add_argument("--redis-url", default=None)
     args = p.parse_args(argv)
@@ -220,12 +240,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"pickup of a task by an idle worker, 2 worker processes, poll interval {args.poll_interval:g} s, "
           f"{args.tasks} tasks per row, {args.pause_min:g}-{args.pause_max:g} s apart")
     print(f"{'workers':<20} {'writer':<14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}   "
-          f"{'idle cmd/s':>10} {'drain µs/task':>13} {'drain/s':>8} {'PING/s':>15}")
+          f"{'idle cmd/s':>10} {'drain µs/task':>13} {'drain/s':>8} {'paced µs/task':>13} {'PING/s':>15}")
     for row in rows:
         name = "--keyspace-wakeup" if row["wakeup"] else "default"
         for writer in ("go", "fastq"):
             label = "Go layout (raw)" if writer == "go" else "fastq.Client"
-            extra = (f"{row['idle']:10.1f} {row['cpu_us']:13.1f} {row['rate']:8,.0f} "
+            extra = (f"{row['idle']:10.1f} {row['cpu_us']:13.1f} {row['rate']:8,.0f} {row['paced_us']:13.1f} "
                      f"{row['ping']:7,.0f}/{row['ping_after']:<7,.0f}") if writer == "go" else ""
             print(f"{name:<20} {label:<14} {_pct(row[writer])}   {extra}")
         print(f"{'':<20} notify-keyspace-events after the run: {row['flags']!r}")

@@ -103,6 +103,8 @@ def test_go_layout_task_is_picked_up_before_a_poll_and_flags_are_merged(server, 
             assert {"E", "x", "K", "l"} <= set(flags), flags
             for _ in range(3):
                 assert await _pickup(r, started, empty) < POLL / 2
+            # unsubscribed once it had work, subscribed again (and confirmed) once idle: 1 + 3
+            await async_wait_for(lambda: w.worker.keyspace.subscriptions >= 4, what="re-subscriptions")
             assert w.worker.keyspace.warned is False
             w.worker.processor.wake()  # end the POLL-long idle sleep, so the worker stops at once
 
@@ -111,6 +113,40 @@ def test_go_layout_task_is_picked_up_before_a_poll_and_flags_are_merged(server, 
     finally:
         r.close()
     assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING and "keyspace" in rec.getMessage()]
+
+
+def test_a_worker_with_work_is_not_subscribed(server):
+    r = redis.Redis(port=server.port)
+    release = asyncio.Event()
+    running: list[str] = []
+
+    async def slow(task):
+        running.append(task.type)
+        await release.wait()
+
+    async def main() -> None:
+        async with RunningWorker(slow, server.url, queues={Q: 1}, poll_interval=POLL, concurrency=1,
+                                 keyspace_wakeup=True) as w:
+            channel = keys.keyspace_channel(0, Q)
+            await async_wait_for(lambda: r.pubsub_numsub(channel)[0][1] == 1, what="the idle subscription")
+            go_enqueue(r, Q)
+            go_enqueue(r, Q)  # waits for the one slot
+            await async_wait_for(lambda: running, what="the first task")
+            await async_wait_for(lambda: r.pubsub_numsub(channel)[0][1] == 0, what="the unsubscription")
+            events = w.worker.keyspace.events
+            for _ in range(20):
+                go_enqueue(r, Q)
+            await asyncio.sleep(0.2)
+            assert w.worker.keyspace.events == events  # a busy worker receives no keyspace message
+            release.set()
+            await async_wait_for(lambda: len(running) == 22, what="all tasks")
+            await async_wait_for(lambda: r.pubsub_numsub(channel)[0][1] == 1, what="the subscription once idle")
+            w.worker.processor.wake()
+
+    try:
+        asyncio.run(main())
+    finally:
+        r.close()
 
 
 def test_without_the_flag_nothing_subscribes_and_config_is_untouched(server):

@@ -38,6 +38,9 @@ log = logging.getLogger("fastq.worker")
 SETTING = "notify-keyspace-events"
 # The list commands that add to a list (LMOVE / RPOPLPUSH report the destination as lpush/rpush).
 PUSH_EVENTS = frozenset({b"lpush", b"rpush", b"linsert"})
+# Subscribe once the idle back-off sleep reaches this (the queues were empty for ~7 ms): a worker
+# polling faster than that finds a task as soon anyway, and one fed continuously never subscribes.
+SUBSCRIBE_AFTER = 0.008
 
 
 def merged_flags(current: str) -> Optional[str]:
@@ -58,7 +61,13 @@ def _db_of(redis: Any) -> int:
 
 
 class KeyspaceWakeup:
-    """Sets up the keyspace events and listens to them for one worker (``listen`` is its loop)."""
+    """Sets up the keyspace events and listens to them for one worker (``listen`` is its loop).
+
+    Subscribed only while the worker is idle: from when its back-off sleep reaches
+    ``SUBSCRIBE_AFTER`` (its queues were found empty for a few milliseconds) until a dequeue finds
+    tasks again (``Processor.on_idle``). A busy worker therefore gets no keyspace messages; each
+    confirmed (re)subscription wakes the processor, so a push made while unsubscribed is not missed.
+    """
 
     def __init__(self, redis: Any, processor: Processor, queues: Iterable[str], poll_interval: float) -> None:
         self.redis = redis
@@ -67,6 +76,16 @@ class KeyspaceWakeup:
         self.poll_interval = poll_interval
         self.warned = False  # one WARNING per worker, whatever went wrong
         self.events = 0  # keyspace messages received (tests, bench)
+        self.subscriptions = 0  # confirmed subscriptions (tests, bench)
+        self._want = False  # the processor is idle: be subscribed
+        self._changed = asyncio.Event()
+
+    def idle(self, sleep: float) -> None:
+        """``Processor.on_idle``: ``sleep`` is the coming idle wait, 0.0 when there is work again."""
+        want = sleep >= SUBSCRIBE_AFTER
+        if want != self._want:
+            self._want = want
+            self._changed.set()
 
     def _fallback(self, why: str) -> None:
         if self.warned:
@@ -101,18 +120,36 @@ class KeyspaceWakeup:
         return True
 
     async def listen(self, stop: asyncio.Event) -> None:
-        """Wake the processor on each push to a served pending list, until ``stop``. Re-subscribes after
-        connection errors; returns (polling only) when the channels are refused."""
+        """Wake the processor on each push to a served pending list while it is idle, until ``stop``.
+        Re-subscribes after connection errors; returns (polling only) when the channels are refused."""
         if not self.channels or not await self.configure():
             return
+        processor = self.processor
+        processor.on_idle = self.idle
+        try:
+            await self._listen(stop)
+        finally:
+            processor.on_idle = None
+
+    async def _listen(self, stop: asyncio.Event) -> None:
         delay = 0.1
         processor = self.processor
         while not stop.is_set():
             pubsub = self.redis.pubsub()
+            asked = False  # SUBSCRIBE sent (and no UNSUBSCRIBE since)
             try:
-                await pubsub.subscribe(*self.channels)
                 while not stop.is_set():
-                    message = await pubsub.get_message(timeout=0.1)
+                    if self._want != asked:
+                        self._changed.clear()
+                        if self._want:
+                            await pubsub.subscribe(*self.channels)
+                        else:
+                            await pubsub.unsubscribe(*self.channels)
+                        asked = not asked
+                    if not pubsub.subscribed:  # nothing to read until the processor goes idle
+                        await _wait_either(self._changed, stop)
+                        continue
+                    message = await pubsub.get_message(timeout=0.05)
                     if not message:
                         continue
                     kind = message.get("type")
@@ -121,6 +158,7 @@ class KeyspaceWakeup:
                         if message["data"] in PUSH_EVENTS:
                             processor.wake()
                     elif kind == "subscribe":  # confirmed: whatever was pushed before is dequeued now
+                        self.subscriptions += 1
                         processor.wake()
                         delay = 0.1
             except NoPermissionError as exc:
@@ -135,3 +173,12 @@ class KeyspaceWakeup:
                     await pubsub.aclose()
                 except (RedisError, OSError):
                     pass
+
+
+async def _wait_either(a: asyncio.Event, b: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -129,6 +129,9 @@ class Processor:
         self.processed = 0  # handlers finished in this process (any outcome)
         self.on_processed: Optional[Callable[[int], None]] = None  # called after each finish (recycling)
         self.on_stuck: Optional[Callable[[str], None]] = None  # a sync handler outlived its grace
+        # Told the idle back-off sleep before each idle wait, and 0.0 once a dequeue after one found
+        # tasks (fastq.server.keyspace subscribes only while the queues are empty).
+        self.on_idle: Optional[Callable[[float], None]] = None
         self.hooks = Hooks(cfg.hooks)  # observers (fastq.server.hooks)
         self.results: Any = None  # set by the worker: what fastq.result_writer() writes through
         self.health = RedisHealth(self.hooks.call)
@@ -159,6 +162,7 @@ class Processor:
     async def fetch_loop(self) -> None:
         cfg = self.cfg
         sleep = POLL_MIN
+        idle = False  # the last dequeue found nothing
         error_sleep = 0.05
         while not self._stopping:
             free = self._free
@@ -192,9 +196,16 @@ class Processor:
                 self.health.ok("dequeue")
             error_sleep = 0.05
             if not claims:
+                idle = True
+                if self.on_idle is not None:
+                    self.on_idle(sleep)
                 await self._idle_wait(sleep)
                 sleep = min(sleep * 2, cfg.poll_interval)
                 continue
+            if idle:  # work again after an idle wait
+                idle = False
+                if self.on_idle is not None:
+                    self.on_idle(0.0)
             sleep = POLL_MIN
             for claim in claims:
                 self._claimed(claim)
