@@ -198,3 +198,32 @@ def test_a_user_without_config_gets_one_warning_and_tasks_still_run_by_polling(s
     assert len(warnings) == 1, warnings
     assert "notify-keyspace-events" in warnings[0] and "polling" in warnings[0]
     assert keys.keyspace_channel(0, Q) in warnings[0]
+
+
+def test_set_by_hand_for_an_acl_user_the_wakeup_works_after_the_warning(server, caplog, monkeypatch):
+    """The documented fallback: an admin sets the flags and grants the keyspace channels."""
+    from fastq.connection import ACL_WORKER
+
+    monkeypatch.setattr("fastq.server.processor.POLL_MIN", POLL)
+    admin = redis.Redis(port=server.port)
+    admin.config_set("notify-keyspace-events", "Kl")
+    admin.execute_command("ACL", "SETUSER", "worker", "reset", "on", ">worker-pw", *ACL_WORKER.split(),
+                          "&__keyspace@0__:asynq:*")
+    url = f"redis://worker:worker-pw@127.0.0.1:{server.port}/0"
+    started: dict[str, float] = {}
+    caplog.set_level(logging.WARNING, logger="fastq")
+
+    async def main() -> None:
+        async with RunningWorker(_handler(started), url, queues={Q: 1}, poll_interval=POLL,
+                                 keyspace_wakeup=True) as w:
+            empty = _count_empty_dequeues(w)
+            await async_wait_for(lambda: w.worker.keyspace is not None and w.worker.keyspace.subscriptions,
+                                 what="the subscription")
+            assert w.worker.keyspace.warned  # CONFIG GET is refused: it cannot know
+            assert await _pickup(admin, started, empty) < POLL / 2
+            w.worker.processor.wake()
+
+    try:
+        asyncio.run(main())
+    finally:
+        admin.close()
