@@ -227,3 +227,33 @@ def test_set_by_hand_for_an_acl_user_the_wakeup_works_after_the_warning(server, 
         asyncio.run(main())
     finally:
         admin.close()
+
+
+def test_a_restarted_redis_gets_the_flags_again(tmp_path, monkeypatch):
+    monkeypatch.setattr("fastq.server.processor.POLL_MIN", POLL)
+    srv = RedisServer(tmp_path)
+    srv.start()
+    started: dict[str, float] = {}
+    flags = "notify-keyspace-events"
+
+    async def main() -> None:
+        async with RunningWorker(_handler(started), srv.url, queues={Q: 1}, poll_interval=POLL,
+                                 keyspace_wakeup=True) as w:
+            empty = _count_empty_dequeues(w)
+            with redis.Redis(port=srv.port) as r:
+                await async_wait_for(lambda: r.pubsub_numsub(keys.keyspace_channel(0, Q))[0][1] == 1,
+                                     what="the subscription")
+            srv.stop()
+            srv.start()  # same port, a fresh server: notify-keyspace-events is back to ""
+            with redis.Redis(port=srv.port) as r:
+                await async_wait_for(lambda: {"K", "l"} <= set(r.config_get(flags)[flags]), timeout=30,
+                                     what="the flags set again")
+                await async_wait_for(lambda: r.pubsub_numsub(keys.keyspace_channel(0, Q))[0][1] == 1,
+                                     timeout=30, what="the subscription again")
+                assert await _pickup(r, started, empty) < POLL / 2
+            w.worker.processor.wake()
+
+    try:
+        asyncio.run(main())
+    finally:
+        srv.stop()

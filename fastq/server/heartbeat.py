@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable, Optional
 
 from redis.exceptions import RedisError
 
@@ -36,6 +36,7 @@ class Heartbeater:
         self.tick = cfg.heartbeat_interval
         self.run_id: str | None = None
         self.replid: str | None = None  # the server's replication ID, to tell a failover from a restart
+        self.on_restart: Optional[Callable[[], None]] = None  # Redis restarted or failed over (keyspace wake-up)
         self.rtt = 0.0  # duration of the last heartbeat round trip
         self._clock_warned = False
         self.pid = os.getpid()
@@ -75,6 +76,8 @@ class Heartbeater:
         self._check_clock(info)
         run_id = info.get("run_id", "")
         if self.run_id is not None and run_id != self.run_id:
+            if self.on_restart is not None:
+                self.on_restart()
             reloaded = _reloaded(info)
             if self.replid and info.get("master_replid2") == self.replid:
                 # a promoted replica keeps its old master's replication ID as replid2: a failover

@@ -28,7 +28,9 @@ import asyncio
 import logging
 from typing import Any, Iterable, Optional
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from fastq import keys
 from fastq.redis.cluster import is_cluster
@@ -80,6 +82,7 @@ class KeyspaceWakeup:
         self.events = 0  # keyspace messages received (tests, bench)
         self.subscriptions = 0  # confirmed subscriptions (tests, bench)
         self._want = False  # the processor is idle: be subscribed
+        self._reconfigure = False  # set notify-keyspace-events again (Redis restarted or failed over)
         self._changed = asyncio.Event()
 
     def idle(self, sleep: float) -> None:
@@ -88,6 +91,12 @@ class KeyspaceWakeup:
         if want != self._want:
             self._want = want
             self._changed.set()
+
+    def redis_changed(self) -> None:
+        """``Heartbeater.on_restart``: Redis restarted or failed over, and a ``CONFIG SET`` does not
+        survive either (unless it is in redis.conf): set it again."""
+        self._reconfigure = True
+        self._changed.set()
 
     def _fallback(self, why: str) -> None:
         if self.warned:
@@ -100,8 +109,10 @@ class KeyspaceWakeup:
                     "'Kl' when it is empty, or in redis.conf) and allow the channels in the worker's ACL.",
                     why, self.poll_interval, SETTING, ", ".join(self.channels), SETTING)
 
-    async def configure(self) -> bool:
-        """Make Redis publish list keyspace events; ``False`` when this worker should not subscribe."""
+    async def configure(self, again: bool = False) -> bool:
+        """Make Redis publish list keyspace events; ``False`` when this worker should not subscribe.
+        ``again``: after a lost connection (a restarted Redis forgot a CONFIG SET); connection
+        errors are then raised, for the caller's back-off."""
         if is_cluster(self.redis):
             log.warning("keyspace wake-up is off on Redis Cluster (keyspace events are published per node): "
                         "tasks pushed by clients other than fastq are picked up by polling, within "
@@ -118,6 +129,8 @@ class KeyspaceWakeup:
                 await self.redis.config_set(SETTING, wanted)
                 log.info("keyspace wake-up: %s was %r, set to %r", SETTING, value, wanted)
         except (RedisError, OSError) as exc:
+            if again and isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
+                raise
             # Denied or failed: the setting may still have been made by hand, so subscribe anyway.
             self._fallback(f"cannot read or set {SETTING} ({exc})")
         return True
@@ -142,8 +155,11 @@ class KeyspaceWakeup:
             asked = False  # SUBSCRIBE sent (and no UNSUBSCRIBE since)
             try:
                 while not stop.is_set():
+                    self._changed.clear()
+                    if self._reconfigure:
+                        await self.configure(again=True)
+                        self._reconfigure = False
                     if self._want != asked:
-                        self._changed.clear()
                         if self._want:
                             await pubsub.subscribe(*self.channels)
                         else:
@@ -168,6 +184,7 @@ class KeyspaceWakeup:
                 self._fallback(f"subscribing is refused ({exc})")
                 return
             except (RedisError, OSError) as exc:
+                self._reconfigure = True  # Redis may have restarted without the setting
                 processor.redis_error("keyspace", exc)
                 await sleep_until_set(stop, delay)
                 delay = min(delay * 2, 5.0)

@@ -147,6 +147,7 @@ class Worker:
 
             self.keyspace = KeyspaceWakeup(redis, processor, cfg.queues, cfg.poll_interval)
             wakeup = self.keyspace
+            heartbeater.on_restart = wakeup.redis_changed
             upkeep.append(self._supervised("keyspace", lambda: wakeup.listen(self._upkeep_stop)))
         self._cancel_stop = asyncio.Event()
         listener = self._supervised("pubsub",
