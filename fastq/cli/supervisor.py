@@ -69,7 +69,7 @@ def _stop_before_start(signum: int, _frame: object) -> None:
 @click.option("--poll-interval", type=NumberAtLeast(0), default=1.0, metavar="SECONDS",
               help="longest sleep between polls of empty queues, in seconds; tasks from fastq clients "
                    "wake idle workers at once, this bounds pickup of tasks from other (e.g. Go) "
-                   "clients (default: 1)")
+                   "clients unless --keyspace-wakeup (default: 1)")
 @click.option("--keyspace-wakeup", is_flag=True, default=False,
               help="also wake idle workers through Redis keyspace notifications, so tasks pushed by "
                    "any client (Go's) start within milliseconds; adds K and l to notify-keyspace-events "

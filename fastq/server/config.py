@@ -92,8 +92,8 @@ class WorkerConfig:
     batch_size: int = 200
     # Longest sleep between dequeue attempts while every queue is empty. fastq's clients and
     # forwarder wake idle workers at once through a pub/sub notification, so this bounds only
-    # the pickup of tasks written by other clients (e.g. Go's): back-off from 1 ms up to this
-    # (Asynq sleeps 0.5-1.5 s).
+    # the pickup of tasks written by other clients (e.g. Go's; unless keyspace_wakeup): back-off
+    # from 1 ms up to this (Asynq sleeps 0.5-1.5 s).
     poll_interval: float = 1.0
     # Also wake idle workers through Redis keyspace notifications of the pending lists, so tasks
     # pushed by any client (Go's) start within milliseconds; sets notify-keyspace-events (adds K

@@ -17,8 +17,8 @@ The subscription is on a connection of its own (a refused keyspace channel never
 ``asynq:cancel`` subscription) and is held only while the worker is idle: a subscribed worker gets
 a message for every list command on a served pending list, the pops of every busy worker included.
 ``bench/pickup.py`` measured it on a drain fed by single Go-layout enqueues: subscribed all the
-time, worker CPU per task went from ~165 µs (no flag) to ~290 µs; subscribed only while idle, ~190
-µs (a worker fed continuously never subscribes). Each (re)subscription is confirmed before the
+time, worker CPU per task went from ~185 µs (no flag) to ~310 µs; subscribed only while idle, ~230
+µs (medians of noisy runs; a worker fed continuously never subscribes). Each (re)subscription is confirmed before the
 processor is woken, so a push made while unsubscribed is dequeued then (docs/asynq.md, "Go clients
 and idle workers").
 """
@@ -138,12 +138,11 @@ class KeyspaceWakeup:
     async def listen(self, stop: asyncio.Event) -> None:
         """Wake the processor on each push to a served pending list while it is idle, until ``stop``.
         Re-subscribes after connection errors; returns (polling only) when the channels are refused."""
-        if not self.channels or not await self.configure():
-            return
         processor = self.processor
-        processor.on_idle = self.idle
+        processor.on_idle = self.idle  # from now: the processor may be idle already when CONFIG answers
         try:
-            await self._listen(stop)
+            if self.channels and await self.configure():
+                await self._listen(stop)
         finally:
             processor.on_idle = None
 
