@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 
 import pytest
 import redis
-from helpers import RedisServer, RunningWorker, async_wait_for
+from helpers import RedisServer, RunningWorker, async_wait_for, free_port
 
 from fastq import keys
 from fastq._codec import TaskMessage, encode_message
@@ -257,3 +258,42 @@ def test_a_restarted_redis_gets_the_flags_again(tmp_path, monkeypatch):
         asyncio.run(main())
     finally:
         srv.stop()
+
+
+def test_the_flag_and_its_environment_variable_reach_the_worker_config(server, monkeypatch):
+    import fastq.server.supervisor as supervisor
+    from fastq.cli import supervisor as cli
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, handler, config, *args, **kwargs):
+            seen.append(config)
+
+        def run(self) -> int:
+            return 0
+
+    for name in [n for n in os.environ if n.startswith("FASTQ_") and n not in ("FASTQ_NO_EXTENSIONS", "FASTQ_DEBUG")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(supervisor, "Supervisor", Recorder)
+    app = ["bench.pickup:mux", "--redis-url", server.url, "--log-level", "warning"]
+    assert cli.main(app) == 0
+    assert cli.main([*app, "--keyspace-wakeup"]) == 0
+    monkeypatch.setenv("FASTQ_KEYSPACE_WAKEUP", "1")
+    assert cli.main(app) == 0
+    assert [c.keyspace_wakeup for c in seen] == [False, True, True]
+
+
+def test_on_redis_cluster_it_warns_once_and_does_not_subscribe(caplog):
+    from redis.asyncio.cluster import RedisCluster
+
+    from fastq.server.keyspace import KeyspaceWakeup
+
+    async def main() -> bool:
+        client = RedisCluster(host="127.0.0.1", port=free_port())  # never connected: nothing is sent
+        return await KeyspaceWakeup(client, object(), [Q], 1.0).configure()  # type: ignore[arg-type]
+
+    caplog.set_level(logging.WARNING, logger="fastq")
+    assert asyncio.run(main()) is False
+    assert [r.getMessage() for r in caplog.records if "Cluster" in r.getMessage()] != []
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
