@@ -136,16 +136,16 @@ def test_many_async_waiters_share_one_subscription(app, r, redis_url):
         return x * x
 
     async def main() -> list[int]:
-        refs = [await square.aenqueue(i) for i in range(200)]
-        waits = [asyncio.ensure_future(ref.aresult(timeout=20)) for ref in refs]
-        await asyncio.sleep(0.3)
-        subscribers = dict(r.pubsub_numsub(keys.settled_channel(queue)))[keys.settled_channel(queue).encode()]
-        assert subscribers == 1
-        await asyncio.to_thread(WorkerHarness(app, redis_url, queues={queue: 1}).drain, queue, 20)
         try:
+            refs = [await square.aenqueue(i) for i in range(200)]
+            waits = [asyncio.ensure_future(ref.aresult(timeout=20)) for ref in refs]
+            await asyncio.sleep(0.3)
+            subscribers = dict(r.pubsub_numsub(keys.settled_channel(queue)))[keys.settled_channel(queue).encode()]
+            assert subscribers == 1
+            await asyncio.to_thread(WorkerHarness(app, redis_url, queues={queue: 1}).drain, queue, 20)
             return await asyncio.gather(*waits)
         finally:
-            await app.aclose()
+            await app.aclose()  # also when an assert fails: no connection left for the GC to report
 
     assert asyncio.run(main()) == [i * i for i in range(200)]
 
