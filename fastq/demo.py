@@ -68,7 +68,7 @@ def _choose_redis(url: Optional[str], embedded: bool = False) -> tuple[str, Any,
 
 def _clear_queue(client: fastq.Client) -> None:
     r = client.redis
-    for key in r.scan_iter(match=f"asynq:{{{QUEUE}}}:*", count=1000):
+    for key in r.scan_iter(match=keys.queue_prefix(QUEUE) + "*", count=1000):
         r.delete(key)
 
 
@@ -138,7 +138,7 @@ def run(tasks: int, processes: int, concurrency: int, url: Optional[str], result
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         stats = client.redis.get(processed_key)
-        print(f"asynq:{{{QUEUE}}}:processed = {int(stats):,}; supervisor exited with code {proc.returncode}")
+        print(f"{keys.processed_total_key(QUEUE)} = {int(stats):,}; supervisor exited with code {proc.returncode}")
         client.close()
         return 0 if proc.returncode == 0 else 1
     finally:

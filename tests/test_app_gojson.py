@@ -20,8 +20,9 @@ import pytest
 
 import fastq
 from fastq import _gojson
+from fastq._schema import _Bad, _dump
 from fastq.app.payload import Signature, _encoder
-from fastq.typed import _Bad, _dump, encode_payload
+from fastq.typed import encode_payload
 
 UTC = timezone.utc
 

@@ -73,7 +73,7 @@ def queue_steps(fn: Callable[Concatenate[str, _P], Steps[_T]]) -> Callable[Conca
         except ResponseError as exc:
             if "WRONGTYPE" not in str(exc):
                 raise
-            raise CorruptDataError(f"asynq:{{{queue}}}:*", f"a key of queue {queue!r} holds the wrong Redis "
+            raise CorruptDataError(keys.queue_prefix(queue) + "*", f"a key of queue {queue!r} holds the wrong Redis "
                                    f"type for Asynq's layout ({str(exc).split(' script:')[0]})") from None
     return wrapper
 
@@ -99,7 +99,7 @@ def _counter(queue: str, raw: Any, what: str) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise CorruptDataError(f"asynq:{{{queue}}}:{what}", f"counter is not an integer: {raw!r}") from None
+        raise CorruptDataError(keys.queue_prefix(queue) + what, f"counter is not an integer: {raw!r}") from None
 
 
 def queue_infos(names: list[str]) -> Steps[list[QueueInfo]]:

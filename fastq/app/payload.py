@@ -23,8 +23,8 @@ from datetime import datetime
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from fastq import _gojson
+from fastq._schema import _at, _Bad, _check_annotation, _dump, _dump_any, _is_union, _load, _loads
 from fastq.errors import PayloadError, SkipRetry, TaskArgumentError
-from fastq.typed import _at, _Bad, _check_annotation, _dump, _dump_any, _is_union, _load, _loads
 
 __all__ = ["ArchivedError", "Signature", "JSONResult", "NO_ANNOTATION"]
 
