@@ -1,7 +1,7 @@
 """Memory of ``fastq-supervisor`` and its worker processes: RSS, USS and PSS, idle and after a drain.
 
-    .venv/bin/python bench/memory.py --tasks 100000 --processes 2
-    .venv/bin/python bench/memory.py --modules          # what a worker imports, heaviest first
+    .venv/bin/python -m bench.memory --tasks 100000 --processes 2
+    .venv/bin/python -m bench.memory --modules          # what a worker imports, heaviest first
 
 Starts a private redis-server (persistence off) unless --redis-url is given, then
 ``fastq-supervisor fastq.demo:mux --processes N`` on the demo's queue. Measured with psutil's
@@ -36,6 +36,7 @@ import psutil
 import redis
 
 import fastq
+from bench._common import ping_rate
 from fastq import keys
 from fastq.demo import QUEUE
 
@@ -43,17 +44,6 @@ MB = 1024 * 1024
 # What a worker child has imported when it forks: the supervisor's command line, its server module,
 # the worker and the APP (fastq.demo). The same list as tests/test_imports.py checks.
 WORKER_IMPORTS = ("fastq.cli.supervisor", "fastq.server.supervisor", "fastq.server.worker", "fastq.demo")
-
-
-def ping_rate(url: str, seconds: float = 0.5) -> float:
-    """Single-connection PING round trips per second (redis-py, one connection)."""
-    r = redis.Redis.from_url(url)
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        r.ping()
-        n += 1
-    r.close()
-    return n / seconds
 
 
 def usage(pid: int) -> dict[str, float]:

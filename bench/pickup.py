@@ -42,6 +42,7 @@ from typing import Any, Optional
 import redis
 
 import fastq
+from bench._common import ping_rate
 from fastq import keys
 from fastq._codec import TaskMessage, encode_message
 from fastq.devserver import start_dev_server
@@ -81,14 +82,6 @@ def go_enqueue(r: redis.Redis, task_type: str) -> tuple[str, float]:
     t0 = time.time()
     pipe.execute()
     return tid, t0
-
-
-def _ping_rate(r: redis.Redis, seconds: float = 0.5) -> float:
-    n, t = 0, time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        r.ping()
-        n += 1
-    return n / seconds
 
 
 def _wait_start(r: redis.Redis, tid: str) -> float:
@@ -196,14 +189,14 @@ def run(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 tid, _ = go_enqueue(r, "bench:pickup")  # the workers are up (and subscribed)
                 _wait_start(r, tid)
                 time.sleep(0.5)
-                ping = _ping_rate(r)
+                ping = ping_rate(r)
                 lat = _pickups(r, client, args.tasks, (args.pause_min, args.pause_max), rng)
                 idle = _idle_load(r, args.idle_seconds)
                 cpu, rate = _median_drain(r, proc, args.drain, args.repeat)
                 paced, _ = _median_drain(r, proc, args.paced, args.repeat, args.paced_rate)
                 flags = r.config_get("notify-keyspace-events")["notify-keyspace-events"]
                 rows.append({"wakeup": wakeup, "go": lat["go"], "fastq": lat["fastq"], "idle": idle,
-                             "cpu_us": cpu, "rate": rate, "paced_us": paced, "ping": ping, "ping_after": _ping_rate(r),
+                             "cpu_us": cpu, "rate": rate, "paced_us": paced, "ping": ping, "ping_after": ping_rate(r),
                              "flags": flags})
             finally:
                 client.close()

@@ -21,9 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-import redis
-
 import fastq
+from bench._common import ping_rate
 from fastq.devserver import start_dev_server
 
 app = fastq.App()  # the supervisor's copy reads FASTQ_REDIS_URL
@@ -32,16 +31,6 @@ app = fastq.App()  # the supervisor's copy reads FASTQ_REDIS_URL
 @app.task(name="bench:echo", queue="latency")
 async def echo(n: int) -> int:
     return n
-
-
-def _ping_rate(url: str, seconds: float = 0.5) -> float:
-    r = redis.Redis.from_url(url)
-    n, t = 0, time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        r.ping()
-        n += 1
-    r.close()
-    return n / seconds
 
 
 def _percentiles(samples: list[float]) -> str:
@@ -97,10 +86,10 @@ def main() -> int:
     proc = subprocess.Popen(cmd, env=env, cwd=root)
     try:
         echo.enqueue(-1).result(timeout=30)  # the workers are up
-        ping = _ping_rate(url)
+        ping = ping_rate(url)
         seq = _sequential(args.tasks)
         elapsed, conc = asyncio.run(_concurrent(args.concurrent, args.in_flight))
-        ping_after = _ping_rate(url)
+        ping_after = ping_rate(url)
         print(f"result latency, no-op App task, {args.processes} worker processes "
               f"(PING {ping:,.0f}/s before, {ping_after:,.0f}/s after):")
         print(f"  sequential  {args.tasks:>6,} x enqueue+result():   {_percentiles(seq)}")
