@@ -132,3 +132,16 @@ async def until(condition: Callable[[], Any], timeout: float = 5.0, what: str = 
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+class HealthRecorder:
+    """A hook that records Redis outages and their ends, as ``("error" | "restored", operation)``."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def redis_error(self, operation: str, exc: BaseException) -> None:
+        self.seen.append(("error", operation))
+
+    def redis_restored(self, operation: str, seconds: float) -> None:
+        self.seen.append(("restored", operation))

@@ -13,7 +13,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from fakes import FakeBroker, until
+from fakes import FakeBroker, HealthRecorder, until
 from redis.exceptions import ConnectionError
 
 from fastq.server.config import WorkerConfig
@@ -68,16 +68,10 @@ def test_a_set_stop_ends_the_wait_at_once():
 
 def test_redis_errors_are_reported_once_per_outage_and_the_loop_goes_on(caplog):
     broker = FakeBroker()
-    seen: list[tuple[str, str]] = []
+    recorder = HealthRecorder()
+    seen = recorder.seen
 
-    class Hook:
-        def redis_error(self, operation: str, exc: BaseException) -> None:
-            seen.append(("error", operation))
-
-        def redis_restored(self, operation: str, seconds: float) -> None:
-            seen.append(("restored", operation))
-
-    health = RedisHealth(Hooks([Hook()]).call)
+    health = RedisHealth(Hooks([recorder]).call)
 
     async def body(stop: asyncio.Event) -> None:
         broker.fail_forward = ConnectionError("Connection refused")

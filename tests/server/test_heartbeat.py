@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from fakes import FakeBroker, until
+from fakes import FakeBroker, HealthRecorder, until
 from redis.exceptions import ConnectionError
 
 from fastq import keys
@@ -163,16 +163,10 @@ def test_warns_once_about_a_far_clock_and_not_after_a_slow_reply(caplog, monkeyp
 
 def test_run_beats_every_interval_reports_failures_once_and_stops():
     broker, p, hb = setup(heartbeat_interval=0.02)
-    seen: list[tuple[str, str]] = []
+    recorder = HealthRecorder()
+    seen = recorder.seen
 
-    class Hook:
-        def redis_error(self, operation: str, exc: BaseException) -> None:
-            seen.append(("error", operation))
-
-        def redis_restored(self, operation: str, seconds: float) -> None:
-            seen.append(("restored", operation))
-
-    p.hooks.append(Hook())
+    p.hooks.append(recorder)
 
     async def main() -> None:
         p.bind()

@@ -17,7 +17,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from fakes import FakeBroker, FakeSyncBroker, until
+from fakes import FakeBroker, FakeSyncBroker, HealthRecorder, until
 from redis.exceptions import ConnectionError, ResponseError
 
 from fastq._codec import TaskMessage
@@ -119,16 +119,9 @@ def test_what_was_extended_is_recorded_before_the_error_is_raised():
 def test_a_failed_round_is_reported_as_a_lease_error_on_the_loop_and_its_end_once():
     p, keeper, sync = setup()
     hold(p, "a")
-    seen: list[tuple[str, str]] = []
-
-    class Hook:
-        def redis_error(self, operation: str, exc: BaseException) -> None:
-            seen.append(("error", operation))
-
-        def redis_restored(self, operation: str, seconds: float) -> None:
-            seen.append(("restored", operation))
-
-    p.hooks.append(Hook())
+    recorder = HealthRecorder()
+    seen = recorder.seen
+    p.hooks.append(recorder)
 
     async def main() -> None:
         keeper._loop = asyncio.get_running_loop()  # reports go through call_soon_threadsafe
