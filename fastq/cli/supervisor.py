@@ -201,22 +201,14 @@ def _run(args: dict[str, Any], metrics: object) -> int:
     except ConnectionConfigError as exc:
         raise Fail(str(exc), 2) from None
     _preflight(redis_url)
-    # WorkerConfig field -> the setting that gives it
-    fields = {"concurrency": "concurrency", "queues": "queues", "strict_priority": "strict_priority",
-              "shutdown_timeout": "shutdown_timeout", "batch_size": "batch_size", "poll_interval": "poll_interval",
-              "max_tasks": "max_tasks_per_child", "lease_duration": "lease_duration",
-              "hard_timeout_grace": "hard_timeout_grace", "on_start": "on_start",
-              "group_aggregator": "group_aggregator", "group_grace_period": "group_grace_period",
-              "group_max_delay": "group_max_delay", "group_max_size": "group_max_size", "log_tasks": "log_tasks",
-              "keyspace_wakeup": "keyspace_wakeup"}
-    values = {"concurrency": args["concurrency"], "queues": args["queues"], "strict_priority": args["strict_priority"],
-              "shutdown_timeout": args["shutdown_timeout"], "batch_size": args["batch_size"],
-              "poll_interval": max(args["poll_interval"], 0.001), "max_tasks": args["max_tasks_per_child"],
-              "lease_duration": args["lease_duration"], "hard_timeout_grace": args["hard_timeout_grace"],
-              "on_start": on_start, "group_aggregator": group_aggregator,
-              "group_grace_period": args["group_grace_period"], "group_max_delay": args["group_max_delay"],
-              "group_max_size": args["group_max_size"], "log_tasks": args["log_tasks"],
-              "keyspace_wakeup": args["keyspace_wakeup"]}
+    # WorkerConfig field -> the setting that gives it (the same name, but for max_tasks)
+    fields = {name: name for name in ("concurrency", "queues", "strict_priority", "shutdown_timeout", "batch_size",
+                                      "poll_interval", "lease_duration", "hard_timeout_grace", "on_start",
+                                      "group_aggregator", "group_grace_period", "group_max_delay", "group_max_size",
+                                      "log_tasks", "keyspace_wakeup")}
+    fields["max_tasks"] = "max_tasks_per_child"
+    values = {field: args[setting] for field, setting in fields.items()}
+    values.update(poll_interval=max(args["poll_interval"], 0.001), on_start=on_start, group_aggregator=group_aggregator)
     worker_config = getattr(handler, "worker_config", None)  # a fastq.App: its settings, under the given flags
     try:
         if callable(worker_config):

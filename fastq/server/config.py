@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 from fastq import _validate
 from fastq._validate import queue_name
 from fastq.errors import InvalidOptionError
+from fastq.logging import TaskLog
 from fastq.redis.facade import default_url
 from fastq.retry import default_retry_delay
 
@@ -155,9 +156,7 @@ class WorkerConfig:
         return f"WorkerConfig({', '.join(shown)})"
 
     def __post_init__(self) -> None:
-        if self.log_tasks and not any(type(h).__name__ == "TaskLog" for h in self.hooks):
-            from fastq.logging import TaskLog
-
+        if self.log_tasks and not any(isinstance(h, TaskLog) for h in self.hooks):
             self.hooks = [*self.hooks, TaskLog()]
         self.queues = parse_queues(self.queues)
         _positive("concurrency", self.concurrency, 1, integer=True)
