@@ -18,6 +18,8 @@ import hashlib
 from importlib import resources
 from typing import Any, Sequence
 
+from fastq._rdb.calls import aexecute, execute, script
+
 
 def _read(name: str) -> str:
     return resources.files("fastq").joinpath("lua").joinpath(name).read_text(encoding="utf-8")
@@ -57,14 +59,10 @@ class Script:
 
     def run(self, client: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run this script on a sync client (one call of ``fastq._rdb.calls.execute``)."""
-        from fastq._rdb.calls import execute, script
-
         return execute(client, [script(self, keys, args)])[0]
 
     async def arun(self, client: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """``run`` for redis.asyncio clients."""
-        from fastq._rdb.calls import aexecute, script
-
         return (await aexecute(client, [script(self, keys, args)]))[0]
 
     def __repr__(self) -> str:
