@@ -226,16 +226,12 @@ class SettledWatch:
                 self._confirmed.add(channel)
                 self._check(channel, list(self._waiting.get(channel, {})))
             elif message["type"] == "message":
-                state, _, ids = message["data"].partition(b"\n")
+                # "<state>\n<id>\n<id>...": the IDs say whose hash to read; the hash, not the
+                # message (anyone may publish), says whether the task is final
+                _, _, ids = message["data"].partition(b"\n")
                 by_id = self._waiting.get(channel, {})
-                mine = [i for i in (x.decode("utf-8", "replace") for x in ids.split(b"\n")) if i in by_id]
-                if not mine:
-                    continue
-                if state == b"done":
-                    for tid in mine:
-                        self._deliver(channel, tid, Settled("done"))
-                else:
-                    self._check(channel, mine)
+                named = (x.decode("utf-8", "replace") for x in ids.split(b"\n"))
+                self._check(channel, [i for i in named if i in by_id])
         return True  # closed
 
     def _take_requests(self, pubsub: Any) -> None:

@@ -156,3 +156,26 @@ def test_close_stops_the_thread_and_a_new_watch_takes_over(redis_url, r):
         second.wait("default", info.id, 1)
     third = watch_for(redis.Redis.from_url(redis_url))
     assert third is not second and third.wait("default", info.id, 5) == Settled("completed", b"result:4")
+
+
+def test_anything_published_on_the_channel_leaves_the_watch_working(redis_url, r):
+    q = f"noise-{uuid.uuid4().hex[:8]}"
+    client = fastq.Client(redis_url)
+    info = client.enqueue(fastq.Task("ok", b"5"), queue=q, retention=60)
+    watch = SettledWatch(redis.Redis.from_url(redis_url))
+    got: list[Settled] = []
+    waiter = threading.Thread(target=lambda: got.append(watch.wait(q, info.id, 15)))
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while _subscribers(r, q) == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    channel = keys.settled_channel(q)
+    for junk in (b"\xff\xfe", b"", b"done", b"done\n" + info.id.encode(), b"done\n\xff" + info.id.encode(),
+                 b"completed\n" + info.id.encode(), b"\n\n\n", b"weird-state\n" + info.id.encode()):
+        r.publish(channel, junk)  # anyone may publish: none of it may stop or mislead the watch
+    time.sleep(0.2)
+    assert got == [] and waiter.is_alive()  # a notice for a task that is not final yet is checked, not believed
+    WorkerHarness(_mux(), redis_url, queues={q: 1}).drain(q)
+    waiter.join(15)
+    assert got == [Settled("completed", b"result:5")]
+    watch.close()
