@@ -356,20 +356,22 @@ class MetricsServer:
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, stop)
-        sock = self.sock  # inherited from the supervisor, already listening
-        if sock is None:
-            raise RuntimeError("MetricsServer.serve() after close_socket(): no listening socket left")
-        server = Server((self.host, self.port), Handler, bind_and_activate=False)
-        server.socket.close()
-        server.socket = sock
-        server.server_address = sock.getsockname()
-        log.info("metrics server %d: serving %s (worker files in %s)", os.getpid(), self.url, self.directory)
-        try:
+        server: Optional[Server] = None
+        try:  # a stop signal may come at any point from here on, also before serving starts
+            sock = self.sock  # inherited from the supervisor, already listening
+            if sock is None:
+                raise RuntimeError("MetricsServer.serve() after close_socket(): no listening socket left")
+            server = Server((self.host, self.port), Handler, bind_and_activate=False)
+            server.socket.close()
+            server.socket = sock
+            server.server_address = sock.getsockname()
+            log.info("metrics server %d: serving %s (worker files in %s)", os.getpid(), self.url, self.directory)
             server.serve_forever()
         except _Stop:
             pass
         finally:
-            server.server_close()
+            if server is not None:
+                server.server_close()
         return 0
 
     def close(self) -> None:
