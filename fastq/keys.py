@@ -130,6 +130,18 @@ def settled_channel(qname: str) -> str:
     return f"asynq:{{{qname}}}:fastq_done"
 
 
+def flow_step_key(qname: str, task_id: str) -> str:
+    """fastq's template of a workflow step not created yet (a chain's later step), kept under the
+    queue the step will run in; the step's previous step creates it and deletes this key."""
+    return f"asynq:{{{qname}}}:fastq_step:{task_id}"
+
+
+def chord_key(qname: str, callback_id: str) -> str:
+    """fastq's record of a chord (members done/total, results, callback templates), named by its
+    callback's task ID and queue."""
+    return f"asynq:{{{qname}}}:fastq_chord:{callback_id}"
+
+
 def server_info_key(host: str, pid: int, server_id: str) -> str:
     return f"asynq:servers:{{{host}:{pid}:{server_id}}}"
 

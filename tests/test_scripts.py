@@ -51,9 +51,10 @@ def test_dequeue_takes_a_batch_from_the_first_ready_queue(r):
     reply = dequeue(r, ["paused", "empty", "low"], 3, lease=30)
     now = server_time(r)
     assert reply[0] == 3 and abs(reply[1] - (now + 30)) <= 1
-    ids = [x.decode() for x in reply[2::2]]
+    assert reply[2] == []  # no workflow steps among them
+    ids = [x.decode() for x in reply[3::2]]
     assert ids == ["a", "b", "c"]  # oldest first (FIFO)
-    assert [decode_message(m).id for m in reply[3::2]] == ids
+    assert [decode_message(m).id for m in reply[4::2]] == ids
     assert r.lrange(keys.pending_key("low"), 0, -1) == [b"e", b"d"]
     # the same list as three RPOPLPUSH calls would leave
     assert r.lrange(keys.active_key("low"), 0, -1) == [b"c", b"b", b"a"]
@@ -75,7 +76,15 @@ def test_dequeue_returns_empty_when_nothing_ready(r):
 def test_dequeue_reports_a_missing_message(r):
     r.lpush(keys.pending_key(Q), "ghost")
     reply = dequeue(r, [Q], 5)
-    assert reply[2:] == [b"ghost", None]
+    assert reply[2:] == [[], b"ghost", None]
+
+
+def test_dequeue_returns_the_workflow_link_of_steps_only(r):
+    seed_pending(r, Q, "a", "b", "c")
+    r.hset(keys.task_key(Q, "b"), "fastq_flow", b'{"k":"chain"}')
+    reply = dequeue(r, [Q], 3)
+    assert [x.decode() for x in reply[3::2]] == ["a", "b", "c"]
+    assert reply[2] == [2, b'{"k":"chain"}']  # 1-based position of "b", its link as stored
 
 
 def test_dequeue_more_than_unpack_limit(r):
@@ -86,7 +95,7 @@ def test_dequeue_more_than_unpack_limit(r):
     pipe.lpush(keys.pending_key(Q), *ids)
     pipe.execute()
     reply = dequeue(r, [Q], 1100)
-    assert len(reply[2::2]) == 1100
+    assert len(reply[3::2]) == 1100
     assert r.llen(keys.active_key(Q)) == 1100 and r.zcard(keys.lease_key(Q)) == 1100
 
 

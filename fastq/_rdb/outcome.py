@@ -9,18 +9,27 @@ token (``""``: no token check, as for recoverers that settle tasks whose lease e
 * ``Retry``: the task failed and runs again at ``retry_at`` (``is_failure``: counted as failed);
 * ``Archive``: the task failed for good (``msg``: a ``TaskMessage``, or already-encoded bytes
   for a claim whose own bytes could not be used);
-* ``Requeue``: the task goes back to pending, untouched (a worker shutting down).
+* ``Requeue``: the task goes back to pending, untouched (a worker shutting down);
+* ``Advance``: a workflow step succeeded: it is kept (or deleted) as by ``Complete``/``Done`` and,
+  in the same script, its successor is created (chain) or its chord counts it (``fastq._rdb.flow``).
+
+An ``Archive`` with a ``link`` archives a workflow step: the same script ends its workflow
+(the chain's later steps are dropped; the chord fails, its callback archived and its error
+callback enqueued).
 
 ``kind`` names the outcome as hooks see it (``task_finished(ctx, outcome, ...)``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional, Union
+from typing import TYPE_CHECKING, ClassVar, Optional, Union
 
 from fastq._codec import TaskMessage
 
-__all__ = ["Claim", "Done", "Complete", "Retry", "Archive", "Requeue", "Outcome", "TaskId"]
+if TYPE_CHECKING:
+    from fastq._rdb.flow import Link
+
+__all__ = ["Claim", "Done", "Complete", "Retry", "Archive", "Requeue", "Advance", "Outcome", "TaskId"]
 
 # A task ID as Redis holds it: a str, or bytes when they are not UTF-8 (Go strings may hold any
 # bytes; such a task can only be archived, under its raw ID).
@@ -33,13 +42,15 @@ class Claim:
 
     ``raw_id`` and ``raw`` (the encoded message, None when the task hash had none) are the
     bytes Redis holds; ``token`` the lease token the claim was made with; ``lease_until`` the
-    ``time.monotonic()`` until which the lease is certainly valid (0.0 when not known)."""
+    ``time.monotonic()`` until which the lease is certainly valid (0.0 when not known); ``link``
+    the raw ``fastq_flow`` field of a workflow step's hash (None for any other task)."""
 
     queue: str
     raw_id: bytes
     raw: Optional[bytes]
     token: str
     lease_until: float = 0.0
+    link: Optional[bytes] = None
 
 
 @dataclass(slots=True)
@@ -81,6 +92,7 @@ class Archive:
     id: TaskId
     token: str
     msg: Union[TaskMessage, bytes]
+    link: Optional[Link] = None  # a workflow step: its workflow ends with it
 
 
 @dataclass(slots=True)
@@ -91,4 +103,20 @@ class Requeue:
     token: str
 
 
-Outcome = Union[Done, Complete, Retry, Archive, Requeue]
+@dataclass(slots=True)
+class Advance:
+    """A workflow step succeeded: settled as ``Complete`` (``expiry`` > 0) or ``Done`` (0), and
+    its ``link`` followed with ``result`` (the JSON passed on; None: ``null``)."""
+
+    kind: ClassVar[str] = "complete"
+    queue: str
+    id: TaskId
+    token: str
+    expiry: int
+    msg: TaskMessage
+    link: Link
+    unique_key: str = ""
+    result: Optional[bytes] = None
+
+
+Outcome = Union[Done, Complete, Retry, Archive, Requeue, Advance]

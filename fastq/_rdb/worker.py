@@ -17,9 +17,10 @@ from typing import Any, Iterable, Optional, Sequence
 
 from fastq import keys
 from fastq._codec import encode_message
+from fastq._rdb import flow
 from fastq._rdb import scripts as _s
 from fastq._rdb.calls import Call, aexecute, asend, cmd, execute, script, send
-from fastq._rdb.outcome import Archive, Claim, Complete, Done, Outcome, Requeue, Retry
+from fastq._rdb.outcome import Advance, Archive, Claim, Complete, Done, Outcome, Requeue, Retry
 from fastq.redis.cluster import is_cluster
 
 __all__ = ["Broker", "SyncBroker", "settle_calls", "missing_ids", "utc_date", "is_cluster", "LEASE_MARGIN",
@@ -66,6 +67,14 @@ def settle_calls(outcomes: Iterable[Outcome], now: float, cutoff: str = "") -> l
     expire = int(now) + STATS_TTL
     calls = []
     for (kind, q), items in groups.items():
+        if kind is Advance or kind is Archive:  # workflow steps: one flow script each
+            if kind is Advance:
+                calls += [flow.advance_call(a, date, expire, cutoff) for a in items]
+                continue
+            calls += [flow.fail_call(a, date, expire, int(now), cutoff) for a in items if a.link is not None]
+            items = [a for a in items if a.link is None]
+            if not items:
+                continue
         active, lease, prefix = keys.active_key(q), keys.lease_key(q), keys.task_key_prefix(q)
         args: list[Any] = [expire, prefix, cutoff]
         if kind is Done:
@@ -177,7 +186,11 @@ class Broker:
             else:
                 return []
         until = started + lease - LEASE_MARGIN
-        return [Claim(queue, reply[i], reply[i + 1], token, until) for i in range(2, len(reply), 2)]
+        claims = [Claim(queue, reply[i], reply[i + 1], token, until) for i in range(3, len(reply), 2)]
+        links = reply[2]
+        for i in range(0, len(links), 2):  # workflow steps: usually none
+            claims[links[i] - 1].link = links[i + 1]
+        return claims
 
     async def settle(self, outcomes: Iterable[Outcome], now: Optional[float] = None, cutoff: str = "") -> list[bytes]:
         """Write ``outcomes`` in one round trip; return the IDs that were not settled (bytes)."""

@@ -125,3 +125,38 @@ local function fastq_take(key, n, kind)
     end
     return ids
 end
+
+-- A protobuf varint (a length prefix).
+local function fastq_varint(n)
+    local out = {}
+    while n >= 128 do
+        out[#out + 1] = string.char(n % 128 + 128)
+        n = math.floor(n / 128)
+    end
+    out[#out + 1] = string.char(n)
+    return table.concat(out)
+end
+
+-- Create a workflow step from its template (HMGET of mh mt ph pt flow at): the TaskMessage is
+-- mh (field 1, the type) .. field 2 (the payload: ph .. value .. pt) .. mt (fields 3 and up), the
+-- bytes Go writes for the same message. Pending, or scheduled when the template has a time (a
+-- fastq_score argument). Nothing is written when the task key exists already.
+local function fastq_flow_create(task_key, pending, scheduled, id, t, value)
+    if redis.call("EXISTS", task_key) == 1 then
+        return
+    end
+    local payload = t[3] .. value .. t[4]
+    local msg = t[1] .. "\18" .. fastq_varint(#payload) .. payload .. t[2]
+    if t[6] and t[6] ~= "" then
+        redis.call("HSET", task_key, "msg", msg, "state", "scheduled")
+        redis.call("ZADD", scheduled, fastq_score(t[6]), id)
+    else
+        redis.call("HSET", task_key, "msg", msg, "state", "pending", "pending_since", fastq_now_ns())
+        local was_empty = redis.call("LLEN", pending) == 0
+        redis.call("LPUSH", pending, id)
+        fastq_notify(pending, was_empty)
+    end
+    if t[5] and t[5] ~= "" then
+        redis.call("HSET", task_key, "fastq_flow", t[5])
+    end
+end

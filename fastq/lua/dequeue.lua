@@ -8,7 +8,9 @@
 -- of the first queue to try; KEYS[4i-3..4i] the same four keys of queue i
 -- ARGV[1] N   ARGV[2] lease seconds   ARGV[3] lease token   ARGV[3+i] asynq:{q}:t: of queue i
 -- Returns {} when every queue is paused or empty, else
--- {queue index (1-based), lease expiry, id1, msg1, id2, msg2, ...}; msg is nil when the hash has none.
+-- {queue index (1-based), lease expiry, links, id1, msg1, id2, msg2, ...}; msg is nil when the hash
+-- has none; links is {} or {i, fastq_flow, ...}: the workflow link of the i-th task (1-based) for
+-- the tasks that are a step of a fastq workflow (chain, chord) - usually none.
 local n = tonumber(ARGV[1])
 for q = 1, #KEYS / 4 do
     local base = 4 * (q - 1)
@@ -17,14 +19,20 @@ for q = 1, #KEYS / 4 do
         if ids then
             local expiry = fastq_now() + tonumber(ARGV[2])
             local prefix = ARGV[3 + q]
-            local out = { q, expiry }
+            local links = {}
+            local out = { q, expiry, links }
             local lease = {}
             for i, id in ipairs(ids) do
                 local key = prefix .. id
                 redis.call("HSET", key, "state", "active", "lease_token", ARGV[3])
                 redis.call("HDEL", key, "pending_since")
-                out[2 * i + 1] = id
-                out[2 * i + 2] = redis.call("HGET", key, "msg")
+                local fields = redis.call("HMGET", key, "msg", "fastq_flow")
+                out[2 * i + 2] = id
+                out[2 * i + 3] = fields[1]
+                if fields[2] then
+                    links[#links + 1] = i
+                    links[#links + 1] = fields[2]
+                end
                 lease[2 * i - 1] = expiry
                 lease[2 * i] = id
             end

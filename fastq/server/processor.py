@@ -33,7 +33,8 @@ from typing import Any, Callable, Optional
 from redis.exceptions import RedisError, ResponseError
 
 from fastq._codec import TaskMessage, decode_message
-from fastq._rdb.outcome import Archive, Claim, Complete, Done, Requeue, Retry, TaskId
+from fastq._rdb.flow import Link, parse_link
+from fastq._rdb.outcome import Advance, Archive, Claim, Complete, Done, Requeue, Retry, TaskId
 from fastq._rdb.worker import LEASE_MARGIN, Broker
 from fastq.context import TaskContext, set_current
 from fastq.errors import DecodeError, RevokeTask, SkipRetry
@@ -64,7 +65,7 @@ _ABORT_ERRORS = {ABORT_DEADLINE: "context deadline exceeded", ABORT_CANCEL: "con
 
 class _Running:
     __slots__ = ("id", "queue", "msg", "ctx", "started", "deadline", "token", "lease_until", "future",
-                 "done", "abort", "handler")
+                 "done", "abort", "handler", "link")
 
     def __init__(self, tid: str, queue: str, msg: TaskMessage, ctx: TaskContext, started: float,
                  deadline: float, token: str, lease_until: float, handler: Callable[..., Any]) -> None:
@@ -77,6 +78,7 @@ class _Running:
         self.token = token
         self.lease_until = lease_until  # time.monotonic() until which our lease is certainly valid
         self.handler = handler
+        self.link: Optional[Link] = None  # a workflow step's link (fastq._rdb.flow)
         self.future: Any = None
         self.done = False
         self.abort: Optional[str] = None
@@ -294,12 +296,20 @@ class Processor:
                 reason = "message has no task type" if not msg.type else f"message id {msg.id!r} does not match"
                 self._archive_raw(queue, tid, raw, f"invalid task message: {reason}", token)
                 return
+            link = None
+            if claim.link is not None:
+                try:
+                    link = parse_link(claim.link)
+                except ValueError as exc:
+                    self._archive_raw(queue, tid, raw, f"invalid task message: {exc}", token)
+                    return
             now = time.time()
             deadline = deadline_for(msg, now)
             handler, is_async = self._resolve(msg.type)
             ctx = TaskContext(tid, msg.retried, msg.retry, queue, msg.type, deadline, msg.headers)
             ctx.results = self.results
             run = _Running(tid, queue, msg, ctx, now, deadline, token, claim.lease_until, handler)
+            run.link = link
             if self.hooks:
                 self.hooks.call("task_started", ctx)
             if not self.running:  # set while nothing ran (_finish)
@@ -391,6 +401,14 @@ class Processor:
         elif run.abort == ABORT_SHUTDOWN:
             outcome = Requeue.kind
             self.acks.add(Requeue(queue, tid, run.token))
+        elif exc is None and run.link is not None:  # a workflow step: settled and followed in one script
+            now = int(time.time())
+            outcome = Complete.kind if msg.retention > 0 else Done.kind
+            done = msg.copy()
+            done.completed_at = now
+            stored = bytes(result) if isinstance(result, (bytes, bytearray, memoryview)) else None
+            self.acks.add(Advance(queue, tid, run.token, now + msg.retention if msg.retention > 0 else 0, done,
+                                  run.link, msg.unique_key, stored))
         elif exc is None or isinstance(exc, RevokeTask):
             if msg.retention > 0 and exc is None:
                 now = int(time.time())
@@ -428,7 +446,7 @@ class Processor:
         failed.last_failed_at = int(now)
         if isinstance(exc, SkipRetry) or msg.retried >= msg.retry:
             log.warning("task %s (%s) failed and is archived: %s", tid, msg.type, text, extra=_fields(run))
-            self.acks.add(Archive(queue, tid, run.token, failed))
+            self.acks.add(Archive(queue, tid, run.token, failed, run.link))
             return Archive.kind
         is_failure = bool(self.cfg.is_failure(exc))
         if is_failure:

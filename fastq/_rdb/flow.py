@@ -1,0 +1,204 @@
+"""Workflows in Redis: the link of a step to what follows it, and the scripts that follow it.
+
+A workflow step is an ordinary Asynq task whose hash has one more field, ``fastq_flow`` (Go
+ignores it), holding its ``Link`` as JSON:
+
+* chain: ``{"k": "chain", "id": <next step id>, "q": <its queue>, "rest": [[id, queue], ...]}``
+  - the next step is created from its template (``keys.flow_step_key``) when this one succeeds;
+  ``rest`` names the steps after it (their templates are dropped if this one is archived);
+* chord member: ``{"k": "chord", "id": <callback id>, "q": <its queue>, "i": <index>,
+  "eid": <error callback id or "">, "eq": <its queue>}`` - the chord record
+  (``keys.chord_key``) counts it and holds its result.
+
+The dequeue script returns the field with the claim (``Claim.link``); the processor parses it
+(``parse_link``: a field that does not parse archives the task with the reason) and settles the
+step with ``Advance`` (success) or ``Archive(link=...)`` (failed for good): one script each
+(``flow_done``, ``flow_fail``) that settles the task and follows the link atomically.
+
+A template is a step's ``TaskMessage`` split around its payload, and its payload split around
+its first argument (which the previous step's result fills): the scripts put the bytes together
+(``fastq_flow_create`` in ``_lib.lua``) exactly as Go would encode the message.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from fastq import keys
+from fastq._codec import TaskMessage, encode_message
+from fastq._rdb import scripts as _s
+from fastq._rdb.calls import Call, script
+from fastq._rdb.outcome import Advance, Archive
+
+__all__ = ["Link", "parse_link", "dump_link", "Template", "split_message", "advance_call", "fail_call",
+           "NewTask", "start_calls", "CHAIN", "CHORD"]
+
+CHAIN, CHORD = "chain", "chord"
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """What follows a workflow step (see the module docstring)."""
+
+    kind: str  # CHAIN or CHORD
+    id: str  # the next step (chain) or the chord's callback (chord)
+    queue: str
+    rest: tuple[tuple[str, str], ...] = ()  # chain: the steps after the next one
+    index: int = 0  # chord: the member's position
+    error_id: str = ""  # chord: the error callback ("" none)
+    error_queue: str = ""
+
+
+def dump_link(link: Link) -> str:
+    if link.kind == CHAIN:
+        return json.dumps({"k": CHAIN, "id": link.id, "q": link.queue, "rest": [list(r) for r in link.rest]},
+                          separators=(",", ":"))
+    return json.dumps({"k": CHORD, "id": link.id, "q": link.queue, "i": link.index, "eid": link.error_id,
+                       "eq": link.error_queue}, separators=(",", ":"))
+
+
+def parse_link(raw: bytes) -> Link:
+    """The ``fastq_flow`` field of a task hash; ``ValueError`` naming what is wrong."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"workflow link is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"workflow link is not a JSON object: {raw[:80]!r}")
+
+    def text(name: str, allow_empty: bool = False) -> str:
+        v = value.get(name)
+        if not isinstance(v, str) or (not v and not allow_empty):
+            raise ValueError(f"workflow link field {name!r} must be a non-empty string, got {v!r}")
+        return v
+
+    kind = value.get("k")
+    if kind == CHAIN:
+        rest = value.get("rest", [])
+        if not isinstance(rest, list) or not all(
+                isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) and x for x in r) for r in rest):
+            raise ValueError(f"workflow link field 'rest' must be a list of [id, queue] pairs, got {rest!r}")
+        return Link(CHAIN, text("id"), text("q"), tuple((r[0], r[1]) for r in rest))
+    if kind == CHORD:
+        index = value.get("i")
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise ValueError(f"workflow link field 'i' must be an int >= 0, got {index!r}")
+        error_id = text("eid", allow_empty=True)
+        return Link(CHORD, text("id"), text("q"), (), index, error_id,
+                    text("eq") if error_id else text("eq", allow_empty=True))
+    raise ValueError(f"workflow link kind must be 'chain' or 'chord', got {kind!r}")
+
+
+# ------------------------------------------------------------------ templates
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A step created later: its message around the payload (``mh`` field 1, ``mt`` fields 3 and
+    up), its payload around the first argument, when it runs (``at``: "" at once, "+<s>" after a
+    delay by the Redis clock, or Unix seconds) and its own link ("" none)."""
+
+    mh: bytes
+    mt: bytes
+    ph: bytes
+    pt: bytes
+    at: str = ""
+    link: str = ""
+
+    def fields(self, prefix: str = "") -> list[Any]:
+        return [prefix + "mh", self.mh, prefix + "mt", self.mt, prefix + "ph", self.ph, prefix + "pt", self.pt,
+                prefix + "flow", self.link, prefix + "at", self.at]
+
+
+def split_message(msg: TaskMessage) -> tuple[bytes, bytes]:
+    """``(field 1, fields 3 and up)`` of ``msg``'s encoding: with field 2 (the payload) between
+    them, the bytes of the whole message."""
+    head = encode_message(TaskMessage(type=msg.type))
+    rest = msg.copy()
+    rest.type, rest.payload = "", b""
+    return head, encode_message(rest)
+
+
+# ------------------------------------------------------------------ settling steps
+
+def _stats(q: str, date: str) -> list[str]:
+    return [keys.processed_key(q, date), keys.processed_total_key(q)]
+
+
+def advance_call(a: Advance, date: str, expire: int, cutoff: str) -> Call:
+    """``flow_done`` for one successful step."""
+    q, link = a.queue, a.link
+    tid = a.id if isinstance(a.id, str) else a.id.decode("utf-8", "replace")
+    if link.kind == CHAIN:
+        link_key = keys.flow_step_key(link.queue, link.id)
+    else:
+        link_key = keys.chord_key(link.queue, link.id)
+    kkeys = [keys.active_key(q), keys.lease_key(q), keys.completed_key(q), keys.processed_key(q, date),
+             keys.processed_total_key(q), keys.task_key(q, tid), link_key, keys.task_key(link.queue, link.id),
+             keys.pending_key(link.queue), keys.scheduled_key(link.queue)]
+    msg = encode_message(a.msg) if a.expiry else b""
+    args = [expire, a.id, a.token, cutoff, a.expiry, msg, a.unique_key,
+            b"" if a.result is None else b"1" + a.result, link.kind, link.id, link.index]
+    return script(_s.FLOW_DONE, kkeys, args)
+
+
+def fail_call(a: Archive, date: str, expire: int, now: int, cutoff: str) -> Call:
+    """``flow_fail`` for one workflow step archived."""
+    q, link = a.queue, a.link
+    assert link is not None
+    tid = a.id if isinstance(a.id, str) else a.id.decode("utf-8", "replace")
+    kkeys = [keys.active_key(q), keys.lease_key(q), keys.archived_key(q), keys.processed_key(q, date),
+             keys.failed_key(q, date), keys.processed_total_key(q), keys.failed_total_key(q), keys.task_key(q, tid)]
+    msg = a.msg if isinstance(a.msg, bytes) else encode_message(a.msg)
+    error = "" if isinstance(a.msg, bytes) else a.msg.error_msg
+    if link.kind == CHAIN:
+        kkeys += [keys.flow_step_key(link.queue, link.id)] + [keys.flow_step_key(qn, i) for i, qn in link.rest]
+        args = [expire, a.id, a.token, cutoff, now, msg, CHAIN, "", "", "", ""]
+    else:
+        eq = link.error_queue or link.queue
+        kkeys += [keys.chord_key(link.queue, link.id), keys.task_key(link.queue, link.id),
+                  keys.archived_key(link.queue), keys.task_key(eq, link.error_id or link.id),
+                  keys.pending_key(eq), keys.scheduled_key(eq)]
+        reason = f"chord member {tid} failed: {error}" if error else f"chord member {tid} failed"
+        args = [expire, a.id, a.token, cutoff, now, msg, CHORD, link.id, reason, link.error_id, json.dumps(tid)]
+    return script(_s.FLOW_FAIL, kkeys, args)
+
+
+# ------------------------------------------------------------------ starting a workflow
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A task written when the workflow starts: its message, when it runs, its link."""
+
+    msg: TaskMessage
+    at: str = ""
+    link: str = ""
+
+
+def start_calls(tasks: Sequence[NewTask], templates: Sequence[tuple[str, str, Template]] = (),
+                chord: Optional[tuple[str, str, list[Any]]] = None, chunk: int = 1000) -> list[Call]:
+    """The ``flow_start`` calls that write a workflow: the first holds the chord record
+    (``(queue, callback id, fields)``) and the templates (``(queue, id, template)``), the tasks
+    follow ``chunk`` to a call. Each call replies ``[]`` or ``[position of a key that exists]``."""
+    calls = []
+    first = True
+    for start in range(0, max(len(tasks), 1), chunk):
+        kkeys: list[str] = []
+        args: list[Any] = []
+        if first and chord is not None:
+            q, cid, fields = chord
+            kkeys.append(keys.chord_key(q, cid))
+            args += ["1", len(templates), len(fields), *fields]
+        else:
+            args += ["0", len(templates) if first else 0]
+        if first:
+            for q, tid, t in templates:
+                kkeys.append(keys.flow_step_key(q, tid))
+                args += [t.mh, t.mt, t.ph, t.pt, t.link, t.at]
+        for t in tasks[start:start + chunk]:
+            m = t.msg
+            kkeys += [keys.task_key(m.queue, m.id), keys.pending_key(m.queue), keys.scheduled_key(m.queue)]
+            args += [m.id, encode_message(m), t.at, t.link]
+        calls.append(script(_s.FLOW_START, kkeys, args))
+        first = False
+    return calls

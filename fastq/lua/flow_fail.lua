@@ -1,0 +1,58 @@
+#!lua flags=allow-oom
+-- flow_fail: archive one workflow step (retries used up, or a failure that is not retried)
+-- and end its workflow in the same script. A chain: the templates of its later steps are
+-- deleted (nothing after a failed step runs). A chord (still waiting): it becomes "failed";
+-- its callback is written as an archived task whose error names the member (so it shows in
+-- the archive and a waiter on the chord learns it failed), and its error callback, if any, is
+-- enqueued with the failed member's ID as its first argument.
+-- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease   KEYS[3] asynq:{q}:archived
+-- KEYS[4] processed:<date>   KEYS[5] failed:<date>   KEYS[6] processed   KEYS[7] failed
+-- KEYS[8] asynq:{q}:t:<id>
+-- chain: KEYS[9..] the templates of the later steps
+-- chord: KEYS[9] the chord   KEYS[10] the callback's task key   KEYS[11] the callback queue's archived
+--        KEYS[12] the error callback's task key   KEYS[13] its pending   KEYS[14] its scheduled
+-- ARGV[1] daily-stats expire-at   ARGV[2] task id   ARGV[3] lease token   ARGV[4] lease cutoff or ""
+-- ARGV[5] now Unix s   ARGV[6] TaskMessage with error_msg/last_failed_at   ARGV[7] "chain" or "chord"
+-- ARGV[8] the callback's ID   ARGV[9] the callback's error text   ARGV[10] the error callback's ID or ""
+-- ARGV[11] the failed member's ID as a JSON string
+-- Returns {} when settled, {id} when the task is no longer held with that token.
+local id = ARGV[2]
+if not fastq_release(KEYS[1], KEYS[2], id, KEYS[8], ARGV[3], ARGV[4]) then
+    return { id }
+end
+redis.call("ZADD", KEYS[3], ARGV[5], id)
+redis.call("HSET", KEYS[8], "msg", ARGV[6], "state", "archived")
+fastq_incr_daily(KEYS[4], 1, ARGV[1])
+fastq_incr_daily(KEYS[5], 1, ARGV[1])
+fastq_incr_total(KEYS[6], 1)
+fastq_incr_total(KEYS[7], 1)
+
+if ARGV[7] == "chain" then
+    for i = 9, #KEYS do
+        redis.call("DEL", KEYS[i])
+    end
+elseif ARGV[7] == "chord" and redis.call("HGET", KEYS[9], "state") == "waiting" then
+    redis.call("HSET", KEYS[9], "state", "failed", "failed", id, "error", ARGV[9])
+    if redis.call("EXISTS", KEYS[10]) == 0 then
+        local t = redis.call("HMGET", KEYS[9], "mh", "mt", "ph", "pt")
+        if t[1] then
+            local payload = t[3] .. "null" .. t[4]
+            -- fields 7 (error_msg) and 11 (last_failed_at) after the others: a valid message
+            -- (protobuf readers accept any field order); Go writes it in order when it next saves it
+            local msg = t[1] .. "\18" .. fastq_varint(#payload) .. payload .. t[2] ..
+                ":" .. fastq_varint(#ARGV[9]) .. ARGV[9] .. "X" .. fastq_varint(tonumber(ARGV[5]))
+            redis.call("HSET", KEYS[10], "msg", msg, "state", "archived")
+            redis.call("ZADD", KEYS[11], ARGV[5], ARGV[8])
+            redis.call("PUBLISH", string.sub(KEYS[11], 1, -9) .. "fastq_done", "archived\n" .. ARGV[8])
+        end
+    end
+    if ARGV[10] ~= "" then
+        local e = redis.call("HMGET", KEYS[9], "emh", "emt", "eph", "ept", "eflow", "eat")
+        if e[1] then
+            fastq_flow_create(KEYS[12], KEYS[13], KEYS[14], ARGV[10], e, ARGV[11])
+        end
+    end
+    redis.call("EXPIRE", KEYS[9], 86400)
+end
+fastq_settled(KEYS[1], "archived", { id })
+return {}

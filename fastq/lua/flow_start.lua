@@ -1,0 +1,49 @@
+-- flow_start: write a workflow (chain, group, chord): the templates of the steps that are
+-- created later, the chord record, and the tasks that start now, each with its workflow link
+-- (hash field fastq_flow, which Go ignores). Nothing is written when a key exists already.
+-- KEYS[1] the chord record when ARGV[1] == "1"; then ARGV[2] template keys, then per task
+--       (asynq:{q}:t:<id>, asynq:{q}:pending, asynq:{q}:scheduled)
+-- ARGV[1] "1" with a chord record, else "0"   ARGV[2] number of templates
+-- then, with a chord record: the number of its fields * 2, then field, value, ...
+-- then per template: mh, mt, ph, pt, flow, at (see fastq_flow_create)
+-- then per task: id, TaskMessage, at ("" now; a fastq_score argument), link ("" none)
+-- Returns {} when written, else {position of the first key that exists (1-based)}.
+local first_task = tonumber(ARGV[2]) + (ARGV[1] == "1" and 1 or 0) + 1
+for i = 1, #KEYS do
+    if (i < first_task or (i - first_task) % 3 == 0) and redis.call("EXISTS", KEYS[i]) == 1 then
+        return { i }
+    end
+end
+local k = 1
+local a = 3
+if ARGV[1] == "1" then
+    local n = tonumber(ARGV[a])
+    redis.call("HSET", KEYS[1], unpack(ARGV, a + 1, a + n))
+    a = a + n + 1
+    k = 2
+end
+local templates = tonumber(ARGV[2])
+for _ = 1, templates do
+    redis.call("HSET", KEYS[k], "mh", ARGV[a], "mt", ARGV[a + 1], "ph", ARGV[a + 2], "pt", ARGV[a + 3],
+               "flow", ARGV[a + 4], "at", ARGV[a + 5])
+    k = k + 1
+    a = a + 6
+end
+while a <= #ARGV do
+    local key, id, at = KEYS[k], ARGV[a], ARGV[a + 2]
+    if at ~= "" then
+        redis.call("HSET", key, "msg", ARGV[a + 1], "state", "scheduled")
+        redis.call("ZADD", KEYS[k + 2], fastq_score(at), id)
+    else
+        redis.call("HSET", key, "msg", ARGV[a + 1], "state", "pending", "pending_since", fastq_now_ns())
+        local was_empty = redis.call("LLEN", KEYS[k + 1]) == 0
+        redis.call("LPUSH", KEYS[k + 1], id)
+        fastq_notify(KEYS[k + 1], was_empty)
+    end
+    if ARGV[a + 3] ~= "" then
+        redis.call("HSET", key, "fastq_flow", ARGV[a + 3])
+    end
+    k = k + 3
+    a = a + 4
+end
+return {}
