@@ -3,6 +3,7 @@
 Public API::
 
     fastq.App (tasks with a decorator: @app.task), fastq.Backoff, fastq.Retry, fastq.TaskRef
+    fastq.chain, fastq.group, fastq.chord (workflows of task.s(...) signatures)
     fastq.Task, fastq.TaskInfo, fastq.TaskState
     fastq.Client, fastq.AsyncClient
     fastq.ServeMux, fastq.Worker, fastq.WorkerConfig
@@ -57,6 +58,10 @@ _LAZY = {
     "Backoff": "fastq.app",
     "TaskRef": "fastq.app",
     "TaskWithOptions": "fastq.app",
+    "Signature": "fastq.app.canvas",
+    "chain": "fastq.app.canvas",
+    "group": "fastq.app.canvas",
+    "chord": "fastq.app.canvas",
     "AsyncInspector": "fastq.inspect",
     "DailyStats": "fastq.inspect",
     "GroupInfo": "fastq.inspect",
@@ -85,6 +90,7 @@ def __getattr__(name: str) -> object:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from fastq.app import App, AppTask, Backoff, TaskRef, TaskWithOptions
+    from fastq.app.canvas import Signature, chain, chord, group
     from fastq.inspect import AsyncInspector, DailyStats, GroupInfo, Inspector, QueueInfo
     from fastq.scheduler import PeriodicTaskConfig, PeriodicTaskManager, Scheduler
     from fastq.server.worker import Worker
@@ -94,6 +100,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "Signature",
+    "chain",
+    "chord",
+    "group",
     "AppTask",
     "Backoff",
     "Retry",

@@ -72,10 +72,12 @@ Deliver = Callable[[Settled], None]
 
 
 class _Waiter:
-    __slots__ = ("queue", "task_id", "deliver")
+    __slots__ = ("queue", "task_id", "deliver", "absent_pending")
 
-    def __init__(self, queue: str, task_id: str, deliver: Deliver) -> None:
+    def __init__(self, queue: str, task_id: str, deliver: Deliver, absent_pending: bool = False) -> None:
         self.queue, self.task_id, self.deliver = queue, task_id, deliver
+        # a workflow step not created yet: no hash means "not yet", not "done and deleted"
+        self.absent_pending = absent_pending
 
 
 class SettledWatch:
@@ -95,11 +97,13 @@ class SettledWatch:
 
     # ---------------------------------------------------------------- waiting
 
-    def watch(self, queue: str, task_id: str, deliver: Deliver) -> _Waiter:
-        """Call ``deliver(Settled)`` once (from the watch's thread) when the task is final."""
+    def watch(self, queue: str, task_id: str, deliver: Deliver, absent_pending: bool = False) -> _Waiter:
+        """Call ``deliver(Settled)`` once (from the watch's thread) when the task is final. With
+        ``absent_pending`` a task with no hash is waited for (a workflow step created later)
+        instead of being taken as done and deleted."""
         if self._closed:
             raise RuntimeError("this result watch is closed")
-        waiter = _Waiter(queue, task_id, deliver)
+        waiter = _Waiter(queue, task_id, deliver, absent_pending)
         self._requests.put(("add", waiter))
         self._start()
         return waiter
@@ -107,7 +111,7 @@ class SettledWatch:
     def forget(self, waiter: _Waiter) -> None:
         self._requests.put(("remove", waiter))
 
-    def wait(self, queue: str, task_id: str, timeout: Optional[float]) -> Settled:
+    def wait(self, queue: str, task_id: str, timeout: Optional[float], absent_pending: bool = False) -> Settled:
         """Block until the task is final; ``TimeoutError`` after ``timeout`` seconds."""
         box: list[Settled] = []
         done = threading.Event()
@@ -116,13 +120,14 @@ class SettledWatch:
             box.append(settled)
             done.set()
 
-        waiter = self.watch(queue, task_id, deliver)
+        waiter = self.watch(queue, task_id, deliver, absent_pending)
         if not done.wait(timeout):
             self.forget(waiter)
             raise TimeoutError(f"task {task_id} in queue {queue!r} did not finish within {timeout}s")
         return box[0]
 
-    async def await_(self, queue: str, task_id: str, timeout: Optional[float]) -> Settled:
+    async def await_(self, queue: str, task_id: str, timeout: Optional[float],
+                     absent_pending: bool = False) -> Settled:
         """``wait`` for asyncio code: the event loop is never blocked."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Settled] = loop.create_future()
@@ -137,7 +142,7 @@ class SettledWatch:
             except RuntimeError:  # the loop is closed: nobody waits any more
                 pass
 
-        waiter = self.watch(queue, task_id, deliver)
+        waiter = self.watch(queue, task_id, deliver, absent_pending)
         try:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
@@ -268,10 +273,17 @@ class SettledWatch:
         for tid, reply in zip(task_ids, pipe.execute(), strict=True):
             settled = read_settled(reply)
             if settled is not None:
-                self._deliver(channel, tid, settled)
+                self._deliver(channel, tid, settled, absent=reply[0] is None)
 
-    def _deliver(self, channel: str, task_id: str, settled: Settled) -> None:
-        for waiter in self._waiting.get(channel, {}).pop(task_id, []):
+    def _deliver(self, channel: str, task_id: str, settled: Settled, absent: bool = False) -> None:
+        waiting = self._waiting.get(channel, {})
+        group = waiting.pop(task_id, [])
+        if absent:  # no hash: final only for those who wait for a task that exists already
+            later = [w for w in group if w.absent_pending]
+            if later:
+                waiting[task_id] = later
+                group = [w for w in group if not w.absent_pending]
+        for waiter in group:
             try:
                 waiter.deliver(settled)
             except Exception:  # a waiter's callback must not stop the watch

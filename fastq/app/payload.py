@@ -253,6 +253,27 @@ class Signature:
             raise  # not reached: the second pass raises
         return _gojson.go_escape("{" + body + "}").encode()
 
+    def dump_args_around_first(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[bytes, bytes]:
+        """The payload of a call whose first parameter is filled later (a workflow step that
+        receives the previous step's result), as the bytes before and after that value:
+        ``{"x":`` and ``,"y":10}`` for ``add(x, y)`` given ``y=10``. ``TaskArgumentError`` names
+        a parameter that does not fit; ``TypeError`` when the task has no positional parameter."""
+        if not self.positional:
+            raise TypeError(f"task {self.task_type!r} takes no positional parameter to receive the previous "
+                            f"step's result")
+        first = self.positional[0]
+        if first.name in kwargs:
+            raise self._arg_error(first.name, "is filled by the previous step's result; do not give it", None)
+        bound = self.bind((None, *args), kwargs)
+        params = [p for p in self.params if p.name in bound and p is not first]
+        values = [bound[p.name] for p in params]
+        try:
+            body = "".join(["," + p.prefix + p.encode(v) for p, v in zip(params, values, strict=False)])
+        except (_Bad, ValueError):
+            self._raise_arg_error(params, values, None)
+            raise  # not reached
+        return _gojson.go_escape("{" + first.prefix).encode(), _gojson.go_escape(body + "}").encode()
+
     def _raise_arg_error(self, params: Sequence[_Param], values: Sequence[Any], index: Optional[int]) -> None:
         """Encode the values again one by one, to name the parameter that does not fit."""
         for param, value in zip(params, values, strict=False):

@@ -75,15 +75,23 @@ class TaskRef:
         shared subscription). A task that kept no result (enqueued with ``retention=0``, so it was
         deleted when done) returns None.
         """
-        if self._value is not _NO_VALUE:
-            return self._value
-        return self._outcome(self._watch().wait(self.queue, self.id, _timeout(timeout)))
+        return self._result(timeout)
 
     async def aresult(self, timeout: Optional[float] = None) -> Any:
         """``result`` for async code: the event loop is never blocked."""
+        return await self._aresult(timeout)
+
+    def _result(self, timeout: Optional[float], later: bool = False) -> Any:
+        """``result``; with ``later`` the task may not exist yet (a workflow step created by the
+        step before it): no hash means "not yet", not "done and deleted"."""
         if self._value is not _NO_VALUE:
             return self._value
-        return self._outcome(await self._watch().await_(self.queue, self.id, _timeout(timeout)))
+        return self._outcome(self._watch().wait(self.queue, self.id, _timeout(timeout), later))
+
+    async def _aresult(self, timeout: Optional[float], later: bool = False) -> Any:
+        if self._value is not _NO_VALUE:
+            return self._value
+        return self._outcome(await self._watch().await_(self.queue, self.id, _timeout(timeout), later))
 
     def _watch(self) -> SettledWatch:
         from fastq._rdb.settled import watch_for

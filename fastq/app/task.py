@@ -30,6 +30,7 @@ from fastq.task import Task, TaskInfo, TaskState
 
 if TYPE_CHECKING:
     from fastq.app.app import App
+    from fastq.app.canvas import Signature
 
 __all__ = ["AppTask", "ArchivedError", "TaskWithOptions", "Arguments", "DEFAULT_RESULT_RETENTION"]
 
@@ -175,6 +176,14 @@ class AppTask(_Enqueuer[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function here and now, as a plain call (no payload, no queue)."""
         return self.fn(*args, **kwargs)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task for a workflow (``fastq.chain``, ``group``, ``chord``): the
+        arguments given now; in a chain or as a chord's callback the result before it comes first.
+        ``.set(queue=..., ...)`` adds enqueue options."""
+        from fastq.app.canvas import Signature
+
+        return Signature(self, args, kwargs)
 
     def ref(self, task_id: str, *, queue: Optional[str] = None) -> TaskRef:
         """A ``TaskRef`` for a task of this type enqueued earlier (e.g. its ID came back in an HTTP

@@ -1,0 +1,391 @@
+"""Workflows of App tasks: signatures, chains, groups and chords.
+
+``add.s(1, 2)`` is a ``Signature``: a task with its arguments and options, not sent yet.
+``chain(a, b, c)`` runs ``a``, then ``b`` with ``a``'s result as its first argument, then ``c``
+with ``b``'s; ``group(...)`` runs its members side by side; ``chord(group, callback)`` runs the
+callback with the list of the members' results once every member succeeded.
+
+Crash safety comes from Redis, not from the worker: the steps created later are written when
+the workflow is enqueued, as templates (``fastq._rdb.flow``), and the script that acknowledges a
+step creates its successor (or counts it in its chord) in the same call. A worker killed
+between a step's end and its acknowledgement leaves the step to be run again (at least once,
+as any task); nothing is lost and no step is created twice.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
+
+from fastq import keys
+from fastq._rdb.calls import Call, aexecute, cmd, execute
+from fastq._rdb.flow import CHAIN, CHORD, Link, NewTask, Template, dump_link, split_message, start_calls
+from fastq.errors import TaskIDConflictError
+from fastq.options import ENQUEUE, GROUP, check_option_names, plan_enqueue
+from fastq.task import Task
+
+if TYPE_CHECKING:
+    from fastq.app.app import App
+    from fastq.app.ref import TaskRef
+    from fastq.app.task import AppTask
+
+__all__ = ["Signature", "Chain", "Group", "Chord", "chain", "group", "chord", "ChainRef", "GroupRef", "ChordRef"]
+
+# Options a workflow step cannot have: uniqueness and aggregation groups would let the script
+# that creates a step skip or hold it, breaking the workflow.
+_REFUSED = ("unique", "group")
+
+
+class Signature:
+    """A call of an App task not sent yet: ``task.s(*args, **kwargs)``; ``.set(**options)``
+    returns a copy with enqueue options (``queue``, ``max_retry``, ``timeout``, ``retention``,
+    ``process_in``, ...). In a chain or as a chord's callback, the result of what came before is
+    passed as its first positional argument, before ``args``."""
+
+    __slots__ = ("task", "args", "kwargs", "options")
+
+    def __init__(self, task: AppTask[Any, Any], args: Sequence[Any] = (), kwargs: Optional[Mapping[str, Any]] = None,
+                 options: Optional[Mapping[str, Any]] = None) -> None:
+        self.task = task
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        self.options = dict(options or {})
+        check_option_names(self.options)
+        for name in _REFUSED:
+            if self.options.get(name) is not None:
+                raise ValueError(f"{task.name}: option {name!r} cannot be used in a workflow step")
+
+    def set(self, **options: Any) -> Signature:
+        """A copy with these enqueue options merged over this one's."""
+        return Signature(self.task, self.args, self.kwargs, {**self.options, **options})
+
+    def on_error(self, errback: Signature) -> Chord:
+        raise TypeError("on_error() belongs to a chord: fastq.chord(group, callback).on_error(errback)")
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        opts = f".set({', '.join(f'{k}={v!r}' for k, v in self.options.items())})" if self.options else ""
+        return f"{self.task.name}.s({', '.join(parts)}){opts}"
+
+    # ------------------------------------------------------------ building
+
+    def _options(self) -> dict[str, Any]:
+        opts = {**self.task.default_options, **self.options}
+        if not opts.get("retention"):  # a step's result must outlive it: the next step, or a waiter, reads it
+            from fastq.app.task import DEFAULT_RESULT_RETENTION
+
+            opts["retention"] = DEFAULT_RESULT_RETENTION
+        for name in _REFUSED:
+            if opts.get(name) is not None:
+                raise ValueError(f"{self.task.name}: option {name!r} cannot be used in a workflow step")
+        return opts
+
+    def _new_task(self, now: float, link: str = "") -> NewTask:
+        """The task written at once (its arguments all given)."""
+        payload = self.task.signature.dump_args(self.args, self.kwargs)
+        plan = plan_enqueue(Task._trusted(self.task.name, payload, {}), self._options(), now)
+        if plan.kind == GROUP:  # pragma: no cover - refused above
+            raise ValueError("aggregation groups are not workflow steps")
+        at = "" if plan.kind == ENQUEUE else (f"+{plan.process_in}" if plan.process_in is not None
+                                              else str(plan.process_at))
+        return NewTask(plan.msg, at, link)
+
+    def _template(self, now: float, link: str = "") -> tuple[str, str, Template]:
+        """``(queue, id, template)`` of a step created later with the result before it."""
+        head, tail = self.task.signature.dump_args_around_first(self.args, self.kwargs)
+        opts = self._options()
+        plan = plan_enqueue(Task._trusted(self.task.name, b"", {}), opts, now)
+        msg = plan.msg
+        mh, mt = split_message(msg)
+        at = ""
+        if opts.get("process_in") is not None:
+            at = f"+{plan.process_in}"
+        elif opts.get("process_at") is not None:
+            at = str(plan.process_at)
+        return msg.queue, msg.id, Template(mh, mt, head, tail, at, link)
+
+
+def _signatures(items: Iterable[Any], what: str) -> list[Signature]:
+    out = list(items)
+    for i, item in enumerate(out):
+        if not isinstance(item, Signature):
+            raise TypeError(f"{what}: item {i} is a {type(item).__name__}, not a task signature (task.s(...))")
+    return out
+
+
+def _app_of(sigs: Sequence[Signature]) -> App:
+    app = sigs[0].task.app
+    for s in sigs:
+        if s.task.app is not app:
+            raise ValueError(f"a workflow's tasks must belong to one App ({s.task.name!r} does not)")
+    return app
+
+
+def _check_cluster(app: App, queues: Iterable[str]) -> None:
+    from fastq.redis.cluster import is_cluster
+
+    names = set(queues)
+    if len(names) > 1 and is_cluster(app.client.redis):
+        raise ValueError(f"on Redis Cluster a workflow's steps must share one queue (its scripts touch one "
+                         f"hash slot); got {', '.join(sorted(names))}")
+
+
+def _registered(calls: list[Call], queues: Iterable[str]) -> list[Call]:
+    """``calls`` after adding the workflow's queues to ``asynq:queues`` (as Go's client does)."""
+    return [cmd("sadd", keys.ALL_QUEUES, *sorted(set(queues))), *calls]
+
+
+def _check_replies(replies: list[Any]) -> None:
+    for reply in replies[1:]:
+        if reply:
+            raise TaskIDConflictError(f"workflow not written: a key it needs exists already (key {reply[0]} of its "
+                                      f"call): a task ID given with task_id= is in use")
+
+
+def _write(app: App, calls: list[Call]) -> None:
+    _check_replies(execute(app.client.redis, calls))
+
+
+async def _awrite(app: App, calls: list[Call]) -> None:
+    _check_replies(await aexecute(app.async_client().redis, calls))
+
+
+class Chain:
+    """Steps run one after the other, each given the previous one's result (``fastq.chain``)."""
+
+    def __init__(self, steps: Sequence[Signature]) -> None:
+        if not steps:
+            raise ValueError("chain() needs at least one task signature")
+        self.steps = list(steps)
+
+    def _plan(self) -> tuple[App, list[Any], ChainRef]:
+        app = _app_of(self.steps)
+        now = time.time()
+        templates = [s._template(now) for s in self.steps[1:]]
+        _check_cluster(app, [self.steps[0]._options().get("queue", "default")] + [q for q, _, _ in templates])
+        # each template's link names the step after it, and the ones after that (dropped on failure)
+        linked = []
+        for i, (q, tid, t) in enumerate(templates):
+            after = templates[i + 1:]
+            link = "" if not after else dump_link(
+                Link(CHAIN, after[0][1], after[0][0], tuple((x[1], x[0]) for x in after[1:])))
+            linked.append((q, tid, Template(t.mh, t.mt, t.ph, t.pt, t.at, link)))
+        first_link = "" if not templates else dump_link(
+            Link(CHAIN, templates[0][1], templates[0][0], tuple((x[1], x[0]) for x in templates[1:])))
+        first = self.steps[0]._new_task(now, first_link)
+        calls = _registered(start_calls([first], linked), [first.msg.queue] + [q for q, _, _ in linked])
+        refs = [self.steps[0].task.ref(first.msg.id, queue=first.msg.queue)]
+        refs += [s.task.ref(tid, queue=q) for s, (q, tid, _) in zip(self.steps[1:], templates, strict=True)]
+        return app, calls, ChainRef(refs)
+
+    def enqueue(self) -> ChainRef:
+        """Write the chain (its first step runs now); its ``ChainRef`` waits for the last step."""
+        app, calls, ref = self._plan()
+        _write(app, calls)
+        return ref
+
+    async def aenqueue(self) -> ChainRef:
+        app, calls, ref = self._plan()
+        await _awrite(app, calls)
+        return ref
+
+    def __repr__(self) -> str:
+        return f"chain({', '.join(map(repr, self.steps))})"
+
+
+class Group:
+    """Members run side by side (``fastq.group``); ``.result()`` is their results, in order."""
+
+    def __init__(self, members: Sequence[Signature]) -> None:
+        if not members:
+            raise ValueError("group() needs at least one task signature")
+        self.members = list(members)
+
+    def _plan(self) -> tuple[App, list[Any], GroupRef]:
+        app = _app_of(self.members)
+        now = time.time()
+        tasks = [m._new_task(now) for m in self.members]
+        _check_cluster(app, [t.msg.queue for t in tasks])
+        refs = [m.task.ref(t.msg.id, queue=t.msg.queue) for m, t in zip(self.members, tasks, strict=True)]
+        calls = _registered(start_calls(tasks), [t.msg.queue for t in tasks])
+        return app, calls, GroupRef(str(uuid.uuid4()), refs)
+
+    def enqueue(self) -> GroupRef:
+        app, calls, ref = self._plan()
+        _write(app, calls)
+        return ref
+
+    async def aenqueue(self) -> GroupRef:
+        app, calls, ref = self._plan()
+        await _awrite(app, calls)
+        return ref
+
+    def __repr__(self) -> str:
+        return f"group([{', '.join(map(repr, self.members))}])"
+
+
+class Chord:
+    """A group and a callback run with the list of the members' results once all succeeded
+    (``fastq.chord``). If a member is archived the chord fails: the callback is archived with
+    the reason and the error callback (``.on_error(sig)``), if any, runs with the failed
+    member's task ID as its first argument."""
+
+    def __init__(self, header: Union[Group, Iterable[Signature]], body: Signature,
+                 errback: Optional[Signature] = None) -> None:
+        self.header = header if isinstance(header, Group) else Group(_signatures(header, "chord()"))
+        if not isinstance(body, Signature):
+            raise TypeError(f"chord(): the callback is a {type(body).__name__}, not a task signature (task.s(...))")
+        if errback is not None and not isinstance(errback, Signature):
+            raise TypeError(f"on_error(): expected a task signature (task.s(...)), got {type(errback).__name__}")
+        self.body = body
+        self.errback = errback
+
+    def on_error(self, errback: Signature) -> Chord:
+        """The same chord with an error callback, run once if a member is archived."""
+        return Chord(self.header, self.body, errback)
+
+    def _plan(self) -> tuple[App, list[Any], ChordRef]:
+        members = self.header.members
+        app = _app_of([*members, self.body] + ([self.errback] if self.errback else []))
+        now = time.time()
+        cq, cid, body = self.body._template(now)
+        fields = ["n", len(members), "done", 0, "state", "waiting", *body.fields()]
+        eid = eq = ""
+        if self.errback is not None:
+            eq, eid, err = self.errback._template(now)
+            fields += err.fields("e")
+        tasks = []
+        for i, m in enumerate(members):
+            link = dump_link(Link(CHORD, cid, cq, (), i, eid, eq))
+            tasks.append(m._new_task(now, link))
+        _check_cluster(app, [cq] + ([eq] if eq else []) + [t.msg.queue for t in tasks])
+        refs = [m.task.ref(t.msg.id, queue=t.msg.queue) for m, t in zip(members, tasks, strict=True)]
+        callback = self.body.task.ref(cid, queue=cq)
+        calls = _registered(start_calls(tasks, (), (cq, cid, fields)),
+                            [cq] + ([eq] if eq else []) + [t.msg.queue for t in tasks])
+        return app, calls, ChordRef(callback, GroupRef(cid, refs))
+
+    def enqueue(self) -> ChordRef:
+        """Write the chord: its members run now; its ``ChordRef`` waits for the callback."""
+        app, calls, ref = self._plan()
+        _write(app, calls)
+        return ref
+
+    async def aenqueue(self) -> ChordRef:
+        app, calls, ref = self._plan()
+        await _awrite(app, calls)
+        return ref
+
+    def __repr__(self) -> str:
+        err = f".on_error({self.errback!r})" if self.errback else ""
+        return f"chord({self.header!r}, {self.body!r}){err}"
+
+
+def chain(*steps: Signature) -> Chain:
+    """``chain(a.s(...), b.s(...), ...)``: run the steps in order, each given the previous
+    step's result as its first argument."""
+    return Chain(_signatures(steps, "chain()"))
+
+
+def group(*members: Any) -> Group:
+    """``group(sig, sig, ...)`` or ``group(iterable of signatures)``: run them side by side."""
+    if len(members) == 1 and not isinstance(members[0], Signature):
+        return Group(_signatures(members[0], "group()"))
+    return Group(_signatures(members, "group()"))
+
+
+def chord(header: Union[Group, Iterable[Signature]], callback: Signature) -> Chord:
+    """``chord(group(...), callback.s(...))``: run the callback with the list of results."""
+    return Chord(header, callback)
+
+
+# ------------------------------------------------------------------ references
+
+class ChainRef:
+    """What ``chain(...).enqueue()`` returns: ``.id`` (the last step's task ID), ``.steps`` (a
+    ``TaskRef`` per step) and ``result(timeout)``, the last step's return value."""
+
+    def __init__(self, steps: list[TaskRef]) -> None:
+        self.steps = steps
+
+    @property
+    def id(self) -> str:
+        return self.steps[-1].id
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        """Wait for each step in turn and return the last one's value; ``TaskFailedError``
+        naming the first step archived, ``TimeoutError`` after ``timeout`` seconds in all."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        value = None
+        for i, step in enumerate(self.steps):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            value = step._result(left, later=i > 0)
+        return value
+
+    async def aresult(self, timeout: Optional[float] = None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        value = None
+        for i, step in enumerate(self.steps):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            value = await step._aresult(left, later=i > 0)
+        return value
+
+    def __repr__(self) -> str:
+        return f"ChainRef(id={self.id!r}, steps={len(self.steps)})"
+
+
+class GroupRef:
+    """What ``group(...).enqueue()`` returns: ``.id``, ``.members`` (a ``TaskRef`` each) and
+    ``result(timeout)``, the list of the members' return values in order."""
+
+    def __init__(self, group_id: str, members: list[TaskRef]) -> None:
+        self.id = group_id
+        self.members = members
+
+    def result(self, timeout: Optional[float] = None) -> list[Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = []
+        for m in self.members:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            out.append(m.result(left))
+        return out
+
+    async def aresult(self, timeout: Optional[float] = None) -> list[Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = []
+        for m in self.members:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            out.append(await m.aresult(left))
+        return out
+
+    def __repr__(self) -> str:
+        return f"GroupRef(id={self.id!r}, members={len(self.members)})"
+
+
+class ChordRef:
+    """What ``chord(...).enqueue()`` returns: ``.id`` (the callback's task ID, also the chord's
+    name in the Inspector and the CLI), ``.members`` (a ``GroupRef``), ``.callback`` (a
+    ``TaskRef``) and ``result(timeout)``, the callback's return value. A failed chord raises
+    ``TaskFailedError`` (its callback is archived with the failed member's error)."""
+
+    def __init__(self, callback: TaskRef, members: GroupRef) -> None:
+        self.callback = callback
+        self.members = members
+
+    @property
+    def id(self) -> str:
+        return self.callback.id
+
+    @property
+    def queue(self) -> str:
+        return self.callback.queue
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        return self.callback._result(timeout, later=True)
+
+    async def aresult(self, timeout: Optional[float] = None) -> Any:
+        return await self.callback._aresult(timeout, later=True)
+
+    def __repr__(self) -> str:
+        return f"ChordRef(id={self.id!r}, members={len(self.members.members)})"
+
