@@ -195,10 +195,10 @@ def start_calls(tasks: Sequence[NewTask], templates: Sequence[tuple[str, str, Te
             for q, tid, t in templates:
                 kkeys.append(keys.flow_step_key(q, tid))
                 args += [t.mh, t.mt, t.ph, t.pt, t.link, t.at]
-        for t in tasks[start:start + chunk]:
-            m = t.msg
+        for new in tasks[start:start + chunk]:
+            m = new.msg
             kkeys += [keys.task_key(m.queue, m.id), keys.pending_key(m.queue), keys.scheduled_key(m.queue)]
-            args += [m.id, encode_message(m), t.at, t.link]
+            args += [m.id, encode_message(m), new.at, new.link]
         calls.append(script(_s.FLOW_START, kkeys, args))
         first = False
     return calls

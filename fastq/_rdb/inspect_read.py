@@ -25,6 +25,7 @@ from fastq._rdb.scripts import SCRIPTS
 from fastq.errors import CorruptDataError, DecodeError, QueueNotFoundError, TaskNotFoundError
 from fastq.inspect import _common as c
 from fastq.inspect.models import (
+    ChordInfo,
     DailyStats,
     GroupInfo,
     QueueInfo,
@@ -243,6 +244,21 @@ def task_info(queue: str, task_id: str) -> Steps[TaskInfo]:
     info = TaskInfo.from_message(msg, state, next_at)
     info.result = bytes(result) if result else None
     return info
+
+
+def chord_info(queue: str, chord_id: str) -> Steps[ChordInfo]:
+    """The chord record of ``chord_id`` (its callback's task ID) in ``queue``."""
+    c.name("queue", queue)
+    c.name("chord ID", chord_id)
+    reply = yield [cmd("hmget", keys.chord_key(queue, chord_id), "n", "done", "state", "failed", "error")]
+    n, done, state, failed, error = reply[0]
+    if n is None:
+        raise TaskNotFoundError(queue, chord_id)
+
+    def text(v: Any) -> str | None:
+        return None if v is None else bytes(v).decode("utf-8", "replace")
+
+    return ChordInfo(chord_id, queue, int(n), int(done or 0), text(state) or "waiting", text(failed), text(error))
 
 
 def _info_or_skip(queue: str, task_id: str, raw_msg: Any, state: TaskState,

@@ -135,19 +135,21 @@ def _registered(calls: list[Call], queues: Iterable[str]) -> list[Call]:
     return [cmd("sadd", keys.ALL_QUEUES, *sorted(set(queues))), *calls]
 
 
-def _check_replies(replies: list[Any]) -> None:
-    for reply in replies[1:]:
+def _check_replies(calls: list[Call], replies: list[Any]) -> None:
+    """A ``flow_start`` call that found a key in use wrote nothing: ``TaskIDConflictError``."""
+    for call, reply in zip(calls[1:], replies[1:], strict=True):
         if reply:
-            raise TaskIDConflictError(f"workflow not written: a key it needs exists already (key {reply[0]} of its "
-                                      f"call): a task ID given with task_id= is in use")
+            key = call.args[0][int(reply[0]) - 1]
+            tid = keys.task_id_of_key(key) or key.rsplit(":", 1)[-1]
+            raise TaskIDConflictError([tid], key.split("{", 1)[1].split("}", 1)[0])
 
 
 def _write(app: App, calls: list[Call]) -> None:
-    _check_replies(execute(app.client.redis, calls))
+    _check_replies(calls, execute(app.client.redis, calls))
 
 
 async def _awrite(app: App, calls: list[Call]) -> None:
-    _check_replies(await aexecute(app.async_client().redis, calls))
+    _check_replies(calls, await aexecute(app.async_client().redis, calls))
 
 
 class Chain:

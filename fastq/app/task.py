@@ -30,7 +30,7 @@ from fastq.task import Task, TaskInfo, TaskState
 
 if TYPE_CHECKING:
     from fastq.app.app import App
-    from fastq.app.canvas import Signature
+    from fastq.app.canvas import Signature as StepSignature
 
 __all__ = ["AppTask", "ArchivedError", "TaskWithOptions", "Arguments", "DEFAULT_RESULT_RETENTION"]
 
@@ -177,7 +177,7 @@ class AppTask(_Enqueuer[P, R]):
         """Run the function here and now, as a plain call (no payload, no queue)."""
         return self.fn(*args, **kwargs)
 
-    def s(self, *args: Any, **kwargs: Any) -> Signature:
+    def s(self, *args: Any, **kwargs: Any) -> StepSignature:
         """A signature of this task for a workflow (``fastq.chain``, ``group``, ``chord``): the
         arguments given now; in a chain or as a chord's callback the result before it comes first.
         ``.set(queue=..., ...)`` adds enqueue options."""

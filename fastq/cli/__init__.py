@@ -32,7 +32,8 @@ from typing import Any
 __all__ = ["main", "cli"]
 
 _SCRIPTS = ("supervisor", "scheduler", "demo")
-_COMMANDS = ("fastq.cli._dashboard", "fastq.cli._dev", "fastq.cli._misc", "fastq.cli._queue", "fastq.cli._task")
+_COMMANDS = ("fastq.cli._dashboard", "fastq.cli._dev", "fastq.cli._flow", "fastq.cli._misc", "fastq.cli._queue",
+             "fastq.cli._task")
 
 
 def __getattr__(name: str) -> Any:

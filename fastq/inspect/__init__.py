@@ -23,6 +23,7 @@ answers. Deliberate differences (all harmless to Go readers):
 from typing import TYPE_CHECKING
 
 from fastq.inspect.models import (
+    ChordInfo,
     DailyStats,
     GroupInfo,
     QueueInfo,
@@ -50,6 +51,6 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "AsyncInspector", "DailyStats", "GroupInfo", "Inspector", "QueueInfo", "SchedulerEnqueueEvent",
+    "AsyncInspector", "ChordInfo", "DailyStats", "GroupInfo", "Inspector", "QueueInfo", "SchedulerEnqueueEvent",
     "SchedulerEntry", "ServerInfo", "WorkerInfo",
 ]

@@ -16,6 +16,7 @@ from fastq._rdb.calls import Steps, adrive, drive
 from fastq._rdb.inspect_write import Progress
 from fastq.inspect._common import BATCH_SIZE, DEFAULT_PAGE_SIZE
 from fastq.inspect.models import (
+    ChordInfo,
     DailyStats,
     GroupInfo,
     QueueInfo,
@@ -86,6 +87,11 @@ class Inspector:
     # tasks
     def get_task_info(self, queue: str, task_id: str) -> TaskInfo:
         return self._run(_read.task_info(queue, task_id))
+
+    def get_chord(self, queue: str, chord_id: str) -> ChordInfo:
+        """A chord's progress (``fastq.chord``) by its callback's task ID and queue:
+        members done/total and its state; ``TaskNotFoundError`` when there is no such chord."""
+        return self._run(_read.chord_info(queue, chord_id))
 
     def list_tasks(self, queue: str, state: str, page: int = 1, page_size: int = P,
                    group: str | None = None) -> list[TaskInfo]:
@@ -262,6 +268,9 @@ class AsyncInspector:
 
     async def get_task_info(self, queue: str, task_id: str) -> TaskInfo:
         return await self._run(_read.task_info(queue, task_id))
+
+    async def get_chord(self, queue: str, chord_id: str) -> ChordInfo:
+        return await self._run(_read.chord_info(queue, chord_id))
 
     async def list_tasks(self, queue: str, state: str, page: int = 1, page_size: int = P,
                          group: str | None = None) -> list[TaskInfo]:

@@ -102,3 +102,19 @@ class SchedulerEnqueueEvent:
 
     task_id: str
     enqueued_at: datetime | None
+
+
+@dataclass
+class ChordInfo:
+    """A chord (``fastq.chord``) by its callback's task ID: ``done`` of ``total`` members have
+    succeeded; ``state`` is ``"waiting"``, ``"done"`` (the callback was created) or ``"failed"``
+    (``failed_member`` was archived; ``error`` is the callback's archive reason). The record is
+    kept one day after the chord ends."""
+
+    id: str
+    queue: str
+    total: int
+    done: int
+    state: str
+    failed_member: str | None = None
+    error: str | None = None
