@@ -1,0 +1,237 @@
+"""Workflows (fastq.chain / group / chord) on a real Redis with real fastq workers in-process
+(WorkerHarness): order and results, the bytes of created steps, failure paths (chain stops,
+chord fails with its error callback), bad input; the crash and multi-process cases are in
+tests/faults/test_workflow_crash.py."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+import fastq
+from fastq import keys
+from fastq._codec import decode_message, encode_message
+from fastq.testing import WorkerHarness
+
+
+@pytest.fixture
+def app(redis_url):
+    application = fastq.App(redis_url)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def tasks(app, r):
+    """add, mul, total, boom (fails for good), and a log of who ran with what."""
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        r.rpush("ran", json.dumps(["add", x, y]))
+        return x + y
+
+    @app.task(queue="other")
+    def mul(x: int, y: int) -> int:
+        r.rpush("ran", json.dumps(["mul", x, y]))
+        return x * y
+
+    @app.task
+    def total(xs: list[int], label: str = "") -> str:
+        return f"{label}{sum(xs)}"
+
+    @app.task(retry_on=())
+    def boom(x: int) -> int:
+        raise RuntimeError(f"boom {x}")
+
+    @app.task
+    def failed(task_id: str) -> None:
+        r.rpush("errback", task_id)
+
+    return add, mul, total, boom, failed
+
+
+def ran(r) -> list[list]:
+    return [json.loads(x) for x in r.lrange("ran", 0, -1)]
+
+
+def drain(app, redis_url, queues=None):
+    return WorkerHarness(app, redis_url).drain(queues, timeout=20)  # the App's queues: default, other
+
+
+def test_chain_runs_in_order_passing_each_result_as_the_next_first_argument(app, r, redis_url, tasks):
+    add, mul, *_ = tasks
+    ref = fastq.chain(add.s(1, 2), add.s(10), mul.s(3)).enqueue()
+    assert len(ref.steps) == 3 and ref.id == ref.steps[-1].id
+    # only the first step exists; the others are templates until the step before them succeeds
+    assert r.exists(keys.task_key("default", ref.steps[0].id))
+    assert not r.exists(keys.task_key("default", ref.steps[1].id))
+    assert r.exists(keys.flow_step_key("default", ref.steps[1].id), keys.flow_step_key("other", ref.steps[2].id)) == 2
+    assert "other" in {q.decode() for q in r.smembers(keys.ALL_QUEUES)}
+    drain(app, redis_url)
+    assert ran(r) == [["add", 1, 2], ["add", 3, 10], ["mul", 13, 3]]
+    assert ref.result(5) == 39
+    # each step is an ordinary Asynq task: completed, kept with its result, its payload Go's JSON bytes
+    second = decode_message(r.hget(keys.task_key("default", ref.steps[1].id), "msg"))
+    assert second.payload == b'{"x":3,"y":10}' and second.type == add.name and second.queue == "default"
+    assert second.retention == fastq.app.DEFAULT_RESULT_RETENTION
+    raw = r.hget(keys.task_key("other", ref.steps[2].id), "msg")
+    assert encode_message(decode_message(raw)) == raw  # field order as Go writes it
+    assert r.hget(keys.task_key("other", ref.steps[2].id), "state") == b"completed"
+    assert not r.keys("*fastq_step*")  # every template was consumed
+
+
+def test_chain_result_waits_for_steps_not_created_yet(app, redis_url, tasks):
+    add, *_ = tasks
+    ref = fastq.chain(add.s(1, 1), add.s(1)).enqueue()
+    with pytest.raises(TimeoutError):
+        ref.steps[1]._result(0.2, later=True)  # not created: waited for, not taken as "deleted"
+    drain(app, redis_url)
+    assert ref.result(5) == 3
+
+
+def test_a_failed_step_ends_the_chain_and_its_result_raises(app, r, redis_url, tasks):
+    add, mul, total, boom, _ = tasks
+    ref = fastq.chain(add.s(1, 2), boom.s(), mul.s(3)).enqueue()
+    drain(app, redis_url)
+    assert ran(r) == [["add", 1, 2]]  # mul never ran
+    with pytest.raises(fastq.TaskFailedError) as err:
+        ref.result(5)
+    assert err.value.task_id == ref.steps[1].id and "boom 3" in str(err.value)
+    assert not r.exists(keys.task_key("other", ref.steps[2].id))
+    assert not r.keys("*fastq_step*")  # the later step's template went with the failure
+
+
+def test_group_results_in_order(app, redis_url, tasks):
+    add, mul, *_ = tasks
+    ref = fastq.group([add.s(i, i) for i in range(5)] + [mul.s(2, 21)]).enqueue()
+    assert len(ref.members) == 6
+    drain(app, redis_url)
+    assert ref.result(5) == [0, 2, 4, 6, 8, 42]
+
+
+def test_chord_callback_gets_the_members_results_in_order(app, r, redis_url, tasks):
+    add, mul, total, *_ = tasks
+    header = fastq.group(mul.s(i, i) for i in range(30))
+    ref = fastq.chord(header, total.s(label="sum=")).enqueue()
+    ins = fastq.Inspector(redis_url)
+    try:
+        info = ins.get_chord("default", ref.id)
+        assert (info.total, info.done, info.state) == (30, 0, "waiting")
+        drain(app, redis_url)
+        assert ref.result(5) == f"sum={sum(i * i for i in range(30))}"
+        callback = decode_message(r.hget(keys.task_key("default", ref.id), "msg"))
+        assert callback.payload == (b'{"xs":[' + ",".join(str(i * i) for i in range(30)).encode() +
+                                    b'],"label":"sum="}')
+        info = ins.get_chord("default", ref.id)
+        assert (info.total, info.done, info.state) == (30, 30, "done")
+        assert 0 < r.ttl(keys.chord_key("default", ref.id)) <= 86400  # kept a day for inspection
+    finally:
+        ins.close()
+
+
+def test_a_failed_member_fails_the_chord_and_runs_its_error_callback(app, r, redis_url, tasks):
+    add, mul, total, boom, failed = tasks
+    ref = fastq.chord(fastq.group(add.s(1, 1), boom.s(7), add.s(2, 2)), total.s()).on_error(failed.s()).enqueue()
+    bad = ref.members.members[1].id
+    drain(app, redis_url)
+    with pytest.raises(fastq.TaskFailedError) as err:
+        ref.result(5)
+    assert f"chord member {bad} failed" in str(err.value) and "boom 7" in str(err.value)
+    assert r.lrange("errback", 0, -1) == [bad.encode()]  # once, with the failed member's ID
+    # the callback is an archived Asynq task (Inspector, CLI, dashboard show it)
+    cb = r.hgetall(keys.task_key("default", ref.id))
+    assert cb[b"state"] == b"archived" and r.zscore(keys.archived_key("default"), ref.id) is not None
+    msg = decode_message(cb[b"msg"])
+    assert msg.id == ref.id and msg.type == total.name and msg.error_msg.startswith(f"chord member {bad} failed")
+    assert msg.last_failed_at > 0
+    ins = fastq.Inspector(redis_url)
+    try:
+        info = ins.get_chord("default", ref.id)
+        assert (info.state, info.failed_member, info.done) == ("failed", bad, 2)
+        assert ins.get_task_info("default", ref.id).state == fastq.TaskState.ARCHIVED
+    finally:
+        ins.close()
+
+
+def test_chord_fails_without_error_callback_too(app, r, redis_url, tasks):
+    add, mul, total, boom, _ = tasks
+    ref = fastq.chord([boom.s(1)], total.s()).enqueue()
+    drain(app, redis_url)
+    with pytest.raises(fastq.TaskFailedError):
+        ref.result(5)
+
+
+def test_async_enqueue_and_results(app, redis_url, tasks):
+    add, mul, total, *_ = tasks
+
+    async def main():
+        chain_ref = await fastq.chain(add.s(2, 3), mul.s(4)).aenqueue()
+        chord_ref = await fastq.chord(fastq.group(add.s(i, 1) for i in range(3)), total.s()).aenqueue()
+        group_ref = await fastq.group(add.s(1, 1), mul.s(2, 2)).aenqueue()
+        await WorkerHarness(app, redis_url).adrain(timeout=20)
+        assert await chain_ref.aresult(5) == 20
+        assert await chord_ref.aresult(5) == "6"
+        assert await group_ref.aresult(5) == [2, 4]
+        await app.aclose()
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------ bad input
+
+def test_bad_workflows_are_refused_before_anything_is_written(app, r, tasks):
+    add, mul, total, *_ = tasks
+    with pytest.raises(TypeError, match="item 1 is a int"):
+        fastq.chain(add.s(1, 2), 5)
+    with pytest.raises(ValueError, match="at least one"):
+        fastq.chain()
+    with pytest.raises(ValueError, match="'unique' cannot be used in a workflow step"):
+        add.s(1, 2).set(unique=60)
+    with pytest.raises(TypeError, match="unknown enqueue option"):
+        add.s(1, 2).set(colour="red")
+    with pytest.raises(fastq.TaskArgumentError, match="x"):  # x comes from the step before
+        fastq.chain(add.s(1, 2), add.s(x=1)).enqueue()
+    with pytest.raises(fastq.TaskArgumentError, match="y"):
+        fastq.chain(add.s(1, 2), add.s("ten")).enqueue()
+    with pytest.raises(TypeError, match="callback"):
+        fastq.chord([add.s(1, 2)], 3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="on_error\\(\\) belongs to a chord"):
+        add.s(1, 2).on_error(add.s(1))
+    assert r.dbsize() == 0
+
+
+def test_a_task_id_in_use_writes_nothing(app, r, tasks):
+    add, *_ = tasks
+    taken = add.options(task_id="taken").enqueue(1, 1)
+    assert taken.id == "taken"
+    before = r.dbsize()
+    with pytest.raises(fastq.TaskIDConflictError) as err:
+        fastq.group(add.s(2, 2), add.s(3, 3).set(task_id="taken")).enqueue()
+    assert err.value.ids == ["taken"]
+    assert r.dbsize() == before
+
+
+@pytest.mark.parametrize("link", [b"not json", b'["chain"]', b'{"k":"loop"}', b'{"k":"chain","id":""}',
+                                  b'{"k":"chord","id":"c","q":"default","i":-1,"eid":"","eq":""}'])
+def test_a_step_whose_link_cannot_be_read_is_archived_with_the_reason(app, r, redis_url, tasks, link):
+    add, *_ = tasks
+    ref = add.enqueue(1, 2)
+    r.hset(keys.task_key("default", ref.id), "fastq_flow", link)
+    result = drain(app, redis_url, "default")
+    assert result.handler_calls == 0
+    info = fastq.Inspector(redis_url).get_task_info("default", ref.id)
+    assert info.state == fastq.TaskState.ARCHIVED and "workflow link" in info.last_err
+
+
+def test_a_result_the_next_step_cannot_take_archives_that_step(app, r, redis_url, tasks):
+    add, mul, total, *_ = tasks
+
+    @app.task
+    def word(x: int) -> str:
+        return "seven"
+
+    ref = fastq.chain(word.s(7), add.s(1)).enqueue()  # add's x is an int
+    drain(app, redis_url)
+    with pytest.raises(fastq.TaskFailedError, match="x"):
+        ref.result(5)
