@@ -235,3 +235,14 @@ def test_a_result_the_next_step_cannot_take_archives_that_step(app, r, redis_url
     drain(app, redis_url)
     with pytest.raises(fastq.TaskFailedError, match="x"):
         ref.result(5)
+
+
+def test_eager_mode_runs_workflows_in_process(app, r, tasks):
+    add, mul, total, boom, _ = tasks
+    with app.eager():
+        assert fastq.chain(add.s(1, 2), add.s(10), mul.s(3)).enqueue().result() == 39
+        assert fastq.group(add.s(i, i) for i in range(3)).enqueue().result() == [0, 2, 4]
+        assert fastq.chord([mul.s(2, 3), mul.s(4, 5)], total.s(label="=")).enqueue().result() == "=26"
+        with pytest.raises(RuntimeError, match="boom 3"):
+            fastq.chain(add.s(1, 2), boom.s()).enqueue()
+    assert not r.keys("asynq:*")  # nothing written to Redis

@@ -105,6 +105,21 @@ class Signature:
         return msg.queue, msg.id, Template(mh, mt, head, tail, at, link)
 
 
+def _eager(sig: Signature, before: tuple[Any, ...] = ()) -> TaskRef:
+    """Run ``sig`` in-process (``with app.eager():``), ``before`` as its first arguments."""
+    from fastq.app.eager import run_eager
+
+    payload = sig.task.signature.dump_args((*before, *sig.args), sig.kwargs)
+    return run_eager(sig.task, Task._trusted(sig.task.name, payload, {}), sig._options())
+
+
+async def _aeager(sig: Signature, before: tuple[Any, ...] = ()) -> TaskRef:
+    from fastq.app.eager import arun_eager
+
+    payload = sig.task.signature.dump_args((*before, *sig.args), sig.kwargs)
+    return await arun_eager(sig.task, Task._trusted(sig.task.name, payload, {}), sig._options())
+
+
 def _signatures(items: Iterable[Any], what: str) -> list[Signature]:
     out = list(items)
     for i, item in enumerate(out):
@@ -181,12 +196,23 @@ class Chain:
         return app, calls, ChainRef(refs)
 
     def enqueue(self) -> ChainRef:
-        """Write the chain (its first step runs now); its ``ChainRef`` waits for the last step."""
+        """Write the chain (its first step runs now); its ``ChainRef`` waits for the last step.
+        In ``with app.eager():`` the steps run here, in order (an exception propagates)."""
+        if _app_of(self.steps).is_eager:
+            refs = [_eager(self.steps[0])]
+            for sig in self.steps[1:]:
+                refs.append(_eager(sig, (refs[-1].value,)))
+            return ChainRef(refs)
         app, calls, ref = self._plan()
         _write(app, calls)
         return ref
 
     async def aenqueue(self) -> ChainRef:
+        if _app_of(self.steps).is_eager:
+            refs = [await _aeager(self.steps[0])]
+            for sig in self.steps[1:]:
+                refs.append(await _aeager(sig, (refs[-1].value,)))
+            return ChainRef(refs)
         app, calls, ref = self._plan()
         await _awrite(app, calls)
         return ref
@@ -213,11 +239,16 @@ class Group:
         return app, calls, GroupRef(str(uuid.uuid4()), refs)
 
     def enqueue(self) -> GroupRef:
+        """Write the members (they run now); the ``GroupRef`` waits for their results."""
+        if _app_of(self.members).is_eager:
+            return GroupRef(str(uuid.uuid4()), [_eager(m) for m in self.members])
         app, calls, ref = self._plan()
         _write(app, calls)
         return ref
 
     async def aenqueue(self) -> GroupRef:
+        if _app_of(self.members).is_eager:
+            return GroupRef(str(uuid.uuid4()), [await _aeager(m) for m in self.members])
         app, calls, ref = self._plan()
         await _awrite(app, calls)
         return ref
@@ -268,12 +299,19 @@ class Chord:
         return app, calls, ChordRef(callback, GroupRef(cid, refs))
 
     def enqueue(self) -> ChordRef:
-        """Write the chord: its members run now; its ``ChordRef`` waits for the callback."""
+        """Write the chord: its members run now; its ``ChordRef`` waits for the callback. In
+        ``with app.eager():`` the members then the callback run here (an exception propagates)."""
+        if _app_of([*self.header.members, self.body]).is_eager:
+            members = GroupRef(str(uuid.uuid4()), [_eager(m) for m in self.header.members])
+            return ChordRef(_eager(self.body, ([m.value for m in members.members],)), members)
         app, calls, ref = self._plan()
         _write(app, calls)
         return ref
 
     async def aenqueue(self) -> ChordRef:
+        if _app_of([*self.header.members, self.body]).is_eager:
+            members = GroupRef(str(uuid.uuid4()), [await _aeager(m) for m in self.header.members])
+            return ChordRef(await _aeager(self.body, ([m.value for m in members.members],)), members)
         app, calls, ref = self._plan()
         await _awrite(app, calls)
         return ref
