@@ -246,3 +246,25 @@ def test_eager_mode_runs_workflows_in_process(app, r, tasks):
         with pytest.raises(RuntimeError, match="boom 3"):
             fastq.chain(add.s(1, 2), boom.s()).enqueue()
     assert not r.keys("asynq:*")  # nothing written to Redis
+
+
+def test_group_result_raises_as_soon_as_a_member_is_archived(app, r, redis_url, tasks):
+    add, mul, total, boom, _ = tasks
+    ref = fastq.group(mul.s(1, 1), boom.s(2)).enqueue()  # mul's queue is not served below
+    drain(app, redis_url, "default")
+    with pytest.raises(fastq.TaskFailedError, match="boom 2"):
+        ref.result(timeout=10)  # not a TimeoutError: the archived member decides
+    pending = fastq.group(mul.s(1, 1), add.s(1, 1)).enqueue()
+    drain(app, redis_url, "default")
+    with pytest.raises(TimeoutError, match="1 of 2 tasks"):
+        pending.result(timeout=0.5)
+
+
+def test_results_already_final_are_read_at_once(app, r, redis_url, tasks):
+    add, *_ = tasks
+    ref = fastq.group(add.s(i, 1) for i in range(200)).enqueue()
+    drain(app, redis_url)
+    r.config_resetstat()
+    assert ref.result(timeout=10) == list(range(1, 201))
+    stats = r.info("commandstats")
+    assert int(stats["cmdstat_hmget"]["calls"]) == 200  # one read per member, in one pipeline

@@ -20,7 +20,7 @@ import queue as _queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import redis
 from redis.exceptions import RedisError
@@ -152,6 +152,67 @@ class SettledWatch:
             self.forget(waiter)
             raise
 
+    def wait_many(self, items: Sequence[tuple[str, str, bool]], timeout: Optional[float],
+                  enough: Callable[[dict[int, Settled]], bool]) -> dict[int, Settled]:
+        """Wait for several tasks at once (``(queue, task id, absent_pending)`` each): the final
+        states delivered so far, by position, as soon as ``enough`` of them says so (or all are
+        in); ``TimeoutError`` after ``timeout`` seconds. Every waiter is registered at once, so
+        tasks that are final already cost one read each, not one wait each."""
+        box: _queue.SimpleQueue[tuple[int, Settled]] = _queue.SimpleQueue()
+        waiters = [self.watch(q, tid, lambda s, i=i: box.put((i, s)), later)  # type: ignore[misc]
+                   for i, (q, tid, later) in enumerate(items)]
+        got: dict[int, Settled] = {}
+        end = None if timeout is None else time.monotonic() + timeout
+        try:
+            while len(got) < len(items) and not (got and enough(got)):
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"{len(items) - len(got)} of {len(items)} tasks did not finish within "
+                                       f"{timeout}s")
+                try:
+                    i, settled = box.get(timeout=left)
+                except _queue.Empty:
+                    continue
+                got[i] = settled
+            return got
+        finally:
+            for i, waiter in enumerate(waiters):
+                if i not in got:
+                    self.forget(waiter)
+
+    async def await_many(self, items: Sequence[tuple[str, str, bool]], timeout: Optional[float],
+                         enough: Callable[[dict[int, Settled]], bool]) -> dict[int, Settled]:
+        """``wait_many`` for asyncio code."""
+        loop = asyncio.get_running_loop()
+        box: asyncio.Queue[tuple[int, Settled]] = asyncio.Queue()
+
+        def deliver(i: int, settled: Settled) -> None:
+            try:
+                loop.call_soon_threadsafe(box.put_nowait, (i, settled))
+            except RuntimeError:  # the loop is closed
+                pass
+
+        waiters = [self.watch(q, tid, lambda s, i=i: deliver(i, s), later)  # type: ignore[misc]
+                   for i, (q, tid, later) in enumerate(items)]
+        got: dict[int, Settled] = {}
+        end = None if timeout is None else loop.time() + timeout
+        try:
+            while len(got) < len(items) and not (got and enough(got)):
+                left = None if end is None else end - loop.time()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"{len(items) - len(got)} of {len(items)} tasks did not finish within "
+                                       f"{timeout}s")
+                try:
+                    i, settled = await asyncio.wait_for(box.get(), left)
+                except asyncio.TimeoutError:
+                    continue
+                got[i] = settled
+            return got
+        finally:
+            for i, waiter in enumerate(waiters):
+                if i not in got:
+                    self.forget(waiter)
+
     def close(self, timeout: float = 2.0) -> None:
         """Stop the thread and close the watch's connections (waiters left get no answer); the
         next ``watch_for`` makes a new watch."""
@@ -240,6 +301,14 @@ class SettledWatch:
         return True  # closed
 
     def _take_requests(self, pubsub: Any) -> None:
+        to_check: dict[str, list[str]] = {}
+        try:
+            self._take(pubsub, to_check)
+        finally:
+            for channel, ids in to_check.items():  # one read per channel for the waiters just added
+                self._check(channel, [tid for tid in ids if tid in self._waiting.get(channel, {})])
+
+    def _take(self, pubsub: Any, to_check: dict[str, list[str]]) -> None:
         while True:
             try:
                 what, waiter = self._requests.get_nowait()
@@ -260,7 +329,7 @@ class SettledWatch:
             if new_channel:
                 pubsub.subscribe(channel)
             elif channel in self._confirmed:
-                self._check(channel, [waiter.task_id])
+                to_check.setdefault(channel, []).append(waiter.task_id)
 
     def _check(self, channel: str, task_ids: list[str]) -> None:
         """Read the tasks' hashes; deliver those that are final."""

@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Un
 from fastq import keys
 from fastq._rdb.calls import Call, aexecute, cmd, execute
 from fastq._rdb.flow import CHAIN, CHORD, Link, NewTask, Template, dump_link, split_message, start_calls
+from fastq.app.ref import _timeout
 from fastq.errors import TaskIDConflictError
 from fastq.options import ENQUEUE, GROUP, check_option_names, plan_enqueue
 from fastq.task import Task
 
 if TYPE_CHECKING:
+    from fastq._rdb.settled import Settled
     from fastq.app.app import App
     from fastq.app.ref import TaskRef
     from fastq.app.task import AppTask
@@ -341,6 +343,10 @@ def chord(header: Union[Group, Iterable[Signature]], callback: Signature) -> Cho
 
 # ------------------------------------------------------------------ references
 
+def _any_archived(got: dict[int, Settled]) -> bool:
+    return any(s.state == "archived" for s in got.values())
+
+
 class ChainRef:
     """What ``chain(...).enqueue()`` returns: ``.id`` (the last step's task ID), ``.steps`` (a
     ``TaskRef`` per step) and ``result(timeout)``, the last step's return value."""
@@ -353,22 +359,30 @@ class ChainRef:
         return self.steps[-1].id
 
     def result(self, timeout: Optional[float] = None) -> Any:
-        """Wait for each step in turn and return the last one's value; ``TaskFailedError``
-        naming the first step archived, ``TimeoutError`` after ``timeout`` seconds in all."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        value = None
-        for i, step in enumerate(self.steps):
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            value = step._result(left, later=i > 0)
-        return value
+        """Wait for the last step and return its value; ``TaskFailedError`` naming the step that
+        was archived, ``TimeoutError`` after ``timeout`` seconds."""
+        if self.steps[-1].eager:
+            return self.steps[-1].value
+        got = self.steps[0]._watch().wait_many(self._items(), _timeout(timeout), self._enough)
+        return self._value(got)
 
     async def aresult(self, timeout: Optional[float] = None) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        value = None
-        for i, step in enumerate(self.steps):
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            value = await step._aresult(left, later=i > 0)
-        return value
+        if self.steps[-1].eager:
+            return self.steps[-1].value
+        got = await self.steps[0]._watch().await_many(self._items(), _timeout(timeout), self._enough)
+        return self._value(got)
+
+    def _items(self) -> list[tuple[str, str, bool]]:
+        return [(s.queue, s.id, i > 0) for i, s in enumerate(self.steps)]  # later steps may not exist yet
+
+    def _enough(self, got: dict[int, Settled]) -> bool:
+        return len(self.steps) - 1 in got or any(s.state == "archived" for s in got.values())
+
+    def _value(self, got: dict[int, Settled]) -> Any:
+        for i in sorted(got):  # the first step archived, else the last step's value
+            if got[i].state == "archived" or i == len(self.steps) - 1:
+                return self.steps[i]._outcome(got[i])
+        raise AssertionError("not reached")  # pragma: no cover
 
     def __repr__(self) -> str:
         return f"ChainRef(id={self.id!r}, steps={len(self.steps)})"
@@ -383,20 +397,27 @@ class GroupRef:
         self.members = members
 
     def result(self, timeout: Optional[float] = None) -> list[Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        out = []
-        for m in self.members:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            out.append(m.result(left))
-        return out
+        """The members' values in order, once all have succeeded; ``TaskFailedError`` as soon as
+        one is archived; ``TimeoutError`` after ``timeout`` seconds."""
+        if all(m.eager for m in self.members):
+            return [m.value for m in self.members]
+        got = self.members[0]._watch().wait_many(self._items(), _timeout(timeout), _any_archived)
+        return self._values(got)
 
     async def aresult(self, timeout: Optional[float] = None) -> list[Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        out = []
-        for m in self.members:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            out.append(await m.aresult(left))
-        return out
+        if all(m.eager for m in self.members):
+            return [m.value for m in self.members]
+        got = await self.members[0]._watch().await_many(self._items(), _timeout(timeout), _any_archived)
+        return self._values(got)
+
+    def _items(self) -> list[tuple[str, str, bool]]:
+        return [(m.queue, m.id, False) for m in self.members]
+
+    def _values(self, got: dict[int, Settled]) -> list[Any]:
+        for i in sorted(got):
+            if got[i].state == "archived":
+                self.members[i]._outcome(got[i])  # raises TaskFailedError
+        return [m._outcome(got[i]) for i, m in enumerate(self.members)]
 
     def __repr__(self) -> str:
         return f"GroupRef(id={self.id!r}, members={len(self.members)})"
