@@ -31,7 +31,7 @@ from fastq._rdb import scripts as _s
 from fastq._rdb.calls import Call, script
 from fastq._rdb.outcome import Advance, Archive
 
-__all__ = ["Link", "parse_link", "dump_link", "Template", "split_message", "advance_call", "fail_call",
+__all__ = ["Link", "parse_link", "dump_link", "chord_links", "Template", "split_message", "advance_call", "fail_call",
            "NewTask", "start_calls", "CHAIN", "CHORD"]
 
 CHAIN, CHORD = "chain", "chord"
@@ -56,6 +56,13 @@ def dump_link(link: Link) -> str:
                           separators=(",", ":"))
     return json.dumps({"k": CHORD, "id": link.id, "q": link.queue, "i": link.index, "eid": link.error_id,
                        "eq": link.error_queue}, separators=(",", ":"))
+
+
+def chord_links(callback_id: str, queue: str, n: int, error_id: str = "", error_queue: str = "") -> list[str]:
+    """``dump_link`` of members 0..n-1 of one chord (the same text but the index)."""
+    head = dump_link(Link(CHORD, callback_id, queue, (), 0, error_id, error_queue))
+    before, after = head.split('"i":0', 1)
+    return [f'{before}"i":{i}{after}' for i in range(n)]
 
 
 def parse_link(raw: bytes) -> Link:

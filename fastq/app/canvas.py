@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Un
 
 from fastq import keys
 from fastq._rdb.calls import Call, aexecute, cmd, execute
-from fastq._rdb.flow import CHAIN, CHORD, Link, NewTask, Template, dump_link, split_message, start_calls
+from fastq._rdb.flow import CHAIN, Link, NewTask, Template, chord_links, dump_link, split_message, start_calls
 from fastq.app.ref import _timeout
 from fastq.errors import TaskIDConflictError
-from fastq.options import ENQUEUE, GROUP, check_option_names, plan_enqueue
+from fastq.options import ENQUEUE, GROUP, check_option_names, plan_enqueue, plan_many
 from fastq.task import Task
 
 if TYPE_CHECKING:
@@ -105,6 +105,29 @@ class Signature:
         elif opts.get("process_at") is not None:
             at = str(plan.process_at)
         return msg.queue, msg.id, Template(mh, mt, head, tail, at, link)
+
+
+def _new_tasks(sigs: Sequence[Signature], now: float, links: Optional[Sequence[str]] = None) -> list[NewTask]:
+    """``_new_task`` of each signature; runs of one task with the same options are planned
+    together (``plan_many``: the options checked once), as a large group usually is."""
+    out: list[NewTask] = []
+    i = 0
+    while i < len(sigs):
+        first = sigs[i]
+        j = i + 1
+        while j < len(sigs) and sigs[j].task is first.task and sigs[j].options == first.options:
+            j += 1
+        if j - i == 1:
+            out.append(first._new_task(now, links[i] if links else ""))
+        else:
+            dump = first.task.signature.dump_args
+            batch = [Task._trusted(first.task.name, dump(s.args, s.kwargs), {}) for s in sigs[i:j]]
+            for k, plan in enumerate(plan_many(batch, first._options(), now)):
+                at = "" if plan.kind == ENQUEUE else (f"+{plan.process_in}" if plan.process_in is not None
+                                                      else str(plan.process_at))
+                out.append(NewTask(plan.msg, at, links[i + k] if links else ""))
+        i = j
+    return out
 
 
 def _eager(sig: Signature, before: tuple[Any, ...] = ()) -> TaskRef:
@@ -234,7 +257,7 @@ class Group:
     def _plan(self) -> tuple[App, list[Any], GroupRef]:
         app = _app_of(self.members)
         now = time.time()
-        tasks = [m._new_task(now) for m in self.members]
+        tasks = _new_tasks(self.members, now)
         _check_cluster(app, [t.msg.queue for t in tasks])
         refs = [m.task.ref(t.msg.id, queue=t.msg.queue) for m, t in zip(self.members, tasks, strict=True)]
         calls = _registered(start_calls(tasks), [t.msg.queue for t in tasks])
@@ -289,10 +312,7 @@ class Chord:
         if self.errback is not None:
             eq, eid, err = self.errback._template(now)
             fields += err.fields("e")
-        tasks = []
-        for i, m in enumerate(members):
-            link = dump_link(Link(CHORD, cid, cq, (), i, eid, eq))
-            tasks.append(m._new_task(now, link))
+        tasks = _new_tasks(members, now, chord_links(cid, cq, len(members), eid, eq))
         _check_cluster(app, [cq] + ([eq] if eq else []) + [t.msg.queue for t in tasks])
         refs = [m.task.ref(t.msg.id, queue=t.msg.queue) for m, t in zip(members, tasks, strict=True)]
         callback = self.body.task.ref(cid, queue=cq)
