@@ -132,20 +132,20 @@ def _stats(q: str, date: str) -> list[str]:
     return [keys.processed_key(q, date), keys.processed_total_key(q)]
 
 
-def advance_call(a: Advance, date: str, expire: int, cutoff: str) -> Call:
-    """``flow_done`` for one successful step."""
-    q, link = a.queue, a.link
-    tid = a.id if isinstance(a.id, str) else a.id.decode("utf-8", "replace")
-    if link.kind == CHAIN:
-        link_key = keys.flow_step_key(link.queue, link.id)
-    else:
-        link_key = keys.chord_key(link.queue, link.id)
+def advance_call(steps: Sequence[Advance], date: str, expire: int, cutoff: str) -> Call:
+    """``flow_done`` for successful steps of one queue (one script call for all of them)."""
+    q = steps[0].queue
     kkeys = [keys.active_key(q), keys.lease_key(q), keys.completed_key(q), keys.processed_key(q, date),
-             keys.processed_total_key(q), keys.task_key(q, tid), link_key, keys.task_key(link.queue, link.id),
-             keys.pending_key(link.queue), keys.scheduled_key(link.queue)]
-    msg = encode_message(a.msg) if a.expiry else b""
-    args = [expire, a.id, a.token, cutoff, a.expiry, msg, a.unique_key,
-            b"" if a.result is None else b"1" + a.result, link.kind, link.id, link.index]
+             keys.processed_total_key(q)]
+    args: list[Any] = [expire, cutoff]
+    for a in steps:
+        link = a.link
+        tid = a.id if isinstance(a.id, str) else a.id.decode("utf-8", "replace")
+        link_key = (keys.flow_step_key if link.kind == CHAIN else keys.chord_key)(link.queue, link.id)
+        kkeys += [keys.task_key(q, tid), link_key, keys.task_key(link.queue, link.id), keys.pending_key(link.queue),
+                  keys.scheduled_key(link.queue)]
+        args += [a.id, a.token, a.expiry, encode_message(a.msg) if a.expiry else b"", a.unique_key,
+                 b"" if a.result is None else b"1" + a.result, link.kind, link.id, link.index]
     return script(_s.FLOW_DONE, kkeys, args)
 
 

@@ -69,7 +69,7 @@ def settle_calls(outcomes: Iterable[Outcome], now: float, cutoff: str = "") -> l
     for (kind, q), items in groups.items():
         if kind is Advance or kind is Archive:  # workflow steps: one flow script each
             if kind is Advance:
-                calls += [flow.advance_call(a, date, expire, cutoff) for a in items]
+                calls.append(flow.advance_call(items, date, expire, cutoff))
                 continue
             calls += [flow.fail_call(a, date, expire, int(now), cutoff) for a in items if a.link is not None]
             items = [a for a in items if a.link is None]

@@ -1,75 +1,86 @@
 #!lua flags=allow-oom
--- flow_done: acknowledge one successful workflow step and follow its link in the same script,
--- so a worker dying between "done" and "next" neither loses nor duplicates the next step.
--- The step is settled as complete (kept until its expiry, with its result) or done (deleted).
--- Then, for a chain link: the next step is created from its template (payload: the template's
--- payload head .. this step's result .. its tail) and the template is deleted. For a chord link:
--- the result is stored as member i's (once: HSETNX) and counted; the member that completes the
--- count creates the callback with the JSON list of the members' results, in order.
+-- flow_done: acknowledge successful workflow steps of one queue and follow each one's link in
+-- the same script, so a worker dying between "done" and "next" neither loses nor duplicates the
+-- next step. A step is settled as complete (kept until its expiry, with its result) or done
+-- (deleted). Then, for a chain link: the next step is created from its template (payload: the
+-- template's payload head .. this step's result .. its tail) and the template is deleted. For a
+-- chord link: the result is stored as member i's (once: HSETNX) and counted; the member that
+-- completes the count creates the callback with the JSON list of the members' results, in order.
 -- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease   KEYS[3] asynq:{q}:completed
--- KEYS[4] asynq:{q}:processed:<date>   KEYS[5] asynq:{q}:processed   KEYS[6] asynq:{q}:t:<id>
--- KEYS[7] the link: the next step's template (chain) or the chord
--- KEYS[8] the task key of the task to create   KEYS[9] its queue's pending   KEYS[10] its scheduled
--- ARGV[1] daily-stats expire-at   ARGV[2] task id   ARGV[3] lease token   ARGV[4] lease cutoff or ""
--- ARGV[5] expiry Unix s ("0": delete the task)   ARGV[6] TaskMessage with completed_at
--- ARGV[7] unique key or ""   ARGV[8] "" or "1" .. result JSON   ARGV[9] "chain" or "chord"
--- ARGV[10] the ID of the task to create   ARGV[11] the member's index (chord)
--- Returns {} when settled, {id} when the task is no longer held with that token.
-local id = ARGV[2]
-if not fastq_release(KEYS[1], KEYS[2], id, KEYS[6], ARGV[3], ARGV[4]) then
-    return { id }
-end
-local result = ARGV[8]
-local state = "done"
-if ARGV[5] == "0" then
-    redis.call("DEL", KEYS[6])
-else
-    state = "completed"
-    redis.call("ZADD", KEYS[3], ARGV[5], id)
-    redis.call("HSET", KEYS[6], "msg", ARGV[6], "state", "completed")
-    if result ~= "" then
-        redis.call("HSET", KEYS[6], "result", string.sub(result, 2))
-    end
-end
-fastq_unlock(ARGV[7], id)
-fastq_incr_daily(KEYS[4], 1, ARGV[1])
-fastq_incr_total(KEYS[5], 1)
-
-local value = "null"
-if result ~= "" then
-    value = string.sub(result, 2)
-end
+-- KEYS[4] asynq:{q}:processed:<date>   KEYS[5] asynq:{q}:processed
+-- KEYS[6..] per step, five keys: asynq:{q}:t:<id>; the link: the next step's template (chain) or
+-- the chord; the task key of the task to create; its queue's pending; its queue's scheduled
+-- ARGV[1] daily-stats expire-at   ARGV[2] lease cutoff or ""
+-- ARGV[3..] per step, nine values: task id, lease token, expiry Unix s ("0": delete the task),
+-- TaskMessage with completed_at, unique key or "", "" or "1" .. result JSON, "chain" or "chord",
+-- the ID of the task to create, the member's index (chord)
+-- Returns the IDs of the steps that were not settled (no longer held with that token).
+local missing = {}
+local states = { done = {}, completed = {} }
+local count = 0
 local fields = { "mh", "mt", "ph", "pt", "flow", "at" }
-if ARGV[9] == "chain" then
-    local t = redis.call("HMGET", KEYS[7], unpack(fields))
-    if t[1] then
-        fastq_flow_create(KEYS[8], KEYS[9], KEYS[10], ARGV[10], t, value)
-        redis.call("DEL", KEYS[7])
-    end
-elseif ARGV[9] == "chord" then
-    if redis.call("HSETNX", KEYS[7], "r" .. ARGV[11], value) == 1 then
-        local done = redis.call("HINCRBY", KEYS[7], "done", 1)
-        local chord = redis.call("HMGET", KEYS[7], "n", "state")
-        local n = tonumber(chord[1])
-        if n and done >= n and chord[2] == "waiting" then
-            local parts = {}
-            for i = 0, n - 1, 500 do
-                local names = {}
-                for j = i, math.min(i + 499, n - 1) do
-                    names[#names + 1] = "r" .. j
-                end
-                local got = redis.call("HMGET", KEYS[7], unpack(names))
-                for j = 1, #got do
-                    parts[#parts + 1] = got[j] or "null"
-                end
-                fastq_bulk("HDEL", KEYS[7], names)
+local k = 6
+for a = 3, #ARGV, 9 do
+    local id, task_key = ARGV[a], KEYS[k]
+    local link, new_key, pending, scheduled = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+    k = k + 5
+    if not fastq_release(KEYS[1], KEYS[2], id, task_key, ARGV[a + 1], ARGV[2]) then
+        missing[#missing + 1] = id
+    else
+        local result = ARGV[a + 5]
+        if ARGV[a + 2] == "0" then
+            redis.call("DEL", task_key)
+            states.done[#states.done + 1] = id
+        else
+            redis.call("ZADD", KEYS[3], ARGV[a + 2], id)
+            redis.call("HSET", task_key, "msg", ARGV[a + 3], "state", "completed")
+            if result ~= "" then
+                redis.call("HSET", task_key, "result", string.sub(result, 2))
             end
-            local t = redis.call("HMGET", KEYS[7], unpack(fields))
-            fastq_flow_create(KEYS[8], KEYS[9], KEYS[10], ARGV[10], t, "[" .. table.concat(parts, ",") .. "]")
-            redis.call("HSET", KEYS[7], "state", "done")
-            redis.call("EXPIRE", KEYS[7], 86400)
+            states.completed[#states.completed + 1] = id
+        end
+        fastq_unlock(ARGV[a + 4], id)
+        count = count + 1
+
+        local value = "null"
+        if result ~= "" then
+            value = string.sub(result, 2)
+        end
+        if ARGV[a + 6] == "chain" then
+            local t = redis.call("HMGET", link, unpack(fields))
+            if t[1] then
+                fastq_flow_create(new_key, pending, scheduled, ARGV[a + 7], t, value)
+                redis.call("DEL", link)
+            end
+        elseif ARGV[a + 6] == "chord" and redis.call("HSETNX", link, "r" .. ARGV[a + 8], value) == 1 then
+            local done = redis.call("HINCRBY", link, "done", 1)
+            local chord = redis.call("HMGET", link, "n", "state")
+            local n = tonumber(chord[1])
+            if n and done >= n and chord[2] == "waiting" then
+                local parts = {}
+                for i = 0, n - 1, 500 do
+                    local names = {}
+                    for j = i, math.min(i + 499, n - 1) do
+                        names[#names + 1] = "r" .. j
+                    end
+                    local got = redis.call("HMGET", link, unpack(names))
+                    for j = 1, #got do
+                        parts[#parts + 1] = got[j] or "null"
+                    end
+                    fastq_bulk("HDEL", link, names)
+                end
+                local t = redis.call("HMGET", link, unpack(fields))
+                fastq_flow_create(new_key, pending, scheduled, ARGV[a + 7], t, "[" .. table.concat(parts, ",") .. "]")
+                redis.call("HSET", link, "state", "done")
+                redis.call("EXPIRE", link, 86400)
+            end
         end
     end
 end
-fastq_settled(KEYS[1], state, { id })
-return {}
+if count > 0 then
+    fastq_incr_daily(KEYS[4], count, ARGV[1])
+    fastq_incr_total(KEYS[5], count)
+end
+fastq_settled(KEYS[1], "done", states.done)
+fastq_settled(KEYS[1], "completed", states.completed)
+return missing
