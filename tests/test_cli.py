@@ -563,3 +563,27 @@ def test_console_scripts_start_without_heavy_modules(script):
     assert out.returncode == 0, out.stderr
     assert "Usage: fastq-" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_chord_inspect_shows_members_done_and_state(redis_url):
+    app = fastq.App(redis_url)
+
+    @app.task
+    def part(i: int) -> int:
+        return i
+
+    @app.task
+    def join(xs: list[int]) -> int:
+        return sum(xs)
+
+    try:
+        ref = fastq.chord(fastq.group(part.s(i) for i in range(4)), join.s()).enqueue()
+        res = fq(redis_url, "chord", "inspect", "-q", Q, "-i", ref.id)
+        assert res.code == 0 and "Members:   0/4 done" in res.out and "State:     waiting" in res.out, res.err
+        res = fq(redis_url, "chord", "inspect", "-q", Q, "-i", ref.id, "--json")
+        assert res.json() == {"id": ref.id, "queue": Q, "total": 4, "done": 0, "state": "waiting",
+                              "failed_member": None, "error": None}
+        assert_one_line_error(fq(redis_url, "chord", "inspect", "-q", Q, "-i", "nope"), "not found")
+        assert fq(redis_url, "chord", "inspect", "-q", Q).code == 2  # --id is required
+    finally:
+        app.close()

@@ -938,3 +938,35 @@ def test_what_a_fastq_worker_writes_reads_like_go_asynq_for_asynqmon(redis_url, 
     assert requeued.decode() == slow and fields[b"state"] == b"pending"
     assert b"pending_since" not in fields  # requeued at shutdown: Go's requeue sets none either (latency 0)
     assert r.smembers("asynq:queues") == {b"default"}
+
+
+def test_a_chord_is_shown_with_its_members_done_and_state(user, redis_url, r):
+    app = fastq.App(redis_url)
+
+    @app.task
+    def part(i: int) -> int:
+        return i
+
+    @app.task
+    def join(xs: list[int]) -> int:
+        return sum(xs)
+
+    try:
+        ref = fastq.chord(fastq.group(part.s(i) for i in range(3)), join.s()).enqueue()
+        page = user.get(f"/chord?q=default&id={ref.id}")
+        assert page.status == 200, page
+        assert re.search(r'id="chord-members">0 of 3<', page.text) and 'id="chord-state">waiting<' in page.text
+        found = user.get(f"/search?id={ref.id}")  # no callback task yet: search finds the chord
+        assert found.status == 303 and found.headers["location"].startswith("/chord?")
+        from fastq.testing import WorkerHarness
+
+        WorkerHarness(app, redis_url).drain(timeout=20)
+        page = user.get(f"/chord?q=default&id={ref.id}")
+        assert re.search(r'id="chord-members">3 of 3<', page.text) and 'id="chord-state">done<' in page.text
+        task = user.get(f"/task?q=default&id={ref.id}")
+        assert re.search(r'id="task-chord"><a href="/chord\?[^"]+">3 of 3 members done, done<', task.text)
+        missing = user.get("/chord?q=default&id=nope")
+        assert missing.status == 404
+        assert user.get("/chord?q=default").status == 400
+    finally:
+        app.close()

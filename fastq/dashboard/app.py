@@ -241,10 +241,21 @@ class Dashboard(Gate):
         q = _name(request.query_params.get("q"), "queue (parameter q)")
         tid = _name(request.query_params.get("id"), "task ID (parameter id)")
         t = await self.inspector.get_task_info(q, tid)
-        return self.render(request, "task.html", session, t=t,
+        try:
+            chord = await self.inspector.get_chord(q, tid)  # the task is a chord's callback
+        except TaskNotFoundError:
+            chord = None
+        return self.render(request, "task.html", session, t=t, chord=chord,
                            payload=preview(t.payload) if self.config.show_payloads else None,
                            result=preview(t.result) if self.config.show_payloads and t.result is not None
                            else None)
+
+    async def chord(self, request: Request) -> Response:
+        """A chord's progress (``fastq.chord``) by its callback's task ID and queue."""
+        session, _ = await self.guard(request, mutate=False)
+        q = _name(request.query_params.get("q"), "queue (parameter q)")
+        cid = _name(request.query_params.get("id"), "chord ID (parameter id)")
+        return self.render(request, "chord.html", session, c=await self.inspector.get_chord(q, cid))
 
     async def search(self, request: Request) -> Response:
         await self.guard(request, mutate=False)
@@ -258,6 +269,12 @@ class Dashboard(Gate):
             except (TaskNotFoundError, QueueNotFoundError):
                 continue
             return RedirectResponse("/task?" + urlencode({"q": q, "id": tid}), 303)
+        for q in queues:  # a chord still waiting has no callback task yet
+            try:
+                await ins.get_chord(q, tid)
+            except TaskNotFoundError:
+                continue
+            return RedirectResponse("/chord?" + urlencode({"q": q, "id": tid}), 303)
         where = f"queue {queue!r}" if queue else f"any of {len(queues)} queue(s)"
         raise HTTPException(404, f"no task with ID {tid!r} in {where}")
 
@@ -389,6 +406,7 @@ def create_app(config: Optional[DashboardConfig] = None, **kwargs: Any) -> Secur
         Route("/queue", d.queue),
         Route("/tasks", d.tasks),
         Route("/task", d.task),
+        Route("/chord", d.chord),
         Route("/search", d.search),
         Route("/servers", d.servers),
         Route("/scheduler", d.scheduler),
