@@ -251,12 +251,13 @@ def test_extend_lease_never_creates_or_shortens(r):
 def test_list_lease_expired(r):
     now = server_time(r)
     r.zadd(keys.lease_key(Q), {"old": now - 100, "fresh": now + 30, "nohash": now - 100})
-    r.hset(keys.task_key(Q, "old"), "msg", msg("old"))
+    r.hset(keys.task_key(Q, "old"), mapping={"msg": msg("old"), "fastq_flow": b"{}"})
     reply = _scripts.LIST_LEASE_EXPIRED.run(r, [keys.lease_key(Q)], [0, keys.task_key_prefix(Q), 100])
     assert abs(reply[0] - now) <= 1
-    found = dict(zip(reply[1::2], reply[2::2], strict=False))
+    found = {reply[i]: (reply[i + 1], reply[i + 2]) for i in range(1, len(reply), 3)}
     assert set(found) == {b"old", b"nohash"}  # a hashless ID comes with an empty message, to be archived
-    assert decode_message(found[b"old"]).id == "old" and found[b"nohash"] == b""
+    assert decode_message(found[b"old"][0]).id == "old" and found[b"nohash"] == (b"", b"")
+    assert found[b"old"][1] == b"{}"  # a workflow step's link comes along
     assert _scripts.LIST_LEASE_EXPIRED.run(r, [keys.lease_key(Q)], [200, keys.task_key_prefix(Q), 100])[1:] == []
 
 

@@ -127,10 +127,11 @@ def list_claims_call(queue: str, server_id: str) -> Call:
 
 
 def parse_claims(queue: str, reply: Sequence[Any]) -> list[Claim]:
-    """``LIST_CLAIMS``'s reply ``[id, token, msg, ...]`` as claims. The token matched
+    """``LIST_CLAIMS``'s reply ``[id, token, msg, link, ...]`` as claims. The token matched
     ``"<server id>:"``: ours, ASCII; the ID and message may hold any bytes."""
-    return [Claim(queue, reply[i], reply[i + 2] or None, reply[i + 1].decode("utf-8", "backslashreplace"))
-            for i in range(0, len(reply), 3)]
+    return [Claim(queue, reply[i], reply[i + 2] or None, reply[i + 1].decode("utf-8", "backslashreplace"),
+                  link=reply[i + 3] or None)
+            for i in range(0, len(reply), 4)]
 
 
 def extend_lease_call(queue: str, lease: int, ids: Sequence[str]) -> Call:
@@ -253,7 +254,8 @@ class Broker:
         Redis time, and that cutoff (Unix s, as the ``cutoff`` to settle them with). The claims
         have no token (``""``: settled whoever holds them, if still expired at the cutoff)."""
         (reply,) = await aexecute(self.redis, [list_lease_expired_call(queue, grace, limit)])
-        claims = [Claim(queue, reply[i], reply[i + 1] or None, "") for i in range(1, len(reply), 2)]
+        claims = [Claim(queue, reply[i], reply[i + 1] or None, "", link=reply[i + 2] or None)
+                  for i in range(1, len(reply), 3)]
         return str(int(reply[0])), claims
 
     async def list_claims(self, queues: Iterable[str], server_id: str) -> list[Claim]:

@@ -19,6 +19,7 @@ from typing import Callable, Optional, Union
 from redis.exceptions import RedisError
 
 from fastq._codec import TaskMessage, decode_message
+from fastq._rdb.flow import Link, parse_link
 from fastq._rdb.outcome import Archive, Claim, Outcome, Retry, TaskId
 from fastq._rdb.worker import Broker
 from fastq.errors import DecodeError
@@ -71,19 +72,31 @@ def lost_claim(claim: Claim, reason: str, now: float, cfg: WorkerConfig,
         why = "task hash has no message"
         if raw:
             try:
-                return settle_lost(q, tid, decode_message(raw), reason, now, cfg, token)
+                return settle_lost(q, tid, decode_message(raw), reason, now, cfg, token, _link(claim))
             except DecodeError as exc:
                 why = f"cannot decode task message: {exc}"
     return archive_unusable(q, tid, token, raw or b"", why, now)
 
 
+def _link(claim: Claim) -> Optional[Link]:
+    """The claim's workflow link; None for an ordinary task, or one whose link cannot be read
+    (it is archived or retried all the same, without ending its workflow)."""
+    if claim.link is None:
+        return None
+    try:
+        return parse_link(claim.link)
+    except ValueError:
+        return None
+
+
 def settle_lost(q: str, tid: str, msg: TaskMessage, reason: str, now: float, cfg: WorkerConfig,
-                token: str = "") -> Union[Retry, Archive]:
-    """The outcome of a task whose worker is gone: a counted failed attempt."""
+                token: str = "", link: Optional[Link] = None) -> Union[Retry, Archive]:
+    """The outcome of a task whose worker is gone: a counted failed attempt. A workflow step
+    archived here ends its workflow, as one archived by its handler does."""
     msg.error_msg = reason
     msg.last_failed_at = int(now)
     if msg.retried >= msg.retry:
-        return Archive(q, tid, token, msg)
+        return Archive(q, tid, token, msg, link)
     msg.retried += 1
     return Retry(q, tid, token, msg, int(now + cfg.recover_retry_delay), True)
 

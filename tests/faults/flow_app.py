@@ -51,3 +51,15 @@ def collect(xs: list[int]) -> list[int]:
     ledger().record(tid, "start")
     ledger().record(tid, "end")
     return [len(xs), sum(xs), int(xs == sorted(xs))]
+
+
+@app.task(max_retry=1)
+def crasher(i: int) -> int:
+    ledger().record(fastq.get_task_id(), "start")
+    os.kill(os.getpid(), signal.SIGKILL)
+    return i
+
+
+@app.task
+def alert(task_id: str) -> None:
+    ledger().record(task_id, "alert")

@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import FAST, HERE
+import pytest
+from harness import FAST, HERE, wait
 
 import fastq
 from fastq import keys
@@ -79,6 +80,31 @@ def test_c2_sigkill_in_the_middle_of_a_chord_of_1000_members(h):
         assert len(pids) >= 2  # the members ran on both processes
         info = fastq.Inspector(h.url).get_chord("default", ref.id)
         assert (info.total, info.done, info.state) == (1000, 1000, "done")
+        assert h.stop(sup) == 0
+    finally:
+        app.close()
+
+
+def test_c3_a_chord_member_that_kills_every_worker_fails_the_chord(h):
+    """C3: a member SIGKILLs its worker on every run (max_retry=1): the supervisor's recovery
+    archives it ("worker lost"), which fails the chord and runs its error callback once."""
+    import flow_app
+
+    app = fastq.App(h.url)
+    member = app.task(name=flow_app.member.name)(flow_app.member.fn)
+    crasher = app.task(name=flow_app.crasher.name, max_retry=1)(flow_app.crasher.fn)
+    collect = app.task(name=flow_app.collect.name)(flow_app.collect.fn)
+    alert = app.task(name=flow_app.alert.name)(flow_app.alert.fn)
+    ref = fastq.chord(fastq.group([member.s(1), crasher.s(2), member.s(3)]), collect.s()).on_error(alert.s()).enqueue()
+    bad = ref.members.members[1].id
+    sup = start(h, victim="none")
+    try:
+        with pytest.raises(fastq.TaskFailedError, match=f"chord member {bad} failed: worker .* lost"):
+            ref.result(60)
+        assert h.ledger.counts("start")[bad] == 2  # its run and its one retry
+        wait(lambda: h.ledger.counts("alert")[bad] == 1, 30, "the error callback")
+        info = fastq.Inspector(h.url).get_chord("default", ref.id)
+        assert (info.state, info.failed_member) == ("failed", bad)
         assert h.stop(sup) == 0
     finally:
         app.close()

@@ -237,7 +237,9 @@ def test_list_claims_finds_one_workers_claims_sync_and_async(redis_url, r, q, q2
     seed_active(r, q2, "mine2", token="dead:7")
     seed_active(r, q, "other", token="alive:1")
     r.hdel(keys.task_key(q2, "mine2"), "msg")
-    expected = [Claim(q, b"mine1", encode_message(msg("mine1", q)), "dead:1"), Claim(q2, b"mine2", None, "dead:7")]
+    r.hset(keys.task_key(q, "mine1"), "fastq_flow", b'{"k":"chain"}')
+    expected = [Claim(q, b"mine1", encode_message(msg("mine1", q)), "dead:1", link=b'{"k":"chain"}'),
+                Claim(q2, b"mine2", None, "dead:7")]
     assert run(redis_url, lambda b: b.list_claims([q, q2], "dead")) == expected
     client = redis.Redis.from_url(redis_url)
     try:
