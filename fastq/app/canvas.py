@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Un
 from fastq import keys
 from fastq._rdb.calls import Call, aexecute, cmd, execute
 from fastq._rdb.flow import CHAIN, Link, NewTask, Template, chord_links, dump_link, split_message, start_calls
+from fastq.app.payload import DEFAULT_RESULT_RETENTION
 from fastq.app.ref import _timeout
 from fastq.errors import TaskIDConflictError
 from fastq.options import ENQUEUE, GROUP, check_option_names, plan_enqueue, plan_many
@@ -74,8 +75,6 @@ class Signature:
     def _options(self) -> dict[str, Any]:
         opts = {**self.task.default_options, **self.options}
         if not opts.get("retention"):  # a step's result must outlive it: the next step, or a waiter, reads it
-            from fastq.app.task import DEFAULT_RESULT_RETENTION
-
             opts["retention"] = DEFAULT_RESULT_RETENTION
         for name in _REFUSED:
             if opts.get(name) is not None:

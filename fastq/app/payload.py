@@ -29,6 +29,10 @@ from fastq.errors import PayloadError, SkipRetry, TaskArgumentError
 __all__ = ["ArchivedError", "Signature", "JSONResult", "NO_ANNOTATION"]
 
 NO_ANNOTATION: Any = inspect.Parameter.empty
+
+# Seconds a task that returns something is kept after it succeeds, with its result (Asynq keeps
+# none by default: a task deleted at once has no result to read). Workflow steps too.
+DEFAULT_RESULT_RETENTION = 3600
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 

@@ -21,7 +21,7 @@ from typing import (
 )
 
 from fastq.app.backoff import RetryPolicy
-from fastq.app.payload import ArchivedError, Signature
+from fastq.app.payload import DEFAULT_RESULT_RETENTION, ArchivedError, Signature
 from fastq.app.ref import TaskRef
 from fastq.errors import PayloadError, Retry, RevokeTask, SkipRetry
 from fastq.mux import is_async_handler
@@ -37,9 +37,6 @@ __all__ = ["AppTask", "ArchivedError", "TaskWithOptions", "Arguments", "DEFAULT_
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Seconds a task that returns something is kept after it succeeds, with its result (Asynq keeps
-# none by default: a task deleted at once has no result to read).
-DEFAULT_RESULT_RETENTION = 3600
 
 # One item of enqueue_many: a tuple of positional arguments or a dict of keyword arguments.
 Arguments = Union[tuple[Any, ...], Mapping[str, Any]]
