@@ -250,3 +250,20 @@ def assert_golden_state(r: redis.Redis, name: str, ignore: tuple[str, ...] = (),
                     _check_value(fval, raw.decode(), f"{where}.{fname}")
     extra = set(actual) - seen - {k for k in actual if any(_key_regex(i).match(k) for i in ignore)}
     assert not extra, f"{name}: keys Go Asynq does not write: {sorted(extra)}"
+
+
+def chord_app(redis_url: str):
+    """An App with ``part(i) -> i`` and ``join(xs) -> sum(xs)``, for chord tests (close it)."""
+    import fastq
+
+    app = fastq.App(redis_url)
+
+    @app.task
+    def part(i: int) -> int:
+        return i
+
+    @app.task
+    def join(xs: list[int]) -> int:
+        return sum(xs)
+
+    return app, part, join

@@ -566,16 +566,9 @@ def test_console_scripts_start_without_heavy_modules(script):
 
 
 def test_chord_inspect_shows_members_done_and_state(redis_url):
-    app = fastq.App(redis_url)
+    from helpers import chord_app
 
-    @app.task
-    def part(i: int) -> int:
-        return i
-
-    @app.task
-    def join(xs: list[int]) -> int:
-        return sum(xs)
-
+    app, part, join = chord_app(redis_url)
     try:
         ref = fastq.chord(fastq.group(part.s(i) for i in range(4)), join.s()).enqueue()
         res = fq(redis_url, "chord", "inspect", "-q", Q, "-i", ref.id)

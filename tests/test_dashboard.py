@@ -941,16 +941,9 @@ def test_what_a_fastq_worker_writes_reads_like_go_asynq_for_asynqmon(redis_url, 
 
 
 def test_a_chord_is_shown_with_its_members_done_and_state(user, redis_url, r):
-    app = fastq.App(redis_url)
+    from helpers import chord_app
 
-    @app.task
-    def part(i: int) -> int:
-        return i
-
-    @app.task
-    def join(xs: list[int]) -> int:
-        return sum(xs)
-
+    app, part, join = chord_app(redis_url)
     try:
         ref = fastq.chord(fastq.group(part.s(i) for i in range(3)), join.s()).enqueue()
         page = user.get(f"/chord?q=default&id={ref.id}")

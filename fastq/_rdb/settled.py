@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import logging
 import os
 import queue as _queue
@@ -159,26 +160,16 @@ class SettledWatch:
         in); ``TimeoutError`` after ``timeout`` seconds. Every waiter is registered at once, so
         tasks that are final already cost one read each, not one wait each."""
         box: _queue.SimpleQueue[tuple[int, Settled]] = _queue.SimpleQueue()
-        waiters = [self.watch(q, tid, lambda s, i=i: box.put((i, s)), later)  # type: ignore[misc]
-                   for i, (q, tid, later) in enumerate(items)]
-        got: dict[int, Settled] = {}
-        end = None if timeout is None else time.monotonic() + timeout
+        many = _Many(self, items, timeout, enough, lambda i, s: box.put((i, s)), time.monotonic)
         try:
-            while len(got) < len(items) and not (got and enough(got)):
-                left = None if end is None else end - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"{len(items) - len(got)} of {len(items)} tasks did not finish within "
-                                       f"{timeout}s")
+            while (left := many.left()) != 0.0:
                 try:
-                    i, settled = box.get(timeout=left)
+                    many.got.__setitem__(*box.get(timeout=left))
                 except _queue.Empty:
-                    continue
-                got[i] = settled
-            return got
+                    pass
+            return many.got
         finally:
-            for i, waiter in enumerate(waiters):
-                if i not in got:
-                    self.forget(waiter)
+            many.close()
 
     async def await_many(self, items: Sequence[tuple[str, str, bool]], timeout: Optional[float],
                          enough: Callable[[dict[int, Settled]], bool]) -> dict[int, Settled]:
@@ -192,26 +183,16 @@ class SettledWatch:
             except RuntimeError:  # the loop is closed
                 pass
 
-        waiters = [self.watch(q, tid, lambda s, i=i: deliver(i, s), later)  # type: ignore[misc]
-                   for i, (q, tid, later) in enumerate(items)]
-        got: dict[int, Settled] = {}
-        end = None if timeout is None else loop.time() + timeout
+        many = _Many(self, items, timeout, enough, deliver, loop.time)
         try:
-            while len(got) < len(items) and not (got and enough(got)):
-                left = None if end is None else end - loop.time()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"{len(items) - len(got)} of {len(items)} tasks did not finish within "
-                                       f"{timeout}s")
+            while (left := many.left()) != 0.0:
                 try:
-                    i, settled = await asyncio.wait_for(box.get(), left)
+                    many.got.__setitem__(*await asyncio.wait_for(box.get(), left))
                 except asyncio.TimeoutError:
-                    continue
-                got[i] = settled
-            return got
+                    pass
+            return many.got
         finally:
-            for i, waiter in enumerate(waiters):
-                if i not in got:
-                    self.forget(waiter)
+            many.close()
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the thread and close the watch's connections (waiters left get no answer); the
@@ -357,6 +338,37 @@ class SettledWatch:
                 waiter.deliver(settled)
             except Exception:  # a waiter's callback must not stop the watch
                 log.exception("result watch: delivering task %s failed", task_id)
+
+
+class _Many:
+    """The bookkeeping of ``wait_many``/``await_many``: the waiters, what arrived, the time left."""
+
+    def __init__(self, watch: SettledWatch, items: Sequence[tuple[str, str, bool]], timeout: Optional[float],
+                 enough: Callable[[dict[int, Settled]], bool], deliver: Callable[[int, Settled], None],
+                 clock: Callable[[], float]) -> None:
+        self.watch, self.items, self.timeout, self.enough, self.clock = watch, items, timeout, enough, clock
+        self.got: dict[int, Settled] = {}
+        self.end = None if timeout is None else clock() + timeout
+        self.waiters = [watch.watch(q, tid, functools.partial(deliver, i), later)
+                        for i, (q, tid, later) in enumerate(items)]
+
+    def left(self) -> Optional[float]:
+        """0.0 when done waiting, else the seconds left (None: no limit); ``TimeoutError`` past the end."""
+        got = self.got
+        if len(got) == len(self.items) or (got and self.enough(got)):
+            return 0.0
+        if self.end is None:
+            return None
+        left = self.end - self.clock()
+        if left <= 0:
+            raise TimeoutError(f"{len(self.items) - len(got)} of {len(self.items)} tasks did not finish within "
+                               f"{self.timeout}s")
+        return left
+
+    def close(self) -> None:
+        for i, waiter in enumerate(self.waiters):
+            if i not in self.got:
+                self.watch.forget(waiter)
 
 
 _watches: dict[tuple[Any, ...], SettledWatch] = {}
