@@ -1,0 +1,91 @@
+#!lua flags=allow-oom
+-- limit_admit: admit freshly claimed tasks of one queue that have rate or concurrency limits
+-- (fastq.server.limits), in one call for a whole dequeue batch. A task over a limit leaves
+-- active for the scheduled zset (state "scheduled", lease and lease_token removed, `retried`
+-- untouched), so the worker takes other work and the task comes back when it may run.
+-- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease   KEYS[3] asynq:{q}:scheduled
+-- KEYS[4..] the limit keys the tuples point at: asynq:{q}:fastq_rate:<name>[:<key>] (string),
+--           asynq:{q}:fastq_slots:<name>[:<key>] and asynq:{q}:fastq_wait:<name>[:<key>] (zsets)
+-- ARGV[1] asynq:{q}:t:   ARGV[2] the claims' lease token   ARGV[3] seconds a task waiting for a
+--         concurrency slot stays scheduled unless a release wakes it first
+-- ARGV[4..] 6-tuples (task id, index in KEYS of its rate key or 0, rate interval in seconds
+--           (1 / rate), index of its slots key or 0, concurrency limit, index of its waiters key or 0)
+-- Rate: GCRA without burst on a theoretical arrival time (TAT, Unix s by the Redis clock) kept in
+-- the rate key. A task is admitted when TAT <= now; otherwise it reserves the slot at TAT (TAT
+-- moves on by one interval) and waits scheduled until then; the hash field fastq_rate_at marks
+-- the reservation, which admits it when it comes back. Concurrency: the slots zset holds the IDs
+-- of admitted tasks scored by their lease expiry; expired members are dropped first; a task
+-- whose ID is there already (an earlier run whose lease is being recovered) takes no second
+-- slot. A task waiting for a slot is listed in the waiters zset (limit_release wakes the oldest).
+-- Returns one status per tuple: 1 admitted, 0 deferred, -1 not held with this token (left alone).
+local t = redis.call("TIME")
+local whole = tonumber(t[1])
+local now = whole + tonumber(t[2]) / 1000000
+local backoff = tonumber(ARGV[3])
+local out = {}
+local cleaned = {}
+local tats = {} -- rate key index -> TAT after this call (written once at the end)
+for i = 4, #ARGV, 6 do
+    local id = ARGV[i]
+    local key = ARGV[1] .. id
+    local rk, interval = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+    local sk, limit, wk = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+    local status = 1
+    local defer_at = nil
+    local waiting = false
+    if redis.call("HGET", key, "lease_token") ~= ARGV[2] then
+        status = -1
+    else
+        if sk > 0 then
+            local slots = KEYS[sk]
+            if not cleaned[sk] then
+                redis.call("ZREMRANGEBYSCORE", slots, "-inf", "(" .. whole)
+                cleaned[sk] = true
+            end
+            if not redis.call("ZSCORE", slots, id) and redis.call("ZCARD", slots) >= limit then
+                status = 0
+                waiting = true
+                defer_at = now + backoff
+                if wk > 0 then
+                    redis.call("ZADD", KEYS[wk], "NX", now, id)
+                end
+            end
+        end
+        if status == 1 and rk > 0 then
+            if redis.call("HGET", key, "fastq_rate_at") then
+                redis.call("HDEL", key, "fastq_rate_at")
+            else
+                local tat = tats[rk] or tonumber(redis.call("GET", KEYS[rk]) or "0")
+                if tat < now then
+                    tat = now
+                end
+                tats[rk] = tat + interval
+                if tat > now then
+                    status = 0
+                    defer_at = tat
+                    redis.call("HSET", key, "fastq_rate_at", string.format("%.6f", tat))
+                end
+            end
+        end
+        if status == 1 then
+            if sk > 0 then
+                redis.call("ZADD", KEYS[sk], redis.call("ZSCORE", KEYS[2], id) or (whole + 60), id)
+            end
+            if wk > 0 then
+                redis.call("ZREM", KEYS[wk], id)
+            end
+        else
+            if wk > 0 and not waiting then
+                redis.call("ZREM", KEYS[wk], id)
+            end
+            fastq_release(KEYS[1], KEYS[2], id, key, ARGV[2], "")
+            redis.call("ZADD", KEYS[3], string.format("%.6f", defer_at), id)
+            redis.call("HSET", key, "state", "scheduled")
+        end
+    end
+    out[#out + 1] = status
+end
+for rk, tat in pairs(tats) do
+    redis.call("SET", KEYS[rk], string.format("%.6f", tat), "PX", math.ceil((tat - now) * 1000) + 1000)
+end
+return out
