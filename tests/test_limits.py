@@ -160,6 +160,26 @@ def test_tasks_over_a_concurrency_limit_wait_scheduled_and_run_when_a_slot_frees
     assert not r.exists(keys.failed_total_key(q))  # waiting is never a failure
 
 
+def test_a_slot_lives_as_long_as_its_task_runs_past_the_lease_duration(app, r, q):
+    """The lease thread extends the slots with the leases: a task running longer than its lease
+    keeps its slot, so the next one waits for it."""
+    spans: dict[int, list[float]] = {}
+
+    @app.task(name="lim:long", queue=q, concurrency_limit=1)
+    async def long(n: int) -> None:
+        spans[n] = [time.monotonic()]
+        await asyncio.sleep(7 if n == 0 else 0)
+        spans[n].append(time.monotonic())
+
+    long.enqueue(0)  # claimed first, so admitted first: task 1 waits (CONCURRENCY_WAIT, 5 s, at most)
+    long.enqueue(1)
+    done = lambda: len(spans) == 2 and all(len(s) == 2 for s in spans.values())  # noqa: E731
+    serve(app, done, timeout=40, lease_duration=3)
+    assert done()
+    first, second = sorted(spans.values())
+    assert first[1] - first[0] >= 7 and second[0] >= first[1]  # 7 s with a 3 s lease: no overlap
+
+
 # ------------------------------------------------------------------ key functions
 
 def test_per_key_rates_are_counted_per_key(app, r, q):
