@@ -8,10 +8,12 @@
 --           asynq:{q}:fastq_slots:<name>[:<key>] and asynq:{q}:fastq_wait:<name>[:<key>] (zsets)
 -- ARGV[1] asynq:{q}:t:   ARGV[2] the claims' lease token   ARGV[3] seconds a task waiting for a
 --         concurrency slot stays scheduled unless a release wakes it first
--- ARGV[4..] 6-tuples (task id, index in KEYS of its rate key or 0, rate interval in seconds
+-- ARGV[4] rate tolerance (s): a task whose slot is at most this far ahead runs now
+-- ARGV[5..] 6-tuples (task id, index in KEYS of its rate key or 0, rate interval in seconds
 --           (1 / rate), index of its slots key or 0, concurrency limit, index of its waiters key or 0)
 -- Rate: GCRA without burst on a theoretical arrival time (TAT, Unix s by the Redis clock) kept in
--- the rate key. A task is admitted when TAT <= now; otherwise it reserves the slot at TAT (TAT
+-- the rate key. A task is admitted when TAT <= now + tolerance (and TAT moves on by one
+-- interval); otherwise it reserves the slot at TAT (TAT
 -- moves on by one interval) and waits scheduled until then; the hash field fastq_rate_at marks
 -- the reservation, which admits it when it comes back. Concurrency: the slots zset holds the IDs
 -- of admitted tasks scored by their lease expiry; expired members are dropped first; a task
@@ -22,10 +24,11 @@ local t = redis.call("TIME")
 local whole = tonumber(t[1])
 local now = whole + tonumber(t[2]) / 1000000
 local backoff = tonumber(ARGV[3])
+local tolerance = tonumber(ARGV[4])
 local out = {}
 local cleaned = {}
 local tats = {} -- rate key index -> TAT after this call (written once at the end)
-for i = 4, #ARGV, 6 do
+for i = 5, #ARGV, 6 do
     local id = ARGV[i]
     local key = ARGV[1] .. id
     local rk, interval = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
@@ -60,7 +63,7 @@ for i = 4, #ARGV, 6 do
                     tat = now
                 end
                 tats[rk] = tat + interval
-                if tat > now then
+                if tat > now + tolerance then
                     status = 0
                     defer_at = tat
                     redis.call("HSET", key, "fastq_rate_at", string.format("%.6f", tat))

@@ -40,13 +40,17 @@ from fastq._rdb.outcome import Archive, Claim, Outcome, Requeue
 from fastq.errors import DecodeError, InvalidOptionError
 from fastq.task import Task
 
-__all__ = ["TaskLimits", "Limits", "parse_rate", "check_limits", "CONCURRENCY_WAIT", "FORWARD_TICK"]
+__all__ = ["TaskLimits", "Limits", "parse_rate", "check_limits", "CONCURRENCY_WAIT", "FORWARD_TICK", "RATE_TOLERANCE"]
 
 log = logging.getLogger("fastq.limits")
 
 # Seconds a task waiting for a concurrency slot stays scheduled unless a freed slot wakes it first
 # (the fallback when a slot comes back by lease expiry: a killed worker's).
 CONCURRENCY_WAIT = 5.0
+# A task whose rate slot is at most this far ahead runs at once (GCRA's burst tolerance): a
+# dequeue batch of a type limited far above what the workers do is admitted whole, and no window
+# of any length holds more than rate x (window + RATE_TOLERANCE) + 1 tasks.
+RATE_TOLERANCE = 0.01
 # How often due scheduled tasks are moved to pending by a worker that has rate limits.
 FORWARD_TICK = 0.05
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -154,6 +158,7 @@ class Limits:
         self.health = health
         self.held: dict[str, _rdb.Slot] = {}  # running tasks' concurrency slots, by task ID
         self._release: dict[Any, _rdb.Slot] = {}  # slots of settled tasks: freed with their outcome
+        self._names: dict[tuple[str, str], tuple[str, str, str]] = {}  # key names of limits without keys
 
     # ------------------------------------------------------------ admission
 
@@ -193,7 +198,7 @@ class Limits:
         out = [c for i, c in enumerate(claims) if i not in skip]
         queue, token = asked[0].queue, asked[0].token
         try:
-            statuses = await _rdb.admit(self.redis, queue, token, asks, CONCURRENCY_WAIT)
+            statuses = await _rdb.admit(self.redis, queue, token, asks, CONCURRENCY_WAIT, RATE_TOLERANCE)
         except (RedisError, OSError) as exc:
             self.health.failed("admit", exc)
             for ask in asks:
@@ -215,12 +220,11 @@ class Limits:
         try:
             ask = _rdb.Ask(tid)
             if rule.interval:
-                ask.rate_key = keys.rate_key(queue, msg.type, _key(rule.rate_key, "rate_key", task))
+                ask.rate_key = self._key_names(queue, msg.type, _key(rule.rate_key, "rate_key", task))[0]
                 ask.interval = rule.interval
             if rule.concurrency:
-                ck = _key(rule.concurrency_key, "concurrency_key", task)
-                ask.slots_key = keys.slots_key(queue, msg.type, ck)
-                ask.waiters_key = keys.slot_waiters_key(queue, msg.type, ck)
+                _, ask.slots_key, ask.waiters_key = self._key_names(
+                    queue, msg.type, _key(rule.concurrency_key, "concurrency_key", task))
                 ask.limit = rule.concurrency
             return ask
         except KeyError_ as exc:
@@ -230,6 +234,20 @@ class Limits:
             failed.last_failed_at = int(time.time())
             self.acks.add(Archive(queue, tid, token, failed))
             return None
+
+    def _key_names(self, queue: str, task_type: str, key: Optional[str]) -> tuple[str, str, str]:
+        """(rate, slots, waiters) key names; cached for limits without a key function."""
+        if key is None:
+            names = self._names.get((queue, task_type))
+            if names is None:
+                if len(self._names) > 1024:
+                    self._names.clear()
+                names = self._names[(queue, task_type)] = (keys.rate_key(queue, task_type),
+                                                           keys.slots_key(queue, task_type),
+                                                           keys.slot_waiters_key(queue, task_type))
+            return names
+        return (keys.rate_key(queue, task_type, key), keys.slots_key(queue, task_type, key),
+                keys.slot_waiters_key(queue, task_type, key))
 
     # ------------------------------------------------------------ slots
 

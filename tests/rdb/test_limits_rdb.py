@@ -185,3 +185,15 @@ def test_a_task_waiting_for_a_slot_is_not_forwarded_early_by_a_rate(r, redis_url
     assert not r.hexists(keys.task_key(q, "b"), "fastq_rate_at")
     score = r.zscore(keys.scheduled_key(q), "b")
     assert 3 < score - time.time() <= 5.5  # the concurrency fallback wait, not a rate slot
+
+
+def test_the_rate_tolerance_admits_a_batch_whose_slots_fall_within_it(r, redis_url, q):
+    ids = [f"t{i:02}" for i in range(20)]
+    seed(r, q, *ids)
+    claim_all(redis_url, q, 20)
+    rate = keys.rate_key(q, "lim")
+    statuses = run(redis_url, lambda c: L.admit(c, q, "w:1", [L.Ask(t, rate_key=rate, interval=0.001) for t in ids],
+                                                5.0, 0.01))
+    admitted = statuses.count(1)
+    assert 10 <= admitted <= 11 and statuses == [1] * admitted + [0] * (20 - admitted)  # 10 ms of slots, in order
+    assert r.zcard(keys.scheduled_key(q)) == 20 - admitted
