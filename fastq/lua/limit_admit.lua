@@ -8,27 +8,31 @@
 --           asynq:{q}:fastq_slots:<name>[:<key>] and asynq:{q}:fastq_wait:<name>[:<key>] (zsets)
 -- ARGV[1] asynq:{q}:t:   ARGV[2] the claims' lease token   ARGV[3] seconds a task waiting for a
 --         concurrency slot stays scheduled unless a release wakes it first
--- ARGV[4] rate tolerance (s): a task whose slot is at most this far ahead runs now
--- ARGV[5..] 6-tuples (task id, index in KEYS of its rate key or 0, rate interval in seconds
+-- ARGV[4] rate tolerance (s): a task whose rate slot is at most this far ahead runs now
+-- ARGV[5] seconds a reserved rate slot stays good after its time (later: the task is checked again)
+-- ARGV[6] the claims' lease (s): a concurrency slot expires with it (extended with it)
+-- ARGV[7..] 6-tuples (task id, index in KEYS of its rate key or 0, rate interval in seconds
 --           (1 / rate), index of its slots key or 0, concurrency limit, index of its waiters key or 0)
--- Rate: GCRA without burst on a theoretical arrival time (TAT, Unix s by the Redis clock) kept in
--- the rate key. A task is admitted when TAT <= now + tolerance (and TAT moves on by one
--- interval); otherwise it reserves the slot at TAT (TAT
--- moves on by one interval) and waits scheduled until then; the hash field fastq_rate_at marks
--- the reservation, which admits it when it comes back. Concurrency: the slots zset holds the IDs
--- of admitted tasks scored by their lease expiry; expired members are dropped first; a task
--- whose ID is there already (an earlier run whose lease is being recovered) takes no second
--- slot. A task waiting for a slot is listed in the waiters zset (limit_release wakes the oldest).
+-- Rate: GCRA on a theoretical arrival time (TAT, Unix s by the Redis clock) kept in the rate key.
+-- A task is admitted when TAT <= now + tolerance, and TAT moves on by one interval. Otherwise it
+-- reserves the slot at TAT (TAT moves on) and waits scheduled until then, with the hash field
+-- fastq_rate_at = its slot; back within the grace after that time, the reservation admits it
+-- without counting it again (after an outage the late ones are checked again: no burst).
+-- Concurrency: the slots zset holds the IDs of admitted tasks scored by their lease expiry;
+-- expired members are dropped first; a task whose ID is there already (an earlier run whose lease
+-- is being recovered) takes no second slot. A task waiting for a slot is listed in the waiters
+-- zset (limit_release wakes the oldest). The claims were made by this worker a moment ago: only
+-- a deferral checks the lease token (fastq_release); an admitted task is fenced at its outcome.
 -- Returns one status per tuple: 1 admitted, 0 deferred, -1 not held with this token (left alone).
 local t = redis.call("TIME")
 local whole = tonumber(t[1])
 local now = whole + tonumber(t[2]) / 1000000
-local backoff = tonumber(ARGV[3])
-local tolerance = tonumber(ARGV[4])
+local backoff, tolerance, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local expiry = whole + tonumber(ARGV[6])
 local out = {}
-local cleaned = {}
-local tats = {} -- rate key index -> TAT after this call (written once at the end)
-for i = 5, #ARGV, 6 do
+local counts = {} -- slots key index -> members (expired ones dropped on first use)
+local tats = {} -- rate key index -> TAT (written once at the end)
+for i = 7, #ARGV, 6 do
     local id = ARGV[i]
     local key = ARGV[1] .. id
     local rk, interval = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
@@ -36,55 +40,59 @@ for i = 5, #ARGV, 6 do
     local status = 1
     local defer_at = nil
     local waiting = false
-    if redis.call("HGET", key, "lease_token") ~= ARGV[2] then
-        status = -1
-    else
-        if sk > 0 then
-            local slots = KEYS[sk]
-            if not cleaned[sk] then
-                redis.call("ZREMRANGEBYSCORE", slots, "-inf", "(" .. whole)
-                cleaned[sk] = true
-            end
-            if not redis.call("ZSCORE", slots, id) and redis.call("ZCARD", slots) >= limit then
-                status = 0
-                waiting = true
-                defer_at = now + backoff
-                if wk > 0 then
-                    redis.call("ZADD", KEYS[wk], "NX", now, id)
-                end
-            end
+    if sk > 0 then
+        local slots = KEYS[sk]
+        local count = counts[sk]
+        if not count then
+            redis.call("ZREMRANGEBYSCORE", slots, "-inf", "(" .. whole)
+            count = redis.call("ZCARD", slots)
         end
-        if status == 1 and rk > 0 then
-            if redis.call("HGET", key, "fastq_rate_at") then
+        if count >= limit and not redis.call("ZSCORE", slots, id) then
+            status = 0
+            waiting = true
+            defer_at = now + backoff
+        end
+        counts[sk] = count
+    end
+    if status == 1 and rk > 0 then
+        local tat = tats[rk] or tonumber(redis.call("GET", KEYS[rk]) or "0")
+        if tat < now then
+            tat = now
+        end
+        if tat <= now + tolerance then
+            tat = tat + interval
+        else
+            local reserved = tonumber(redis.call("HGET", key, "fastq_rate_at") or "0")
+            if reserved > 0 then
                 redis.call("HDEL", key, "fastq_rate_at")
-            else
-                local tat = tats[rk] or tonumber(redis.call("GET", KEYS[rk]) or "0")
-                if tat < now then
-                    tat = now
-                end
-                tats[rk] = tat + interval
-                if tat > now + tolerance then
-                    status = 0
-                    defer_at = tat
-                    redis.call("HSET", key, "fastq_rate_at", string.format("%.6f", tat))
-                end
+            end
+            if reserved < now - grace then
+                status = 0
+                defer_at = tat
+                tat = tat + interval
             end
         end
-        if status == 1 then
-            if sk > 0 then
-                redis.call("ZADD", KEYS[sk], redis.call("ZSCORE", KEYS[2], id) or (whole + 60), id)
+        tats[rk] = tat
+    end
+    if status == 1 then
+        if sk > 0 then
+            counts[sk] = counts[sk] + redis.call("ZADD", KEYS[sk], expiry, id)
+        end
+    elseif fastq_release(KEYS[1], KEYS[2], id, key, ARGV[2], "") then
+        if waiting then
+            if wk > 0 then
+                redis.call("ZADD", KEYS[wk], "NX", now, id)
             end
+            redis.call("HSET", key, "state", "scheduled")
+        else
             if wk > 0 then
                 redis.call("ZREM", KEYS[wk], id)
             end
-        else
-            if wk > 0 and not waiting then
-                redis.call("ZREM", KEYS[wk], id)
-            end
-            fastq_release(KEYS[1], KEYS[2], id, key, ARGV[2], "")
-            redis.call("ZADD", KEYS[3], string.format("%.6f", defer_at), id)
-            redis.call("HSET", key, "state", "scheduled")
+            redis.call("HSET", key, "state", "scheduled", "fastq_rate_at", string.format("%.6f", defer_at))
         end
+        redis.call("ZADD", KEYS[3], string.format("%.6f", defer_at), id)
+    else
+        status = -1
     end
     out[#out + 1] = status
 end

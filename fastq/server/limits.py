@@ -40,7 +40,8 @@ from fastq._rdb.outcome import Archive, Claim, Outcome, Requeue
 from fastq.errors import DecodeError, InvalidOptionError
 from fastq.task import Task
 
-__all__ = ["TaskLimits", "Limits", "parse_rate", "check_limits", "CONCURRENCY_WAIT", "FORWARD_TICK", "RATE_TOLERANCE"]
+__all__ = ["TaskLimits", "Limits", "parse_rate", "check_limits", "CONCURRENCY_WAIT", "FORWARD_TICK", "RATE_TOLERANCE",
+           "RESERVATION_GRACE"]
 
 log = logging.getLogger("fastq.limits")
 
@@ -51,6 +52,10 @@ CONCURRENCY_WAIT = 5.0
 # dequeue batch of a type limited far above what the workers do is admitted whole, and no window
 # of any length holds more than rate x (window + RATE_TOLERANCE) + 1 tasks.
 RATE_TOLERANCE = 0.01
+# A task back from waiting for its reserved rate slot runs without being counted again if it comes
+# back within this many seconds after that slot; later (the workers were down, or busy with a
+# backlog) it is checked again, so reservations that piled up during an outage do not run at once.
+RESERVATION_GRACE = 2.0
 # How often due scheduled tasks are moved to pending by a worker that has rate limits.
 FORWARD_TICK = 0.05
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -150,8 +155,9 @@ class Limits:
     ``redis``: the worker's asyncio client; ``acks``: the processor's outcome buffer (claims
     that cannot be admitted are archived or requeued through it); ``health``: its RedisHealth."""
 
-    def __init__(self, rules: Mapping[str, TaskLimits], redis: Any, acks: Any, health: Any) -> None:
+    def __init__(self, rules: Mapping[str, TaskLimits], redis: Any, acks: Any, health: Any, lease: int = 30) -> None:
         self.rules = dict(rules)
+        self.lease = lease  # the claims' lease (s): a concurrency slot is taken for that long
         self._by_type = {name.encode(): rule for name, rule in rules.items()}
         self.redis = redis
         self.acks = acks
@@ -198,7 +204,8 @@ class Limits:
         out = [c for i, c in enumerate(claims) if i not in skip]
         queue, token = asked[0].queue, asked[0].token
         try:
-            statuses = await _rdb.admit(self.redis, queue, token, asks, CONCURRENCY_WAIT, RATE_TOLERANCE)
+            statuses = await _rdb.admit(self.redis, queue, token, asks, CONCURRENCY_WAIT, RATE_TOLERANCE,
+                                        RESERVATION_GRACE, self.lease)
         except (RedisError, OSError) as exc:
             self.health.failed("admit", exc)
             for ask in asks:

@@ -139,7 +139,8 @@ class Processor:
         self.acks = Acks(broker, self.health)  # outcomes not yet written
         self.limits: Optional[Limits] = None  # rate/concurrency limits (fastq.server.limits), if any
         if cfg.limits:
-            self.limits = Limits(cfg.limits, getattr(broker, "redis", None), self.acks, self.health)
+            self.limits = Limits(cfg.limits, getattr(broker, "redis", None), self.acks, self.health,
+                                 cfg.lease_duration)
             self.acks.broker = self.limits  # outcomes are written with the release of their slots
         self._abandoned: list[_Running] = []  # settled sync tasks whose thread still runs
         self._free = cfg.concurrency

@@ -197,3 +197,16 @@ def test_the_rate_tolerance_admits_a_batch_whose_slots_fall_within_it(r, redis_u
     admitted = statuses.count(1)
     assert 10 <= admitted <= 11 and statuses == [1] * admitted + [0] * (20 - admitted)  # 10 ms of slots, in order
     assert r.zcard(keys.scheduled_key(q)) == 20 - admitted
+
+
+def test_a_reservation_long_past_its_time_is_checked_again_so_an_outage_causes_no_burst(r, redis_url, q):
+    seed(r, q, "late", "fresh")
+    claim_all(redis_url, q, 2)
+    rate = keys.rate_key(q, "lim")
+    r.set(rate, f"{time.time() + 60:.6f}")  # the rate is booked for a minute
+    r.hset(keys.task_key(q, "late"), "fastq_rate_at", f"{time.time() - 30:.6f}")  # workers were down 30 s
+    r.hset(keys.task_key(q, "fresh"), "fastq_rate_at", f"{time.time() - 0.5:.6f}")  # forwarded a bit late
+    statuses = admit(redis_url, q, [L.Ask(t, rate_key=rate, interval=1.0) for t in ("late", "fresh")])
+    assert statuses == [0, 1]
+    assert r.zscore(keys.scheduled_key(q), "late") == pytest.approx(time.time() + 60, abs=2)  # a new slot
+    assert not r.hexists(keys.task_key(q, "fresh"), "fastq_rate_at")

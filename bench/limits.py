@@ -1,0 +1,118 @@
+"""Limits overhead: drain throughput of one no-op task type, unlimited vs rate-limited (and
+concurrency-limited) far above what the box can do, interleaved in the same run.
+
+    .venv/bin/python -m bench.limits --tasks 50000 --repeat 3
+
+Each round: enqueue N "bench:noop" tasks, start ``fastq-supervisor bench._limits_app:<app>``
+(``plain``: no limits; ``rated``: ``rate_limit="1000000/s"``; ``slotted``:
+``concurrency_limit=100000``), measure the drain from the first processed task to the last, stop.
+The variants alternate (plain, rated, slotted, plain, ...) so that the box's load drifts alike for
+all; the single-connection PING rate is measured before each round and printed beside it. A
+private redis-server unless --redis-url is given. Nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import redis
+
+import fastq
+from bench._common import ping_rate
+from fastq import keys
+
+QUEUE = "bench-limits"
+REPO = Path(__file__).resolve().parent.parent
+VARIANTS = {"plain": "unlimited", "rated": "rate_limit 1,000,000/s", "slotted": "concurrency_limit 100,000"}
+
+
+def drain(url: str, app: str, tasks: int, processes: int, concurrency: int) -> Optional[float]:
+    """Tasks/s of one drain (first processed task to the last), or None when it failed."""
+    r = redis.Redis.from_url(url)
+    r.flushall()
+    client = fastq.Client(url)
+    try:
+        client.enqueue_many([fastq.Task("bench:noop", b"{}")] * tasks, queue=QUEUE)
+    finally:
+        client.close()
+    cmd = [sys.executable, "-m", "fastq.cli.supervisor", f"bench._limits_app:{app}", "--redis-url", url,
+           "--processes", str(processes), "--concurrency", str(concurrency), "--queues", QUEUE,
+           "--log-level", "WARNING"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    key = keys.processed_total_key(QUEUE)
+    first = None
+    start = time.perf_counter()
+    try:
+        while True:
+            done = int(r.get(key) or 0)
+            now = time.perf_counter()
+            if first is None and done:
+                first = now
+            if done >= tasks:
+                return tasks / (now - (first or start))
+            if proc.poll() is not None or now - start > 300:
+                print(f"  {app}: supervisor ended or timed out at {done:,} of {tasks:,}", file=sys.stderr)
+                return None
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        if "Traceback" in err:
+            print(err[-2000:], file=sys.stderr)
+        r.close()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", type=int, default=50_000)
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=100)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--variants", default="plain,rated,slotted", help="comma-separated: plain, rated, slotted")
+    p.add_argument("--redis-url", default=None)
+    args = p.parse_args()
+    server = None
+    url = args.redis_url
+    if url is None:
+        from fastq.devserver import DevServer
+
+        server = DevServer().start()
+        url = server.url
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    rates: dict[str, list[float]] = {v: [] for v in variants}
+    pings: dict[str, list[float]] = {v: [] for v in variants}
+    print(f"{args.tasks:,} no-op tasks per round, {args.processes} processes x {args.concurrency}; codec "
+          f"{'Cython' if fastq.USING_SPEEDUPS else 'pure Python'}")
+    try:
+        for round_ in range(1, args.repeat + 1):
+            for v in variants:
+                ping = ping_rate(url)
+                rate = drain(url, v, args.tasks, args.processes, args.concurrency)
+                if rate is None:
+                    return 1
+                rates[v].append(rate)
+                pings[v].append(ping)
+                print(f"  round {round_} {VARIANTS[v]:<26} {rate:>9,.0f} tasks/s   (PING {ping:,.0f}/s before)")
+    finally:
+        if server is not None:
+            server.stop()
+    base = statistics.median(rates["plain"]) if "plain" in rates else None
+    print("\nmedians:")
+    for v in variants:
+        med = statistics.median(rates[v])
+        extra = f"  overhead {100 * (1 - med / base):.1f} % (slower than unlimited)" if base and v != "plain" else ""
+        print(f"  {VARIANTS[v]:<26} {med:>9,.0f} tasks/s   PING {statistics.median(pings[v]):,.0f}/s{extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
