@@ -71,6 +71,7 @@ APP = textwrap.dedent('''
     def hold(n: int) -> None:
         c = rc()
         c.rpush(Q + ":holders", f"{os.getpid()}:{n}")
+        c.set(Q + ":hold-started:" + str(n), repr(time.time()))
         running("hold", 0)
         while c.exists(Q + ":block"):
             time.sleep(0.05)
@@ -158,27 +159,29 @@ def test_per_key_concurrency_limits_hold_per_key(fleet, r):
 
 
 def test_the_slot_of_a_sigkilled_worker_comes_back_with_its_lease(fleet, r):
+    """The killed run's task is archived (max_retry=0) so nothing inherits its slot: the slot comes
+    back when its lease ends, and the task waiting for it runs then, not before."""
     mod, q, start = fleet
     r.set(q + ":block", 1)
-    first, second = mod.hold.enqueue(1), mod.hold.enqueue(2)
-    sup = start("--lease-duration", "4", "--processes", "1")
+    first = mod.hold.options(max_retry=0).enqueue(1)
+    start("--lease-duration", "4", "--processes", "1")
     assert wait_for(lambda: r.llen(q + ":holders") == 1, 30)
-    pid, n = r.lindex(q + ":holders", 0).decode().split(":")
+    second = mod.hold.enqueue(2)
+    assert wait_for(lambda: r.zscore(keys.scheduled_key(q), second.id) is not None, 10)  # waits for the slot
     slots = keys.slots_key(q, "lim:hold")
-    holder = first if n == "1" else second
-    other = second if holder is first else first
-    assert r.zrange(slots, 0, -1) == [holder.id.encode()]
-    assert wait_for(lambda: r.zscore(keys.scheduled_key(q), other.id) is not None, 10)  # waits for the slot
-    time.sleep(0.5)
-    assert r.llen(q + ":holders") == 1  # one at a time
+    assert r.zrange(slots, 0, -1) == [first.id.encode()]
+    pid = int(r.lindex(q + ":holders", 0).decode().split(":")[0])
     r.delete(q + ":block")
-    os.kill(int(pid), signal.SIGKILL)
-    # the supervisor settles the dead worker's claim at once; the slot stays until its lease ends
-    assert wait_for(lambda: r.zscore(keys.lease_key(q), holder.id) is None, 10)
-    assert r.zrange(slots, 0, -1) == [holder.id.encode()]
-    assert wait_for(lambda: int(r.get(q + ":done") or 0) == 2, 40), r.lrange(q + ":holders", 0, -1)
-    assert int(r.get(q + ":peak:hold")) == 1
+    os.kill(pid, signal.SIGKILL)
+    killed = time.time()
+    # the supervisor settles the dead worker's claim at once (archived: no retries left) ...
+    assert wait_for(lambda: r.zscore(keys.archived_key(q), first.id) is not None, 10)
+    expiry = r.zscore(slots, first.id)
+    assert expiry is not None  # ... but the slot is a lease: it stays until it expires
+    assert wait_for(lambda: int(r.get(q + ":done") or 0) == 1, 40), r.lrange(q + ":holders", 0, -1)
     runs = [x.decode() for x in r.lrange(q + ":holders", 0, -1)]
-    assert len(runs) == 3 and runs[0].split(":")[0] != runs[-1].split(":")[0]  # re-run by the new process
+    assert runs[-1].endswith(":2") and runs[-1].split(":")[0] != str(pid)
+    started = float(r.get(q + ":hold-started:2"))
+    assert started >= expiry - 1 and started > killed  # not before the dead run's slot expired
+    assert int(r.get(q + ":peak:hold")) == 1
     assert wait_for(lambda: r.zcard(slots) == 0, 5)
-    assert sup.poll() is None
