@@ -68,22 +68,23 @@ class _Keys:
 
 
 def admit_call(queue: str, token: str, asks: Sequence[Ask], backoff: float, tolerance: float, grace: float,
-               lease: int) -> Call:
+               lease: int, max_wait: float) -> Call:
     """The ``limit_admit`` call for claims of ``queue`` made with ``token``; replies one status
-    per ask: 1 admitted, 0 deferred (now scheduled), -1 no longer held. ``backoff``: seconds a
-    task waiting for a concurrency slot stays scheduled (unless woken); ``tolerance``: a task whose
+    per ask: 1 admitted, 0 deferred (now scheduled), -1 no longer held. ``backoff``: seconds the
+    first task waiting for a concurrency slot stays scheduled unless woken (the n-th: ``backoff``
+    x (1 + n / limit), at most ``max_wait``); ``tolerance``: a task whose
     rate slot is at most that many seconds ahead runs now; ``grace``: how long after its time a
     reserved rate slot still admits its task; ``lease``: the claims' lease (a slot's life)."""
     k = _Keys([keys.active_key(queue), keys.lease_key(queue), keys.scheduled_key(queue)])
-    args: list[Any] = [keys.task_key_prefix(queue), token, backoff, tolerance, grace, lease]
+    args: list[Any] = [keys.task_key_prefix(queue), token, backoff, tolerance, grace, lease, max_wait]
     for a in asks:
         args += (a.id, k.index(a.rate_key), repr(a.interval), k.index(a.slots_key), a.limit, k.index(a.waiters_key))
     return script(_s.LIMIT_ADMIT, k.keys, args)
 
 
 async def admit(redis: Any, queue: str, token: str, asks: Sequence[Ask], backoff: float,
-                tolerance: float = 0.0, grace: float = 2.0, lease: int = 30) -> list[int]:
-    (reply,) = await aexecute(redis, [admit_call(queue, token, asks, backoff, tolerance, grace, lease)])
+                tolerance: float = 0.0, grace: float = 2.0, lease: int = 30, max_wait: float = 3600.0) -> list[int]:
+    (reply,) = await aexecute(redis, [admit_call(queue, token, asks, backoff, tolerance, grace, lease, max_wait)])
     return [int(x) for x in reply]
 
 

@@ -6,12 +6,14 @@
 -- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease   KEYS[3] asynq:{q}:scheduled
 -- KEYS[4..] the limit keys the tuples point at: asynq:{q}:fastq_rate:<name>[:<key>] (string),
 --           asynq:{q}:fastq_slots:<name>[:<key>] and asynq:{q}:fastq_wait:<name>[:<key>] (zsets)
--- ARGV[1] asynq:{q}:t:   ARGV[2] the claims' lease token   ARGV[3] seconds a task waiting for a
---         concurrency slot stays scheduled unless a release wakes it first
+-- ARGV[1] asynq:{q}:t:   ARGV[2] the claims' lease token   ARGV[3] seconds the first waiter for a
+--         concurrency slot stays scheduled unless a release wakes it first; the n-th waits
+--         ARGV[3] x (1 + n / limit) seconds, at most ARGV[7] (releases wake them in order)
 -- ARGV[4] rate tolerance (s): a task whose rate slot is at most this far ahead runs now
 -- ARGV[5] seconds a reserved rate slot stays good after its time (later: the task is checked again)
 -- ARGV[6] the claims' lease (s): a concurrency slot expires with it (extended with it)
--- ARGV[7..] 6-tuples (task id, index in KEYS of its rate key or 0, rate interval in seconds
+-- ARGV[7] the longest a waiter stays scheduled before it is checked again (s)
+-- ARGV[8..] 6-tuples (task id, index in KEYS of its rate key or 0, rate interval in seconds
 --           (1 / rate), index of its slots key or 0, concurrency limit, index of its waiters key or 0)
 -- Rate: GCRA on a theoretical arrival time (TAT, Unix s by the Redis clock) kept in the rate key.
 -- A task is admitted when TAT <= now + tolerance, and TAT moves on by one interval. Otherwise it
@@ -28,11 +30,12 @@ local t = redis.call("TIME")
 local whole = tonumber(t[1])
 local now = whole + tonumber(t[2]) / 1000000
 local backoff, tolerance, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local expiry = whole + tonumber(ARGV[6])
+local expiry, max_wait = whole + tonumber(ARGV[6]), tonumber(ARGV[7])
 local out = {}
 local counts = {} -- slots key index -> members (expired ones dropped on first use)
 local tats = {} -- rate key index -> TAT (written once at the end)
-for i = 7, #ARGV, 6 do
+local waiters = {} -- waiters key index -> members (read once, when needed)
+for i = 8, #ARGV, 6 do
     local id = ARGV[i]
     local key = ARGV[1] .. id
     local rk, interval = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
@@ -77,11 +80,19 @@ for i = 7, #ARGV, 6 do
     if status == 1 then
         if sk > 0 then
             counts[sk] = counts[sk] + redis.call("ZADD", KEYS[sk], expiry, id)
+            if wk > 0 then
+                waiters[wk] = waiters[wk] or redis.call("ZCARD", KEYS[wk])
+                if waiters[wk] > 0 then -- it may have waited: it waits no more
+                    waiters[wk] = waiters[wk] - redis.call("ZREM", KEYS[wk], id)
+                end
+            end
         end
     elseif fastq_release(KEYS[1], KEYS[2], id, key, ARGV[2], "") then
         if waiting then
             if wk > 0 then
-                redis.call("ZADD", KEYS[wk], "NX", now, id)
+                waiters[wk] = (waiters[wk] or redis.call("ZCARD", KEYS[wk])) + redis.call("ZADD", KEYS[wk], "NX", now, id)
+                local rank = redis.call("ZRANK", KEYS[wk], id)
+                defer_at = now + math.min(backoff * (1 + rank / limit), max_wait)
             end
             redis.call("HSET", key, "state", "scheduled")
         else

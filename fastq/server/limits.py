@@ -45,9 +45,12 @@ __all__ = ["TaskLimits", "Limits", "parse_rate", "check_limits", "CONCURRENCY_WA
 
 log = logging.getLogger("fastq.limits")
 
-# Seconds a task waiting for a concurrency slot stays scheduled unless a freed slot wakes it first
-# (the fallback when a slot comes back by lease expiry: a killed worker's).
+# Seconds the first task waiting for a concurrency slot stays scheduled unless a freed slot wakes it
+# first (the fallback when a slot comes back by lease expiry: a killed worker's); the n-th waiter
+# stays CONCURRENCY_WAIT x (1 + n / limit) seconds, at most CONCURRENCY_WAIT_MAX: freed slots wake
+# waiters oldest first, so a long line of waiters is not checked again and again meanwhile.
 CONCURRENCY_WAIT = 5.0
+CONCURRENCY_WAIT_MAX = 3600.0
 # A task whose rate slot is at most this far ahead runs at once (GCRA's burst tolerance): a
 # dequeue batch of a type limited far above what the workers do is admitted whole, and no window
 # of any length holds more than rate x (window + RATE_TOLERANCE) + 1 tasks.
@@ -205,7 +208,7 @@ class Limits:
         queue, token = asked[0].queue, asked[0].token
         try:
             statuses = await _rdb.admit(self.redis, queue, token, asks, CONCURRENCY_WAIT, RATE_TOLERANCE,
-                                        RESERVATION_GRACE, self.lease)
+                                        RESERVATION_GRACE, self.lease, CONCURRENCY_WAIT_MAX)
         except (RedisError, OSError) as exc:
             self.health.failed("admit", exc)
             for ask in asks:

@@ -210,3 +210,26 @@ def test_a_reservation_long_past_its_time_is_checked_again_so_an_outage_causes_n
     assert statuses == [0, 1]
     assert r.zscore(keys.scheduled_key(q), "late") == pytest.approx(time.time() + 60, abs=2)  # a new slot
     assert not r.hexists(keys.task_key(q, "fresh"), "fastq_rate_at")
+
+
+def test_waiters_further_down_the_line_wait_longer_before_they_are_checked_again(r, redis_url, q):
+    """Freed slots wake waiters oldest first; the n-th waiter's own timer is backoff x (1 + n / limit),
+    so a long line of waiters is not claimed and deferred again every few seconds."""
+    ids = [f"w{i}" for i in range(7)]
+    seed(r, q, *ids)
+    claim_all(redis_url, q, 7)
+    sk, wk = keys.slots_key(q, "lim"), keys.slot_waiters_key(q, "lim")
+    now = time.time()
+    statuses = run(redis_url, lambda c: L.admit(c, q, "w:1", [L.Ask(t, slots_key=sk, waiters_key=wk, limit=2)
+                                                              for t in ids], 5.0, 0.0, 2.0, 30, 12.0))
+    assert statuses == [1, 1, 0, 0, 0, 0, 0]
+    waits = [r.zscore(keys.scheduled_key(q), t) - now for t in ids[2:]]
+    assert waits == pytest.approx([5, 7.5, 10, 12, 12], abs=1)  # 5 x (1 + n/2), at most 12
+    assert r.zrange(wk, 0, -1) == [t.encode() for t in ids[2:]]
+    # a waiter that gets its slot leaves the line
+    r.zrem(sk, "w0")
+    r.zrem(keys.scheduled_key(q), "w2")
+    r.lpush(keys.pending_key(q), "w2")
+    claim_all(redis_url, q, 1, token="w:2")
+    assert admit(redis_url, q, [L.Ask("w2", slots_key=sk, waiters_key=wk, limit=2)], token="w:2") == [1]
+    assert b"w2" not in r.zrange(wk, 0, -1)
