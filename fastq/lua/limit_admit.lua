@@ -23,7 +23,9 @@
 -- Concurrency: the slots zset holds the IDs of admitted tasks scored by their lease expiry;
 -- expired members are dropped first; a task whose ID is there already (an earlier run whose lease
 -- is being recovered) takes no second slot. A task waiting for a slot is listed in the waiters
--- zset (limit_release wakes the oldest). The claims were made by this worker a moment ago: only
+-- zset, scored by when it began to wait (hash field fastq_wait_since, kept until it gets a slot,
+-- so a woken waiter that loses the slot to another claim keeps its place); limit_release wakes
+-- the oldest. The claims were made by this worker a moment ago: only
 -- a deferral checks the lease token (fastq_release); an admitted task is fenced at its outcome.
 -- Returns one status per tuple: 1 admitted, 0 deferred, -1 not held with this token (left alone).
 local t = redis.call("TIME")
@@ -82,15 +84,21 @@ for i = 8, #ARGV, 6 do
             counts[sk] = counts[sk] + redis.call("ZADD", KEYS[sk], expiry, id)
             if wk > 0 then
                 waiters[wk] = waiters[wk] or redis.call("ZCARD", KEYS[wk])
-                if waiters[wk] > 0 then -- it may have waited: it waits no more
-                    waiters[wk] = waiters[wk] - redis.call("ZREM", KEYS[wk], id)
+                if waiters[wk] > 0 and redis.call("ZREM", KEYS[wk], id) == 1 then -- it waited: no more
+                    waiters[wk] = waiters[wk] - 1
+                    redis.call("HDEL", key, "fastq_wait_since")
                 end
             end
         end
     elseif fastq_release(KEYS[1], KEYS[2], id, key, ARGV[2], "") then
         if waiting then
-            if wk > 0 then
-                waiters[wk] = (waiters[wk] or redis.call("ZCARD", KEYS[wk])) + redis.call("ZADD", KEYS[wk], "NX", now, id)
+            if wk > 0 then -- in line by when it began to wait (a woken waiter that lost the slot keeps its place)
+                local since = redis.call("HGET", key, "fastq_wait_since")
+                if not since then
+                    since = string.format("%.6f", now)
+                    redis.call("HSET", key, "fastq_wait_since", since)
+                end
+                waiters[wk] = (waiters[wk] or redis.call("ZCARD", KEYS[wk])) + redis.call("ZADD", KEYS[wk], "NX", since, id)
                 local rank = redis.call("ZRANK", KEYS[wk], id)
                 defer_at = now + math.min(backoff * (1 + rank / limit), max_wait)
             end

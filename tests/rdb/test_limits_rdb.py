@@ -233,3 +233,23 @@ def test_waiters_further_down_the_line_wait_longer_before_they_are_checked_again
     claim_all(redis_url, q, 1, token="w:2")
     assert admit(redis_url, q, [L.Ask("w2", slots_key=sk, waiters_key=wk, limit=2)], token="w:2") == [1]
     assert b"w2" not in r.zrange(wk, 0, -1)
+
+
+def test_a_woken_waiter_that_loses_the_slot_keeps_its_place_in_line(r, redis_url, q):
+    seed(r, q, "holder", "first", "second")
+    claim_all(redis_url, q, 3)
+    sk, wk = keys.slots_key(q, "lim"), keys.slot_waiters_key(q, "lim")
+    ask = lambda t: L.Ask(t, slots_key=sk, waiters_key=wk, limit=1)  # noqa: E731
+    assert admit(redis_url, q, [ask("holder"), ask("first")]) == [1, 0]
+    time.sleep(0.01)
+    assert admit(redis_url, q, [ask("second")]) == [0]
+    since = float(r.hget(keys.task_key(q, "first"), "fastq_wait_since"))
+    assert r.zrange(wk, 0, -1) == [b"first", b"second"]
+    # "first" is woken (popped from the line) but "holder" is still there when it is claimed
+    r.zrem(wk, "first")
+    r.zrem(keys.scheduled_key(q), "first")
+    r.lpush(keys.pending_key(q), "first")
+    claim_all(redis_url, q, 1, token="w:2")
+    assert admit(redis_url, q, [ask("first")], token="w:2") == [0]
+    assert r.zrange(wk, 0, -1, withscores=True)[0] == (b"first", pytest.approx(since, abs=1e-5))  # its old place
+    assert r.zscore(keys.scheduled_key(q), "first") - time.time() < 6  # first in line: the short timer
