@@ -68,24 +68,39 @@ class _Keys:
 
 
 def admit_call(queue: str, token: str, asks: Sequence[Ask], backoff: float, tolerance: float, grace: float,
-               lease: int, max_wait: float) -> Call:
-    """The ``limit_admit`` call for claims of ``queue`` made with ``token``; replies one status
-    per ask: 1 admitted, 0 deferred (now scheduled), -1 no longer held. ``backoff``: seconds the
-    first task waiting for a concurrency slot stays scheduled unless woken (the n-th: ``backoff``
-    x (1 + n / limit), at most ``max_wait``); ``tolerance``: a task whose
-    rate slot is at most that many seconds ahead runs now; ``grace``: how long after its time a
-    reserved rate slot still admits its task; ``lease``: the claims' lease (a slot's life)."""
+               lease: int, max_wait: float) -> tuple[Call, list[int]]:
+    """The ``limit_admit`` call for claims of ``queue`` made with ``token``, and the order in which
+    its reply (one character per claim: ``1`` admitted, ``0`` deferred (now scheduled), ``-`` no
+    longer held) lists the asks: claims with the same limits go as one group (one header, then the
+    IDs). ``backoff``: seconds the first task waiting for a concurrency slot stays scheduled unless
+    woken (the n-th: ``backoff`` x (1 + n / limit), at most ``max_wait``); ``tolerance``: a task
+    whose rate slot is at most that many seconds ahead runs now; ``grace``: how long after its
+    time a reserved rate slot still admits its task; ``lease``: the claims' lease (a slot's life)."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for n, a in enumerate(asks):
+        groups.setdefault((a.rate_key, a.interval, a.slots_key, a.limit, a.waiters_key), []).append(n)
     k = _Keys([keys.active_key(queue), keys.lease_key(queue), keys.scheduled_key(queue)])
     args: list[Any] = [keys.task_key_prefix(queue), token, backoff, tolerance, grace, lease, max_wait]
-    for a in asks:
-        args += (a.id, k.index(a.rate_key), repr(a.interval), k.index(a.slots_key), a.limit, k.index(a.waiters_key))
-    return script(_s.LIMIT_ADMIT, k.keys, args)
+    order: list[int] = []
+    for (rate_key, interval, slots_key, limit, waiters_key), members in groups.items():
+        args += (k.index(rate_key), repr(interval), k.index(slots_key), limit, k.index(waiters_key), len(members))
+        args += [asks[n].id for n in members]
+        order += members
+    return script(_s.LIMIT_ADMIT, k.keys, args), order
+
+
+_STATUS = {ord("1"): 1, ord("0"): 0, ord("-"): -1}
 
 
 async def admit(redis: Any, queue: str, token: str, asks: Sequence[Ask], backoff: float,
                 tolerance: float = 0.0, grace: float = 2.0, lease: int = 30, max_wait: float = 3600.0) -> list[int]:
-    (reply,) = await aexecute(redis, [admit_call(queue, token, asks, backoff, tolerance, grace, lease, max_wait)])
-    return [int(x) for x in reply]
+    """Run ``admit_call``; the status of each ask, in the order of ``asks``."""
+    call, order = admit_call(queue, token, asks, backoff, tolerance, grace, lease, max_wait)
+    (reply,) = await aexecute(redis, [call])
+    statuses = [0] * len(asks)
+    for n, c in zip(order, reply, strict=True):
+        statuses[n] = _STATUS[c]
+    return statuses
 
 
 def release_call(queue: str, slots: Iterable[Slot]) -> Call:

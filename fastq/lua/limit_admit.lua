@@ -13,8 +13,9 @@
 -- ARGV[5] seconds a reserved rate slot stays good after its time (later: the task is checked again)
 -- ARGV[6] the claims' lease (s): a concurrency slot expires with it (extended with it)
 -- ARGV[7] the longest a waiter stays scheduled before it is checked again (s)
--- ARGV[8..] 6-tuples (task id, index in KEYS of its rate key or 0, rate interval in seconds
---           (1 / rate), index of its slots key or 0, concurrency limit, index of its waiters key or 0)
+-- ARGV[8..] groups of claims with the same limits: (index in KEYS of the rate key or 0, rate interval
+--           in seconds (1 / rate), index of the slots key or 0, concurrency limit, index of the
+--           waiters key or 0, n, then n task ids)
 -- Rate: GCRA on a theoretical arrival time (TAT, Unix s by the Redis clock) kept in the rate key.
 -- A task is admitted when TAT <= now + tolerance, and TAT moves on by one interval. Otherwise it
 -- reserves the slot at TAT (TAT moves on) and waits scheduled until then, with the hash field
@@ -27,7 +28,8 @@
 -- so a woken waiter that loses the slot to another claim keeps its place); limit_release wakes
 -- the oldest. The claims were made by this worker a moment ago: only
 -- a deferral checks the lease token (fastq_release); an admitted task is fenced at its outcome.
--- Returns one status per tuple: 1 admitted, 0 deferred, -1 not held with this token (left alone).
+-- Returns one character per task id, in ARGV order: "1" admitted, "0" deferred, "-" not held
+-- with this token (left alone).
 local t = redis.call("TIME")
 local whole = tonumber(t[1])
 local now = whole + tonumber(t[2]) / 1000000
@@ -37,11 +39,8 @@ local out = {}
 local counts = {} -- slots key index -> members (expired ones dropped on first use)
 local tats = {} -- rate key index -> TAT (written once at the end)
 local waiters = {} -- waiters key index -> members (read once, when needed)
-for i = 8, #ARGV, 6 do
-    local id = ARGV[i]
+local function admit(id, rk, interval, sk, limit, wk)
     local key = ARGV[1] .. id
-    local rk, interval = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-    local sk, limit, wk = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
     local status = 1
     local defer_at = nil
     local waiting = false
@@ -113,9 +112,21 @@ for i = 8, #ARGV, 6 do
     else
         status = -1
     end
-    out[#out + 1] = status
+    return status
+end
+
+local chars = {[1] = "1", [0] = "0", [-1] = "-"}
+local i = 8
+while i <= #ARGV do
+    local rk, interval = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+    local sk, limit, wk = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+    local n = tonumber(ARGV[i + 5])
+    for j = i + 6, i + 5 + n do
+        out[#out + 1] = chars[admit(ARGV[j], rk, interval, sk, limit, wk)]
+    end
+    i = i + 6 + n
 end
 for rk, tat in pairs(tats) do
     redis.call("SET", KEYS[rk], string.format("%.6f", tat), "PX", math.ceil((tat - now) * 1000) + 1000)
 end
-return out
+return table.concat(out)

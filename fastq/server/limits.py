@@ -118,7 +118,7 @@ def check_limits(limits: Any) -> dict[str, TaskLimits]:
     if limits is None:
         return {}
     if not isinstance(limits, Mapping):
-        raise InvalidOptionError(f"limits must be a mapping of task type to fastq.TaskLimits, got "
+        raise InvalidOptionError(f"limits must be a mapping of task type to TaskLimits, got "
                                  f"{type(limits).__name__}")
     for name, rule in limits.items():
         if not isinstance(name, str) or not isinstance(rule, TaskLimits):
@@ -126,7 +126,7 @@ def check_limits(limits: Any) -> dict[str, TaskLimits]:
     return {name: rule for name, rule in limits.items() if rule}
 
 
-class KeyError_(Exception):
+class KeyFunctionError(Exception):
     """A key function failed: the task is archived with this text."""
 
 
@@ -136,9 +136,9 @@ def _key(fn: Optional[Callable[[Task], str]], option: str, task: Task) -> Option
     try:
         value = fn(task)
     except Exception as exc:  # noqa: BLE001 - archived with the reason
-        raise KeyError_(f"{option} of task type {task.type!r} raised {type(exc).__name__}: {exc}") from exc
+        raise KeyFunctionError(f"{option} of task type {task.type!r} raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(value, str):
-        raise KeyError_(f"{option} of task type {task.type!r} returned a {type(value).__name__}, not a str")
+        raise KeyFunctionError(f"{option} of task type {task.type!r} returned a {type(value).__name__}, not a str")
     return value
 
 
@@ -168,6 +168,7 @@ class Limits:
         self.held: dict[str, _rdb.Slot] = {}  # running tasks' concurrency slots, by task ID
         self._release: dict[Any, _rdb.Slot] = {}  # slots of settled tasks: freed with their outcome
         self._names: dict[tuple[str, str], tuple[str, str, str]] = {}  # key names of limits without keys
+        self._plain: dict[tuple[str, bytes], _rdb.Ask] = {}  # asks of limits without keys, by queue and type
 
     # ------------------------------------------------------------ admission
 
@@ -178,29 +179,35 @@ class Limits:
         by_type = self._by_type
         asks: list[_rdb.Ask] = []
         asked: list[Claim] = []
-        rules: list[TaskLimits] = []
         skip: set[int] = set()
         for i, claim in enumerate(claims):
             raw = claim.raw
             if raw is None:
                 continue
-            rule = by_type.get(_type_of(raw))
+            type_ = _type_of(raw)
+            rule = by_type.get(type_)
             if rule is None:
                 continue
             try:
                 tid = claim.raw_id.decode()
-                msg = decode_message(raw)
-            except (UnicodeDecodeError, DecodeError):
+            except UnicodeDecodeError:
                 continue  # the processor archives it with the reason
-            if msg.id != tid:
-                continue
-            ask = self._ask(claim.queue, tid, msg, rule, claim.token)
-            if ask is None:
-                skip.add(i)
-                continue
+            if rule.rate_key is None and rule.concurrency_key is None:  # no need to decode the message
+                ask = self._plain_ask(claim.queue, type_, rule, tid)
+            else:
+                try:
+                    msg = decode_message(raw)
+                except DecodeError:
+                    continue
+                if msg.id != tid:
+                    continue
+                keyed = self._ask(claim.queue, tid, msg, rule, claim.token)
+                if keyed is None:
+                    skip.add(i)
+                    continue
+                ask = keyed
             asks.append(ask)
             asked.append(claim)
-            rules.append(rule)
             skip.add(i)
         if not asks:
             return claims if not skip else [c for i, c in enumerate(claims) if i not in skip]
@@ -237,13 +244,26 @@ class Limits:
                     queue, msg.type, _key(rule.concurrency_key, "concurrency_key", task))
                 ask.limit = rule.concurrency
             return ask
-        except KeyError_ as exc:
+        except KeyFunctionError as exc:
             log.error("task %s archived: %s", tid, exc)
             failed = msg.copy()
             failed.error_msg = str(exc)
             failed.last_failed_at = int(time.time())
             self.acks.add(Archive(queue, tid, token, failed))
             return None
+
+    def _plain_ask(self, queue: str, type_: bytes, rule: TaskLimits, tid: str) -> _rdb.Ask:
+        """The ask of a claim whose limits have no key function (key names cached per queue and type)."""
+        template = self._plain.get((queue, type_))
+        if template is None:
+            if len(self._plain) > 1024:
+                self._plain.clear()
+            rate, slots, waiters = self._key_names(queue, type_.decode("utf-8", "surrogateescape"), None)
+            template = self._plain[(queue, type_)] = _rdb.Ask(
+                "", rate if rule.interval else None, rule.interval, slots if rule.concurrency else None,
+                waiters if rule.concurrency else None, rule.concurrency)
+        return _rdb.Ask(tid, template.rate_key, template.interval, template.slots_key, template.waiters_key,
+                        template.limit)
 
     def _key_names(self, queue: str, task_type: str, key: Optional[str]) -> tuple[str, str, str]:
         """(rate, slots, waiters) key names; cached for limits without a key function."""
