@@ -7,8 +7,9 @@ Each round: enqueue N "bench:noop" tasks, start ``fastq-supervisor bench._limits
 (``plain``: no limits; ``rated``: ``rate_limit="1000000/s"``; ``slotted``:
 ``concurrency_limit=100000``), measure the drain from the first processed task to the last, stop.
 The variants alternate (plain, rated, slotted, plain, ...) so that the box's load drifts alike for
-all; the single-connection PING rate is measured before each round and printed beside it. A
-private redis-server unless --redis-url is given. Nothing is asserted.
+all; the single-connection PING rate is measured before each round and printed beside it, and so
+are the workers' and Redis's CPU time per task over the drain (steadier than throughput on a shared
+box). A private redis-server unless --redis-url is given. Nothing is asserted.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import psutil
 import redis
 
 import fastq
@@ -33,8 +35,29 @@ REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {"plain": "unlimited", "rated": "rate_limit 1,000,000/s", "slotted": "concurrency_limit 100,000"}
 
 
-def drain(url: str, app: str, tasks: int, processes: int, concurrency: int) -> Optional[float]:
-    """Tasks/s of one drain (first processed task to the last), or None when it failed."""
+def _cpu(proc: subprocess.Popen[str]) -> float:
+    """CPU seconds used so far by the supervisor's worker processes."""
+    total = 0.0
+    try:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                t = child.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
+def _redis_cpu(r: redis.Redis) -> float:
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def drain(url: str, app: str, tasks: int, processes: int, concurrency: int) -> Optional[tuple[float, float, float]]:
+    """(tasks/s of one drain, from the first processed task to the last; worker CPU µs per task and
+    Redis CPU µs per task over that span), or None when it failed."""
     r = redis.Redis.from_url(url)
     r.flushall()
     client = fastq.Client(url)
@@ -50,14 +73,17 @@ def drain(url: str, app: str, tasks: int, processes: int, concurrency: int) -> O
     key = keys.processed_total_key(QUEUE)
     first = None
     start = time.perf_counter()
+    cpu0 = redis0 = 0.0
     try:
         while True:
             done = int(r.get(key) or 0)
             now = time.perf_counter()
             if first is None and done:
                 first = now
+                cpu0, redis0 = _cpu(proc), _redis_cpu(r)
             if done >= tasks:
-                return tasks / (now - (first or start))
+                cpu, rcpu = _cpu(proc) - cpu0, _redis_cpu(r) - redis0
+                return tasks / (now - (first or start)), cpu / tasks * 1e6, rcpu / tasks * 1e6
             if proc.poll() is not None or now - start > 300:
                 print(f"  {app}: supervisor ended or timed out at {done:,} of {tasks:,}", file=sys.stderr)
                 return None
@@ -90,27 +116,39 @@ def main() -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     rates: dict[str, list[float]] = {v: [] for v in variants}
     pings: dict[str, list[float]] = {v: [] for v in variants}
+    cpus: dict[str, list[float]] = {v: [] for v in variants}
+    rcpus: dict[str, list[float]] = {v: [] for v in variants}
     print(f"{args.tasks:,} no-op tasks per round, {args.processes} processes x {args.concurrency}; codec "
           f"{'Cython' if fastq.USING_SPEEDUPS else 'pure Python'}")
     try:
         for round_ in range(1, args.repeat + 1):
             for v in variants:
                 ping = ping_rate(url)
-                rate = drain(url, v, args.tasks, args.processes, args.concurrency)
-                if rate is None:
+                result = drain(url, v, args.tasks, args.processes, args.concurrency)
+                if result is None:
                     return 1
+                rate, cpu, rcpu = result
                 rates[v].append(rate)
                 pings[v].append(ping)
-                print(f"  round {round_} {VARIANTS[v]:<26} {rate:>9,.0f} tasks/s   (PING {ping:,.0f}/s before)")
+                cpus[v].append(cpu)
+                rcpus[v].append(rcpu)
+                print(f"  round {round_} {VARIANTS[v]:<26} {rate:>9,.0f} tasks/s   worker CPU {cpu:5.1f} µs/task, "
+                      f"Redis CPU {rcpu:5.1f} µs/task   (PING {ping:,.0f}/s before)")
     finally:
         if server is not None:
             server.stop()
     base = statistics.median(rates["plain"]) if "plain" in rates else None
-    print("\nmedians:")
+    base_cpu = statistics.median(cpus["plain"]) + statistics.median(rcpus["plain"]) if "plain" in rates else None
+    print("\nmedians (overhead: throughput lost, and CPU per task added, worker + Redis, against unlimited):")
     for v in variants:
         med = statistics.median(rates[v])
-        extra = f"  overhead {100 * (1 - med / base):.1f} % (slower than unlimited)" if base and v != "plain" else ""
-        print(f"  {VARIANTS[v]:<26} {med:>9,.0f} tasks/s   PING {statistics.median(pings[v]):,.0f}/s{extra}")
+        cpu = statistics.median(cpus[v]) + statistics.median(rcpus[v])
+        extra = ""
+        if base and base_cpu and v != "plain":
+            extra = (f"  overhead {100 * (1 - med / base):.1f} % throughput, "
+                     f"{100 * (cpu / base_cpu - 1):+.1f} % CPU/task")
+        print(f"  {VARIANTS[v]:<26} {med:>9,.0f} tasks/s  {cpu:5.1f} µs CPU/task  "
+              f"PING {statistics.median(pings[v]):,.0f}/s{extra}")
     return 0
 
 
