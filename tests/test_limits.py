@@ -221,13 +221,13 @@ def test_a_key_function_that_fails_archives_its_task_with_the_reason(app, r, q, 
 
 def test_no_admission_call_for_batches_without_limited_task_types(app, r, q, monkeypatch):
     calls: list[int] = []
-    real = rdb_limits.admit
+    real = rdb_limits.admit_groups
 
     async def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(len(args[3]))
+        calls.append(sum(len(ids) for _, ids in args[3]))
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(rdb_limits, "admit", counting)
+    monkeypatch.setattr(rdb_limits, "admit_groups", counting)
     done: list[str] = []
 
     @app.task(name="lim:free", queue=q)

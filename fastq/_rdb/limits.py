@@ -22,8 +22,8 @@ from fastq._rdb.calls import Call, aexecute, execute, script
 from fastq._rdb.outcome import Outcome
 from fastq._rdb.worker import missing_ids, settle_calls
 
-__all__ = ["Ask", "Slot", "admit_call", "admit", "release_call", "extend_calls", "extend_slots", "forward_calls",
-           "settle_with_release"]
+__all__ = ["Ask", "Slot", "admit_call", "admit", "admit_groups", "release_call", "extend_calls", "extend_slots",
+           "forward_calls", "settle_with_release"]
 
 
 @dataclass(slots=True)
@@ -67,26 +67,28 @@ class _Keys:
         return at
 
 
-def admit_call(queue: str, token: str, asks: Sequence[Ask], backoff: float, tolerance: float, grace: float,
-               lease: int, max_wait: float) -> tuple[Call, list[int]]:
-    """The ``limit_admit`` call for claims of ``queue`` made with ``token``, and the order in which
-    its reply (one character per claim: ``1`` admitted, ``0`` deferred (now scheduled), ``-`` no
-    longer held) lists the asks: claims with the same limits go as one group (one header, then the
-    IDs). ``backoff``: seconds the first task waiting for a concurrency slot stays scheduled unless
-    woken (the n-th: ``backoff`` x (1 + n / limit), at most ``max_wait``); ``tolerance``: a task
-    whose rate slot is at most that many seconds ahead runs now; ``grace``: how long after its
-    time a reserved rate slot still admits its task; ``lease``: the claims' lease (a slot's life)."""
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for n, a in enumerate(asks):
-        groups.setdefault((a.rate_key, a.interval, a.slots_key, a.limit, a.waiters_key), []).append(n)
+def admit_call(queue: str, token: str, groups: Sequence[tuple[Ask, Sequence[str]]], backoff: float,
+               tolerance: float, grace: float, lease: int, max_wait: float) -> Call:
+    """The ``limit_admit`` call for claims of ``queue`` made with ``token``: ``groups`` of task IDs
+    with the same limits (an ``Ask`` whose ``id`` is not used). The reply has one character per
+    ID, in order: ``1`` admitted, ``0`` deferred (now scheduled), ``-`` no longer held.
+    ``backoff``: seconds the first task waiting for a concurrency slot stays scheduled unless woken
+    (the n-th: ``backoff`` x (1 + n / limit), at most ``max_wait``); ``tolerance``: a task whose rate
+    slot is at most that many seconds ahead runs now; ``grace``: how long after its time a reserved
+    rate slot still admits its task; ``lease``: the claims' lease (a slot's life)."""
     k = _Keys([keys.active_key(queue), keys.lease_key(queue), keys.scheduled_key(queue)])
     args: list[Any] = [keys.task_key_prefix(queue), token, backoff, tolerance, grace, lease, max_wait]
-    order: list[int] = []
-    for (rate_key, interval, slots_key, limit, waiters_key), members in groups.items():
-        args += (k.index(rate_key), repr(interval), k.index(slots_key), limit, k.index(waiters_key), len(members))
-        args += [asks[n].id for n in members]
-        order += members
-    return script(_s.LIMIT_ADMIT, k.keys, args), order
+    for a, ids in groups:
+        args += (k.index(a.rate_key), repr(a.interval), k.index(a.slots_key), a.limit, k.index(a.waiters_key), len(ids))
+        args += ids
+    return script(_s.LIMIT_ADMIT, k.keys, args)
+
+
+async def admit_groups(redis: Any, queue: str, token: str, groups: Sequence[tuple[Ask, Sequence[str]]],
+                       backoff: float, tolerance: float, grace: float, lease: int, max_wait: float) -> bytes:
+    """Run ``admit_call``; its reply (one status character per ID)."""
+    (reply,) = await aexecute(redis, [admit_call(queue, token, groups, backoff, tolerance, grace, lease, max_wait)])
+    return reply if isinstance(reply, bytes) else str(reply).encode()
 
 
 _STATUS = {ord("1"): 1, ord("0"): 0, ord("-"): -1}
@@ -94,11 +96,14 @@ _STATUS = {ord("1"): 1, ord("0"): 0, ord("-"): -1}
 
 async def admit(redis: Any, queue: str, token: str, asks: Sequence[Ask], backoff: float,
                 tolerance: float = 0.0, grace: float = 2.0, lease: int = 30, max_wait: float = 3600.0) -> list[int]:
-    """Run ``admit_call``; the status of each ask, in the order of ``asks``."""
-    call, order = admit_call(queue, token, asks, backoff, tolerance, grace, lease, max_wait)
-    (reply,) = await aexecute(redis, [call])
+    """``admit_groups`` for single asks (grouped here by their limits); the status of each, in order."""
+    grouped: dict[tuple[Any, ...], tuple[Ask, list[int]]] = {}
+    for n, a in enumerate(asks):
+        grouped.setdefault((a.rate_key, a.interval, a.slots_key, a.limit, a.waiters_key), (a, []))[1].append(n)
+    groups = [(a, [asks[n].id for n in members]) for a, members in grouped.values()]
+    reply = await admit_groups(redis, queue, token, groups, backoff, tolerance, grace, lease, max_wait)
     statuses = [0] * len(asks)
-    for n, c in zip(order, reply, strict=True):
+    for n, c in zip([n for _, members in grouped.values() for n in members], reply, strict=True):
         statuses[n] = _STATUS[c]
     return statuses
 

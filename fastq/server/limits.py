@@ -177,65 +177,76 @@ class Limits:
         ``limit_admit`` admitted. The others are scheduled (over a limit), archived (key function
         failed) or, when Redis fails, put back to pending."""
         by_type = self._by_type
-        asks: list[_rdb.Ask] = []
-        asked: list[Claim] = []
-        skip: set[int] = set()
-        for i, claim in enumerate(claims):
+        out: list[Claim] = []
+        groups: dict[tuple[Optional[str], Optional[str]], tuple[_rdb.Ask, list[str], list[Claim]]] = {}
+        for claim in claims:
             raw = claim.raw
             if raw is None:
+                out.append(claim)
                 continue
             type_ = _type_of(raw)
             rule = by_type.get(type_)
             if rule is None:
+                out.append(claim)
                 continue
             try:
                 tid = claim.raw_id.decode()
             except UnicodeDecodeError:
-                continue  # the processor archives it with the reason
+                out.append(claim)  # the processor archives it with the reason
+                continue
             if rule.rate_key is None and rule.concurrency_key is None:  # no need to decode the message
-                ask = self._plain_ask(claim.queue, type_, rule, tid)
+                limits = self._plain_limits(claim.queue, type_, rule)
             else:
                 try:
                     msg = decode_message(raw)
                 except DecodeError:
+                    out.append(claim)
                     continue
                 if msg.id != tid:
+                    out.append(claim)
                     continue
-                keyed = self._ask(claim.queue, tid, msg, rule, claim.token)
+                keyed = self._keyed_limits(claim.queue, tid, msg, rule, claim.token)
                 if keyed is None:
-                    skip.add(i)
-                    continue
-                ask = keyed
-            asks.append(ask)
-            asked.append(claim)
-            skip.add(i)
-        if not asks:
-            return claims if not skip else [c for i, c in enumerate(claims) if i not in skip]
-        out = [c for i, c in enumerate(claims) if i not in skip]
+                    continue  # archived
+                limits = keyed
+            group = groups.get((limits.rate_key, limits.slots_key))
+            if group is None:
+                group = groups[(limits.rate_key, limits.slots_key)] = (limits, [], [])
+            group[1].append(tid)
+            group[2].append(claim)
+        if not groups:
+            return out
+        asked = [c for _, _, cs in groups.values() for c in cs]
         queue, token = asked[0].queue, asked[0].token
         try:
-            statuses = await _rdb.admit(self.redis, queue, token, asks, CONCURRENCY_WAIT, RATE_TOLERANCE,
-                                        RESERVATION_GRACE, self.lease, CONCURRENCY_WAIT_MAX)
+            reply = await _rdb.admit_groups(self.redis, queue, token, [(g[0], g[1]) for g in groups.values()],
+                                            CONCURRENCY_WAIT, RATE_TOLERANCE, RESERVATION_GRACE, self.lease,
+                                            CONCURRENCY_WAIT_MAX)
         except (RedisError, OSError) as exc:
             self.health.failed("admit", exc)
-            for ask in asks:
-                self.acks.add(Requeue(queue, ask.id, token))
+            for claim in asked:
+                self.acks.add(Requeue(queue, claim.raw_id.decode(), token))
             return out
         if self.health.troubled:
             self.health.ok("admit")
-        for ask, claim, status in zip(asks, asked, statuses, strict=True):
-            if status == 1:
-                if ask.slots_key is not None:
-                    self.held[ask.id] = _rdb.Slot(queue, ask.id, token, ask.slots_key, ask.waiters_key or "")
-                out.append(claim)
-            elif status == 0:
-                log.debug("task %s waits for its limit", ask.id)
+        at = 0
+        held = self.held
+        for limits, ids, group_claims in groups.values():
+            slots_key = limits.slots_key
+            for tid, claim in zip(ids, group_claims, strict=True):
+                status = reply[at]
+                at += 1
+                if status == 49:  # "1": admitted
+                    if slots_key is not None:
+                        held[tid] = _rdb.Slot(queue, tid, token, slots_key, limits.waiters_key or "")
+                    out.append(claim)
         return out
 
-    def _ask(self, queue: str, tid: str, msg: Any, rule: TaskLimits, token: str) -> Optional[_rdb.Ask]:
+    def _keyed_limits(self, queue: str, tid: str, msg: Any, rule: TaskLimits, token: str) -> Optional[_rdb.Ask]:
+        """The limits of a claim whose limits have key functions (None: archived, a key function failed)."""
         task = Task._trusted(msg.type, msg.payload, msg.headers)
         try:
-            ask = _rdb.Ask(tid)
+            ask = _rdb.Ask("")
             if rule.interval:
                 ask.rate_key = self._key_names(queue, msg.type, _key(rule.rate_key, "rate_key", task))[0]
                 ask.interval = rule.interval
@@ -252,18 +263,17 @@ class Limits:
             self.acks.add(Archive(queue, tid, token, failed))
             return None
 
-    def _plain_ask(self, queue: str, type_: bytes, rule: TaskLimits, tid: str) -> _rdb.Ask:
-        """The ask of a claim whose limits have no key function (key names cached per queue and type)."""
-        template = self._plain.get((queue, type_))
-        if template is None:
+    def _plain_limits(self, queue: str, type_: bytes, rule: TaskLimits) -> _rdb.Ask:
+        """The limits of a claim whose limits have no key function (cached per queue and type)."""
+        limits = self._plain.get((queue, type_))
+        if limits is None:
             if len(self._plain) > 1024:
                 self._plain.clear()
             rate, slots, waiters = self._key_names(queue, type_.decode("utf-8", "surrogateescape"), None)
-            template = self._plain[(queue, type_)] = _rdb.Ask(
+            limits = self._plain[(queue, type_)] = _rdb.Ask(
                 "", rate if rule.interval else None, rule.interval, slots if rule.concurrency else None,
                 waiters if rule.concurrency else None, rule.concurrency)
-        return _rdb.Ask(tid, template.rate_key, template.interval, template.slots_key, template.waiters_key,
-                        template.limit)
+        return limits
 
     def _key_names(self, queue: str, task_type: str, key: Optional[str]) -> tuple[str, str, str]:
         """(rate, slots, waiters) key names; cached for limits without a key function."""
