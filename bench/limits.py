@@ -149,6 +149,16 @@ def main() -> int:
                      f"{100 * (cpu / base_cpu - 1):+.1f} % CPU/task")
         print(f"  {VARIANTS[v]:<26} {med:>9,.0f} tasks/s  {cpu:5.1f} µs CPU/task  "
               f"PING {statistics.median(pings[v]):,.0f}/s{extra}")
+    if "plain" in rates:  # each round against the unlimited drain just before it: less exposed to drifting load
+        for v in variants:
+            if v == "plain":
+                continue
+            paired = [100 * (1 - x / b) for x, b in zip(rates[v], rates["plain"], strict=True)]
+            added = [c + rc - b - rb for c, rc, b, rb in zip(cpus[v], rcpus[v], cpus["plain"], rcpus["plain"],
+                                                             strict=True)]
+            print(f"  {VARIANTS[v]}: per-round throughput overhead {', '.join(f'{x:.0f} %' for x in paired)} "
+                  f"(median {statistics.median(paired):.1f} %); CPU added per task, median "
+                  f"{statistics.median(added):.1f} µs")
     return 0
 
 
