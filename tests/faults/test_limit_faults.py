@@ -87,7 +87,10 @@ def test_w13_sigkill_the_fleet_while_rate_limited_tasks_wait(h):
     assert report.completed == len(ids)
     after = sorted(at for (at,) in h.ledger.db.execute("SELECT at FROM runs WHERE event='start' AND at >= ?",
                                                         (restarted,)))
-    rate = (len(after) - 1) / (after[-1] - after[0])
-    assert rate <= 20 * 1.1, rate
+    # reservations that come back within RESERVATION_GRACE (2 s) of their time run at once: judge the
+    # pace after that
+    steady = [t for t in after if t >= after[0] + 3.0]
+    rate = (len(steady) - 1) / (steady[-1] - steady[0])
+    assert len(steady) > 100 and rate <= 20 * 1.1, (len(steady), rate)
     print(f"W13: {len(waiting)} tasks waited through the kill; {len(after)} ran after the restart at {rate:.1f}/s "
           f"(limit 20/s); duplicates {len(report.duplicated)}")
