@@ -113,23 +113,6 @@ def unique_key(qname: str, task_type: str, payload: bytes | None) -> str:
     return f"asynq:{{{qname}}}:unique:{task_type}:{hashlib.md5(payload).hexdigest()}"
 
 
-def notify_channel(qname: str) -> str:
-    """Pub/sub channel fastq's scripts publish to when a queue's pending list stops being empty."""
-    return f"asynq:{{{qname}}}:fastq_notify"
-
-
-def keyspace_channel(db: int, qname: str) -> str:
-    """Redis's keyspace-notification channel of the queue's pending list (``notify-keyspace-events``
-    with ``K`` and ``l``): what ``--keyspace-wakeup`` workers listen on to see pushes by any client."""
-    return f"__keyspace@{db}__:{pending_key(qname)}"
-
-
-def settled_channel(qname: str) -> str:
-    """Pub/sub channel fastq's settle scripts publish to when tasks of a queue reach a final
-    state (done, completed, archived): what ``TaskRef.result()`` waits on."""
-    return f"asynq:{{{qname}}}:fastq_done"
-
-
 def _limit_key(qname: str, kind: str, task_type: str, limit_key: str | None) -> str:
     base = f"asynq:{{{qname}}}:{kind}:{task_type}"
     return base if limit_key is None else f"{base}:{limit_key}"
@@ -151,6 +134,23 @@ def slot_waiters_key(qname: str, task_type: str, limit_key: str | None = None) -
     """Sorted set of the IDs waiting (scheduled) for a concurrency slot, scored by when they began
     to wait: ``asynq:{<qname>}:fastq_wait:<type>[:<key>]``."""
     return _limit_key(qname, "fastq_wait", task_type, limit_key)
+
+
+def notify_channel(qname: str) -> str:
+    """Pub/sub channel fastq's scripts publish to when a queue's pending list stops being empty."""
+    return f"asynq:{{{qname}}}:fastq_notify"
+
+
+def keyspace_channel(db: int, qname: str) -> str:
+    """Redis's keyspace-notification channel of the queue's pending list (``notify-keyspace-events``
+    with ``K`` and ``l``): what ``--keyspace-wakeup`` workers listen on to see pushes by any client."""
+    return f"__keyspace@{db}__:{pending_key(qname)}"
+
+
+def settled_channel(qname: str) -> str:
+    """Pub/sub channel fastq's settle scripts publish to when tasks of a queue reach a final
+    state (done, completed, archived): what ``TaskRef.result()`` waits on."""
+    return f"asynq:{{{qname}}}:fastq_done"
 
 
 def server_info_key(host: str, pid: int, server_id: str) -> str:
