@@ -113,6 +113,29 @@ def unique_key(qname: str, task_type: str, payload: bytes | None) -> str:
     return f"asynq:{{{qname}}}:unique:{task_type}:{hashlib.md5(payload).hexdigest()}"
 
 
+def _limit_key(qname: str, kind: str, task_type: str, limit_key: str | None) -> str:
+    base = f"asynq:{{{qname}}}:{kind}:{task_type}"
+    return base if limit_key is None else f"{base}:{limit_key}"
+
+
+def rate_key(qname: str, task_type: str, limit_key: str | None = None) -> str:
+    """String holding the theoretical arrival time (Unix s, Redis clock) of a rate limit:
+    ``asynq:{<qname>}:fastq_rate:<type>[:<key>]`` (``fastq.server.limits``)."""
+    return _limit_key(qname, "fastq_rate", task_type, limit_key)
+
+
+def slots_key(qname: str, task_type: str, limit_key: str | None = None) -> str:
+    """Sorted set of the IDs holding a concurrency slot, scored by their lease expiry:
+    ``asynq:{<qname>}:fastq_slots:<type>[:<key>]``."""
+    return _limit_key(qname, "fastq_slots", task_type, limit_key)
+
+
+def slot_waiters_key(qname: str, task_type: str, limit_key: str | None = None) -> str:
+    """Sorted set of the IDs waiting (scheduled) for a concurrency slot, scored by when they began
+    to wait: ``asynq:{<qname>}:fastq_wait:<type>[:<key>]``."""
+    return _limit_key(qname, "fastq_wait", task_type, limit_key)
+
+
 def notify_channel(qname: str) -> str:
     """Pub/sub channel fastq's scripts publish to when a queue's pending list stops being empty."""
     return f"asynq:{{{qname}}}:fastq_notify"

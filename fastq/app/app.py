@@ -11,6 +11,7 @@ from contextvars import ContextVar
 from typing import Any, Callable, ContextManager, Iterable, Literal, Optional, ParamSpec, TypeVar, Union, overload
 
 from fastq.app.backoff import RetryPolicy, check_policy
+from fastq.app.limits import task_limits
 from fastq.app.task import DEFAULT_RESULT_RETENTION, AppTask, _check_options
 from fastq.client import AsyncClient, Client
 from fastq.errors import HandlerNotFoundError, InvalidOptionError, Retry, SkipRetry
@@ -18,6 +19,7 @@ from fastq.mux import Middleware, ServeMux
 from fastq.options import DEFAULT_QUEUE
 from fastq.retry import default_retry_delay
 from fastq.server.config import WorkerConfig
+from fastq.server.limits import TaskLimits
 from fastq.task import Task
 
 __all__ = ["App"]
@@ -27,7 +29,7 @@ log = logging.getLogger("fastq.app")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_WORKER_FIELDS = frozenset(f.name for f in dataclasses.fields(WorkerConfig)) - {"retry_delay", "redis_url"}
+_WORKER_FIELDS = frozenset(f.name for f in dataclasses.fields(WorkerConfig)) - {"retry_delay", "redis_url", "limits"}
 _UNKNOWN = ("retry", "archive")
 
 
@@ -75,6 +77,7 @@ class App:
         WorkerConfig(**{**worker_settings, "redis_url": redis_url or "redis://127.0.0.1:6379/0"})  # checks values
         self._settings = dict(worker_settings)
         self._tasks: dict[str, AppTask[Any, Any]] = {}
+        self._limits: dict[str, TaskLimits] = {}  # rate/concurrency limits by task name
         self._mux = ServeMux(not_found=self._not_found if unknown == "archive" else None)
         self._mux.use(*middleware)
         self._eager: ContextVar[bool] = ContextVar(f"fastq_app_eager_{id(self)}", default=False)
@@ -96,12 +99,16 @@ class App:
              max_retry: Optional[int] = None, timeout: Optional[float] = None, retention: Optional[float] = None,
              retry_backoff: Optional[RetryPolicy] = None,
              retry_on: Union[type[BaseException], tuple[type[BaseException], ...], None] = None,
+             rate_limit: Optional[str] = None, rate_key: Optional[Callable[..., str]] = None,
+             concurrency_limit: Optional[int] = None, concurrency_key: Optional[Callable[..., str]] = None,
              ) -> Callable[[Callable[P, R]], AppTask[P, R]]: ...
 
     def task(self, fn: Optional[Callable[P, R]] = None, /, *, name: Optional[str] = None, queue: str = DEFAULT_QUEUE,
              max_retry: Optional[int] = None, timeout: Optional[float] = None, retention: Optional[float] = None,
              retry_backoff: Optional[RetryPolicy] = None,
              retry_on: Union[type[BaseException], tuple[type[BaseException], ...], None] = None,
+             rate_limit: Optional[str] = None, rate_key: Optional[Callable[..., str]] = None,
+             concurrency_limit: Optional[int] = None, concurrency_key: Optional[Callable[..., str]] = None,
              ) -> Union[AppTask[P, R], Callable[[Callable[P, R]], AppTask[P, R]]]:
         """Register a function (``def`` or ``async def``) as a task; use as ``@app.task`` or ``@app.task(...)``.
 
@@ -112,9 +119,15 @@ class App:
         the default enqueue options. ``retry_backoff``: a ``fastq.Backoff`` or a callable
         ``(retry_count, exc) -> seconds`` (default: the App's, else Asynq's). ``retry_on``: the
         exception types that are retried; any other exception archives the task at once.
+        ``rate_limit`` (``"100/s"``, ``"/m"``, ``"/h"``) and ``concurrency_limit`` (at most that many
+        running) hold across every worker, per task name, or per key with ``rate_key`` /
+        ``concurrency_key`` (functions of the task's arguments by name returning a str): see
+        ``docs/guide/limits.md``.
         """
+        limits = (rate_limit, rate_key, concurrency_limit, concurrency_key)
+
         def register(f: Callable[P, R]) -> AppTask[P, R]:
-            return self._register(f, name, queue, max_retry, timeout, retention, retry_backoff, retry_on)
+            return self._register(f, name, queue, max_retry, timeout, retention, retry_backoff, retry_on, limits)
 
         if fn is not None:
             return register(fn)
@@ -122,7 +135,7 @@ class App:
 
     def _register(self, fn: Callable[P, R], name: Optional[str], queue: str, max_retry: Optional[int],
                   timeout: Optional[float], retention: Optional[float], retry_backoff: Optional[RetryPolicy],
-                  retry_on: Any) -> AppTask[P, R]:
+                  retry_on: Any, limits: tuple[Any, ...] = (None, None, None, None)) -> AppTask[P, R]:
         if not callable(fn):
             raise TypeError(f"@app.task decorates a function, not {type(fn).__name__}")
         if isinstance(fn, AppTask):
@@ -144,7 +157,10 @@ class App:
             _check_options(name, options)
         if name in self._tasks:
             raise ValueError(f"a task named {name!r} is registered already ({self._tasks[name]!r})")
+        rule = task_limits(name, fn, task.signature, *limits)
         self._mux.handle(name, task.handler)
+        if rule is not None:
+            self._limits[name] = rule
         self._tasks[name] = task
         return task
 
@@ -173,6 +189,11 @@ class App:
     def tasks(self) -> dict[str, AppTask[Any, Any]]:
         """The registered tasks by name."""
         return dict(self._tasks)
+
+    @property
+    def limits(self) -> dict[str, TaskLimits]:
+        """The rate and concurrency limits of the registered tasks, by name (``WorkerConfig.limits``)."""
+        return dict(self._limits)
 
     def _not_found(self, task: Task) -> None:
         error = HandlerNotFoundError(task.type)
@@ -217,7 +238,8 @@ class App:
         """A ``WorkerConfig`` with the App's settings: its Redis URL, ``retry_delay`` (the tasks'
         policies and ``fastq.Retry``), the worker settings given to ``App()`` and ``queues()``;
         ``overrides`` (any ``WorkerConfig`` field) win."""
-        settings: dict[str, Any] = {**self._settings, "queues": self.queues(), "retry_delay": self.retry_delay}
+        settings: dict[str, Any] = {**self._settings, "queues": self.queues(), "retry_delay": self.retry_delay,
+                                    "limits": self.limits}
         if self.redis_url is not None:
             settings["redis_url"] = self.redis_url
         settings.update(overrides)
@@ -232,6 +254,8 @@ class App:
             return self._mux, self.worker_config()
         if config.retry_delay is default_retry_delay:
             config = dataclasses.replace(config, retry_delay=self.retry_delay)
+        if self._limits and not config.limits:
+            config = dataclasses.replace(config, limits=self.limits)
         return self._mux, config
 
     def __call__(self, task: Task) -> Any:

@@ -12,6 +12,7 @@ from fastq.errors import InvalidOptionError
 from fastq.logging import TaskLog
 from fastq.redis.facade import default_url
 from fastq.retry import default_retry_delay
+from fastq.server.limits import TaskLimits, check_limits
 
 __all__ = ["WorkerConfig", "parse_queues"]
 
@@ -145,6 +146,9 @@ class WorkerConfig:
     group_max_delay: float = 0.0
     # or as soon as it holds this many tasks (0 = no limit; also the largest set aggregated at once).
     group_max_size: int = 0
+    # Fleet-wide rate and concurrency limits by task type (fastq.server.limits.TaskLimits); a
+    # fastq.App fills this from @app.task(rate_limit=..., concurrency_limit=...).
+    limits: dict[str, TaskLimits] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         from dataclasses import fields
@@ -178,6 +182,7 @@ class WorkerConfig:
         _positive("max_error_length", self.max_error_length, 16, integer=True)
         _positive("deadline_check_interval", self.deadline_check_interval, 0.001)
         self._check_groups()
+        self.limits = check_limits(self.limits)
 
     def _check_groups(self) -> None:
         if self.group_aggregator is not None and not callable(self.group_aggregator):

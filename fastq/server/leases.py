@@ -233,6 +233,9 @@ class LeaseKeeper:
         extended, error = broker.extend_leases(held, self.lease)
         if extended:  # record what was extended before raising what failed
             self.processor.leases_extended(extended, since)
+            limits = self.processor.limits
+            if limits is not None:  # concurrency slots go with the leases (fastq.server.limits)
+                limits.extend(self._client, extended, self.lease)
         if error is not None:
             raise error
         self.rtt = time.monotonic() - since

@@ -43,6 +43,7 @@ from fastq.server.acks import Acks
 from fastq.server.config import WorkerConfig
 from fastq.server.health import RedisHealth
 from fastq.server.hooks import LOST, Hooks
+from fastq.server.limits import Limits
 from fastq.server.loops import jittered_sleep
 from fastq.server.queues import QueueSelector
 from fastq.server.unusable import UNDECODABLE_TYPE, archive_unusable, printable_id, undecodable_message
@@ -138,6 +139,11 @@ class Processor:
         self.results: Any = None  # set by the worker: what fastq.result_writer() writes through
         self.health = RedisHealth(self.hooks.call)
         self.acks = Acks(broker, self.health)  # outcomes not yet written
+        self.limits: Optional[Limits] = None  # rate/concurrency limits (fastq.server.limits), if any
+        if cfg.limits:
+            self.limits = Limits(cfg.limits, getattr(broker, "redis", None), self.acks, self.health,
+                                 cfg.lease_duration)
+            self.acks.broker = self.limits  # outcomes are written with the release of their slots
         self._abandoned: list[_Running] = []  # settled sync tasks whose thread still runs
         self._free = cfg.concurrency
         self._stopping = False
@@ -209,6 +215,8 @@ class Processor:
                 if self.on_idle is not None:
                     self.on_idle(0.0)
             sleep = POLL_MIN
+            if self.limits is not None:  # claims over a limit go back to scheduled, not started
+                claims = await self.limits.admit(claims)
             for claim in claims:
                 self._claimed(claim)
 
@@ -391,6 +399,8 @@ class Processor:
         run.done = True
         tid, queue, msg = run.id, run.queue, run.msg
         del self.running[tid]
+        if self.limits is not None:
+            self.limits.finished(tid, run.abort == ABORT_LEASE)
         self.processed += 1
         self._free += 1
         self._slot_event.set()

@@ -142,6 +142,9 @@ class Worker:
                              lambda: aggregation_loop(broker, cfg, self._upkeep_stop, processor.health)),
             publish,
         ]
+        limits = processor.limits
+        if limits is not None:  # rate-limited tasks wait with sub-second scores
+            upkeep.append(self._supervised("limits", lambda: limits.forward_loop(cfg.queues, self._upkeep_stop)))
         if cfg.keyspace_wakeup:
             from fastq.server.keyspace import KeyspaceWakeup
 

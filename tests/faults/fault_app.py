@@ -66,3 +66,24 @@ def sync_work(task):
             return
         time.sleep(0.01)
     _finish(spec, tid)
+
+
+# Rows W12-W13 (limits): App tasks with a fleet-wide concurrency limit and a rate limit
+# (``fault_app:limited``); payload {"sleep": seconds}.
+limited = fastq.App()
+
+
+@limited.task(name="limited", concurrency_limit=3)
+async def limited_work(sleep: float = 0.0) -> None:
+    tid = fastq.get_task_id()
+    ledger().record(tid, "start")
+    await asyncio.sleep(sleep)
+    ledger().record(tid, "end")
+
+
+@limited.task(name="rated", rate_limit="20/s")
+async def rated_work(sleep: float = 0.0) -> None:
+    tid = fastq.get_task_id()
+    ledger().record(tid, "start")
+    await asyncio.sleep(sleep)
+    ledger().record(tid, "end")

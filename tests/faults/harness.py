@@ -85,10 +85,10 @@ class Harness:
     # ------------------------------------------------------------ processes
 
     def supervisor(self, processes: int = 2, *args: str, url: str | None = None, fast: bool = True,
-                   env: dict | None = None) -> subprocess.Popen:
+                   env: dict | None = None, target: str = "fault_app:mux") -> subprocess.Popen:
         env = dict(os.environ, FASTQ_LEDGER=self.ledger_path, PYTHONPATH=str(HERE) + os.pathsep +
                    os.environ.get("PYTHONPATH", ""), **(env or {}))
-        cmd = [sys.executable, "-m", "fastq.cli.supervisor", "fault_app:mux", "--redis-url", url or self.url,
+        cmd = [sys.executable, "-m", "fastq.cli.supervisor", target, "--redis-url", url or self.url,
                "--processes", str(processes), "--queues", self.queue, *(FAST if fast else []), *args]
         log = open(self.tmp / f"supervisor-{len(self.procs)}.log", "w")
         proc = subprocess.Popen(cmd, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
