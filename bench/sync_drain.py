@@ -36,8 +36,11 @@ from bench._common import ping_rate
 QUEUE = "bench-sync"
 APP_MODULE = "_fastq_bench_noop"
 APP = f'''"""No-op handlers of bench/sync_drain.py (written to a temporary directory on each run)."""
+import sys
+
 import fastq
 
+print("fastq-bench-app: fastq from " + fastq.__file__, file=sys.stderr)
 mux = fastq.ServeMux()
 
 
@@ -64,10 +67,13 @@ def _drain(url: str, client: fastq.Client, kind: str, tasks: int, args: argparse
            "--log-level", "WARNING", *flags]
     env = {**os.environ, "PYTHONPATH": pythonpath}
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    # cwd: `python -m` puts the working directory first on sys.path, before PYTHONPATH
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, cwd=pythonpath.split(os.pathsep)[-1])
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True).start()  # type: ignore[union-attr]
     first: Optional[float] = None
+    cpu0: dict[int, float] = {}
+    done0 = 0
     done = 0
     try:
         while done < tasks:
@@ -78,15 +84,37 @@ def _drain(url: str, client: fastq.Client, kind: str, tasks: int, args: argparse
             done = int(r.get(key) or 0)
             if first is None and done:
                 first = time.perf_counter()
+                cpu0 = _cpu(proc.pid)
+                done0 = done
             time.sleep(0.005)
         end = time.perf_counter()
+        cpu1 = _cpu(proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
+    origin = next((line.split(" from ", 1)[1].strip() for line in lines if "fastq-bench-app:" in line), "?")
+    expected = str(Path(pythonpath.split(os.pathsep)[0], "fastq", "__init__.py"))
+    if origin != expected:
+        raise SystemExit(f"the workers imported fastq from {origin}, not {expected}")
     errors = [line for line in lines if "ERROR" in line or "Traceback" in line]
     if errors:
         print("".join(errors[:5]), file=sys.stderr)
-    return {"per_s": tasks / (end - (first or start)), "ping": ping}
+    cpu = sum(t - cpu0.get(pid, 0.0) for pid, t in cpu1.items())
+    return {"per_s": tasks / (end - (first or start)), "ping": ping, "cpu_us": cpu / max(1, tasks - done0) * 1e6}
+
+
+def _cpu(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each worker process under the supervisor ``pid``."""
+    import psutil
+
+    out = {}
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            t = child.cpu_times()
+        except psutil.Error:
+            continue
+        out[child.pid] = t.user + t.system
+    return out
 
 
 def main() -> int:
@@ -131,17 +159,18 @@ def main() -> int:
                     res = _drain(url, client, kind, args.tasks, args, os.pathsep.join([tree, appdir]), flags)
                     runs[(name, kind)].append(res)
                     print(f"round {i + 1} {name:>10} {kind:>5}: {res['per_s']:>9,.0f} tasks/s  "
-                          f"(PING {res['ping']:,.0f}/s)", flush=True)
+                          f"worker CPU {res['cpu_us']:5.1f} us/task  (PING {res['ping']:,.0f}/s)", flush=True)
     finally:
         client.close()
         if server is not None:
             server.stop()
     print(f"\n{args.repeat} rounds, {args.tasks:,} no-op tasks, {args.processes} processes x {args.concurrency}; "
-          "median tasks/s (PING/s median over the rounds):")
+          "median tasks/s and worker CPU per task (PING/s median over the rounds):")
     for name, _, flags in variants:
         med = {k: statistics.median(r["per_s"] for r in runs[(name, k)]) for k in kinds}
         pings = statistics.median(r["ping"] for k in kinds for r in runs[(name, k)])
-        line = "  ".join(f"{k} {med[k]:>9,.0f}" for k in kinds)
+        cpu = {k: statistics.median(r["cpu_us"] for r in runs[(name, k)]) for k in kinds}
+        line = "  ".join(f"{k} {med[k]:>9,.0f} ({cpu[k]:.1f} us CPU)" for k in kinds)
         ratio = f"  sync/async {med['sync'] / med['async']:.2f}" if len(kinds) == 2 else ""
         label = f"{name} {' '.join(flags)}".strip()
         print(f"  {label:<28} {line}{ratio}  (PING {pings:,.0f}/s)")
