@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import fastq
-from fastq import keys
-
 from bench._common import ping_rate
+from fastq import keys
 
 QUEUE = "bench-sync"
 APP_MODULE = "_fastq_bench_noop"
-APP = f'''"""No-op handlers of bench/sync_drain.py (written to a temporary directory on each run)."""
+APP = '''"""No-op handlers of bench/sync_drain.py (written to a temporary directory on each run)."""
 import sys
 
 import fastq
@@ -175,7 +174,7 @@ def main() -> int:
         label = f"{name} {' '.join(flags)}".strip()
         print(f"  {label:<28} {line}{ratio}  (PING {pings:,.0f}/s)")
         if len(kinds) == 2:  # the ratio round by round: each pair ran back to back
-            pairs = [s["per_s"] / a["per_s"] for a, s in zip(runs[(name, "async")], runs[(name, "sync")])]
+            pairs = [s["per_s"] / a["per_s"] for a, s in zip(runs[(name, "async")], runs[(name, "sync")], strict=True)]
             print(f"  {'':<28} per-round sync/async: {', '.join(f'{x:.2f}' for x in pairs)}")
     if args.json:
         print(json.dumps({f"{n}/{k}": v for (n, k), v in runs.items()}, indent=2))
