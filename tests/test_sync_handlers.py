@@ -117,3 +117,24 @@ def test_a_sync_handler_past_its_deadline_fails_with_deadline_exceeded(redis_url
 def test_pool_must_be_threads_or_inline():
     with pytest.raises(InvalidOptionError, match=r"pool must be one of 'threads', 'inline', got 'process'"):
         fastq.WorkerConfig(pool="process")
+
+
+def test_a_blocking_inline_handler_is_named_by_the_loop_watch_and_keeps_its_lease(redis_url, r, caplog):
+    """--pool inline: a def handler that blocks stops the loop; the lease thread names the task
+    (not "not inside a task handler") and keeps its lease, so it runs once."""
+
+    def handler(task):
+        time.sleep(1.6)
+
+    async def main():
+        info = fastq.Client(redis_url).enqueue(fastq.Task("inline:slow"))
+        async with RunningWorker(handler, redis_url, pool="inline", lease_duration=3) as w:
+            await async_wait_for(lambda: w.worker.processor.processed == 1, what="the task done")
+        return info.id
+
+    with caplog.at_level(logging.WARNING, logger="fastq"):
+        tid = asyncio.run(main())
+    blocked = [rec.getMessage() for rec in caplog.records if "blocked" in rec.getMessage()]
+    assert len(blocked) == 1 and f"by task {tid} (inline:slow)" in blocked[0], blocked
+    assert "in handler()" in blocked[0]
+    assert r.get("asynq:{default}:processed") == b"1" and not r.get("asynq:{default}:failed")

@@ -450,6 +450,11 @@ class Processor:
 
     # ------------------------------------------------- what other parts read
 
+    @property
+    def sync_pool(self) -> Any:
+        """Where sync handlers run (``fastq.server.sync_pool``); the lease thread's watch reads it."""
+        return self._pool
+
     def holds(self, tid: TaskId) -> bool:
         """True while this process runs ``tid`` or has its outcome unwritten (its lease is ours)."""
         return tid in self.running or self.acks.holds(tid)

@@ -31,12 +31,15 @@ Both run each handler in its own copy of the dispatching context (``job.cctx``),
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import deque
 from typing import Any, Callable, Optional
 
 __all__ = ["SyncJob", "ThreadPool", "InlinePool", "POOLS", "make_pool", "STALL", "INLINE_SLICE"]
+
+log = logging.getLogger("fastq.processor")
 
 POOLS = ("threads", "inline")
 STALL = 0.005  # a job waiting this long wakes threads for every waiting job
@@ -172,7 +175,11 @@ class ThreadPool:
         finished = self._finished
         on_done = self.on_done
         while finished:
-            on_done(finished.popleft())
+            job = finished.popleft()
+            try:
+                on_done(job)
+            except Exception:  # a bug settling one task must not strand the others of the batch
+                log.exception("settling the sync task %s failed", getattr(job.run, "id", "?"))
 
     def close(self) -> None:
         """Stop the threads once they are idle (running handlers are not interrupted)."""
@@ -233,6 +240,7 @@ class InlinePool:
         self._jobs: deque[SyncJob] = deque()
         self._pending = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self.current: Optional[SyncJob] = None  # the job running on the loop now (the lease thread's watch)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -251,8 +259,13 @@ class InlinePool:
         end = time.monotonic() + self.slice
         while jobs:
             job = jobs.popleft()
+            self.current = job
             job.execute()
-            on_done(job)
+            self.current = None
+            try:
+                on_done(job)
+            except Exception:  # a bug settling one task must not strand the others of the batch
+                log.exception("settling the sync task %s failed", getattr(job.run, "id", "?"))
             if time.monotonic() >= end and jobs:  # let the loop run (acks, heartbeats, async tasks)
                 self._pending = True
                 assert self._loop is not None
