@@ -299,10 +299,10 @@ class LeaseKeeper:
             del frame
 
     def _warn(self, ctx: Any, where: str, seconds: float) -> None:
-        cure = ("blocking calls (time.sleep, requests, sync database drivers, CPU-heavy work) must not run in "
-                "an async def handler: await their async versions (e.g. await asyncio.sleep()), or declare the "
-                "handler with def so it runs in a thread (with the default --pool threads). Its lease is kept meanwhile; the other tasks of this "
-                "process wait")
+        cure = ("blocking calls (time.sleep, requests, sync database drivers, CPU-heavy work) must not run on "
+                "the event loop (an async def handler, or a def handler under --pool inline): await their async "
+                "versions (e.g. await asyncio.sleep()), or declare the handler with def so it runs in a thread "
+                "(--pool threads, the default). Its lease is kept meanwhile; the other tasks of this process wait")
         if ctx is None:
             log.warning("event loop of worker %d blocked for %.1fs so far, at %s (not inside a task handler): %s",
                         os.getpid(), seconds, where, cure)
