@@ -55,11 +55,16 @@ class SyncJob:
         self.run = run
         self.cctx = cctx
         self.fn = fn
-        self.args = args
+        self.args: Any = args
         self.exc: Optional[BaseException] = None
         self.result: Any = None
         self.queued = 0.0  # time.monotonic() when submitted
         self.state = 0  # 0 queued, 1 running, 2 done (ran or skipped)
+
+    def release(self) -> None:
+        """Once settled: drop the references, so that the task's objects (the processor's entry
+        holds this job) are freed by reference counting instead of waiting for the cyclic GC."""
+        self.run = self.cctx = self.args = self.result = self.exc = None
 
     def done(self) -> bool:
         """True once the handler returned or raised (or was skipped): its thread is free."""
@@ -180,6 +185,7 @@ class ThreadPool:
                 on_done(job)
             except Exception:  # a bug settling one task must not strand the others of the batch
                 log.exception("settling the sync task %s failed", getattr(job.run, "id", "?"))
+            job.release()
 
     def close(self) -> None:
         """Stop the threads once they are idle (running handlers are not interrupted)."""
@@ -266,6 +272,7 @@ class InlinePool:
                 on_done(job)
             except Exception:  # a bug settling one task must not strand the others of the batch
                 log.exception("settling the sync task %s failed", getattr(job.run, "id", "?"))
+            job.release()
             if time.monotonic() >= end and jobs:  # let the loop run (acks, heartbeats, async tasks)
                 self._pending = True
                 assert self._loop is not None
