@@ -27,11 +27,22 @@ def job_for(run: Run, fn, *args) -> SyncJob:
     return SyncJob(run, cctx, fn, *args)
 
 
+class Settled(list):
+    """The pool's on_done: records (run name, result, exception) of each job as it is settled
+    (the pool drops the job's references right after)."""
+
+    def __call__(self, job: SyncJob) -> None:
+        self.append((job.run.name, job.result, job.exc))
+
+    def by_name(self) -> dict:
+        return {name: (result, exc) for name, result, exc in self}
+
+
 def read_var() -> tuple[str, str]:
     return VAR.get(), threading.current_thread().name
 
 
-async def settle_all(pool, jobs: list[SyncJob], finished: list[SyncJob], timeout: float = 10.0) -> None:
+async def settle_all(pool, jobs: list[SyncJob], finished: list, timeout: float = 10.0) -> None:
     end = time.monotonic() + timeout
     while len(finished) < len(jobs):
         assert time.monotonic() < end, f"{len(finished)} of {len(jobs)} jobs settled"
@@ -42,12 +53,12 @@ async def settle_all(pool, jobs: list[SyncJob], finished: list[SyncJob], timeout
 def test_each_job_runs_in_its_own_context_and_is_settled_on_the_loop(kind):
     async def main():
         loop_thread = threading.current_thread()
-        finished: list[SyncJob] = []
+        finished = Settled()
         settled_on: set[threading.Thread] = set()
 
         def on_done(job: SyncJob) -> None:
             settled_on.add(threading.current_thread())
-            finished.append(job)
+            finished(job)
 
         pool = make_pool(kind, 8, on_done)
         pool.bind(asyncio.get_running_loop())
@@ -56,9 +67,10 @@ def test_each_job_runs_in_its_own_context_and_is_settled_on_the_loop(kind):
         await settle_all(pool, jobs, finished)
         pool.close()
         assert settled_on == {loop_thread}
-        assert sorted(j.run.name for j in finished) == sorted(r.name for r in runs)
-        assert all(j.done() and j.exc is None and j.result[0] == j.run.name for j in jobs)
-        ran_on = {j.result[1] for j in jobs}
+        outcomes = finished.by_name()
+        assert len(finished) == len(outcomes) == 500 and all(j.done() and j.run is None for j in jobs)
+        assert all(exc is None and result[0] == name for name, (result, exc) in outcomes.items())
+        ran_on = {result[1] for result, _ in outcomes.values()}
         if kind == "inline":
             assert ran_on == {loop_thread.name}
         else:
@@ -79,8 +91,8 @@ def test_exceptions_are_the_outcome_and_settled_jobs_are_skipped(kind):
         return name
 
     async def main():
-        finished: list[SyncJob] = []
-        pool = make_pool(kind, 4, finished.append)
+        finished = Settled()
+        pool = make_pool(kind, 4, finished)
         pool.bind(asyncio.get_running_loop())
         skipped = Run("skipped")
         jobs = [pool.submit(job_for(Run(n), work, n)) for n in ("ok", "boom")]
@@ -88,8 +100,9 @@ def test_exceptions_are_the_outcome_and_settled_jobs_are_skipped(kind):
         skipped.done = True  # settled (deadline, cancel) before a thread took it
         await settle_all(pool, jobs, finished)
         pool.close()
-        assert jobs[0].result == "ok" and jobs[0].exc is None
-        assert isinstance(jobs[1].exc, SystemExit)
+        outcomes = finished.by_name()
+        assert outcomes["ok"] == ("ok", None)
+        assert isinstance(outcomes["boom"][1], SystemExit)
         assert jobs[2].done() and "skipped" not in ran
 
     asyncio.run(main())
@@ -104,8 +117,8 @@ def test_a_blocking_handler_does_not_hold_up_the_jobs_queued_behind_it():
         assert release.wait(30)
 
     async def main():
-        finished: list[SyncJob] = []
-        pool = ThreadPool(16, finished.append)
+        finished = Settled()
+        pool = ThreadPool(16, finished)
         pool.bind(asyncio.get_running_loop())
         blocker = pool.submit(job_for(Run("blocker"), block))
         quick = [pool.submit(job_for(Run(f"q{i}"), read_var)) for i in range(50)]
@@ -129,21 +142,21 @@ def test_blocking_handlers_run_up_to_max_threads_at_once():
     barrier = threading.Barrier(20, timeout=20)
 
     async def main():
-        finished: list[SyncJob] = []
-        pool = ThreadPool(20, finished.append)
+        finished = Settled()
+        pool = ThreadPool(20, finished)
         pool.bind(asyncio.get_running_loop())
         jobs = [pool.submit(job_for(Run(f"b{i}"), barrier.wait)) for i in range(20)]
         await settle_all(pool, jobs, finished, timeout=30)
         pool.close()
-        assert all(j.exc is None for j in jobs)
+        assert all(exc is None for _, _, exc in finished)
 
     asyncio.run(main())
 
 
 def test_quick_jobs_do_not_wake_a_thread_per_job():
     async def main():
-        finished: list[SyncJob] = []
-        pool = ThreadPool(100, finished.append, stall=60.0)  # no watchdog wake-ups in this test
+        finished = Settled()
+        pool = ThreadPool(100, finished, stall=60.0)  # no watchdog wake-ups in this test
         pool.bind(asyncio.get_running_loop())
         jobs = [pool.submit(job_for(Run(f"t{i}"), read_var)) for i in range(200)]
         await settle_all(pool, jobs, finished)
@@ -161,8 +174,8 @@ def test_inline_pool_yields_to_the_loop_between_slices():
         order.append(name)
 
     async def main():
-        finished: list[SyncJob] = []
-        pool = InlinePool(finished.append, slice_seconds=0.005)
+        finished = Settled()
+        pool = InlinePool(finished, slice_seconds=0.005)
         pool.bind(asyncio.get_running_loop())
         jobs = [pool.submit(job_for(Run(f"s{i}"), slow, f"s{i}")) for i in range(10)]
         asyncio.get_running_loop().call_soon(order.append, "loop")
