@@ -12,9 +12,10 @@ and every woken thread fights the loop for the GIL. Here:
 * jobs go to one shared deque; the threads already working take them from it without any lock
   or wake-up. Once per event-loop iteration (``_kick``) the pool wakes a thread only if none is
   working; a dequeue batch of 200 tasks costs at most one wake-up.
-* a watchdog on the loop (every ``STALL`` seconds while jobs wait) wakes one thread per waiting
-  job as soon as the oldest job has waited ``STALL``: handlers that block (I/O, sleeps) still run
-  ``concurrency`` at a time, as with one thread per task, after at most that much delay.
+* handlers that block (I/O, sleeps) still run ``concurrency`` at a time, as with one thread per
+  task: new jobs that find every working thread inside a handler for ``BUSY`` or longer wake a
+  thread each at once, and a watchdog on the loop (every ``STALL`` seconds while jobs wait) does
+  the same for jobs that have waited ``STALL`` (a handler that blocked after they were queued).
 * finished jobs go to a second deque; the loop is woken (``call_soon_threadsafe``) only when
   that deque was empty and no wake-up is pending, and settles everything in it at once.
 
@@ -37,12 +38,13 @@ import time
 from collections import deque
 from typing import Any, Callable, Optional
 
-__all__ = ["SyncJob", "ThreadPool", "InlinePool", "POOLS", "make_pool", "STALL", "INLINE_SLICE"]
+__all__ = ["SyncJob", "ThreadPool", "InlinePool", "POOLS", "make_pool", "STALL", "BUSY", "INLINE_SLICE"]
 
 log = logging.getLogger("fastq.processor")
 
 POOLS = ("threads", "inline")
 STALL = 0.005  # a job waiting this long wakes threads for every waiting job
+BUSY = 0.001  # new jobs find every working thread in a handler for this long: wake threads for them
 INLINE_SLICE = 0.005  # an inline batch yields to the loop after this long
 
 
@@ -86,10 +88,11 @@ class SyncJob:
 class _Slot:
     """One pool thread's state, read by the watchdog."""
 
-    __slots__ = ("idle",)
+    __slots__ = ("idle", "since")
 
     def __init__(self) -> None:
         self.idle = False
+        self.since = 0.0  # time.monotonic() when its current job started; 0.0 between jobs
 
 
 class ThreadPool:
@@ -137,6 +140,8 @@ class ThreadPool:
         with self._cond:
             if self._working == 0:
                 self._wake(1)
+            elif self._all_busy():  # every working thread is inside a handler that runs a while
+                self._wake(len(self._jobs) - self._wakes)
         if self._watch is None and self._loop is not None:
             self._watch = self._loop.call_later(self.stall, self._watchdog)
 
@@ -155,6 +160,17 @@ class ThreadPool:
                 self._wake(len(jobs) - self._wakes)
         assert self._loop is not None
         self._watch = self._loop.call_later(self.stall, self._watchdog)
+
+    def _all_busy(self) -> bool:
+        """True when no thread is about to take a job: every working thread has been inside its
+        current handler for ``BUSY`` or longer (call with ``_cond`` held)."""
+        if self._wakes:
+            return False
+        now = time.monotonic()
+        for slot in self._slots:
+            if not slot.idle and (slot.since == 0.0 or now - slot.since < BUSY):
+                return False
+        return True
 
     def _wake(self, n: int) -> None:
         """Wake (or start) up to ``n`` more threads; call with ``_cond`` held."""
@@ -202,6 +218,7 @@ class ThreadPool:
     def _work(self, slot: _Slot) -> None:
         jobs, finished, cond = self._jobs, self._finished, self._cond
         pop = jobs.popleft
+        monotonic = time.monotonic
         while True:
             try:
                 job = pop()
@@ -224,7 +241,9 @@ class ThreadPool:
                     else:  # closing
                         return
                 continue
+            slot.since = monotonic()
             job.execute()
+            slot.since = 0.0
             finished.append(job)
             if not self._signalled:
                 self._signalled = True

@@ -184,3 +184,29 @@ def test_inline_pool_yields_to_the_loop_between_slices():
         assert "loop" in order[1:-1]  # the loop ran between two slices, not after the last job
 
     asyncio.run(main())
+
+
+def test_a_job_arriving_while_every_thread_blocks_gets_a_thread_at_once():
+    """No wait for the watchdog (switched off here): the new job finds the only working thread
+    inside a handler for a while, so it wakes another."""
+    release = threading.Event()
+
+    async def main():
+        finished = Settled()
+        pool = ThreadPool(4, finished, stall=60.0)
+        pool.bind(asyncio.get_running_loop())
+        blocker = pool.submit(job_for(Run("blocker"), release.wait, 30))
+        while blocker.state != 1:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)
+        late = pool.submit(job_for(Run("late"), read_var))
+        end = time.monotonic() + 10
+        while not late.done():
+            assert time.monotonic() < end, "the new job waited for the blocked thread"
+            await asyncio.sleep(0.001)
+        assert not blocker.done()
+        release.set()
+        await settle_all(pool, [blocker, late], finished)
+        pool.close()
+
+    asyncio.run(main())
