@@ -286,8 +286,9 @@ class LeaseKeeper:
                 stack.add(id(f))
                 f = f.f_back
             inline = getattr(self.processor.sync_pool, "current", None)  # a def handler run by --pool inline
-            if inline is not None:
-                return inline.run.ctx, where
+            run = getattr(inline, "run", None)  # None once settled (the loop may run again meanwhile)
+            if run is not None:
+                return run.ctx, where
             for run in self.processor.running_snapshot().values():
                 get_coro = getattr(run.future, "get_coro", None)  # an asyncio.Task for async handlers
                 coro = get_coro() if get_coro is not None else None
