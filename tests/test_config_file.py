@@ -183,6 +183,8 @@ def test_every_supervisor_flag_is_settable_from_env_and_file(clean_env, tmp_path
     ('[supervisor]\nqueues = { a = 0 }\n', "[supervisor] queues: queues {'a': 0}: weight of 'a' must be at least 1"),
     ('[supervisor]\nqueues = "a,,b"\n', "[supervisor] queues: queues 'a,,b': empty entry"),
     ('[supervisor]\nlog_level = "debug"\n', "[supervisor] log_level: invalid choice 'debug' (choose from 'DEBUG'"),
+    ('[supervisor]\npool = "processes"\n',
+     "[supervisor] pool: invalid choice 'processes' (choose from 'threads', 'inline')"),
     ('[supervisor]\napp = 42\n', "[supervisor] app: expected a string, got int 42"),
     ('[supervisor]\nprocesses = \n', "not valid TOML"),
     ('[supervisor]\n[supervisor]\n', "not valid TOML"),
@@ -211,6 +213,8 @@ def test_config_file_that_cannot_be_read(clean_env, tmp_path, capsys):
     ("FASTQ_STRICT_PRIORITY", "maybe", "environment variable FASTQ_STRICT_PRIORITY: expected a boolean"),
     ("FASTQ_SHUTDOWN_TIMEOUT", "inf", "environment variable FASTQ_SHUTDOWN_TIMEOUT: must be a finite number"),
     ("FASTQ_LOG_LEVEL", "LOUD", "environment variable FASTQ_LOG_LEVEL: invalid choice 'LOUD'"),
+    ("FASTQ_POOL", "fibers",
+     "environment variable FASTQ_POOL: invalid choice 'fibers' (choose from 'threads', 'inline')"),
     ("FASTQ_LEASE_DURATION", "2", "environment variable FASTQ_LEASE_DURATION: must be at least 3, got 2"),
 ])
 def test_bad_environment_variable_is_one_error_naming_it(clean_env, capsys, name, value, message):
@@ -355,3 +359,44 @@ def test_scheduler_bad_settings_exit_2_naming_them(clean_env, tmp_path, capsys, 
         clean_env.setenv(name, value)
     argv = ["--config", write(tmp_path, text)] if text else []
     assert message in bad(capsys, *argv, main=scheduler_cli.main, prog="fastq-scheduler")
+
+
+def test_bad_pool_flag_is_one_error_naming_the_option(clean_env, capsys):
+    err = bad(capsys, "app:mux", "--pool", "processes")
+    assert "--pool" in err and "'processes'" in err and "threads" in err and "inline" in err, err
+
+
+def test_pool_reaches_the_worker_config_from_each_place(clean_env, capsys, tmp_path):
+    assert print_config(capsys)["pool"] == ('"threads"', "default")
+    conf = write(tmp_path, '[supervisor]\npool = "inline"\n')
+    assert print_config(capsys, "--config", conf)["pool"][0] == '"inline"'
+    clean_env.setenv("FASTQ_POOL", "inline")
+    assert print_config(capsys)["pool"] == ('"inline"', "environment variable FASTQ_POOL")
+
+
+@pytest.mark.parametrize("argv, env, expected", [
+    ([], {}, "threads"),
+    (["--pool", "inline"], {}, "inline"),
+    ([], {"FASTQ_POOL": "inline"}, "inline"),
+])
+def test_pool_reaches_the_workers_config(clean_env, monkeypatch, argv, env, expected):
+    import fastq.server.supervisor as supervisor
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, handler, config, *args, **kwargs):
+            seen.append(config)
+
+        def run(self):
+            return 0
+
+    monkeypatch.setattr(supervisor, "Supervisor", Recorder)
+    monkeypatch.setattr(cli, "_preflight", lambda url: None)
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    try:
+        code = cli.main(["fastq.demo:mux", *argv])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 0 and [c.pool for c in seen] == [expected]

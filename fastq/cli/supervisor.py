@@ -85,6 +85,10 @@ def _stop_before_start(signum: int, _frame: object) -> None:
 @click.option("--hard-timeout-grace", type=NumberAtLeast(0), default=30.0, metavar="SECONDS",
               help="recycle a worker whose sync handler is still running this long after its task "
                    "timed out or was cancelled (default: 30)")
+@click.option("--pool", type=click.Choice(["threads", "inline"]), default="threads",
+              help="where plain def handlers run: threads (up to --concurrency threads, fed in batches) or "
+                   "inline on each worker's event loop (fastest for handlers that take microseconds; one "
+                   "that blocks stops that worker's loop) (default: threads)")
 @click.option("--log-tasks", is_flag=True, default=False,
               help="log one INFO line per finished task with its outcome and duration (default: off; "
                    "costs throughput at high task rates)")
@@ -205,7 +209,7 @@ def _run(args: dict[str, Any], metrics: object) -> int:
     fields = {name: name for name in ("concurrency", "queues", "strict_priority", "shutdown_timeout", "batch_size",
                                       "poll_interval", "lease_duration", "hard_timeout_grace", "on_start",
                                       "group_aggregator", "group_grace_period", "group_max_delay", "group_max_size",
-                                      "log_tasks", "keyspace_wakeup")}
+                                      "log_tasks", "keyspace_wakeup", "pool")}
     fields["max_tasks"] = "max_tasks_per_child"
     values = {field: args[setting] for field, setting in fields.items()}
     values.update(poll_interval=max(args["poll_interval"], 0.001), on_start=on_start, group_aggregator=group_aggregator)

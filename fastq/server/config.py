@@ -13,6 +13,7 @@ from fastq.logging import TaskLog
 from fastq.redis.facade import default_url
 from fastq.retry import default_retry_delay
 from fastq.server.limits import TaskLimits, check_limits
+from fastq.server.sync_pool import POOLS
 
 __all__ = ["WorkerConfig", "parse_queues"]
 
@@ -116,6 +117,10 @@ class WorkerConfig:
     # A sync handler still running this long after its task was settled (deadline, cancel) makes
     # the worker recycle itself: the process exit is the only way to stop a stuck thread.
     hard_timeout_grace: float = 30.0
+    # Where plain def handlers run (fastq.server.sync_pool): "threads", up to concurrency threads fed
+    # in batches; or "inline", on the event loop thread (fastest for handlers that take microseconds;
+    # one that blocks stops the loop).
+    pool: str = "threads"
     # Stop (gracefully) after this many tasks so the supervisor forks a fresh process; 0 = never.
     max_tasks: int = 0
     # Stored error text is cut to this many characters.
@@ -181,6 +186,8 @@ class WorkerConfig:
         _positive("janitor_batch", self.janitor_batch, 1, integer=True)
         _positive("max_error_length", self.max_error_length, 16, integer=True)
         _positive("deadline_check_interval", self.deadline_check_interval, 0.001)
+        if self.pool not in POOLS:
+            raise InvalidOptionError(f"pool must be one of {', '.join(map(repr, POOLS))}, got {self.pool!r}")
         self._check_groups()
         self.limits = check_limits(self.limits)
 

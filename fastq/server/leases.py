@@ -288,6 +288,10 @@ class LeaseKeeper:
             while f is not None:  # the frames stay alive (we hold the innermost): their ids are unique
                 stack.add(id(f))
                 f = f.f_back
+            inline = getattr(self.processor.sync_pool, "current", None)  # a def handler run by --pool inline
+            run = getattr(inline, "run", None)  # None once settled (the loop may run again meanwhile)
+            if run is not None:
+                return run.ctx, where
             for run in self.processor.running_snapshot().values():
                 get_coro = getattr(run.future, "get_coro", None)  # an asyncio.Task for async handlers
                 coro = get_coro() if get_coro is not None else None
@@ -299,10 +303,10 @@ class LeaseKeeper:
             del frame
 
     def _warn(self, ctx: Any, where: str, seconds: float) -> None:
-        cure = ("blocking calls (time.sleep, requests, sync database drivers, CPU-heavy work) must not run in "
-                "an async def handler: await their async versions (e.g. await asyncio.sleep()), or declare the "
-                "handler with def so it runs in a thread. Its lease is kept meanwhile; the other tasks of this "
-                "process wait")
+        cure = ("blocking calls (time.sleep, requests, sync database drivers, CPU-heavy work) must not run on "
+                "the event loop (an async def handler, or a def handler under --pool inline): await their async "
+                "versions (e.g. await asyncio.sleep()), or declare the handler with def so it runs in a thread "
+                "(--pool threads, the default). Its lease is kept meanwhile; the other tasks of this process wait")
         if ctx is None:
             log.warning("event loop of worker %d blocked for %.1fs so far, at %s (not inside a task handler): %s",
                         os.getpid(), seconds, where, cure)

@@ -6,7 +6,8 @@ fetches and dispatches; every Redis call goes through ``fastq._rdb.worker``:
 * ``fetch_loop`` claims up to ``min(free slots, batch_size)`` tasks per
   dequeue script call and starts each one; it waits while every slot is busy
   and backs off (1 ms doubling up to ``poll_interval``) while queues are empty.
-* Async handlers run as asyncio tasks, sync handlers in a thread pool; each
+* Async handlers run as asyncio tasks, sync handlers in a thread pool fed in batches
+  (or inline on the loop: ``fastq.server.sync_pool``); each
   runs in its own context where ``fastq.get_task_id()`` and friends answer.
 * Outcomes (``fastq._rdb.outcome``: done, complete, retry, archive, requeue)
   go to a buffer (``fastq.server.acks``) that ``ack_loop`` writes in one
@@ -27,7 +28,6 @@ import contextvars
 import itertools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 from redis.exceptions import RedisError, ResponseError
@@ -46,6 +46,7 @@ from fastq.server.hooks import LOST, Hooks
 from fastq.server.limits import Limits
 from fastq.server.loops import jittered_sleep
 from fastq.server.queues import QueueSelector
+from fastq.server.sync_pool import SyncJob, make_pool
 from fastq.server.unusable import UNDECODABLE_TYPE, archive_unusable, printable_id, undecodable_message
 from fastq.task import Task
 
@@ -154,7 +155,7 @@ class Processor:
         self._wake = asyncio.Event()  # set when a queue we serve stops being empty (fastq_notify)
         self._token_prefix = f"{server_id}:"
         self._claims = itertools.count(1)
-        self._pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="fastq-sync")
+        self._pool = make_pool(cfg.pool, cfg.concurrency, self._sync_done)  # fastq.server.sync_pool
 
     # ------------------------------------------------------------------ loops
 
@@ -165,6 +166,7 @@ class Processor:
         self._idle_event = asyncio.Event()
         self._idle_event.set()
         self._wake = asyncio.Event()
+        self._pool.bind(self._loop)
         self.acks.bind()
 
     async def fetch_loop(self) -> None:
@@ -332,8 +334,7 @@ class Processor:
                 cctx = contextvars.copy_context()
                 cctx.run(set_current, ctx)
                 task = Task._trusted(msg.type, msg.payload, msg.headers)
-                run.future = self._loop.run_in_executor(self._pool, cctx.run, _call_sync, handler, task)
-                run.future.add_done_callback(lambda fut, run=run: self._sync_done(run, fut))
+                run.future = self._pool.submit(SyncJob(run, cctx, _call_sync, handler, task))
         except Exception as exc:  # noqa: BLE001 - a bug or a message nobody planned for
             log.exception("task %s in queue %s could not be started", tid, queue)
             if tid in self.running:
@@ -355,14 +356,17 @@ class Processor:
         else:
             self._finish(run, None, result)
 
-    def _sync_done(self, run: _Running, fut: Any) -> None:
+    def _sync_done(self, job: SyncJob) -> None:
+        """A sync handler returned (``fastq.server.sync_pool`` calls this on the loop). Past its
+        deadline it fails with "context deadline exceeded", as in Asynq, even if the deadline loop
+        did not catch it running (inline handlers, or between two checks)."""
+        run = job.run
         if run.done:
             return
-        if fut.cancelled():
-            self._finish(run, Aborted("context canceled"))
+        if run.deadline <= time.time():
+            self.abort(run, ABORT_DEADLINE)
             return
-        exc = fut.exception()
-        self._finish(run, exc, None if exc is not None else fut.result())
+        self._finish(run, job.exc, job.result)
 
     def cancel(self, tid: str) -> bool:
         """Cancel a running task (``asynq:cancel``); it fails with "context canceled"."""
@@ -474,6 +478,11 @@ class Processor:
 
     # ------------------------------------------------- what other parts read
 
+    @property
+    def sync_pool(self) -> Any:
+        """Where sync handlers run (``fastq.server.sync_pool``); the lease thread's watch reads it."""
+        return self._pool
+
     def holds(self, tid: TaskId) -> bool:
         """True while this process runs ``tid`` or has its outcome unwritten (its lease is ours)."""
         return tid in self.running or self.acks.holds(tid)
@@ -532,7 +541,7 @@ class Processor:
         """Write every buffered outcome (retrying until ``flush_timeout``), then stop the loops."""
         await self.acks.close(flush_timeout)
         self._closed = True
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
 
 
 def _fields(run: _Running) -> dict[str, Any]:
