@@ -1,6 +1,7 @@
 #!lua flags=allow-oom
 -- done: acknowledge successful tasks of one queue that have no retention: the task
--- hash is deleted (Asynq's done / doneUnique, batched). Allowed when Redis is out of
+-- hash is deleted (Asynq's done / doneUnique, batched: one ZREM of the leases and one DEL of
+-- the hashes per call, per 500 tasks). Allowed when Redis is out of
 -- memory (it frees memory), so a full Redis still drains.
 -- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease
 -- KEYS[3] asynq:{q}:processed:<YYYY-MM-DD>   KEYS[4] asynq:{q}:processed
@@ -10,20 +11,26 @@
 -- Publishes the settled IDs on asynq:{q}:fastq_done ("done"). Returns the IDs that were not settled.
 local missing = {}
 local settled = {}
+local hashes = {}
+local taken = {}
 local count = 0
 for i = 4, #ARGV, 3 do
     local id = ARGV[i]
     local key = ARGV[2] .. id
-    if fastq_release(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3]) then
-        redis.call("DEL", key)
+    if fastq_release(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3], taken) then
         fastq_unlock(ARGV[i + 2], id)
         count = count + 1
         settled[count] = id
+        hashes[count] = key
     else
         missing[#missing + 1] = id
     end
 end
 if count > 0 then
+    fastq_unlease(KEYS[2], settled)
+    for i = 1, count, 500 do
+        redis.call("DEL", unpack(hashes, i, math.min(i + 499, count)))
+    end
     fastq_incr_daily(KEYS[3], count, ARGV[1])
     fastq_incr_total(KEYS[4], count)
 end

@@ -1,0 +1,203 @@
+"""Redis's own work per task, counted in instructions (valgrind callgrind): repeatable on a noisy box.
+
+    .venv/bin/python -m bench.redis_cost                                  # this tree's done.lua
+    .venv/bin/python -m bench.redis_cost --tree base=/tmp/bench-base --tree new=.   # before/after
+
+For each variant a fresh ``redis-server`` runs under ``valgrind --tool=callgrind`` with
+instrumentation off; N tasks are written in Go Asynq's layout by a raw pipeline (``HSET`` +
+``LPUSH``), instrumentation is switched on (``callgrind_control -i on``) and one client drains them
+the way ``bench/reference.py``'s loop does: each round trip is the ack of the previous batch and the dequeue
+of the next (``fastq/lua/dequeue.lua`` of this tree). The server then exits and its instruction
+count (Ir, everything Redis did: parsing, Lua, commands, replies) is divided by N.
+
+Variants: ``dequeue`` (dequeue only, never acked: the dequeue's share), ``plain`` (Asynq's done:
+``LREM``, ``ZREM``, ``DEL``, ``INCRBY``, see ``bench/reference.py``), and for every ``--tree
+NAME=PATH`` that tree's ``fastq/lua/done.lua`` (with its ``_lib.lua``), acked with lease tokens as
+fastq's workers ack. ``--script complete`` measures ``complete.lua`` (retention) instead.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+QUEUE = "cost"
+
+
+def tree_script(tree: str, name: str) -> str:
+    """``fastq/lua/<name>.lua`` of ``tree`` as fastq loads it (``_lib.lua`` after the shebang)."""
+    lua = Path(tree) / "fastq" / "lua"
+    lib = (lua / "_lib.lua").read_text()
+    body = (lua / f"{name}.lua").read_text()
+    shebang = ""
+    if body.startswith("#!"):
+        shebang, body = body.split("\n", 1)
+        shebang += "\n"
+    return shebang + lib + "\n" + body
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _fill(r: redis.Redis, n: int) -> None:
+    from fastq import keys
+    from fastq._codec import TaskMessage, encode_message
+
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        tid = str(uuid.UUID(int=i + 1))
+        msg = encode_message(TaskMessage(type="demo:noop", payload=b"", id=tid, queue=QUEUE, retry=25, timeout=1800))
+        pipe.hset(keys.task_key(QUEUE, tid), mapping={"msg": msg, "state": "pending", "pending_since": str(i)})
+        pipe.lpush(keys.pending_key(QUEUE), tid)
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    r.sadd(keys.ALL_QUEUES, QUEUE)
+
+
+def _drain(r: redis.Redis, variant: str, source: Optional[str], script: str, batch: int) -> int:
+    from bench.reference import PLAIN_ACK
+    from fastq import keys
+    from fastq._rdb import scripts as s
+    from fastq._rdb.worker import STATS_TTL, dequeue_keys, utc_date
+
+    token = "cost:1"
+    dq_sha = r.script_load(s.DEQUEUE.source)
+    dq_keys = dequeue_keys(QUEUE)
+    dq_args = [batch, 1800, token, keys.task_key_prefix(QUEUE)]
+    prefix = keys.task_key_prefix(QUEUE)
+    now = time.time()
+    expire = int(now) + STATS_TTL
+    active, lease = keys.active_key(QUEUE), keys.lease_key(QUEUE)
+    stats = [keys.processed_key(QUEUE, utc_date(now)), keys.processed_total_key(QUEUE)]
+    ack_sha = None
+    if variant == "plain":
+        ack_sha = r.script_load(PLAIN_ACK)
+    elif variant != "dequeue":
+        ack_sha = r.script_load(source)  # type: ignore[arg-type]
+    acked = 0
+    held: list[tuple[bytes, bytes]] = []
+    while True:
+        pipe = r.pipeline(transaction=False)
+        if held and ack_sha is not None:
+            ids = [tid for tid, _ in held]
+            if variant == "plain":
+                pipe.evalsha(ack_sha, 4, active, lease, *stats, expire, prefix, *ids)
+            elif script == "done":
+                args: list[Any] = [expire, prefix, ""]
+                for tid in ids:
+                    args += (tid, token, "")
+                pipe.evalsha(ack_sha, 4, active, lease, *stats, *args)
+            else:  # complete: retention 1 day, the message as dequeued, no result
+                args = [expire, prefix, ""]
+                for tid, msg in held:
+                    args += (tid, token, int(now) + 86400, msg, "", "")
+                pipe.evalsha(ack_sha, 5, active, lease, keys.completed_key(QUEUE), *stats, *args)
+            acked += len(ids)
+        pipe.evalsha(dq_sha, len(dq_keys), *dq_keys, *dq_args)
+        reply = pipe.execute()[-1]
+        if not reply:
+            return acked
+        held = list(zip(reply[2::2], reply[3::2], strict=True))
+
+
+def measure(variant: str, source: Optional[str], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    port = _free_port()
+    out = workdir / f"callgrind.{variant}.out"
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+         shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    r = redis.Redis(port=port)
+    try:
+        for _ in range(300):
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        _fill(r, args.tasks)
+        subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], check=True, capture_output=True)
+        t0 = time.perf_counter()
+        acked = _drain(r, variant, source, args.script, args.batch)
+        elapsed = time.perf_counter() - t0
+        stats = r.info("commandstats")
+        calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+        try:
+            r.shutdown(nosave=True)
+        except redis.ConnectionError:
+            pass
+    finally:
+        r.close()
+        try:
+            server.wait(120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    text = out.read_text(errors="replace")
+    m = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+    if not m:
+        raise RuntimeError(f"{variant}: no callgrind totals in {out}")
+    skip = ("ping", "info", "hset", "lpush", "sadd", "script|load", "shutdown", "command|docs")
+    inner = sum(v for k, v in calls.items() if k not in skip and k != "evalsha") + calls.get("hset", 0) - args.tasks
+    return {"variant": variant, "tasks": args.tasks, "acked": acked, "ir": int(m.group(1)),
+            "ir_per_task": int(m.group(1)) / args.tasks, "seconds": elapsed,
+            "evalsha_per_task": calls.get("evalsha", 0) / args.tasks, "commands_per_task": inner / args.tasks}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.redis_cost", description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", type=int, default=20_000)
+    p.add_argument("--batch", type=int, default=200, help="tasks per dequeue and per ack")
+    p.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                   help="a fastq tree whose ack script to count; repeatable; default fastq=this tree")
+    p.add_argument("--script", choices=("done", "complete"), default="done")
+    p.add_argument("--variants", default=None, help="comma-separated subset: dequeue, plain, tree names")
+    args = p.parse_args(argv)
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("needs valgrind (callgrind_control)", file=sys.stderr)
+        return 2
+    trees = dict(v.split("=", 1) for v in args.tree) or {"fastq": str(REPO)}
+    names = ["dequeue", "plain", *trees]
+    if args.variants:
+        names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    workdir = Path(tempfile.mkdtemp(prefix="fastq-redis-cost-"))
+    rows = []
+    try:
+        for name in names:
+            source = tree_script(trees[name], args.script) if name in trees else None
+            row = measure(name, source, args, workdir)
+            rows.append(row)
+            print(f"{name:<10} {row['ir_per_task']:>10,.0f} Ir/task  ({row['commands_per_task']:.2f} commands/task "
+                  f"inside {row['evalsha_per_task']:.3f} EVALSHA/task; {row['seconds']:.1f} s under valgrind)",
+                  flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    base = next((row for row in rows if row["variant"] == "dequeue"), None)
+    if base is not None:
+        print(f"\nack alone (minus the dequeue-only run), {args.script}.lua / plain, batch {args.batch}:")
+        for row in rows:
+            if row is not base:
+                print(f"  {row['variant']:<10} {row['ir_per_task'] - base['ir_per_task']:>10,.0f} Ir/task")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
