@@ -8,12 +8,18 @@ instrumentation off; N tasks are written in Go Asynq's layout by a raw pipeline 
 ``LPUSH``), instrumentation is switched on (``callgrind_control -i on``) and one client drains them
 the way ``bench/reference.py``'s loop does: each round trip is the ack of the previous batch and the dequeue
 of the next (``fastq/lua/dequeue.lua`` of this tree). The server then exits and its instruction
-count (Ir, everything Redis did: parsing, Lua, commands, replies) is divided by N.
+count (Ir, everything Redis did: parsing, Lua, commands, replies) is divided by N. The lease zset
+holds ``--resident`` entries of tasks claimed elsewhere throughout, as in a real drain (a zset that
+empties after every batch is rebuilt as a listpack and converted again by the next dequeue, which
+would dominate the count).
 
 Variants: ``dequeue`` (dequeue only, never acked: the dequeue's share), ``plain`` (Asynq's done:
 ``LREM``, ``ZREM``, ``DEL``, ``INCRBY``, see ``bench/reference.py``), and for every ``--tree
 NAME=PATH`` that tree's ``fastq/lua/done.lua`` (with its ``_lib.lua``), acked with lease tokens as
-fastq's workers ack. ``--script complete`` measures ``complete.lua`` (retention) instead.
+fastq's workers ack; and ``drain:NAME``, that tree's ``fastq-supervisor fastq.demo:mux`` (2 processes
+x 100) draining the same tasks: all the Redis work of a real drain, heartbeats and lease extensions
+included (Redis under valgrind is slow, so acks batch more than at full speed). ``--script complete``
+measures ``complete.lua`` (retention) instead, in the loop only.
 """
 from __future__ import annotations
 
@@ -116,6 +122,30 @@ def _drain(r: redis.Redis, variant: str, source: Optional[str], script: str, bat
         held = list(zip(reply[2::2], reply[3::2], strict=True))
 
 
+def _supervisor_drain(r: redis.Redis, port: int, tree: str, args: argparse.Namespace) -> int:
+    """Drain with ``fastq-supervisor`` of ``tree`` (2 processes x 100, fastq.demo's no-op handler
+    registered for the queue's task type); the number of tasks acked."""
+    from fastq import keys
+
+    tree = os.path.abspath(tree)
+    env = {**os.environ, "PYTHONPATH": tree}
+    proc = subprocess.Popen([sys.executable, "-m", "fastq.cli.supervisor", "fastq.demo:mux", "--redis-url",
+                             f"redis://127.0.0.1:{port}/0", "--processes", "2", "--concurrency", "100",
+                             "--batch-size", str(args.batch), "--queues", QUEUE, "--log-level", "WARNING"],
+                            cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while int(r.get(keys.processed_total_key(QUEUE)) or 0) < args.tasks:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"fastq-supervisor of {tree}: exited or timed out")
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return args.tasks
+
+
 def measure(variant: str, source: Optional[str], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     port = _free_port()
     out = workdir / f"callgrind.{variant}.out"
@@ -133,9 +163,16 @@ def measure(variant: str, source: Optional[str], args: argparse.Namespace, workd
             except redis.ConnectionError:
                 time.sleep(0.1)
         _fill(r, args.tasks)
+        if args.resident:  # other workers' leases: the lease zset never empties (as in a real drain)
+            from fastq import keys
+
+            r.zadd(keys.lease_key(QUEUE), {f"resident-{i}": 4e9 for i in range(args.resident)})
         subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], check=True, capture_output=True)
         t0 = time.perf_counter()
-        acked = _drain(r, variant, source, args.script, args.batch)
+        if variant.startswith("drain:"):  # the real thing: fastq-supervisor of that tree
+            acked = _supervisor_drain(r, port, args.trees[variant[6:]], args)
+        else:
+            acked = _drain(r, variant, source, args.script, args.batch)
         elapsed = time.perf_counter() - t0
         stats = r.info("commandstats")
         calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
@@ -167,14 +204,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--batch", type=int, default=200, help="tasks per dequeue and per ack")
     p.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
                    help="a fastq tree whose ack script to count; repeatable; default fastq=this tree")
+    p.add_argument("--resident", type=int, default=1000,
+                   help="lease entries of tasks held elsewhere, so the lease zset never empties (0: none)")
     p.add_argument("--script", choices=("done", "complete"), default="done")
     p.add_argument("--variants", default=None, help="comma-separated subset: dequeue, plain, tree names")
     args = p.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("needs valgrind (callgrind_control)", file=sys.stderr)
         return 2
-    trees = dict(v.split("=", 1) for v in args.tree) or {"fastq": str(REPO)}
-    names = ["dequeue", "plain", *trees]
+    trees = args.trees = dict(v.split("=", 1) for v in args.tree) or {"fastq": str(REPO)}
+    names = ["dequeue", "plain", *trees, *(f"drain:{t}" for t in trees)]
     if args.variants:
         names = [n.strip() for n in args.variants.split(",") if n.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="fastq-redis-cost-"))
@@ -182,6 +221,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         for name in names:
             source = tree_script(trees[name], args.script) if name in trees else None
+            if name.startswith("drain:") and args.script != "done":
+                continue
             row = measure(name, source, args, workdir)
             rows.append(row)
             print(f"{name:<10} {row['ir_per_task']:>10,.0f} Ir/task  ({row['commands_per_task']:.2f} commands/task "
@@ -193,7 +234,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if base is not None:
         print(f"\nack alone (minus the dequeue-only run), {args.script}.lua / plain, batch {args.batch}:")
         for row in rows:
-            if row is not base:
+            if row is not base and not row["variant"].startswith("drain:"):
                 print(f"  {row['variant']:<10} {row['ir_per_task'] - base['ir_per_task']:>10,.0f} Ir/task")
     return 0
 
