@@ -195,7 +195,8 @@ def measure(variant: str, source: Optional[str], args: argparse.Namespace, workd
     inner = sum(v for k, v in calls.items() if k not in skip and k != "evalsha") + calls.get("hset", 0) - args.tasks
     return {"variant": variant, "tasks": args.tasks, "acked": acked, "ir": int(m.group(1)),
             "ir_per_task": int(m.group(1)) / args.tasks, "seconds": elapsed,
-            "evalsha_per_task": calls.get("evalsha", 0) / args.tasks, "commands_per_task": inner / args.tasks}
+            "evalsha_per_task": calls.get("evalsha", 0) / args.tasks, "commands_per_task": inner / args.tasks,
+            "calls": calls}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -207,6 +208,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--resident", type=int, default=1000,
                    help="lease entries of tasks held elsewhere, so the lease zset never empties (0: none)")
     p.add_argument("--script", choices=("done", "complete"), default="done")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every variant's command counts")
     p.add_argument("--variants", default=None, help="comma-separated subset: dequeue, plain, tree names")
     args = p.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
@@ -228,6 +230,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{name:<10} {row['ir_per_task']:>10,.0f} Ir/task  ({row['commands_per_task']:.2f} commands/task "
                   f"inside {row['evalsha_per_task']:.3f} EVALSHA/task; {row['seconds']:.1f} s under valgrind)",
                   flush=True)
+            if args.verbose:
+                print("    " + ", ".join(f"{k} {v}" for k, v in sorted(row["calls"].items(), key=lambda kv: -kv[1])))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     base = next((row for row in rows if row["variant"] == "dequeue"), None)
