@@ -15,11 +15,12 @@ would dominate the count).
 
 Variants: ``dequeue`` (dequeue only, never acked: the dequeue's share), ``plain`` (Asynq's done:
 ``LREM``, ``ZREM``, ``DEL``, ``INCRBY``, see ``bench/reference.py``), and for every ``--tree
-NAME=PATH`` that tree's ``fastq/lua/done.lua`` (with its ``_lib.lua``), acked with lease tokens as
-fastq's workers ack; and ``drain:NAME``, that tree's ``fastq-supervisor fastq.demo:mux`` (2 processes
-x 100) draining the same tasks: all the Redis work of a real drain, heartbeats and lease extensions
-included (Redis under valgrind is slow, so acks batch more than at full speed). ``--script complete``
-measures ``complete.lua`` (retention) instead, in the loop only.
+NAME=PATH`` that tree's ``done.lua``, called as that tree's ``settle_calls`` builds the call (run in
+a process with that tree on ``PYTHONPATH``), with lease tokens as fastq's workers ack; and
+``drain:NAME``, that tree's ``fastq-supervisor fastq.demo:mux`` (2 processes x 100) draining the
+same tasks: all the Redis work of a real drain, start-up (script loads), heartbeats and lease
+extensions included (Redis under valgrind is slow, so acks batch more than at full speed).
+``--script complete`` measures ``complete.lua`` (retention) instead, in the loop only.
 """
 from __future__ import annotations
 
@@ -40,18 +41,6 @@ import redis
 
 REPO = Path(__file__).resolve().parent.parent
 QUEUE = "cost"
-
-
-def tree_script(tree: str, name: str) -> str:
-    """``fastq/lua/<name>.lua`` of ``tree`` as fastq loads it (``_lib.lua`` after the shebang)."""
-    lua = Path(tree) / "fastq" / "lua"
-    lib = (lua / "_lib.lua").read_text()
-    body = (lua / f"{name}.lua").read_text()
-    shebang = ""
-    if body.startswith("#!"):
-        shebang, body = body.split("\n", 1)
-        shebang += "\n"
-    return shebang + lib + "\n" + body
 
 
 def _free_port() -> int:
@@ -76,50 +65,60 @@ def _fill(r: redis.Redis, n: int) -> None:
     r.sadd(keys.ALL_QUEUES, QUEUE)
 
 
-def _drain(r: redis.Redis, variant: str, source: Optional[str], script: str, batch: int) -> int:
+def tree_loop(port: int, script: str, batch: int) -> int:
+    """The drain loop of a tree variant, run with that tree's fastq (``PYTHONPATH``): its own
+    ``settle_calls`` builds the acks (whatever its script's argument layout), as its workers do."""
+    from fastq import keys
+    from fastq._codec import decode_message
+    from fastq._rdb import scripts as s
+    from fastq._rdb.calls import execute
+    from fastq._rdb.calls import script as call
+    from fastq._rdb.outcome import Complete, Done
+    from fastq._rdb.worker import dequeue_keys, settle_calls
+
+    r = redis.Redis(port=port)
+    token = "cost:1"
+    dequeue = call(s.DEQUEUE, dequeue_keys(QUEUE), [batch, 1800, token, keys.task_key_prefix(QUEUE)])
+    held: list[tuple[bytes, bytes]] = []
+    while True:
+        now = time.time()
+        if script == "done":
+            outcomes: list[Any] = [Done(QUEUE, tid.decode(), token) for tid, _ in held]
+        else:  # complete: retention 1 day, the message as dequeued, no result
+            outcomes = [Complete(QUEUE, tid.decode(), token, int(now) + 86400, decode_message(msg))
+                        for tid, msg in held]
+        reply = execute(r, [*settle_calls(outcomes, now), dequeue])[-1]
+        if not reply:
+            return 0
+        held = list(zip(reply[2::2], reply[3::2], strict=True))
+
+
+def _drain(r: redis.Redis, variant: str, batch: int) -> int:
+    """The loop of the ``dequeue`` (never acked) and ``plain`` (Asynq's done) variants."""
     from bench.reference import PLAIN_ACK
     from fastq import keys
     from fastq._rdb import scripts as s
     from fastq._rdb.worker import STATS_TTL, dequeue_keys, utc_date
 
-    token = "cost:1"
     dq_sha = r.script_load(s.DEQUEUE.source)
     dq_keys = dequeue_keys(QUEUE)
-    dq_args = [batch, 1800, token, keys.task_key_prefix(QUEUE)]
-    prefix = keys.task_key_prefix(QUEUE)
+    dq_args = [batch, 1800, "cost:1", keys.task_key_prefix(QUEUE)]
     now = time.time()
-    expire = int(now) + STATS_TTL
-    active, lease = keys.active_key(QUEUE), keys.lease_key(QUEUE)
-    stats = [keys.processed_key(QUEUE, utc_date(now)), keys.processed_total_key(QUEUE)]
-    ack_sha = None
-    if variant == "plain":
-        ack_sha = r.script_load(PLAIN_ACK)
-    elif variant != "dequeue":
-        ack_sha = r.script_load(source)  # type: ignore[arg-type]
+    ack_keys = [keys.active_key(QUEUE), keys.lease_key(QUEUE), keys.processed_key(QUEUE, utc_date(now)),
+                keys.processed_total_key(QUEUE)]
+    ack_sha = r.script_load(PLAIN_ACK) if variant == "plain" else None
     acked = 0
-    held: list[tuple[bytes, bytes]] = []
+    held: list[bytes] = []
     while True:
         pipe = r.pipeline(transaction=False)
         if held and ack_sha is not None:
-            ids = [tid for tid, _ in held]
-            if variant == "plain":
-                pipe.evalsha(ack_sha, 4, active, lease, *stats, expire, prefix, *ids)
-            elif script == "done":
-                args: list[Any] = [expire, prefix, ""]
-                for tid in ids:
-                    args += (tid, token, "")
-                pipe.evalsha(ack_sha, 4, active, lease, *stats, *args)
-            else:  # complete: retention 1 day, the message as dequeued, no result
-                args = [expire, prefix, ""]
-                for tid, msg in held:
-                    args += (tid, token, int(now) + 86400, msg, "", "")
-                pipe.evalsha(ack_sha, 5, active, lease, keys.completed_key(QUEUE), *stats, *args)
-            acked += len(ids)
+            pipe.evalsha(ack_sha, 4, *ack_keys, int(now) + STATS_TTL, keys.task_key_prefix(QUEUE), *held)
+            acked += len(held)
         pipe.evalsha(dq_sha, len(dq_keys), *dq_keys, *dq_args)
         reply = pipe.execute()[-1]
         if not reply:
             return acked
-        held = list(zip(reply[2::2], reply[3::2], strict=True))
+        held = reply[2::2]
 
 
 def _supervisor_drain(r: redis.Redis, port: int, tree: str, args: argparse.Namespace) -> int:
@@ -146,7 +145,7 @@ def _supervisor_drain(r: redis.Redis, port: int, tree: str, args: argparse.Names
     return args.tasks
 
 
-def measure(variant: str, source: Optional[str], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def measure(variant: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     port = _free_port()
     out = workdir / f"callgrind.{variant}.out"
     server = subprocess.Popen(
@@ -171,8 +170,13 @@ def measure(variant: str, source: Optional[str], args: argparse.Namespace, workd
         t0 = time.perf_counter()
         if variant.startswith("drain:"):  # the real thing: fastq-supervisor of that tree
             acked = _supervisor_drain(r, port, args.trees[variant[6:]], args)
+        elif variant in args.trees:  # that tree's scripts and call building, in a process of its own
+            tree = os.path.abspath(args.trees[variant])
+            subprocess.run([sys.executable, str(Path(__file__).resolve()), "--loop", str(port), "--script", args.script,
+                            "--batch", str(args.batch)], cwd=tree, env={**os.environ, "PYTHONPATH": tree}, check=True)
+            acked = args.tasks
         else:
-            acked = _drain(r, variant, source, args.script, args.batch)
+            acked = _drain(r, variant, args.batch)
         elapsed = time.perf_counter() - t0
         stats = r.info("commandstats")
         calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
@@ -209,8 +213,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="lease entries of tasks held elsewhere, so the lease zset never empties (0: none)")
     p.add_argument("--script", choices=("done", "complete"), default="done")
     p.add_argument("-v", "--verbose", action="store_true", help="print every variant's command counts")
+    p.add_argument("--loop", type=int, default=None, help=argparse.SUPPRESS)  # internal: tree_loop on this port
     p.add_argument("--variants", default=None, help="comma-separated subset: dequeue, plain, tree names")
     args = p.parse_args(argv)
+    if args.loop:
+        return tree_loop(args.loop, args.script, args.batch)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("needs valgrind (callgrind_control)", file=sys.stderr)
         return 2
@@ -222,10 +229,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     rows = []
     try:
         for name in names:
-            source = tree_script(trees[name], args.script) if name in trees else None
             if name.startswith("drain:") and args.script != "done":
                 continue
-            row = measure(name, source, args, workdir)
+            row = measure(name, args, workdir)
             rows.append(row)
             print(f"{name:<10} {row['ir_per_task']:>10,.0f} Ir/task  ({row['commands_per_task']:.2f} commands/task "
                   f"inside {row['evalsha_per_task']:.3f} EVALSHA/task; {row['seconds']:.1f} s under valgrind)",

@@ -6,7 +6,9 @@
 -- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease
 -- KEYS[3] asynq:{q}:processed:<YYYY-MM-DD>   KEYS[4] asynq:{q}:processed
 -- ARGV[1] daily-stats expire-at (Unix s)   ARGV[2] asynq:{q}:t:   ARGV[3] lease cutoff or ""
--- ARGV[4..] triples (task id, lease token or "", unique key or "")
+-- ARGV[4..] groups (lease token or "", unique key or "", n, n task IDs): the tasks of a group
+--          share token and unique key (the tasks of one dequeue: one token, usually no key),
+--          so a batch costs one argument per task
 -- Tasks no longer active under that token (reclaimed, requeued) are left alone.
 -- Publishes the settled IDs on asynq:{q}:fastq_done ("done"). Returns the IDs that were not settled.
 local missing = {}
@@ -14,17 +16,23 @@ local settled = {}
 local hashes = {}
 local taken = {}
 local count = 0
-for i = 4, #ARGV, 3 do
-    local id = ARGV[i]
-    local key = ARGV[2] .. id
-    if fastq_release(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3], taken) then
-        fastq_unlock(ARGV[i + 2], id)
-        count = count + 1
-        settled[count] = id
-        hashes[count] = key
-    else
-        missing[#missing + 1] = id
+local i = 4
+while i <= #ARGV do
+    local token, unique = ARGV[i], ARGV[i + 1]
+    local last = i + 2 + tonumber(ARGV[i + 2])
+    for j = i + 3, last do
+        local id = ARGV[j]
+        local key = ARGV[2] .. id
+        if fastq_release(KEYS[1], KEYS[2], id, key, token, ARGV[3], taken) then
+            fastq_unlock(unique, id)
+            count = count + 1
+            settled[count] = id
+            hashes[count] = key
+        else
+            missing[#missing + 1] = id
+        end
     end
+    i = last + 1
 end
 if count > 0 then
     fastq_unlease(KEYS[2], settled)
