@@ -66,7 +66,8 @@ def loop(url: str, batch: int, ack: str) -> int:
     """One reference worker: dequeue ``batch``, ack them with the next dequeue, until empty for 1 s."""
     from fastq import keys
     from fastq._rdb import scripts as s
-    from fastq._rdb.worker import STATS_TTL, dequeue_keys, utc_date
+    from fastq._rdb.outcome import Done
+    from fastq._rdb.worker import STATS_TTL, dequeue_keys, settle_calls, utc_date
 
     r = redis.Redis.from_url(url)
     token = f"ref-{os.getpid()}:1"
@@ -76,29 +77,21 @@ def loop(url: str, batch: int, ack: str) -> int:
     prefix = keys.task_key_prefix(QUEUE)
     expire = int(time.time()) + STATS_TTL
     stat_keys = [keys.processed_key(QUEUE, utc_date(time.time())), keys.processed_total_key(QUEUE)]
-    if ack == "plain":
-        acker = r.register_script(PLAIN_ACK)
-        ack_keys = [keys.active_key(QUEUE), keys.lease_key(QUEUE), *stat_keys]
-
-        def ack_args(ids: list[bytes]) -> list[Any]:
-            return [expire, prefix, *ids]
-    else:
-        acker = r.register_script(s.DONE.source)
-        ack_keys = [keys.active_key(QUEUE), keys.lease_key(QUEUE), *stat_keys]
-
-        def ack_args(ids: list[bytes]) -> list[Any]:
-            args: list[Any] = [expire, prefix, ""]
-            for tid in ids:
-                args += (tid, token, "")
-            return args
-    dq.sha = r.script_load(dq.script)
+    acker = r.register_script(PLAIN_ACK)
+    ack_keys = [keys.active_key(QUEUE), keys.lease_key(QUEUE), *stat_keys]
     acker.sha = r.script_load(acker.script)
+    dq.sha = r.script_load(dq.script)
+    done_sha = r.script_load(s.DONE.source)
     held: list[bytes] = []
     idle_since: Optional[float] = None
     while True:
         pipe = r.pipeline(transaction=False)
-        if held:
-            pipe.evalsha(acker.sha, len(ack_keys), *ack_keys, *ack_args(held))
+        if held and ack == "plain":
+            pipe.evalsha(acker.sha, len(ack_keys), *ack_keys, expire, prefix, *held)
+        elif held:  # fastq's done.lua, called as fastq's workers build the call
+            (call,) = settle_calls([Done(QUEUE, tid.decode(), token) for tid in held], time.time())
+            call_keys, call_args = call.args
+            pipe.evalsha(done_sha, len(call_keys), *call_keys, *call_args)
         pipe.evalsha(dq.sha, len(dq_keys), *dq_keys, *dq_args)
         reply = pipe.execute()[-1]
         held = list(reply[2::2]) if reply else []
