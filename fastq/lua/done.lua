@@ -1,8 +1,8 @@
 #!lua flags=allow-oom
 -- done: acknowledge successful tasks of one queue that have no retention: the task
 -- hash is deleted (Asynq's done / doneUnique, batched: one ZREM of the leases and one DEL of
--- the hashes per call, per 500 tasks). Allowed when Redis is out of
--- memory (it frees memory), so a full Redis still drains.
+-- the hashes per 500 tasks). Allowed when Redis is out of memory (it frees memory), so a
+-- full Redis still drains.
 -- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease
 -- KEYS[3] asynq:{q}:processed:<YYYY-MM-DD>   KEYS[4] asynq:{q}:processed
 -- ARGV[1] daily-stats expire-at (Unix s)   ARGV[2] asynq:{q}:t:   ARGV[3] lease cutoff or ""
@@ -36,8 +36,8 @@ while i <= #ARGV do
 end
 if count > 0 then
     fastq_unlease(KEYS[2], settled)
-    for i = 1, count, 500 do
-        redis.call("DEL", unpack(hashes, i, math.min(i + 499, count)))
+    for k = 1, count, 500 do
+        redis.call("DEL", unpack(hashes, k, math.min(k + 499, count)))
     end
     fastq_incr_daily(KEYS[3], count, ARGV[1])
     fastq_incr_total(KEYS[4], count)
