@@ -261,6 +261,24 @@ def test_stale_lease_token_cannot_settle(r):
     assert not r.exists(keys.task_key(Q, "t1"))
 
 
+def test_done_and_requeue_more_than_one_bulk_slice(r):
+    """The leases, hashes and requeued IDs go to Redis 500 per command: 1,200 in one call each."""
+    done_ids, back_ids = [f"d{i}" for i in range(1200)], [f"b{i}" for i in range(1200)]
+    pipe = r.pipeline()
+    for tid in done_ids + back_ids:
+        pipe.hset(keys.task_key(Q, tid), mapping={"msg": msg(tid), "state": "active", "lease_token": "tok"})
+        pipe.zadd(keys.lease_key(Q), {tid: int(time.time()) + 30})
+    pipe.lpush(keys.active_key(Q), *done_ids, *back_ids)
+    pipe.execute()
+    assert ack(r, [Done(Q, tid, "tok") for tid in done_ids]) == []
+    assert ack(r, [Requeue(Q, tid, "tok") for tid in back_ids]) == []
+    assert not any(r.exists(keys.task_key(Q, tid)) for tid in done_ids)
+    assert r.get(keys.processed_total_key(Q)) == b"1200"
+    assert r.llen(keys.active_key(Q)) == 0 and r.zcard(keys.lease_key(Q)) == 0
+    assert r.lrange(keys.pending_key(Q), 0, -1) == [tid.encode() for tid in back_ids]  # in order, as RPUSH each
+    assert r.hgetall(keys.task_key(Q, "b7"))[b"state"] == b"pending"
+
+
 def test_done_batch_mixes_tokens_locks_and_repeats(r):
     """One done call: runs of tokens and unique keys (grouped arguments), a stale token between
     them, an ID given twice; each task is judged on its own token, as one by one."""
