@@ -43,6 +43,15 @@ REPO = Path(__file__).resolve().parent.parent
 QUEUE = "cost"
 
 
+def claimed(reply: list[Any]) -> list[tuple[bytes, Any]]:
+    """(ID, message) pairs of a dequeue reply: ``[queue, expiry, id, msg, ...]``, or with a list of
+    workflow links third (``[queue, expiry, links, id, msg, ...]``, later fastq versions)."""
+    if not reply:
+        return []
+    start = 3 if len(reply) > 2 and isinstance(reply[2], list) else 2
+    return list(zip(reply[start::2], reply[start + 1::2], strict=True))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,10 +96,9 @@ def tree_loop(port: int, script: str, batch: int) -> int:
         else:  # complete: retention 1 day, the message as dequeued, no result
             outcomes = [Complete(QUEUE, tid.decode(), token, int(now) + 86400, decode_message(msg))
                         for tid, msg in held]
-        reply = execute(r, [*settle_calls(outcomes, now), dequeue])[-1]
-        if not reply:
+        held = claimed(execute(r, [*settle_calls(outcomes, now), dequeue])[-1])
+        if not held:
             return 0
-        held = list(zip(reply[2::2], reply[3::2], strict=True))
 
 
 def _drain(r: redis.Redis, variant: str, batch: int) -> int:
@@ -115,10 +123,9 @@ def _drain(r: redis.Redis, variant: str, batch: int) -> int:
             pipe.evalsha(ack_sha, 4, *ack_keys, int(now) + STATS_TTL, keys.task_key_prefix(QUEUE), *held)
             acked += len(held)
         pipe.evalsha(dq_sha, len(dq_keys), *dq_keys, *dq_args)
-        reply = pipe.execute()[-1]
-        if not reply:
+        held = [tid for tid, _ in claimed(pipe.execute()[-1])]
+        if not held:
             return acked
-        held = reply[2::2]
 
 
 def _supervisor_drain(r: redis.Redis, port: int, tree: str, args: argparse.Namespace) -> int:

@@ -64,6 +64,7 @@ return n
 
 def loop(url: str, batch: int, ack: str) -> int:
     """One reference worker: dequeue ``batch``, ack them with the next dequeue, until empty for 1 s."""
+    from bench.redis_cost import claimed
     from fastq import keys
     from fastq._rdb import scripts as s
     from fastq._rdb.outcome import Done
@@ -93,8 +94,7 @@ def loop(url: str, batch: int, ack: str) -> int:
             call_keys, call_args = call.args
             pipe.evalsha(done_sha, len(call_keys), *call_keys, *call_args)
         pipe.evalsha(dq.sha, len(dq_keys), *dq_keys, *dq_args)
-        reply = pipe.execute()[-1]
-        held = list(reply[2::2]) if reply else []
+        held = [tid for tid, _ in claimed(pipe.execute()[-1])]
         if held:
             idle_since = None
         elif idle_since is None:

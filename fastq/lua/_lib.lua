@@ -68,9 +68,9 @@ end
 -- task whose owner extended the lease meanwhile). LREM counts from the right (-1): settled
 -- tasks are usually the oldest, nearest that end. ``taken`` (a table the caller keeps for
 -- the whole call) refuses an ID seen twice in one call, as the one-by-one release did.
--- The caller then drops the leases of the taken IDs with one fastq_unlease, and the
--- lease_token field with the hash (DEL) or with an HDEL.
-local function fastq_release(active, lease, id, task_key, token, cutoff, taken)
+-- The lease and the lease_token field stay: batch callers drop the leases of all taken IDs
+-- with one fastq_unlease, and the field with the hash (DEL) or with an HDEL.
+local function fastq_unlist(active, lease, id, task_key, token, cutoff, taken)
     if taken[id] then
         return false
     end
@@ -90,9 +90,20 @@ local function fastq_release(active, lease, id, task_key, token, cutoff, taken)
     return true
 end
 
--- Drop the leases of released IDs: one ZREM per 500.
+-- Drop the leases of IDs taken with fastq_unlist: one ZREM per 500.
 local function fastq_unlease(lease, ids)
     fastq_bulk("ZREM", lease, ids)
+end
+
+-- Release one active task from the active list and its lease (fastq_unlist's checks); true
+-- when it was released. The lease_token field is removed.
+local function fastq_release(active, lease, id, task_key, token, cutoff)
+    if not fastq_unlist(active, lease, id, task_key, token, cutoff, {}) then
+        return false
+    end
+    redis.call("ZREM", lease, id)
+    redis.call("HDEL", task_key, "lease_token")
+    return true
 end
 
 -- Wake idle fastq workers of a queue when its pending list goes from empty to not empty

@@ -16,7 +16,7 @@ local count = 0
 for i = 4, #ARGV, 6 do
     local id = ARGV[i]
     local key = ARGV[2] .. id
-    if fastq_release(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3], taken) then
+    if fastq_unlist(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3], taken) then
         if ARGV[i + 5] ~= "" then
             redis.call("HSET", key, "msg", ARGV[i + 3], "state", "completed", "result", string.sub(ARGV[i + 5], 2))
         else

@@ -23,7 +23,7 @@ while i <= #ARGV do
     for j = i + 3, last do
         local id = ARGV[j]
         local key = ARGV[2] .. id
-        if fastq_release(KEYS[1], KEYS[2], id, key, token, ARGV[3], taken) then
+        if fastq_unlist(KEYS[1], KEYS[2], id, key, token, ARGV[3], taken) then
             fastq_unlock(unique, id)
             count = count + 1
             settled[count] = id

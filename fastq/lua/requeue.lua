@@ -11,7 +11,7 @@ local was_empty = redis.call("LLEN", KEYS[3]) == 0
 for i = 3, #ARGV, 2 do
     local id = ARGV[i]
     local key = ARGV[1] .. id
-    if fastq_release(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[2], taken) then
+    if fastq_unlist(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[2], taken) then
         redis.call("HSET", key, "state", "pending")
         redis.call("HDEL", key, "lease_token")
         released[#released + 1] = id

@@ -16,7 +16,7 @@ local failures = 0
 for i = 4, #ARGV, 5 do
     local id = ARGV[i]
     local key = ARGV[2] .. id
-    if fastq_release(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3], taken) then
+    if fastq_unlist(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3], taken) then
         redis.call("HSET", key, "msg", ARGV[i + 2], "state", "retry")
         redis.call("HDEL", key, "lease_token")
         count = count + 1
