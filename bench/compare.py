@@ -108,6 +108,8 @@ class Peer:
     variants: dict = field(default_factory=dict)
     default_variant: str = ""
     notes: str = ""
+    kinds: tuple = ()  # no-op handler kinds of the peer module (KINDS) when it has both sync and async
+    foreign_pickup: bool = False  # fastq: pickup of tasks written in Go's layout by a raw client
 
     @property
     def venv(self) -> Optional[Path]:
@@ -170,7 +172,7 @@ def build_peers() -> dict:
              variants={"p2c100": Variant("fastq-supervisor --processes 2 --concurrency 100 (batch-size 200, "
                                          "defaults: poll-interval 1 s, idle workers woken by fastq_notify)",
                                          _fastq_cmd(2, 100))},
-             default_variant="p2c100"),
+             default_variant="p2c100", kinds=("async", "sync"), foreign_pickup=True),
         Peer("arq", "0.28.0", ["arq==0.28.0", "hiredis==3.5.0"],
              "ZCARD arq:queue (arq removes a job from its queue sorted set when it finishes)",
              remaining=_arq_remaining,
@@ -194,7 +196,7 @@ def build_peers() -> dict:
                                          "result_ttl=0", _rq_cmd("rq.worker.SimpleWorker", 2)),
                  "pool2_fork": Variant("rq worker-pool -n 2 (default Worker: fork per job), result_ttl=0",
                                        _rq_cmd("rq.worker.Worker", 2)),
-             }, default_variant="pool2_simple"),
+             }, default_variant="pool2_simple", kinds=("sync", "async")),
         Peer("saq", "0.26.4", ["saq==0.26.4", "redis==8.1.0", "hiredis==3.5.0", "typing_extensions==4.16.0"],
              "ZCARD saq:default:incomplete (SAQ's own set of unfinished jobs)",
              remaining=_saq_remaining,
@@ -207,7 +209,7 @@ def build_peers() -> dict:
                  # ("Too many connections") and the workers spin with jobs stuck active.
                  "w2c100": Variant("saq --workers 2, concurrency 100, job ttl=-1", _saq_cmd(2),
                                    {"BENCH_CONCURRENCY": "100"}),
-             }, default_variant="w2c50"),
+             }, default_variant="w2c50", kinds=("async", "sync")),
         Peer("dramatiq", "2.2.1", ["dramatiq[redis]==2.2.1", "redis==8.1.0", "hiredis==3.5.0"],
              "HLEN dramatiq:default.msgs (a message leaves Dramatiq's hash when it is acked)",
              remaining=_dramatiq_remaining,
@@ -216,7 +218,7 @@ def build_peers() -> dict:
                  "p2t1": Variant("dramatiq -p 2 -t 1", _dramatiq_cmd(2, 1)),
                  "p2t32": Variant("dramatiq -p 2 -t 32", _dramatiq_cmd(2, 32)),
                  "p2t64": Variant("dramatiq -p 2 -t 64", _dramatiq_cmd(2, 64)),
-             }, default_variant="p2t8"),
+             }, default_variant="p2t8", kinds=("sync", "async")),
         Peer("celery", "5.7.0", ["celery[redis]==5.7.0", "redis==8.1.0", "hiredis==3.5.0"],
              "INCR bench:done in the task (Celery keeps no count in Redis; +1 round trip per task)",
              done=_counter_done,
@@ -369,8 +371,10 @@ class Workers:
                             "rss_mb": mem.rss / 2**20, "uss_mb": mem.uss / 2**20})
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
+        n = max(1, len(per))
         return {"rss_mb_total": sum(p["rss_mb"] for p in per), "uss_mb_total": sum(p["uss_mb"] for p in per),
-                "processes": len(per), "per_process": per}
+                "processes": len(per), "rss_mb_per_process": sum(p["rss_mb"] for p in per) / n,
+                "uss_mb_per_process": sum(p["uss_mb"] for p in per) / n, "per_process": per}
 
     def dead(self) -> Optional[str]:
         for p in self.procs:
@@ -438,6 +442,8 @@ class Settings:
     idle_window: float = 5.0
     settle: float = 3.0
     drain_timeout: float = 600.0
+    foreign_samples: int = 20
+    foreign_pause: tuple = (1.0, 1.6)
 
 
 def _counts(peer: Peer, r: redis.Redis, n: int) -> int:
@@ -567,16 +573,44 @@ def peer_env(rs: RedisServer, variant: Optional[Variant] = None) -> dict:
     return env
 
 
-def run_one(peer: Peer, variant_name: str, rs: RedisServer, st: Settings, full: bool, log_root: Path) -> dict:
-    """Enqueue + drain (+ idle, RSS, latency when ``full``) of one peer configuration."""
+def drain_kinds(peer: Peer, variant_name: str, rs: RedisServer, st: Settings, log_root: Path) -> dict:
+    """For a peer with both handler kinds: the no-op drain with each, back to back (fresh workers
+    and a flushed Redis each), PING rate beside each."""
+    out = {}
+    for kind in peer.kinds:
+        res = run_one(peer, variant_name, rs, st, False, log_root, kind=kind)
+        out[kind] = {"ping_rps": res["ping_rps"], **{k: v for k, v in res["drain"].items() if k != "detection"}}
+    return out
+
+
+def measure_foreign_pickup(rs: RedisServer, st: Settings) -> dict:
+    """fastq only: pickup of tasks written in Go Asynq's layout by a raw client (no fastq_notify),
+    by idle workers polling (``--poll-interval 1``) and with ``--keyspace-wakeup`` (bench/pickup.py)."""
+    from bench.pickup import foreign_pickups
+
+    out: dict = {"samples": st.foreign_samples, "pause_s": list(st.foreign_pause), "poll_interval_s": 1.0,
+                 "writer": "raw redis-py MULTI: SADD asynq:queues, HSET task hash, LPUSH pending (Go's layout)"}
+    for name, wakeup in (("default", False), ("keyspace_wakeup", True)):
+        rs.reset()
+        ms = [x * 1e3 for x in foreign_pickups(rs.url, st.foreign_samples, st.foreign_pause, wakeup)]
+        out[name] = {"p50_ms": _percentile(ms, 0.5), "p90_ms": _percentile(ms, 0.9), "p99_ms": _percentile(ms, 0.99),
+                     "max_ms": max(ms), "raw_ms": [round(x, 3) for x in ms]}
+    return out
+
+
+def run_one(peer: Peer, variant_name: str, rs: RedisServer, st: Settings, full: bool, log_root: Path,
+            kind: str = "") -> dict:
+    """Enqueue + drain (+ idle, RSS, latency when ``full``) of one peer configuration; ``kind``: the
+    no-op handler kind (peers with ``kinds``; default: the peer's default)."""
     variant = peer.variants[variant_name]
-    log_dir = log_root / f"{peer.name}-{variant_name}"
+    log_dir = log_root / f"{peer.name}-{variant_name}{'-' + kind if kind else ''}"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = peer_env(rs, variant)
     rs.reset()
     res: dict = {"variant": variant_name, "config": variant.desc, "ping_rps": rs.ping_rate()}
     rs.reset()
-    enq = run_peer_cmd(peer, env, ["enqueue", "--n", str(st.tasks)], timeout=max(120, st.tasks / 50))
+    enq = run_peer_cmd(peer, env, ["enqueue", "--n", str(st.tasks), *(["--kind", kind] if kind else [])],
+                       timeout=max(120, st.tasks / 50))
     res["enqueue"] = {"tasks": st.tasks, "seconds": enq["seconds"], "per_s": st.tasks / enq["seconds"],
                       "method": enq["method"], "redis_used_memory_mb": rs.client.info("memory")["used_memory"] / 2**20}
     commands = variant.commands(peer, rs.url)
@@ -595,6 +629,12 @@ def run_one(peer: Peer, variant_name: str, rs: RedisServer, st: Settings, full: 
             res["warning"] = workers.dead()
     finally:
         workers.stop()
+    if full and len(peer.kinds) > 1:
+        res["drain_by_kind"] = drain_kinds(peer, variant_name, rs, st, log_root)
+        res["drain_by_kind_note"] = (f"no-op drains with each handler kind, back to back; the main drain "
+                                     f"above used {peer.kinds[0]!r}")
+    if full and peer.foreign_pickup and st.foreign_samples > 0:
+        res["foreign_pickup"] = measure_foreign_pickup(rs, st)
     return res
 
 
@@ -604,21 +644,32 @@ def _fmt(v: Optional[float], spec: str = ",.0f") -> str:
     return "-" if v is None or v != v else format(v, spec)
 
 
+def _p50_p99(d: Optional[dict]) -> str:
+    return "-" if not d else f"{_fmt(d.get('p50_ms'), '.1f')} / {_fmt(d.get('p99_ms'), '.1f')}"
+
+
 def table(results: dict, ping: Optional[float]) -> str:
-    head = ("queue", "version", "enqueue/s", "drain/s", "drain wall/s", "pickup p50/p99 ms", "RSS MB (procs)",
+    head = ("queue", "version", "enqueue/s", "drain/s", "drain wall/s", "sync / async drain/s", "pickup p50/p99 ms",
+            "foreign pickup p50/p99 ms", "+ keyspace-wakeup", "RSS MB (procs)", "RSS / USS MB per proc",
             "idle cmds/s (reqs/s)", "ping/s")
     rows = [head]
     for name, r in results.items():
         if "error" in r:
-            rows.append((name, r.get("version", "?"), "FAILED: " + r["error"].splitlines()[0][:70], "", "", "", "", "",
-                         ""))
+            rows.append((name, r.get("version", "?"), "FAILED: " + r["error"].splitlines()[0][:70],
+                         *[""] * (len(head) - 3)))
             continue
         lat = r.get("latency", {})
         mem = r.get("memory", {})
+        kinds = r.get("drain_by_kind", {})
+        foreign = r.get("foreign_pickup", {})
         rows.append((name, r["version"], _fmt(r["enqueue"]["per_s"]), _fmt(r["drain"]["steady_per_s"]),
                      _fmt(r["drain"]["wall_per_s"]),
+                     f"{_fmt(kinds['sync'].get('steady_per_s'))} / {_fmt(kinds['async'].get('steady_per_s'))}"
+                     if "sync" in kinds and "async" in kinds else "-",
                      f"{_fmt(lat.get('p50_ms'), '.1f')} / {_fmt(lat.get('p99_ms'), '.1f')}",
+                     _p50_p99(foreign.get("default")), _p50_p99(foreign.get("keyspace_wakeup")),
                      f"{_fmt(mem.get('rss_mb_total'), '.0f')} ({mem.get('processes', '-')})",
+                     f"{_fmt(mem.get('rss_mb_per_process'), '.1f')} / {_fmt(mem.get('uss_mb_per_process'), '.1f')}",
                      f"{_fmt(r.get('idle_commands', {}).get('per_s'), ',.1f')} "
                      f"({_fmt(r.get('idle_commands', {}).get('requests_per_s'), ',.1f')})", _fmt(r.get("ping_rps"))))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
@@ -685,17 +736,20 @@ def compare(args: argparse.Namespace) -> int:
         return 2
     chosen_variants = dict(v.split("=", 1) for v in args.variant)
     st = Settings(tasks=args.tasks, samples=args.samples, idle_window=args.idle_window, settle=args.settle,
-                  drain_timeout=max(120.0, args.tasks / 50))
+                  drain_timeout=max(120.0, args.tasks / 50), foreign_samples=args.foreign_samples)
     if args.quick:
         st.tasks = args.tasks if args.tasks_given else 500
         st.samples = args.samples if args.samples_given else 20
         st.idle_window = min(st.idle_window, 2.0)
         st.settle = min(st.settle, 1.0)
+        st.foreign_samples = args.foreign_samples if args.foreign_samples_given else 3
+        st.foreign_pause = (0.2, 0.4)
     rs = RedisServer(args.redis_url)
     log_root = Path(tempfile.mkdtemp(prefix="fastq-compare-"))
     started = _dt.datetime.now()
     doc: dict = {"date": started.isoformat(timespec="seconds"), "argv": sys.argv[1:], "tasks": st.tasks,
-                 "latency_samples": st.samples, "idle_window_s": st.idle_window, "workload": "no-op tasks",
+                 "latency_samples": st.samples, "foreign_pickup_samples": st.foreign_samples,
+                 "idle_window_s": st.idle_window, "workload": "no-op tasks",
                  "machine": machine_info(rs), "peers": {}}
     try:
         ping = rs.ping_rate()
@@ -736,11 +790,21 @@ def compare(args: argparse.Namespace) -> int:
                 print(f"    enqueue {_fmt(res['enqueue']['per_s'])}/s ({res['enqueue']['method']}); drain "
                       f"{_fmt(res['drain']['steady_per_s'])}/s steady, {_fmt(res['drain']['wall_per_s'])}/s wall; "
                       f"pickup p50 {_fmt(lat.get('p50_ms'), '.2f')} ms p99 {_fmt(lat.get('p99_ms'), '.2f')} ms; "
-                      f"RSS {_fmt(res['memory']['rss_mb_total'], '.0f')} MB; idle "
+                      f"RSS {_fmt(res['memory']['rss_mb_total'], '.0f')} MB "
+                      f"({_fmt(res['memory']['rss_mb_per_process'], '.1f')} RSS / "
+                      f"{_fmt(res['memory']['uss_mb_per_process'], '.1f')} USS per process); idle "
                       f"{_fmt(res['idle_commands']['per_s'], '.1f')} cmds/s "
                       f"({_fmt(res['idle_commands']['requests_per_s'], '.1f')} requests/s); "
                       f"ping {_fmt(res['ping_rps'])}/s",
                       flush=True)
+                for kind, d in res.get("drain_by_kind", {}).items():
+                    print(f"    {kind} no-op handler: drain {_fmt(d.get('steady_per_s'))}/s, worker "
+                          f"{_fmt(d.get('worker_cpu_us_per_task'), '.1f')} µs/task (ping {_fmt(d['ping_rps'])}/s)",
+                          flush=True)
+                for name_, d in res.get("foreign_pickup", {}).items():
+                    if isinstance(d, dict) and "p50_ms" in d:
+                        print(f"    foreign pickup ({name_}): p50 {_fmt(d['p50_ms'], '.2f')} ms "
+                              f"p99 {_fmt(d['p99_ms'], '.2f')} ms", flush=True)
             except Exception as exc:  # noqa: BLE001 - one peer's failure is reported, not fatal
                 entry["error"] = f"{type(exc).__name__}: {exc}"
                 entry["traceback"] = traceback.format_exc()
@@ -781,6 +845,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drain every configuration of each peer with --sweep-tasks first, then measure the fastest")
     p.add_argument("--sweep-tasks", type=int, default=3000)
     p.add_argument("--samples", type=int, default=None, help="idle pickup latency samples (default 200; --quick: 20)")
+    p.add_argument("--foreign-samples", type=int, default=None,
+                   help="fastq: pickups of tasks written in Go's layout, per setting (default 20; --quick: 3)")
     p.add_argument("--idle-window", type=float, default=5.0, help="seconds of idle Redis command counting")
     p.add_argument("--settle", type=float, default=3.0, help="seconds idle after the drain before idle measurements")
     p.add_argument("--skip-install", action="store_true",
@@ -801,6 +867,9 @@ def main(argv: Optional[list] = None) -> int:
     args = parser.parse_args(argv)
     args.tasks_given = args.tasks is not None
     args.samples_given = args.samples is not None
+    args.foreign_samples_given = args.foreign_samples is not None
+    if args.foreign_samples is None:
+        args.foreign_samples = 20
     if args.tasks is None:
         args.tasks = 20_000
     if args.samples is None:

@@ -174,6 +174,32 @@ def _pct(samples: list[float]) -> str:
     return f"{statistics.median(ms):8.2f} {p99:8.2f} {ms[-1]:8.2f}"
 
 
+def foreign_pickups(url: str, n: int, pause: tuple[float, float], wakeup: bool, seed: int = 18,
+                    poll_interval: float = 1.0) -> list[float]:
+    """Start ``fastq-supervisor bench.pickup:mux`` (2 processes, ``--keyspace-wakeup`` if ``wakeup``),
+    write ``n`` tasks in Go's layout one at a time, ``pause`` seconds apart (random); return each
+    one's pickup latency in seconds, then stop the workers (used by ``bench.compare``)."""
+    root = Path(__file__).resolve().parent.parent
+    r = redis.Redis.from_url(url)
+    rng = random.Random(seed)
+    r.config_set("notify-keyspace-events", "")  # Redis's default, whatever ran before
+    r.delete(STARTS)
+    proc = _start(url, root, argparse.Namespace(poll_interval=poll_interval), wakeup)
+    try:
+        tid, _ = go_enqueue(r, "bench:pickup")  # the workers are up (and subscribed)
+        _wait_start(r, tid)
+        out = []
+        for _ in range(n):
+            time.sleep(rng.uniform(*pause))
+            tid, t0 = go_enqueue(r, "bench:pickup")
+            out.append(_wait_start(r, tid) - t0)
+        return out
+    finally:
+        _stop(proc)
+        r.config_set("notify-keyspace-events", "")
+        r.close()
+
+
 def run(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     root = Path(__file__).resolve().parent.parent
     r = redis.Redis.from_url(url)

@@ -271,6 +271,42 @@ def test_stale_lease_token_cannot_settle(r):
     assert not r.exists(keys.task_key(Q, "t1"))
 
 
+def test_done_and_requeue_more_than_one_bulk_slice(r):
+    """The leases, hashes and requeued IDs go to Redis 500 per command: 1,200 in one call each."""
+    done_ids, back_ids = [f"d{i}" for i in range(1200)], [f"b{i}" for i in range(1200)]
+    pipe = r.pipeline()
+    for tid in done_ids + back_ids:
+        pipe.hset(keys.task_key(Q, tid), mapping={"msg": msg(tid), "state": "active", "lease_token": "tok"})
+        pipe.zadd(keys.lease_key(Q), {tid: int(time.time()) + 30})
+    pipe.lpush(keys.active_key(Q), *done_ids, *back_ids)
+    pipe.execute()
+    assert ack(r, [Done(Q, tid, "tok") for tid in done_ids]) == []
+    assert ack(r, [Requeue(Q, tid, "tok") for tid in back_ids]) == []
+    assert not any(r.exists(keys.task_key(Q, tid)) for tid in done_ids)
+    assert r.get(keys.processed_total_key(Q)) == b"1200"
+    assert r.llen(keys.active_key(Q)) == 0 and r.zcard(keys.lease_key(Q)) == 0
+    assert r.lrange(keys.pending_key(Q), 0, -1) == [tid.encode() for tid in back_ids]  # in order, as RPUSH each
+    assert r.hgetall(keys.task_key(Q, "b7"))[b"state"] == b"pending"
+
+
+def test_done_batch_mixes_tokens_locks_and_repeats(r):
+    """One done call: runs of tokens and unique keys (grouped arguments), a stale token between
+    them, an ID given twice; each task is judged on its own token, as one by one."""
+    seed_active(r, Q, "a1", "a2", "u1", token="claim-a")
+    seed_active(r, Q, "b1", "b2", token="claim-b")
+    r.set("asynq:{default}:unique:t:u1", "u1")
+    items = [Done(Q, "a1", "claim-a"), Done(Q, "a2", "claim-a"),
+             Done(Q, "u1", "claim-a", "asynq:{default}:unique:t:u1"), Done(Q, "b1", "stale"),
+             Done(Q, "b2", "claim-b"), Done(Q, "a1", "claim-a"), Done(Q, "b1", "claim-b")]
+    calls = settle_calls(items, time.time())
+    assert len(calls[0].args[1]) == 3 + 6 * 3 + len(items)  # 6 groups of (token, key, n), one argument per task
+    assert ack(r, items) == ["b1", "a1"]  # the stale claim, and the repeat of a1
+    assert r.lrange(keys.active_key(Q), 0, -1) == [] and r.zcard(keys.lease_key(Q)) == 0
+    assert not any(r.exists(keys.task_key(Q, tid)) for tid in ("a1", "a2", "u1", "b1", "b2"))
+    assert not r.exists("asynq:{default}:unique:t:u1")
+    assert r.get(keys.processed_total_key(Q)) == b"5"
+
+
 def test_recovery_cutoff_spares_an_extended_lease(r):
     seed_active(r, Q, "expired", "extended")
     now = server_time(r)

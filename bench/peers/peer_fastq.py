@@ -7,6 +7,7 @@ from bench.peers import _common
 
 QUEUE = "bench"
 ENQUEUE_METHOD = "Client.enqueue_many (batch API: one Lua script call per chunk of 1000 tasks)"
+KINDS = ("async", "sync")  # no-op handler kinds; the first is the drain every queue gets
 
 mux = fastq.ServeMux()
 
@@ -14,6 +15,11 @@ mux = fastq.ServeMux()
 @mux.handle("bench:noop")
 async def noop(task: fastq.Task) -> None:
     """The benchmark task: does nothing. Completion is read from asynq:{bench}:processed."""
+
+
+@mux.handle("bench:noop_sync")
+def noop_sync(task: fastq.Task) -> None:
+    """The same no-op as a plain ``def`` handler (run in the worker's thread pool)."""
 
 
 @mux.handle("bench:record")
@@ -25,8 +31,8 @@ def make_client():
     return fastq.Client(_common.redis_url())
 
 
-def enqueue_noops(client, n: int) -> None:
-    client.enqueue_many([fastq.Task("bench:noop")] * n, queue=QUEUE)
+def enqueue_noops(client, n: int, kind: str = "async") -> None:
+    client.enqueue_many([fastq.Task("bench:noop" if kind == "async" else "bench:noop_sync")] * n, queue=QUEUE)
 
 
 def enqueue_record(client, sample: int) -> None:

@@ -12,9 +12,14 @@ from bench.peers import _common
 
 ENQUEUE_METHOD = "Queue.enqueue_many (batch API: one pipeline per 1000 jobs)"
 CHUNK = 1000
+KINDS = ("sync", "async")  # RQ runs a coroutine job with asyncio.run, one event loop per job
 
 
 def noop() -> None:
+    pass
+
+
+async def noop_async() -> None:
     pass
 
 
@@ -26,9 +31,10 @@ def make_client():
     return Queue("default", connection=Redis.from_url(_common.redis_url()))
 
 
-def enqueue_noops(queue, n: int) -> None:
+def enqueue_noops(queue, n: int, kind: str = "sync") -> None:
+    func = "bench.peers.peer_rq.noop" if kind == "sync" else "bench.peers.peer_rq.noop_async"
     for start in range(0, n, CHUNK):
-        queue.enqueue_many([Queue.prepare_data("bench.peers.peer_rq.noop", result_ttl=0)
+        queue.enqueue_many([Queue.prepare_data(func, result_ttl=0)
                             for _ in range(min(CHUNK, n - start))])
 
 

@@ -17,7 +17,14 @@ ENQUEUE_METHOD = "Queue.enqueue, 100 at a time with asyncio.gather (SAQ has no e
 IN_FLIGHT = 100
 
 
+KINDS = ("async", "sync")  # SAQ runs a plain def in its thread pool
+
+
 async def noop(ctx) -> None:
+    pass
+
+
+def noop_sync(ctx) -> None:
     pass
 
 
@@ -27,7 +34,7 @@ async def record(ctx, *, sample: int) -> None:
 
 settings = {
     "queue": Queue.from_url(_common.redis_url()),
-    "functions": [noop, record],
+    "functions": [noop, noop_sync, record],
     "concurrency": int(os.environ.get("BENCH_CONCURRENCY", "10")),
 }
 
@@ -38,9 +45,10 @@ async def make_client():
     return queue
 
 
-async def enqueue_noops(queue, n: int) -> None:
+async def enqueue_noops(queue, n: int, kind: str = "async") -> None:
+    name = "noop" if kind == "async" else "noop_sync"
     for start in range(0, n, IN_FLIGHT):
-        await asyncio.gather(*(queue.enqueue("noop", ttl=-1) for _ in range(min(IN_FLIGHT, n - start))))
+        await asyncio.gather(*(queue.enqueue(name, ttl=-1) for _ in range(min(IN_FLIGHT, n - start))))
 
 
 async def enqueue_record(queue, sample: int) -> None:

@@ -1,7 +1,8 @@
 """``python -m bench.peers.run PEER enqueue|latency|worker ...`` inside PEER's venv.
 
-* ``enqueue --n N``: enqueue N no-op tasks with the peer's fastest client API; print JSON
-  ``{"seconds": ..., "method": ...}`` (client creation is not timed, its first round trip is).
+* ``enqueue --n N [--kind sync|async]``: enqueue N no-op tasks with the peer's fastest client API;
+  print JSON ``{"seconds": ..., "method": ...}`` (client creation is not timed, its first round trip
+  is). ``--kind`` picks the no-op handler of that kind, for peers that list both in ``KINDS``.
 * ``latency --samples S``: enqueue one latency task at a time, S times, with a random
   20-50 ms pause between calls; print JSON ``{"calls": [[t_call, t_return], ...]}``. The tasks
   push their start time onto ``bench:lat``; the driver pairs the two.
@@ -23,10 +24,13 @@ async def _maybe(value):
     return await value if inspect.isawaitable(value) else value
 
 
-async def _enqueue(mod, n: int) -> dict:
+async def _enqueue(mod, n: int, kind: str = "") -> dict:
     client = await _maybe(mod.make_client())
     t0 = time.perf_counter()
-    await _maybe(mod.enqueue_noops(client, n))
+    if kind:  # a no-op handler kind other than the peer's default (modules with KINDS)
+        await _maybe(mod.enqueue_noops(client, n, kind=kind))
+    else:
+        await _maybe(mod.enqueue_noops(client, n))
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "method": mod.ENQUEUE_METHOD}
 
@@ -56,13 +60,14 @@ def main(argv=None) -> int:
     p.add_argument("--min-gap", type=float, default=0.020)
     p.add_argument("--max-gap", type=float, default=0.050)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--kind", default="", help="enqueue: the no-op handler kind (async or sync), for peers with KINDS")
     args = p.parse_args(argv)
     mod = importlib.import_module(f"bench.peers.peer_{args.peer}")
     if args.command == "worker":
         mod.worker()
         return 0
     if args.command == "enqueue":
-        out = asyncio.run(_enqueue(mod, args.n))
+        out = asyncio.run(_enqueue(mod, args.n, args.kind))
     else:
         out = asyncio.run(_latency(mod, args.samples, args.min_gap, args.max_gap, args.seed))
     sys.stdout.write("\nRESULT " + json.dumps(out) + "\n")

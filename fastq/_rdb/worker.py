@@ -77,9 +77,16 @@ def settle_calls(outcomes: Iterable[Outcome], now: float, cutoff: str = "") -> l
                 continue
         active, lease, prefix = keys.active_key(q), keys.lease_key(q), keys.task_key_prefix(q)
         args: list[Any] = [expire, prefix, cutoff]
-        if kind is Done:
+        if kind is Done:  # groups (token, unique key, n, n IDs): one argument per task
+            token = unique = None
+            n_at = 0
             for d in items:
-                args += (d.id, d.token, d.unique_key)
+                if d.token != token or d.unique_key != unique:
+                    token, unique = d.token, d.unique_key
+                    n_at = len(args) + 2
+                    args += (token, unique, 0)
+                args[n_at] += 1
+                args.append(d.id)
             calls.append(script(_s.DONE, [active, lease, keys.processed_key(q, date), keys.processed_total_key(q)],
                                 args))
         elif kind is Complete:

@@ -61,13 +61,19 @@ local function fastq_bulk(cmd, key, items, flag1, flag2)
     end
 end
 
--- Release an active task from the active list and its lease; true when it was released.
+-- Take an active task off the active list if this claim may settle it; true when it was taken.
 -- Fencing: with a non-empty token the task hash must still carry that lease_token (a
 -- worker whose lease was lost and whose task was claimed again cannot settle it); with a
 -- non-empty cutoff the lease must have expired at or before it (a recoverer never takes a
 -- task whose owner extended the lease meanwhile). LREM counts from the right (-1): settled
--- tasks are usually the oldest, nearest that end. The lease_token field is removed.
-local function fastq_release(active, lease, id, task_key, token, cutoff)
+-- tasks are usually the oldest, nearest that end. ``taken`` (a table the caller keeps for
+-- the whole call) refuses an ID seen twice in one call, as the one-by-one release did.
+-- The lease and the lease_token field stay: batch callers drop the leases of all taken IDs
+-- with one fastq_unlease, and the field with the hash (DEL) or with an HDEL.
+local function fastq_unlist(active, lease, id, task_key, token, cutoff, taken)
+    if taken[id] then
+        return false
+    end
     if token ~= "" and redis.call("HGET", task_key, "lease_token") ~= token then
         return false
     end
@@ -78,6 +84,21 @@ local function fastq_release(active, lease, id, task_key, token, cutoff)
         end
     end
     if redis.call("LREM", active, -1, id) == 0 then
+        return false
+    end
+    taken[id] = true
+    return true
+end
+
+-- Drop the leases of IDs taken with fastq_unlist: one ZREM per 500.
+local function fastq_unlease(lease, ids)
+    fastq_bulk("ZREM", lease, ids)
+end
+
+-- Release one active task from the active list and its lease (fastq_unlist's checks); true
+-- when it was released. The lease_token field is removed.
+local function fastq_release(active, lease, id, task_key, token, cutoff)
+    if not fastq_unlist(active, lease, id, task_key, token, cutoff, {}) then
         return false
     end
     redis.call("ZREM", lease, id)

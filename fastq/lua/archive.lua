@@ -12,20 +12,26 @@
 -- ("archived"). Returns the IDs that were not settled.
 local missing = {}
 local settled = {}
+local scored = {}
+local taken = {}
 local count = 0
 for i = 7, #ARGV, 3 do
     local id = ARGV[i]
     local key = ARGV[2] .. id
-    if fastq_release(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3]) then
-        redis.call("ZADD", KEYS[3], ARGV[4], id)
+    if fastq_unlist(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3], taken) then
         redis.call("HSET", key, "msg", ARGV[i + 2], "state", "archived")
+        redis.call("HDEL", key, "lease_token")
         count = count + 1
         settled[count] = id
+        scored[2 * count - 1] = ARGV[4]
+        scored[2 * count] = id
     else
         missing[#missing + 1] = id
     end
 end
 if count > 0 then
+    fastq_unlease(KEYS[2], settled)
+    fastq_bulk("ZADD", KEYS[3], scored)
     local old = redis.call("ZRANGE", KEYS[3], "-inf", ARGV[5], "BYSCORE")
     for _, id in ipairs(old) do
         redis.call("DEL", ARGV[2] .. id)

@@ -10,24 +10,31 @@
 -- Publishes the settled IDs on asynq:{q}:fastq_done ("completed"). Returns the IDs that were not settled.
 local missing = {}
 local settled = {}
+local scored = {}
+local taken = {}
 local count = 0
 for i = 4, #ARGV, 6 do
     local id = ARGV[i]
     local key = ARGV[2] .. id
-    if fastq_release(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3]) then
-        redis.call("ZADD", KEYS[3], ARGV[i + 2], id)
-        redis.call("HSET", key, "msg", ARGV[i + 3], "state", "completed")
+    if fastq_unlist(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3], taken) then
         if ARGV[i + 5] ~= "" then
-            redis.call("HSET", key, "result", string.sub(ARGV[i + 5], 2))
+            redis.call("HSET", key, "msg", ARGV[i + 3], "state", "completed", "result", string.sub(ARGV[i + 5], 2))
+        else
+            redis.call("HSET", key, "msg", ARGV[i + 3], "state", "completed")
         end
+        redis.call("HDEL", key, "lease_token")
         fastq_unlock(ARGV[i + 4], id)
         count = count + 1
         settled[count] = id
+        scored[2 * count - 1] = ARGV[i + 2]
+        scored[2 * count] = id
     else
         missing[#missing + 1] = id
     end
 end
 if count > 0 then
+    fastq_unlease(KEYS[2], settled)
+    fastq_bulk("ZADD", KEYS[3], scored)
     fastq_incr_daily(KEYS[4], count, ARGV[1])
     fastq_incr_total(KEYS[5], count)
 end

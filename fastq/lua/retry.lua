@@ -8,19 +8,31 @@
 --                     retry-at Unix s, "1" if the failure counts in the stats else "0")
 -- The uniqueness lock is kept, as in Asynq. Returns the IDs that were not settled.
 local missing = {}
+local released = {}
+local scored = {}
+local taken = {}
+local count = 0
 local failures = 0
 for i = 4, #ARGV, 5 do
     local id = ARGV[i]
     local key = ARGV[2] .. id
-    if fastq_release(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3]) then
-        redis.call("ZADD", KEYS[3], ARGV[i + 3], id)
+    if fastq_unlist(KEYS[1], KEYS[2], id, key, ARGV[i + 1], ARGV[3], taken) then
         redis.call("HSET", key, "msg", ARGV[i + 2], "state", "retry")
+        redis.call("HDEL", key, "lease_token")
+        count = count + 1
+        released[count] = id
+        scored[2 * count - 1] = ARGV[i + 3]
+        scored[2 * count] = id
         if ARGV[i + 4] == "1" then
             failures = failures + 1
         end
     else
         missing[#missing + 1] = id
     end
+end
+if count > 0 then
+    fastq_unlease(KEYS[2], released)
+    fastq_bulk("ZADD", KEYS[3], scored)
 end
 if failures > 0 then
     fastq_incr_daily(KEYS[4], failures, ARGV[1])
