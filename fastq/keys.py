@@ -159,6 +159,12 @@ def flow_step_key(qname: str, task_id: str) -> str:
     return f"asynq:{{{qname}}}:fastq_step:{task_id}"
 
 
+def flow_links_key(qname: str) -> str:
+    """fastq's workflow links of a queue: a hash of task ID -> link (what follows that step), read
+    by the dequeue script only when it exists (one EXISTS per batch when no workflow is in use)."""
+    return f"asynq:{{{qname}}}:fastq_flow"
+
+
 def chord_key(qname: str, callback_id: str) -> str:
     """fastq's record of a chord (members done/total, results, callback templates), named by its
     callback's task ID and queue."""

@@ -36,7 +36,8 @@ def seed_active(r, q: str, *ids: str, token: str = "tok", **msg_kw) -> None:
 
 def dequeue(r, queues, n, lease=30, token="tok"):
     dkeys = [k for q in queues
-             for k in (keys.pending_key(q), keys.paused_key(q), keys.active_key(q), keys.lease_key(q))]
+             for k in (keys.pending_key(q), keys.paused_key(q), keys.active_key(q), keys.lease_key(q),
+                       keys.flow_links_key(q))]
     return _scripts.DEQUEUE.run(r, dkeys, [n, lease, token, *[keys.task_key_prefix(q) for q in queues]])
 
 
@@ -81,7 +82,7 @@ def test_dequeue_reports_a_missing_message(r):
 
 def test_dequeue_returns_the_workflow_link_of_steps_only(r):
     seed_pending(r, Q, "a", "b", "c")
-    r.hset(keys.task_key(Q, "b"), "fastq_flow", b'{"k":"chain"}')
+    r.hset(keys.flow_links_key(Q), mapping={"b": b'{"k":"chain"}', "zz": b"not dequeued"})
     reply = dequeue(r, [Q], 3)
     assert [x.decode() for x in reply[3::2]] == ["a", "b", "c"]
     assert reply[2] == [2, b'{"k":"chain"}']  # 1-based position of "b", its link as stored
@@ -251,14 +252,17 @@ def test_extend_lease_never_creates_or_shortens(r):
 def test_list_lease_expired(r):
     now = server_time(r)
     r.zadd(keys.lease_key(Q), {"old": now - 100, "fresh": now + 30, "nohash": now - 100})
-    r.hset(keys.task_key(Q, "old"), mapping={"msg": msg("old"), "fastq_flow": b"{}"})
-    reply = _scripts.LIST_LEASE_EXPIRED.run(r, [keys.lease_key(Q)], [0, keys.task_key_prefix(Q), 100])
+    r.hset(keys.task_key(Q, "old"), "msg", msg("old"))
+    r.hset(keys.flow_links_key(Q), "old", b"{}")
+    reply = _scripts.LIST_LEASE_EXPIRED.run(r, [keys.lease_key(Q), keys.flow_links_key(Q)],
+                                            [0, keys.task_key_prefix(Q), 100])
     assert abs(reply[0] - now) <= 1
     found = {reply[i]: (reply[i + 1], reply[i + 2]) for i in range(1, len(reply), 3)}
     assert set(found) == {b"old", b"nohash"}  # a hashless ID comes with an empty message, to be archived
     assert decode_message(found[b"old"][0]).id == "old" and found[b"nohash"] == (b"", b"")
     assert found[b"old"][1] == b"{}"  # a workflow step's link comes along
-    assert _scripts.LIST_LEASE_EXPIRED.run(r, [keys.lease_key(Q)], [200, keys.task_key_prefix(Q), 100])[1:] == []
+    assert _scripts.LIST_LEASE_EXPIRED.run(r, [keys.lease_key(Q), keys.flow_links_key(Q)],
+                                           [200, keys.task_key_prefix(Q), 100])[1:] == []
 
 
 def test_stale_lease_token_cannot_settle(r):

@@ -217,7 +217,7 @@ def test_a_task_id_in_use_writes_nothing(app, r, tasks):
 def test_a_step_whose_link_cannot_be_read_is_archived_with_the_reason(app, r, redis_url, tasks, link):
     add, *_ = tasks
     ref = add.enqueue(1, 2)
-    r.hset(keys.task_key("default", ref.id), "fastq_flow", link)
+    r.hset(keys.flow_links_key("default"), ref.id, link)
     result = drain(app, redis_url, "default")
     assert result.handler_calls == 0
     info = fastq.Inspector(redis_url).get_task_info("default", ref.id)

@@ -1,7 +1,7 @@
 """Workflows in Redis: the link of a step to what follows it, and the scripts that follow it.
 
-A workflow step is an ordinary Asynq task whose hash has one more field, ``fastq_flow`` (Go
-ignores it), holding its ``Link`` as JSON:
+A workflow step is an ordinary Asynq task whose ID has an entry in its queue's links hash,
+``asynq:{q}:fastq_flow`` (``keys.flow_links_key``; Go never reads it), holding its ``Link`` as JSON:
 
 * chain: ``{"k": "chain", "id": <next step id>, "q": <its queue>, "rest": [[id, queue], ...]}``
   - the next step is created from its template (``keys.flow_step_key``) when this one succeeds;
@@ -10,7 +10,8 @@ ignores it), holding its ``Link`` as JSON:
   "eid": <error callback id or "">, "eq": <its queue>}`` - the chord record
   (``keys.chord_key``) counts it and holds its result.
 
-The dequeue script returns the field with the claim (``Claim.link``); the processor parses it
+The dequeue script returns the link with the claim (one EXISTS per batch when the queue has no
+workflow steps) (``Claim.link``); the processor parses it
 (``parse_link``: a field that does not parse archives the task with the reason) and settles the
 step with ``Advance`` (success) or ``Archive(link=...)`` (failed for good): one script each
 (``flow_done``, ``flow_fail``) that settles the task and follows the link atomically.
@@ -66,7 +67,7 @@ def chord_links(callback_id: str, queue: str, n: int, error_id: str = "", error_
 
 
 def parse_link(raw: bytes) -> Link:
-    """The ``fastq_flow`` field of a task hash; ``ValueError`` naming what is wrong."""
+    """A step's link as stored in the links hash; ``ValueError`` naming what is wrong."""
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -136,14 +137,14 @@ def advance_call(steps: Sequence[Advance], date: str, expire: int, cutoff: str) 
     """``flow_done`` for successful steps of one queue (one script call for all of them)."""
     q = steps[0].queue
     kkeys = [keys.active_key(q), keys.lease_key(q), keys.completed_key(q), keys.processed_key(q, date),
-             keys.processed_total_key(q)]
+             keys.processed_total_key(q), keys.flow_links_key(q)]
     args: list[Any] = [expire, cutoff]
     for a in steps:
         link = a.link
         tid = a.id if isinstance(a.id, str) else a.id.decode("utf-8", "replace")
         link_key = (keys.flow_step_key if link.kind == CHAIN else keys.chord_key)(link.queue, link.id)
         kkeys += [keys.task_key(q, tid), link_key, keys.task_key(link.queue, link.id), keys.pending_key(link.queue),
-                  keys.scheduled_key(link.queue)]
+                  keys.scheduled_key(link.queue), keys.flow_links_key(link.queue)]
         args += [a.id, a.token, a.expiry, encode_message(a.msg) if a.expiry else b"", a.unique_key,
                  b"" if a.result is None else b"1" + a.result, link.kind, link.id, link.index]
     return script(_s.FLOW_DONE, kkeys, args)
@@ -155,7 +156,8 @@ def fail_call(a: Archive, date: str, expire: int, now: int, cutoff: str) -> Call
     assert link is not None
     tid = a.id if isinstance(a.id, str) else a.id.decode("utf-8", "replace")
     kkeys = [keys.active_key(q), keys.lease_key(q), keys.archived_key(q), keys.processed_key(q, date),
-             keys.failed_key(q, date), keys.processed_total_key(q), keys.failed_total_key(q), keys.task_key(q, tid)]
+             keys.failed_key(q, date), keys.processed_total_key(q), keys.failed_total_key(q), keys.task_key(q, tid),
+             keys.flow_links_key(q)]
     msg = a.msg if isinstance(a.msg, bytes) else encode_message(a.msg)
     error = "" if isinstance(a.msg, bytes) else a.msg.error_msg
     if link.kind == CHAIN:
@@ -165,7 +167,7 @@ def fail_call(a: Archive, date: str, expire: int, now: int, cutoff: str) -> Call
         eq = link.error_queue or link.queue
         kkeys += [keys.chord_key(link.queue, link.id), keys.task_key(link.queue, link.id),
                   keys.archived_key(link.queue), keys.task_key(eq, link.error_id or link.id),
-                  keys.pending_key(eq), keys.scheduled_key(eq)]
+                  keys.pending_key(eq), keys.scheduled_key(eq), keys.flow_links_key(eq)]
         reason = f"chord member {tid} failed: {error}" if error else f"chord member {tid} failed"
         args = [expire, a.id, a.token, cutoff, now, msg, CHORD, link.id, reason, link.error_id, json.dumps(tid)]
     return script(_s.FLOW_FAIL, kkeys, args)
@@ -204,7 +206,8 @@ def start_calls(tasks: Sequence[NewTask], templates: Sequence[tuple[str, str, Te
                 args += [t.mh, t.mt, t.ph, t.pt, t.link, t.at]
         for new in tasks[start:start + chunk]:
             m = new.msg
-            kkeys += [keys.task_key(m.queue, m.id), keys.pending_key(m.queue), keys.scheduled_key(m.queue)]
+            kkeys += [keys.task_key(m.queue, m.id), keys.pending_key(m.queue), keys.scheduled_key(m.queue),
+                      keys.flow_links_key(m.queue)]
             args += [m.id, encode_message(m), new.at, new.link]
         calls.append(script(_s.FLOW_START, kkeys, args))
         first = False

@@ -34,7 +34,8 @@ ARCHIVE_MAX_AGE = 90 * 24 * 3600
 # below the (whole-second) Redis time. The margin covers timer and scheduling slop.
 LEASE_MARGIN = 0.5
 # The types the dequeue script expects of a queue's keys (any other: WRONGTYPE).
-DEQUEUE_KEY_TYPES = (("pending", "list"), ("paused", "string"), ("active", "list"), ("lease", "zset"))
+DEQUEUE_KEY_TYPES = (("pending", "list"), ("paused", "string"), ("active", "list"), ("lease", "zset"),
+                     ("fastq_flow", "hash"))
 
 
 def utc_date(now: float) -> str:
@@ -44,8 +45,9 @@ def utc_date(now: float) -> str:
 # ------------------------------------------------------------------ call builders
 
 def dequeue_keys(queue: str) -> list[str]:
-    """The four KEYS of one queue in a dequeue call, in the script's order."""
-    return [keys.pending_key(queue), keys.paused_key(queue), keys.active_key(queue), keys.lease_key(queue)]
+    """The five KEYS of one queue in a dequeue call, in the script's order."""
+    return [keys.pending_key(queue), keys.paused_key(queue), keys.active_key(queue), keys.lease_key(queue),
+            keys.flow_links_key(queue)]
 
 
 def settle_calls(outcomes: Iterable[Outcome], now: float, cutoff: str = "") -> list[Call]:
@@ -125,12 +127,14 @@ def _stat_keys(q: str, date: str) -> list[str]:
 
 
 def list_lease_expired_call(queue: str, grace: float, limit: int) -> Call:
-    return script(_s.LIST_LEASE_EXPIRED, [keys.lease_key(queue)], [grace, keys.task_key_prefix(queue), limit])
+    return script(_s.LIST_LEASE_EXPIRED, [keys.lease_key(queue), keys.flow_links_key(queue)],
+                  [grace, keys.task_key_prefix(queue), limit])
 
 
 def list_claims_call(queue: str, server_id: str) -> Call:
     """The active tasks of ``queue`` claimed by the worker ``server_id`` (tokens ``"<id>:<n>"``)."""
-    return script(_s.LIST_CLAIMS, [keys.lease_key(queue)], [keys.task_key_prefix(queue), f"{server_id}:"])
+    return script(_s.LIST_CLAIMS, [keys.lease_key(queue), keys.flow_links_key(queue)],
+                  [keys.task_key_prefix(queue), f"{server_id}:"])
 
 
 def parse_claims(queue: str, reply: Sequence[Any]) -> list[Claim]:

@@ -161,8 +161,9 @@ end
 -- Create a workflow step from its template (HMGET of mh mt ph pt flow at): the TaskMessage is
 -- mh (field 1, the type) .. field 2 (the payload: ph .. value .. pt) .. mt (fields 3 and up), the
 -- bytes Go writes for the same message. Pending, or scheduled when the template has a time (a
--- fastq_score argument). Nothing is written when the task key exists already.
-local function fastq_flow_create(task_key, pending, scheduled, id, t, value)
+-- fastq_score argument); its own link (if any) goes to its queue's links hash. Nothing is written
+-- when the task key exists already.
+local function fastq_flow_create(task_key, pending, scheduled, links, id, t, value)
     if redis.call("EXISTS", task_key) == 1 then
         return
     end
@@ -178,6 +179,6 @@ local function fastq_flow_create(task_key, pending, scheduled, id, t, value)
         fastq_notify(pending, was_empty)
     end
     if t[5] and t[5] ~= "" then
-        redis.call("HSET", task_key, "fastq_flow", t[5])
+        redis.call("HSET", links, id, t[5])
     end
 end

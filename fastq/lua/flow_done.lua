@@ -7,9 +7,9 @@
 -- chord link: the result is stored as member i's (once: HSETNX) and counted; the member that
 -- completes the count creates the callback with the JSON list of the members' results, in order.
 -- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease   KEYS[3] asynq:{q}:completed
--- KEYS[4] asynq:{q}:processed:<date>   KEYS[5] asynq:{q}:processed
--- KEYS[6..] per step, five keys: asynq:{q}:t:<id>; the link: the next step's template (chain) or
--- the chord; the task key of the task to create; its queue's pending; its queue's scheduled
+-- KEYS[4] asynq:{q}:processed:<date>   KEYS[5] asynq:{q}:processed   KEYS[6] asynq:{q}:fastq_flow
+-- KEYS[7..] per step, six keys: asynq:{q}:t:<id>; the link: the next step's template (chain) or
+-- the chord; the task key of the task to create; its queue's pending, scheduled and fastq_flow
 -- ARGV[1] daily-stats expire-at   ARGV[2] lease cutoff or ""
 -- ARGV[3..] per step, nine values: task id, lease token, expiry Unix s ("0": delete the task),
 -- TaskMessage with completed_at, unique key or "", "" or "1" .. result JSON, "chain" or "chord",
@@ -19,11 +19,12 @@ local missing = {}
 local states = { done = {}, completed = {} }
 local count = 0
 local fields = { "mh", "mt", "ph", "pt", "flow", "at" }
-local k = 6
+local k = 7
 for a = 3, #ARGV, 9 do
     local id, task_key = ARGV[a], KEYS[k]
-    local link, new_key, pending, scheduled = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-    k = k + 5
+    local link, new_key, pending, scheduled, links = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4],
+        KEYS[k + 5]
+    k = k + 6
     if not fastq_release(KEYS[1], KEYS[2], id, task_key, ARGV[a + 1], ARGV[2]) then
         missing[#missing + 1] = id
     else
@@ -40,6 +41,7 @@ for a = 3, #ARGV, 9 do
             states.completed[#states.completed + 1] = id
         end
         fastq_unlock(ARGV[a + 4], id)
+        redis.call("HDEL", KEYS[6], id)
         count = count + 1
 
         local value = "null"
@@ -49,7 +51,7 @@ for a = 3, #ARGV, 9 do
         if ARGV[a + 6] == "chain" then
             local t = redis.call("HMGET", link, unpack(fields))
             if t[1] then
-                fastq_flow_create(new_key, pending, scheduled, ARGV[a + 7], t, value)
+                fastq_flow_create(new_key, pending, scheduled, links, ARGV[a + 7], t, value)
                 redis.call("DEL", link)
             end
         elseif ARGV[a + 6] == "chord" and redis.call("HSETNX", link, "r" .. ARGV[a + 8], value) == 1 then
@@ -70,7 +72,8 @@ for a = 3, #ARGV, 9 do
                     fastq_bulk("HDEL", link, names)
                 end
                 local t = redis.call("HMGET", link, unpack(fields))
-                fastq_flow_create(new_key, pending, scheduled, ARGV[a + 7], t, "[" .. table.concat(parts, ",") .. "]")
+                fastq_flow_create(new_key, pending, scheduled, links, ARGV[a + 7], t,
+                                  "[" .. table.concat(parts, ",") .. "]")
                 redis.call("HSET", link, "state", "done")
                 redis.call("EXPIRE", link, 86400)
             end

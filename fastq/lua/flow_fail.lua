@@ -7,10 +7,11 @@
 -- enqueued with the failed member's ID as its first argument.
 -- KEYS[1] asynq:{q}:active   KEYS[2] asynq:{q}:lease   KEYS[3] asynq:{q}:archived
 -- KEYS[4] processed:<date>   KEYS[5] failed:<date>   KEYS[6] processed   KEYS[7] failed
--- KEYS[8] asynq:{q}:t:<id>
--- chain: KEYS[9..] the templates of the later steps
--- chord: KEYS[9] the chord   KEYS[10] the callback's task key   KEYS[11] the callback queue's archived
---        KEYS[12] the error callback's task key   KEYS[13] its pending   KEYS[14] its scheduled
+-- KEYS[8] asynq:{q}:t:<id>   KEYS[9] asynq:{q}:fastq_flow
+-- chain: KEYS[10..] the templates of the later steps
+-- chord: KEYS[10] the chord   KEYS[11] the callback's task key   KEYS[12] the callback queue's archived
+--        KEYS[13] the error callback's task key   KEYS[14] its pending   KEYS[15] its scheduled
+--        KEYS[16] its fastq_flow
 -- ARGV[1] daily-stats expire-at   ARGV[2] task id   ARGV[3] lease token   ARGV[4] lease cutoff or ""
 -- ARGV[5] now Unix s   ARGV[6] TaskMessage with error_msg/last_failed_at   ARGV[7] "chain" or "chord"
 -- ARGV[8] the callback's ID   ARGV[9] the callback's error text   ARGV[10] the error callback's ID or ""
@@ -26,33 +27,34 @@ fastq_incr_daily(KEYS[4], 1, ARGV[1])
 fastq_incr_daily(KEYS[5], 1, ARGV[1])
 fastq_incr_total(KEYS[6], 1)
 fastq_incr_total(KEYS[7], 1)
+redis.call("HDEL", KEYS[9], id)
 
 if ARGV[7] == "chain" then
-    for i = 9, #KEYS do
+    for i = 10, #KEYS do
         redis.call("DEL", KEYS[i])
     end
-elseif ARGV[7] == "chord" and redis.call("HGET", KEYS[9], "state") == "waiting" then
-    redis.call("HSET", KEYS[9], "state", "failed", "failed", id, "error", ARGV[9])
-    if redis.call("EXISTS", KEYS[10]) == 0 then
-        local t = redis.call("HMGET", KEYS[9], "mh", "mt", "ph", "pt")
+elseif ARGV[7] == "chord" and redis.call("HGET", KEYS[10], "state") == "waiting" then
+    redis.call("HSET", KEYS[10], "state", "failed", "failed", id, "error", ARGV[9])
+    if redis.call("EXISTS", KEYS[11]) == 0 then
+        local t = redis.call("HMGET", KEYS[10], "mh", "mt", "ph", "pt")
         if t[1] then
             local payload = t[3] .. "null" .. t[4]
             -- fields 7 (error_msg) and 11 (last_failed_at) after the others: a valid message
             -- (protobuf readers accept any field order); Go writes it in order when it next saves it
             local msg = t[1] .. "\18" .. fastq_varint(#payload) .. payload .. t[2] ..
                 ":" .. fastq_varint(#ARGV[9]) .. ARGV[9] .. "X" .. fastq_varint(tonumber(ARGV[5]))
-            redis.call("HSET", KEYS[10], "msg", msg, "state", "archived")
-            redis.call("ZADD", KEYS[11], ARGV[5], ARGV[8])
-            redis.call("PUBLISH", string.sub(KEYS[11], 1, -9) .. "fastq_done", "archived\n" .. ARGV[8])
+            redis.call("HSET", KEYS[11], "msg", msg, "state", "archived")
+            redis.call("ZADD", KEYS[12], ARGV[5], ARGV[8])
+            redis.call("PUBLISH", string.sub(KEYS[12], 1, -9) .. "fastq_done", "archived\n" .. ARGV[8])
         end
     end
     if ARGV[10] ~= "" then
-        local e = redis.call("HMGET", KEYS[9], "emh", "emt", "eph", "ept", "eflow", "eat")
+        local e = redis.call("HMGET", KEYS[10], "emh", "emt", "eph", "ept", "eflow", "eat")
         if e[1] then
-            fastq_flow_create(KEYS[12], KEYS[13], KEYS[14], ARGV[10], e, ARGV[11])
+            fastq_flow_create(KEYS[13], KEYS[14], KEYS[15], KEYS[16], ARGV[10], e, ARGV[11])
         end
     end
-    redis.call("EXPIRE", KEYS[9], 86400)
+    redis.call("EXPIRE", KEYS[10], 86400)
 end
 fastq_settled(KEYS[1], "archived", { id })
 return {}

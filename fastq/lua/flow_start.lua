@@ -1,8 +1,8 @@
 -- flow_start: write a workflow (chain, group, chord): the templates of the steps that are
 -- created later, the chord record, and the tasks that start now, each with its workflow link
--- (hash field fastq_flow, which Go ignores). Nothing is written when a key exists already.
+-- (in the queue's links hash asynq:{q}:fastq_flow). Nothing is written when a key exists already.
 -- KEYS[1] the chord record when ARGV[1] == "1"; then ARGV[2] template keys, then per task
---       (asynq:{q}:t:<id>, asynq:{q}:pending, asynq:{q}:scheduled)
+--       (asynq:{q}:t:<id>, asynq:{q}:pending, asynq:{q}:scheduled, asynq:{q}:fastq_flow)
 -- ARGV[1] "1" with a chord record, else "0"   ARGV[2] number of templates
 -- then, with a chord record: the number of its fields * 2, then field, value, ...
 -- then per template: mh, mt, ph, pt, flow, at (see fastq_flow_create)
@@ -10,7 +10,7 @@
 -- Returns {} when written, else {position of the first key that exists (1-based)}.
 local first_task = tonumber(ARGV[2]) + (ARGV[1] == "1" and 1 or 0) + 1
 for i = 1, #KEYS do
-    if (i < first_task or (i - first_task) % 3 == 0) and redis.call("EXISTS", KEYS[i]) == 1 then
+    if (i < first_task or (i - first_task) % 4 == 0) and redis.call("EXISTS", KEYS[i]) == 1 then
         return { i }
     end
 end
@@ -41,9 +41,9 @@ while a <= #ARGV do
         fastq_notify(KEYS[k + 1], was_empty)
     end
     if ARGV[a + 3] ~= "" then
-        redis.call("HSET", key, "fastq_flow", ARGV[a + 3])
+        redis.call("HSET", KEYS[k + 3], id, ARGV[a + 3])
     end
-    k = k + 3
+    k = k + 4
     a = a + 4
 end
 return {}

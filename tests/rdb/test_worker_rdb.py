@@ -116,7 +116,8 @@ def test_dequeue_layout_is_cached_per_order(redis_url, r, q, q2):
     assert set(layouts) == {(q, q2), (q2, q)}
     assert layouts[(q, q2)] == ([*dequeue_keys(q), *dequeue_keys(q2)], [keys.task_key_prefix(q),
                                                                         keys.task_key_prefix(q2)])
-    assert dequeue_keys(q) == [keys.pending_key(q), keys.paused_key(q), keys.active_key(q), keys.lease_key(q)]
+    assert dequeue_keys(q) == [keys.pending_key(q), keys.paused_key(q), keys.active_key(q), keys.lease_key(q),
+                              keys.flow_links_key(q)]
 
 
 def test_dequeue_wrongtype_raises_and_key_types_name_the_culprit(redis_url, r, q, q2):
@@ -130,7 +131,7 @@ def test_dequeue_wrongtype_raises_and_key_types_name_the_culprit(redis_url, r, q
 
     types, wrong, fine = run(redis_url, check)
     assert types == {keys.pending_key(q): "string", keys.paused_key(q): "none", keys.active_key(q): "none",
-                     keys.lease_key(q): "none"}
+                     keys.lease_key(q): "none", keys.flow_links_key(q): "none"}
     assert wrong == [(keys.pending_key(q), "string", "list")]
     assert fine == []
 
@@ -237,7 +238,7 @@ def test_list_claims_finds_one_workers_claims_sync_and_async(redis_url, r, q, q2
     seed_active(r, q2, "mine2", token="dead:7")
     seed_active(r, q, "other", token="alive:1")
     r.hdel(keys.task_key(q2, "mine2"), "msg")
-    r.hset(keys.task_key(q, "mine1"), "fastq_flow", b'{"k":"chain"}')
+    r.hset(keys.flow_links_key(q), "mine1", b'{"k":"chain"}')
     expected = [Claim(q, b"mine1", encode_message(msg("mine1", q)), "dead:1", link=b'{"k":"chain"}'),
                 Claim(q2, b"mine2", None, "dead:7")]
     assert run(redis_url, lambda b: b.list_claims([q, q2], "dead")) == expected
