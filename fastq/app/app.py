@@ -122,7 +122,7 @@ class App:
         ``rate_limit`` (``"100/s"``, ``"/m"``, ``"/h"``) and ``concurrency_limit`` (at most that many
         running) hold across every worker, per task name, or per key with ``rate_key`` /
         ``concurrency_key`` (functions of the task's arguments by name returning a str): see
-        ``docs/guide/limits.md``.
+        ``docs/guide/workflows.md`` ("Rate and concurrency limits").
         """
         limits = (rate_limit, rate_key, concurrency_limit, concurrency_key)
 
