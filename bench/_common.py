@@ -1,8 +1,13 @@
 """What the fastq-only benchmark scripts share (run them as ``python -m bench.<name>``)."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
-from typing import Union
+from pathlib import Path
+from typing import Any, Optional, Union
 
 import redis
 
@@ -18,3 +23,30 @@ def ping_rate(target: Union[str, redis.Redis], seconds: float = 0.5) -> float:
     if isinstance(target, str):
         r.close()
     return n / seconds
+
+
+def app_supervisor(module_app: str, queue: str, processes: int, redis_url: Optional[str]) -> tuple[Any, Any, str]:
+    """A private redis-server (unless ``redis_url``) and ``fastq-supervisor <module_app>`` serving
+    ``queue`` on it, for the App benchmarks: ``(supervisor process, server or None, URL)``. Sets
+    ``FASTQ_REDIS_URL`` so the benchmark's own App (``fastq.App()``) uses the same Redis. Stop
+    both with ``stop_supervisor``."""
+    from fastq.devserver import start_dev_server
+
+    server = None
+    url = redis_url
+    if url is None:
+        server = start_dev_server()
+        url = server.url
+    os.environ["FASTQ_REDIS_URL"] = url
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "fastq.cli.supervisor", module_app, "--redis-url", url,
+           "--processes", str(processes), "--queues", queue, "--log-level", "warning"]
+    return subprocess.Popen(cmd, env=env, cwd=root), server, url
+
+
+def stop_supervisor(proc: Any, server: Any) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    if server is not None:
+        server.stop()

@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import fastq
-from bench._common import ping_rate
-from fastq.devserver import start_dev_server
+from bench._common import app_supervisor, ping_rate, stop_supervisor
 
 app = fastq.App()  # the supervisor's copy reads FASTQ_REDIS_URL
 
@@ -73,17 +68,7 @@ def main() -> int:
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--redis-url", default=None)
     args = p.parse_args()
-    server = None
-    url = args.redis_url
-    if url is None:
-        server = start_dev_server()
-        url = server.url
-    os.environ["FASTQ_REDIS_URL"] = url
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "fastq.cli.supervisor", "bench.result_latency:app", "--redis-url", url,
-           "--processes", str(args.processes), "--queues", "latency", "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, env=env, cwd=root)
+    proc, server, url = app_supervisor("bench.result_latency:app", "latency", args.processes, args.redis_url)
     try:
         echo.enqueue(-1).result(timeout=30)  # the workers are up
         ping = ping_rate(url)
@@ -97,11 +82,8 @@ def main() -> int:
               f"{_percentiles(conc)}  ({args.concurrent / elapsed:,.0f} results/s)")
         return 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
         app.close()
-        if server is not None:
-            server.stop()
+        stop_supervisor(proc, server)
 
 
 if __name__ == "__main__":

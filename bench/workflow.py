@@ -12,20 +12,15 @@ tasks/s with the single-connection PING rate of the same Redis beside them.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import redis
 
 import fastq
-from bench._common import ping_rate
+from bench._common import app_supervisor, ping_rate, stop_supervisor
 from fastq import keys
-from fastq.devserver import start_dev_server
 
 app = fastq.App()  # the supervisor's copy reads FASTQ_REDIS_URL
 QUEUE = "flow"
@@ -71,17 +66,7 @@ def main() -> int:
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--redis-url", default=None)
     args = p.parse_args()
-    server = None
-    url = args.redis_url
-    if url is None:
-        server = start_dev_server()
-        url = server.url
-    os.environ["FASTQ_REDIS_URL"] = url
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "fastq.cli.supervisor", "bench.workflow:app", "--redis-url", url,
-           "--processes", str(args.processes), "--queues", QUEUE, "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, env=env, cwd=root)
+    proc, server, url = app_supervisor("bench.workflow:app", QUEUE, args.processes, args.redis_url)
     r = redis.Redis.from_url(url)
     try:
         noop.enqueue(-1).result(timeout=30)  # the workers are up
@@ -100,11 +85,8 @@ def main() -> int:
               f"chain of {args.chain}: {args.chain / ch:,.0f} steps/s ({ch / args.chain * 1000:.2f} ms a step)")
         return 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
         app.close()
-        if server is not None:
-            server.stop()
+        stop_supervisor(proc, server)
 
 
 if __name__ == "__main__":
