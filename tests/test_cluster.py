@@ -503,3 +503,31 @@ def test_drain_throughput_three_masters_vs_one_redis(tmp_path, cluster):
         assert all(r["drain_per_s"] > 1000 for r in results.values())
     finally:
         single.stop()
+
+
+def test_workflows_on_the_cluster_stay_in_one_queue(fresh):
+    """A workflow's scripts touch one hash slot: its steps must share a queue (refused before
+    anything is written otherwise); a chord in one queue runs on the cluster."""
+    from fastq.testing import WorkerHarness
+
+    q, other = spread_queues(fresh, 2)
+    app = fastq.App(fresh.url)
+
+    @app.task(queue=q)
+    def part(i: int) -> int:
+        return i
+
+    @app.task(queue=q)
+    def join(xs: list[int]) -> int:
+        return sum(xs)
+
+    try:
+        with pytest.raises(ValueError, match="must share one queue"):
+            fastq.chain(part.s(1), join.s().set(queue=other)).enqueue()
+        assert list(app.client.redis.scan_iter(match="asynq:*")) == []  # nothing written
+        ref = fastq.chord(fastq.group(part.s(i) for i in range(20)), join.s()).enqueue()
+        WorkerHarness(app, fresh.url).drain(timeout=30)
+        assert ref.result(timeout=10) == sum(range(20))
+        assert_cluster_clean(fresh)
+    finally:
+        app.close()

@@ -13,6 +13,7 @@ as any task); nothing is lost and no step is created twice.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
@@ -23,7 +24,7 @@ from fastq._rdb.flow import CHAIN, Link, NewTask, Template, chord_links, dump_li
 from fastq.app.payload import DEFAULT_RESULT_RETENTION
 from fastq.app.ref import _timeout
 from fastq.errors import TaskIDConflictError
-from fastq.options import ENQUEUE, GROUP, check_option_names, plan_enqueue, plan_many
+from fastq.options import ENQUEUE, GROUP, EnqueuePlan, check_option_names, plan_enqueue, plan_many
 from fastq.task import Task
 
 if TYPE_CHECKING:
@@ -81,34 +82,32 @@ class Signature:
                 raise ValueError(f"{self.task.name}: option {name!r} cannot be used in a workflow step")
         return opts
 
-    def _new_task(self, now: float, link: str = "") -> NewTask:
-        """The task written at once (its arguments all given)."""
-        payload = self.task.signature.dump_args(self.args, self.kwargs)
-        plan = plan_enqueue(Task._trusted(self.task.name, payload, {}), self._options(), now)
-        if plan.kind == GROUP:  # pragma: no cover - refused above
-            raise ValueError("aggregation groups are not workflow steps")
-        at = "" if plan.kind == ENQUEUE else (f"+{plan.process_in}" if plan.process_in is not None
-                                              else str(plan.process_at))
-        return NewTask(plan.msg, at, link)
-
-    def _template(self, now: float, link: str = "") -> tuple[str, str, Template]:
+    def _template(self, now: float) -> tuple[str, str, Template]:
         """``(queue, id, template)`` of a step created later with the result before it."""
         head, tail = self.task.signature.dump_args_around_first(self.args, self.kwargs)
-        opts = self._options()
-        plan = plan_enqueue(Task._trusted(self.task.name, b"", {}), opts, now)
-        msg = plan.msg
-        mh, mt = split_message(msg)
-        at = ""
-        if opts.get("process_in") is not None:
-            at = f"+{plan.process_in}"
-        elif opts.get("process_at") is not None:
-            at = str(plan.process_at)
-        return msg.queue, msg.id, Template(mh, mt, head, tail, at, link)
+        plan = plan_enqueue(Task._trusted(self.task.name, b"", {}), self._options(), now)
+        mh, mt = split_message(plan.msg)
+        return plan.msg.queue, plan.msg.id, Template(mh, mt, head, tail, _at(plan))
+
+    def _call(self, before: tuple[Any, ...] = ()) -> Task:
+        """The task of this call, ``before`` as its first arguments."""
+        return Task._trusted(self.task.name, self.task.signature.dump_args((*before, *self.args), self.kwargs), {})
+
+
+def _at(plan: EnqueuePlan) -> str:
+    """When a step runs, as the scripts take it: "" at once, "+<s>" after a delay by the Redis
+    clock, or Unix seconds."""
+    if plan.kind == GROUP:  # pragma: no cover - refused by Signature._options
+        raise ValueError("aggregation groups are not workflow steps")
+    if plan.kind == ENQUEUE:
+        return ""
+    return f"+{plan.process_in}" if plan.process_in is not None else str(plan.process_at)
 
 
 def _new_tasks(sigs: Sequence[Signature], now: float, links: Optional[Sequence[str]] = None) -> list[NewTask]:
-    """``_new_task`` of each signature; runs of one task with the same options are planned
-    together (``plan_many``: the options checked once), as a large group usually is."""
+    """The tasks written at once (their arguments all given); runs of one task with the same
+    options are planned together (``plan_many``: the options checked once), as a large group
+    usually is."""
     out: list[NewTask] = []
     i = 0
     while i < len(sigs):
@@ -116,15 +115,8 @@ def _new_tasks(sigs: Sequence[Signature], now: float, links: Optional[Sequence[s
         j = i + 1
         while j < len(sigs) and sigs[j].task is first.task and sigs[j].options == first.options:
             j += 1
-        if j - i == 1:
-            out.append(first._new_task(now, links[i] if links else ""))
-        else:
-            dump = first.task.signature.dump_args
-            batch = [Task._trusted(first.task.name, dump(s.args, s.kwargs), {}) for s in sigs[i:j]]
-            for k, plan in enumerate(plan_many(batch, first._options(), now)):
-                at = "" if plan.kind == ENQUEUE else (f"+{plan.process_in}" if plan.process_in is not None
-                                                      else str(plan.process_at))
-                out.append(NewTask(plan.msg, at, links[i + k] if links else ""))
+        for k, plan in enumerate(plan_many([s._call() for s in sigs[i:j]], first._options(), now), i):
+            out.append(NewTask(plan.msg, _at(plan), links[k] if links else ""))
         i = j
     return out
 
@@ -133,15 +125,13 @@ def _eager(sig: Signature, before: tuple[Any, ...] = ()) -> TaskRef:
     """Run ``sig`` in-process (``with app.eager():``), ``before`` as its first arguments."""
     from fastq.app.eager import run_eager
 
-    payload = sig.task.signature.dump_args((*before, *sig.args), sig.kwargs)
-    return run_eager(sig.task, Task._trusted(sig.task.name, payload, {}), sig._options())
+    return run_eager(sig.task, sig._call(before), sig._options())
 
 
 async def _aeager(sig: Signature, before: tuple[Any, ...] = ()) -> TaskRef:
     from fastq.app.eager import arun_eager
 
-    payload = sig.task.signature.dump_args((*before, *sig.args), sig.kwargs)
-    return await arun_eager(sig.task, Task._trusted(sig.task.name, payload, {}), sig._options())
+    return await arun_eager(sig.task, sig._call(before), sig._options())
 
 
 def _signatures(items: Iterable[Any], what: str) -> list[Signature]:
@@ -160,18 +150,24 @@ def _app_of(sigs: Sequence[Signature]) -> App:
     return app
 
 
-def _check_cluster(app: App, queues: Iterable[str]) -> None:
+def _registered(app: App, calls: list[Call], queues: Iterable[str]) -> list[Call]:
+    """``calls`` after adding the workflow's queues to ``asynq:queues`` (as Go's client does).
+    On Redis Cluster the queues must be one (a workflow's scripts touch one hash slot)."""
     from fastq.redis.cluster import is_cluster
 
-    names = set(queues)
+    names = sorted(set(queues))
     if len(names) > 1 and is_cluster(app.client.redis):
         raise ValueError(f"on Redis Cluster a workflow's steps must share one queue (its scripts touch one "
-                         f"hash slot); got {', '.join(sorted(names))}")
+                         f"hash slot); got {', '.join(names)}")
+    return [cmd("sadd", keys.ALL_QUEUES, *names), *calls]
 
 
-def _registered(calls: list[Call], queues: Iterable[str]) -> list[Call]:
-    """``calls`` after adding the workflow's queues to ``asynq:queues`` (as Go's client does)."""
-    return [cmd("sadd", keys.ALL_QUEUES, *sorted(set(queues))), *calls]
+def _chain_link(after: Sequence[tuple[str, str, Template]]) -> str:
+    """The link of a chain step followed by the steps ``after`` (``(queue, id, template)``): the
+    next one, and the ones after it (dropped if this step fails); "" for the last step."""
+    if not after:
+        return ""
+    return dump_link(Link(CHAIN, after[0][1], after[0][0], tuple((tid, q) for q, tid, _ in after[1:])))
 
 
 def _check_replies(calls: list[Call], replies: list[Any]) -> None:
@@ -203,18 +199,10 @@ class Chain:
         app = _app_of(self.steps)
         now = time.time()
         templates = [s._template(now) for s in self.steps[1:]]
-        _check_cluster(app, [self.steps[0]._options().get("queue", "default")] + [q for q, _, _ in templates])
-        # each template's link names the step after it, and the ones after that (dropped on failure)
-        linked = []
-        for i, (q, tid, t) in enumerate(templates):
-            after = templates[i + 1:]
-            link = "" if not after else dump_link(
-                Link(CHAIN, after[0][1], after[0][0], tuple((x[1], x[0]) for x in after[1:])))
-            linked.append((q, tid, Template(t.mh, t.mt, t.ph, t.pt, t.at, link)))
-        first_link = "" if not templates else dump_link(
-            Link(CHAIN, templates[0][1], templates[0][0], tuple((x[1], x[0]) for x in templates[1:])))
-        first = self.steps[0]._new_task(now, first_link)
-        calls = _registered(start_calls([first], linked), [first.msg.queue] + [q for q, _, _ in linked])
+        linked = [(q, tid, dataclasses.replace(t, link=_chain_link(templates[i + 1:])))
+                  for i, (q, tid, t) in enumerate(templates)]
+        (first,) = _new_tasks(self.steps[:1], now, [_chain_link(templates)])
+        calls = _registered(app, start_calls([first], linked), [first.msg.queue] + [q for q, _, _ in linked])
         refs = [self.steps[0].task.ref(first.msg.id, queue=first.msg.queue)]
         refs += [s.task.ref(tid, queue=q) for s, (q, tid, _) in zip(self.steps[1:], templates, strict=True)]
         return app, calls, ChainRef(refs)
@@ -257,9 +245,8 @@ class Group:
         app = _app_of(self.members)
         now = time.time()
         tasks = _new_tasks(self.members, now)
-        _check_cluster(app, [t.msg.queue for t in tasks])
         refs = [m.task.ref(t.msg.id, queue=t.msg.queue) for m, t in zip(self.members, tasks, strict=True)]
-        calls = _registered(start_calls(tasks), [t.msg.queue for t in tasks])
+        calls = _registered(app, start_calls(tasks), [t.msg.queue for t in tasks])
         return app, calls, GroupRef(str(uuid.uuid4()), refs)
 
     def enqueue(self) -> GroupRef:
@@ -312,10 +299,9 @@ class Chord:
             eq, eid, err = self.errback._template(now)
             fields += err.fields("e")
         tasks = _new_tasks(members, now, chord_links(cid, cq, len(members), eid, eq))
-        _check_cluster(app, [cq] + ([eq] if eq else []) + [t.msg.queue for t in tasks])
         refs = [m.task.ref(t.msg.id, queue=t.msg.queue) for m, t in zip(members, tasks, strict=True)]
         callback = self.body.task.ref(cid, queue=cq)
-        calls = _registered(start_calls(tasks, (), (cq, cid, fields)),
+        calls = _registered(app, start_calls(tasks, (), (cq, cid, fields)),
                             [cq] + ([eq] if eq else []) + [t.msg.queue for t in tasks])
         return app, calls, ChordRef(callback, GroupRef(cid, refs))
 
