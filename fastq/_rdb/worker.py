@@ -69,10 +69,10 @@ def settle_calls(outcomes: Iterable[Outcome], now: float, cutoff: str = "") -> l
     expire = int(now) + STATS_TTL
     calls = []
     for (kind, q), items in groups.items():
-        if kind is Advance or kind is Archive:  # workflow steps: one flow script each
-            if kind is Advance:
-                calls.append(flow.advance_call(items, date, expire, cutoff))
-                continue
+        if kind is Advance:  # successful workflow steps: settled and followed in one call
+            calls.append(flow.advance_call(items, date, expire, cutoff))
+            continue
+        if kind is Archive:  # a workflow step archived ends its workflow: one flow_fail call each
             calls += [flow.fail_call(a, date, expire, int(now), cutoff) for a in items if a.link is not None]
             items = [a for a in items if a.link is None]
             if not items:

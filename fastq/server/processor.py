@@ -415,22 +415,18 @@ class Processor:
         elif run.abort == ABORT_SHUTDOWN:
             outcome = Requeue.kind
             self.acks.add(Requeue(queue, tid, run.token))
-        elif exc is None and run.link is not None:  # a workflow step: settled and followed in one script
-            now = int(time.time())
-            outcome = Complete.kind if msg.retention > 0 else Done.kind
-            done = msg.copy()
-            done.completed_at = now
-            stored = bytes(result) if isinstance(result, (bytes, bytearray, memoryview)) else None
-            self.acks.add(Advance(queue, tid, run.token, now + msg.retention if msg.retention > 0 else 0, done,
-                                  run.link, msg.unique_key, stored))
         elif exc is None or isinstance(exc, RevokeTask):
-            if msg.retention > 0 and exc is None:
+            if exc is None and (msg.retention > 0 or run.link is not None):
                 now = int(time.time())
-                outcome = Complete.kind
+                outcome = Complete.kind if msg.retention > 0 else Done.kind
                 done = msg.copy()
                 done.completed_at = now
                 stored = bytes(result) if isinstance(result, (bytes, bytearray, memoryview)) else None
-                self.acks.add(Complete(queue, tid, run.token, now + msg.retention, done, msg.unique_key, stored))
+                expiry = now + msg.retention if msg.retention > 0 else 0
+                if run.link is not None:  # a workflow step: settled and followed in one script
+                    self.acks.add(Advance(queue, tid, run.token, expiry, done, run.link, msg.unique_key, stored))
+                else:
+                    self.acks.add(Complete(queue, tid, run.token, expiry, done, msg.unique_key, stored))
             else:
                 outcome = Done.kind
                 self.acks.add(Done(queue, tid, run.token, msg.unique_key))
