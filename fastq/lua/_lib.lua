@@ -158,27 +158,31 @@ local function fastq_varint(n)
     return table.concat(out)
 end
 
--- Create a workflow step from its template (HMGET of mh mt ph pt flow at): the TaskMessage is
--- mh (field 1, the type) .. field 2 (the payload: ph .. value .. pt) .. mt (fields 3 and up), the
--- bytes Go writes for the same message. Pending, or scheduled when the template has a time (a
--- fastq_score argument); its own link (if any) goes to its queue's links hash. Nothing is written
--- when the task key exists already.
-local function fastq_flow_create(task_key, pending, scheduled, links, id, t, value)
-    if redis.call("EXISTS", task_key) == 1 then
-        return
-    end
-    local payload = t[3] .. value .. t[4]
-    local msg = t[1] .. "\18" .. fastq_varint(#payload) .. payload .. t[2]
-    if t[6] and t[6] ~= "" then
+-- Write a workflow task: pending, or scheduled when ``at`` is a time (a fastq_score argument;
+-- "" none); its link (if not "") goes to its queue's links hash.
+local function fastq_flow_put(task_key, pending, scheduled, links, id, msg, at, link)
+    if at ~= "" then
         redis.call("HSET", task_key, "msg", msg, "state", "scheduled")
-        redis.call("ZADD", scheduled, fastq_score(t[6]), id)
+        redis.call("ZADD", scheduled, fastq_score(at), id)
     else
         redis.call("HSET", task_key, "msg", msg, "state", "pending", "pending_since", fastq_now_ns())
         local was_empty = redis.call("LLEN", pending) == 0
         redis.call("LPUSH", pending, id)
         fastq_notify(pending, was_empty)
     end
-    if t[5] and t[5] ~= "" then
-        redis.call("HSET", links, id, t[5])
+    if link ~= "" then
+        redis.call("HSET", links, id, link)
     end
+end
+
+-- Create a workflow step from its template (HMGET of mh mt ph pt flow at): the TaskMessage is
+-- mh (field 1, the type) .. field 2 (the payload: ph .. value .. pt) .. mt (fields 3 and up), the
+-- bytes Go writes for the same message. Nothing is written when the task key exists already.
+local function fastq_flow_create(task_key, pending, scheduled, links, id, t, value)
+    if redis.call("EXISTS", task_key) == 1 then
+        return
+    end
+    local payload = t[3] .. value .. t[4]
+    local msg = t[1] .. "\18" .. fastq_varint(#payload) .. payload .. t[2]
+    fastq_flow_put(task_key, pending, scheduled, links, id, msg, t[6] or "", t[5] or "")
 end

@@ -17,6 +17,8 @@
 -- Returns the IDs of the steps that were not settled (no longer held with that token).
 local missing = {}
 local states = { done = {}, completed = {} }
+local settled = {}
+local taken = {}
 local count = 0
 local fields = { "mh", "mt", "ph", "pt", "flow", "at" }
 local k = 7
@@ -25,7 +27,7 @@ for a = 3, #ARGV, 9 do
     local link, new_key, pending, scheduled, links = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4],
         KEYS[k + 5]
     k = k + 6
-    if not fastq_release(KEYS[1], KEYS[2], id, task_key, ARGV[a + 1], ARGV[2]) then
+    if not fastq_unlist(KEYS[1], KEYS[2], id, task_key, ARGV[a + 1], ARGV[2], taken) then
         missing[#missing + 1] = id
     else
         local result = ARGV[a + 5]
@@ -34,15 +36,18 @@ for a = 3, #ARGV, 9 do
             states.done[#states.done + 1] = id
         else
             redis.call("ZADD", KEYS[3], ARGV[a + 2], id)
-            redis.call("HSET", task_key, "msg", ARGV[a + 3], "state", "completed")
             if result ~= "" then
-                redis.call("HSET", task_key, "result", string.sub(result, 2))
+                redis.call("HSET", task_key, "msg", ARGV[a + 3], "state", "completed", "result", string.sub(result, 2))
+            else
+                redis.call("HSET", task_key, "msg", ARGV[a + 3], "state", "completed")
             end
+            redis.call("HDEL", task_key, "lease_token")
             states.completed[#states.completed + 1] = id
         end
         fastq_unlock(ARGV[a + 4], id)
         redis.call("HDEL", KEYS[6], id)
         count = count + 1
+        settled[count] = id
 
         local value = "null"
         if result ~= "" then
@@ -81,6 +86,7 @@ for a = 3, #ARGV, 9 do
     end
 end
 if count > 0 then
+    fastq_unlease(KEYS[2], settled)
     fastq_incr_daily(KEYS[4], count, ARGV[1])
     fastq_incr_total(KEYS[5], count)
 end

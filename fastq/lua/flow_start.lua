@@ -30,19 +30,7 @@ for _ = 1, templates do
     a = a + 6
 end
 while a <= #ARGV do
-    local key, id, at = KEYS[k], ARGV[a], ARGV[a + 2]
-    if at ~= "" then
-        redis.call("HSET", key, "msg", ARGV[a + 1], "state", "scheduled")
-        redis.call("ZADD", KEYS[k + 2], fastq_score(at), id)
-    else
-        redis.call("HSET", key, "msg", ARGV[a + 1], "state", "pending", "pending_since", fastq_now_ns())
-        local was_empty = redis.call("LLEN", KEYS[k + 1]) == 0
-        redis.call("LPUSH", KEYS[k + 1], id)
-        fastq_notify(KEYS[k + 1], was_empty)
-    end
-    if ARGV[a + 3] ~= "" then
-        redis.call("HSET", KEYS[k + 3], id, ARGV[a + 3])
-    end
+    fastq_flow_put(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
     k = k + 4
     a = a + 4
 end
