@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 import redis
 
@@ -23,6 +23,22 @@ def ping_rate(target: Union[str, redis.Redis], seconds: float = 0.5) -> float:
     if isinstance(target, str):
         r.close()
     return n / seconds
+
+
+def process_tree(roots: Iterable[Any]) -> list[Any]:
+    """The processes started as ``roots`` (``subprocess.Popen``), with all their descendants, as
+    ``psutil.Process``es; those gone already are left out."""
+    import psutil
+
+    out = []
+    for p in roots:
+        try:
+            root = psutil.Process(p.pid)
+            out.append(root)
+            out.extend(root.children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+    return out
 
 
 def app_supervisor(module_app: str, queue: str, processes: int, redis_url: Optional[str]) -> tuple[Any, Any, str]:

@@ -46,6 +46,8 @@ from typing import Callable, Optional
 import psutil
 import redis
 
+from bench._common import process_tree
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 CACHE = Path(os.environ.get("FASTQ_BENCH_CACHE", Path.home() / ".cache" / "fastq-bench"))
@@ -342,15 +344,7 @@ class Workers:
                                                start_new_session=True))
 
     def tree(self) -> list:
-        out = []
-        for p in self.procs:
-            try:
-                root = psutil.Process(p.pid)
-                out.append(root)
-                out.extend(root.children(recursive=True))
-            except psutil.NoSuchProcess:
-                pass
-        return out
+        return process_tree(self.procs)
 
     def cpu_seconds(self) -> float:
         total = 0.0

@@ -40,6 +40,8 @@ from typing import Any, Optional
 import psutil
 import redis
 
+from bench._common import process_tree
+
 REPO = Path(__file__).resolve().parent.parent
 QUEUE = "fastq-demo"  # fastq.demo's queue: the supervisor below serves fastq.demo:mux
 
@@ -139,18 +141,6 @@ def _tree_cpu(procs: list[psutil.Process]) -> float:
     return total
 
 
-def _processes(roots: list[subprocess.Popen[bytes]]) -> list[psutil.Process]:
-    out = []
-    for p in roots:
-        try:
-            root = psutil.Process(p.pid)
-            out.append(root)
-            out.extend(root.children(recursive=True))
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
 def drain(url: str, mode: str, path: Optional[str], n: int, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     """Flush, fill ``n`` tasks, drain them with ``mode``; the figures of the steady part."""
     from bench._common import ping_rate
@@ -192,7 +182,7 @@ def drain(url: str, mode: str, path: Optional[str], n: int, args: argparse.Names
             done = int(r.get(processed) or 0)
             now = time.perf_counter()
             if first is None and done > 0:
-                tree = _processes(procs)
+                tree = process_tree(procs)
                 first, first_done = now, done
                 cpu0, rcpu0, stats0 = _tree_cpu(tree), _cpu(r), _commandstats(r)
             if done >= n:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -10,7 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import redis
 
@@ -267,3 +269,26 @@ def chord_app(redis_url: str):
         return sum(xs)
 
     return app, part, join
+
+
+@contextlib.contextmanager
+def task_log_records(name: str) -> Iterator[list[logging.LogRecord]]:
+    """The records logged at INFO and above on logger ``name`` while the block runs, each passed
+    through fastq's TaskContextFilter (``record.task_id`` etc. as a handler's log line gets them)."""
+    from fastq.logging import TaskContextFilter
+
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    collector = Collect()
+    collector.addFilter(TaskContextFilter())
+    logger = logging.getLogger(name)
+    logger.addHandler(collector)
+    logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(collector)

@@ -7,12 +7,11 @@ import threading
 import time
 
 import pytest
-from helpers import RunningWorker, async_wait_for
+from helpers import RunningWorker, async_wait_for, task_log_records
 
 import fastq
 from fastq._codec import decode_message
 from fastq.errors import InvalidOptionError
-from fastq.logging import TaskContextFilter
 
 
 def test_a_blocking_sync_handler_stalls_neither_async_handlers_nor_other_sync_ones(redis_url, r):
@@ -58,17 +57,7 @@ def test_a_blocking_sync_handler_stalls_neither_async_handlers_nor_other_sync_on
 def test_task_id_and_log_records_are_per_task(redis_url, r, pool):
     n = 300
     seen: dict[bytes, tuple] = {}
-    records: list[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    collector = Collect()
-    collector.addFilter(TaskContextFilter())
     logger = logging.getLogger("test.sync_handlers")
-    logger.addHandler(collector)
-    logger.setLevel(logging.INFO)
 
     def handler(task):
         logger.info("payload %s", task.payload.decode())
@@ -80,10 +69,8 @@ def test_task_id_and_log_records_are_per_task(redis_url, r, pool):
         async with RunningWorker(handler, redis_url, concurrency=100, batch_size=50, pool=pool):
             await async_wait_for(lambda: len(seen) == n, what="all tasks")
 
-    try:
+    with task_log_records("test.sync_handlers") as records:
         asyncio.run(main())
-    finally:
-        logger.removeHandler(collector)
     assert {k: v[0] for k, v in seen.items()} == {b"%d" % i: info.id for i, info in enumerate(infos)}
     assert {on_loop for _, on_loop in seen.values()} == {pool == "inline"}
     by_payload = {rec.getMessage().split()[1]: rec.task_id for rec in records}

@@ -8,12 +8,11 @@ import threading
 import time
 
 import pytest
-from helpers import RunningWorker, assert_golden_state, async_wait_for
+from helpers import RunningWorker, assert_golden_state, async_wait_for, task_log_records
 
 import fastq
 from fastq import keys
 from fastq._codec import TaskMessage, decode_message, encode_message
-from fastq.logging import TaskContextFilter
 
 SPEC_HEX = ("0a0d656d61696c3a64656c69766572120e7b22757365725f6964223a34327d1a0d6f7261636c652d7461736b2d31"
             "220764656661756c74280340880e60901c")
@@ -200,17 +199,7 @@ def test_context_is_absent_outside_handlers():
 
 
 def test_log_records_carry_the_task_id(redis_url, r):
-    records: list[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    collector = Collect()
-    collector.addFilter(TaskContextFilter())
     logger = logging.getLogger("test.handler")
-    logger.addHandler(collector)
-    logger.setLevel(logging.INFO)
 
     async def async_handler(task):
         logger.info("async says hi")
@@ -224,14 +213,12 @@ def test_log_records_carry_the_task_id(redis_url, r):
     client = fastq.Client(redis_url)
     a = client.enqueue(fastq.Task("a"))
     s = client.enqueue(fastq.Task("s"))
-    try:
+    with task_log_records("test.handler") as records:
         async def main():
             async with RunningWorker(mux, redis_url):
                 await async_wait_for(lambda: len(records) == 2, what="log records")
         asyncio.run(main())
         logger.info("outside")
-    finally:
-        logger.removeHandler(collector)
     by_msg = {rec.getMessage(): rec for rec in records}
     assert by_msg["async says hi"].task_id == a.id and by_msg["async says hi"].task_type == "a"
     assert by_msg["sync says hi"].task_id == s.id
