@@ -9,7 +9,11 @@ Starts a private redis-server (persistence off) unless --redis-url is given, the
 pages split between their users, so the PSS of the tree adds up to what it really costs):
 
 1. **idle**: once every worker has registered and settled, before any task;
-2. **drained**: after ``--tasks`` no-op tasks (``demo:noop``) were enqueued and all processed.
+2. **drained**: after ``--tasks`` no-op tasks (``demo:noop``) were enqueued and all processed;
+3. **floor**: what no Python worker on these libraries can go below, measured the same way: a parent
+   that imports only ``redis.asyncio``, uvloop and psutil, ``gc.freeze()``s and forks ``--processes``
+   children, each running one uvloop loop with one ``redis.asyncio`` connection that has pushed and
+   popped ``--tasks`` messages. The gap between a worker and a floor child is fastq's own share.
 
 The supervisor is the parent, the workers its children. The single-connection PING rate of the same
 Redis is printed beside the table (the box is shared: read the figures against it). Run it with
@@ -103,7 +107,8 @@ def run_once(url: str, tasks: int, processes: int, settle: float) -> dict[str, A
         drained = snapshot(sup)
         ping_after = ping_rate(url)
         return {"tasks": tasks, "processes": processes, "enqueue_and_drain_s": elapsed, "ping_rps": ping,
-                "ping_rps_after": ping_after, "idle": idle, "drained": drained}
+                "ping_rps_after": ping_after, "idle": idle, "drained": drained,
+                "floor": floor(url, tasks, processes, settle)}
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -114,14 +119,55 @@ def run_once(url: str, tasks: int, processes: int, settle: float) -> dict[str, A
         r.close()
 
 
+_FLOOR = """
+import asyncio, gc, os, signal, sys
+import psutil, redis.asyncio, uvloop
+url, n, tasks = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+gc.freeze()
+for _ in range(n):
+    if os.fork() == 0:
+        async def main():
+            r = redis.asyncio.Redis.from_url(url)
+            key = "fastq-bench:floor:%d" % os.getpid()
+            for _ in range(0, tasks, 1000):
+                await r.rpush(key, *[b"x" * 64] * 1000)
+                while await r.lpop(key, 100):
+                    pass
+            print("ready", flush=True)
+            await asyncio.sleep(3600)
+        uvloop.install()
+        asyncio.run(main())
+        os._exit(0)
+signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
+signal.pause()
+"""
+
+
+def floor(url: str, tasks: int, processes: int, settle: float) -> dict[str, Any]:
+    """The floor row (see the module's docstring): parent and children as ``snapshot`` gives them."""
+    proc = subprocess.Popen([sys.executable, "-c", _FLOOR, url, str(processes), str(tasks)],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        for _ in range(processes):
+            if proc.stdout.readline().strip() != "ready":
+                raise SystemExit("the floor processes did not start")
+        time.sleep(settle)
+        return snapshot(psutil.Process(proc.pid))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def print_table(result: dict[str, Any]) -> None:
     print(f"fastq {os.path.dirname(fastq.__file__)}: {result['tasks']:,} no-op tasks, {result['processes']} "
           f"worker processes, enqueue + drain {result['enqueue_and_drain_s']:.1f}s; "
           f"PING {result['ping_rps']:,.0f}/s before, {result['ping_rps_after']:,.0f}/s after")
     print(f"  {'when':<8} {'process':<12} {'pid':>7} {'RSS MB':>8} {'USS MB':>8} {'PSS MB':>8}")
-    for when in ("idle", "drained"):
+    for when in ("idle", "drained", "floor"):
         snap = result[when]
-        rows = [("supervisor", snap["supervisor"])] + [(f"worker {i}", w) for i, w in enumerate(snap["workers"])]
+        parent = "parent" if when == "floor" else "supervisor"
+        rows = [(parent, snap["supervisor"])] + [(f"worker {i}", w) for i, w in enumerate(snap["workers"])]
         for name, m in rows:
             print(f"  {when:<8} {name:<12} {m['pid']:>7} {m['rss_mb']:>8.1f} {m['uss_mb']:>8.1f} {m['pss_mb']:>8.1f}")
         total = sum(m["pss_mb"] for _, m in rows)

@@ -45,3 +45,15 @@ def test_redis_cost_counts_instructions_per_task():
               if line.split() and line.split()[0] in ("dequeue", "plain", "fastq") and "Ir/task" in line}
     assert set(counts) == {"dequeue", "plain", "fastq"}
     assert 0 < counts["dequeue"] < counts["plain"] and counts["dequeue"] < counts["fastq"]
+
+
+def test_memory_reports_workers_beside_the_floor():
+    proc = subprocess.run([sys.executable, "-m", "bench.memory", "--tasks", "2000", "--processes", "2",
+                           "--settle", "0.2", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run,) = json.loads(proc.stdout)["runs"]
+    for when in ("idle", "drained", "floor"):
+        snap = run[when]
+        assert len(snap["workers"]) == 2
+        for m in [snap["supervisor"], *snap["workers"]]:
+            assert 0 < m["uss_mb"] <= m["pss_mb"] <= m["rss_mb"]

@@ -25,7 +25,6 @@ URLs masked, and exits 0.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -35,11 +34,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import click
 from click.core import ParameterSource
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]  # installed on 3.10 only
 
 from fastq.redis.facade import default_url
 from fastq.redis.url import redact
@@ -170,6 +164,8 @@ def convert_env_value(where: str, setting: Setting, text: str) -> Any:
 
 
 def _unknown(where: str, key: str, known: Sequence[str]) -> ConfigError:
+    import difflib  # here: the error path only (a worker forks from the supervisor's imports)
+
     close = difflib.get_close_matches(key.replace("-", "_"), known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"
     return ConfigError(f"{where}: unknown key {key!r}{hint}")
@@ -177,6 +173,12 @@ def _unknown(where: str, key: str, known: Sequence[str]) -> ConfigError:
 
 def load_file(path: str, table: str, settings: dict[str, Setting]) -> dict[str, Any]:
     """The validated values of ``[table]`` in a TOML file, by destination name."""
+    # Imported here, not at the top: only --config reads TOML, and workers fork with what the
+    # supervisor imported.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]  # installed on 3.10 only
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

@@ -341,3 +341,24 @@ def test_every_script_documents_its_keys(name):
     text = resources.files("fastq").joinpath("lua", f"{name}.lua").read_text()
     header = "".join(line for line in text.splitlines(True) if line.startswith("--"))
     assert "KEYS[1]" in header and "ARGV[" in header and "Returns" in header
+
+
+def test_script_sources_and_shas_for_new_and_old_servers(r, monkeypatch):
+    """A script's source is ``_lib.lua`` then its body, after its ``#!lua`` line if it has one; the
+    plain form (Redis < 7 refuses shebangs) drops that line; each SHA is the SHA1 of its source, as
+    Redis computes it on SCRIPT LOAD."""
+    import hashlib
+
+    monkeypatch.setattr(_scripts.Script, "plain_only", False)
+    lib = _scripts._read("_lib.lua")
+    done = _scripts.DONE
+    assert done.source.startswith("#!lua flags=allow-oom\n" + lib)  # settling runs under maxmemory
+    assert done.sha == hashlib.sha1(done.source.encode()).hexdigest() == r.script_load(done.source)
+    assert not _scripts.ENQUEUE.source.startswith("#!")  # enqueueing is refused under maxmemory
+    assert _scripts.ENQUEUE.source.startswith(lib)
+    assert not _scripts.Script.load_refused(Exception("ERR Error compiling script"))
+    assert _scripts.Script.load_refused(Exception("ERR Unknown lua shebang option"))
+    assert _scripts.Script.plain_only and not done.source.startswith("#!")
+    assert done.source == lib + "\n" + _scripts._read("done.lua").split("\n", 1)[1]
+    assert done.sha == hashlib.sha1(done.source.encode()).hexdigest() == r.script_load(done.source)
+    assert not _scripts.Script.load_refused(Exception("ERR Unknown lua shebang option"))  # once only

@@ -1,4 +1,4 @@
-"""The Lua scripts in ``fastq/lua``, loaded once at import (no Redis I/O).
+"""The Lua scripts in ``fastq/lua``, listed at import (no Redis I/O; sources read when needed).
 
 Each ``<name>.lua`` gets ``_lib.lua`` prepended (after its ``#!lua`` line, if any). Calls send
 ``EVALSHA``; ``fastq._rdb.calls`` loads a script when the server answers ``NOSCRIPT`` (restart,
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from fastq._rdb.calls import aexecute, execute, script
 
@@ -25,28 +25,47 @@ def _read(name: str) -> str:
     return resources.files("fastq").joinpath("lua").joinpath(name).read_text(encoding="utf-8")
 
 
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
 class Script:
-    __slots__ = ("name", "_flagged", "_plain")
+    """One script of ``fastq/lua``. Only its name is held from import on: its SHA1s are computed at
+    first use, and its source is read from the package when Redis needs it (``SCRIPT LOAD``, at a
+    worker's start and on ``NOSCRIPT``), so a process does not keep 50 copies of ``_lib.lua``."""
+
+    __slots__ = ("name", "_shas")
 
     # Set once a server rejects shebang lines (Redis < 7): use the plain sources.
     plain_only = False
 
-    def __init__(self, name: str, source: str) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self._flagged = (source, hashlib.sha1(source.encode("utf-8")).hexdigest())
-        if source.startswith("#!"):
-            plain = source.split("\n", 1)[1]
-            self._plain = (plain, hashlib.sha1(plain.encode("utf-8")).hexdigest())
-        else:
-            self._plain = self._flagged
+        self._shas: Optional[tuple[str, str]] = None  # (flagged, plain), once computed
+
+    def _sources(self) -> tuple[str, str]:
+        """The flagged source (``_lib.lua`` after the ``#!lua`` line, if any, then the body) and the
+        plain one (without that line)."""
+        body = _read(self.name + ".lua")
+        shebang = ""
+        if body.startswith("#!"):
+            shebang, body = body.split("\n", 1)
+            shebang += "\n"
+        plain = _read("_lib.lua") + "\n" + body
+        return shebang + plain, plain
 
     @property
     def source(self) -> str:
-        return self._plain[0] if Script.plain_only else self._flagged[0]
+        flagged, plain = self._sources()
+        return plain if Script.plain_only else flagged
 
     @property
     def sha(self) -> str:
-        return self._plain[1] if Script.plain_only else self._flagged[1]
+        shas = self._shas
+        if shas is None:
+            flagged, plain = self._sources()
+            shas = self._shas = (_sha1(flagged), _sha1(plain))
+        return shas[1] if Script.plain_only else shas[0]
 
     @staticmethod
     def load_refused(error: Exception) -> bool:
@@ -70,18 +89,9 @@ class Script:
 
 
 def _load_all() -> dict[str, Script]:
-    lib = _read("_lib.lua")
-    scripts = {}
-    for entry in resources.files("fastq").joinpath("lua").iterdir():
-        name = entry.name
-        if name.endswith(".lua") and not name.startswith("_"):
-            body = entry.read_text(encoding="utf-8")
-            shebang = ""
-            if body.startswith("#!"):
-                shebang, body = body.split("\n", 1)
-                shebang += "\n"
-            scripts[name[:-4]] = Script(name[:-4], shebang + lib + "\n" + body)
-    return scripts
+    names = (entry.name for entry in resources.files("fastq").joinpath("lua").iterdir())
+    return {name[:-4]: Script(name[:-4]) for name in sorted(names)
+            if name.endswith(".lua") and not name.startswith("_")}
 
 
 SCRIPTS = _load_all()

@@ -293,9 +293,16 @@ class Broker:
         """Add ``queues`` to ``asynq:queues`` (what the Inspector, CLI and asynqmon list)."""
         await aexecute(self.redis, [cmd("sadd", keys.ALL_QUEUES, *queues)])
 
-    async def load_scripts(self) -> None:
-        """SCRIPT LOAD every script, so the first calls need no NOSCRIPT round trip."""
-        await aexecute(self.redis, [cmd("script_load", s.source) for s in _s.SCRIPTS.values()])
+    async def load_scripts(self) -> int:
+        """SCRIPT LOAD every script Redis does not have yet (SCRIPT EXISTS first: once one worker of
+        a fleet has loaded them, the others read and send no sources), so the first calls need no
+        NOSCRIPT round trip. The number of scripts loaded."""
+        scripts = list(_s.SCRIPTS.values())
+        (have,) = await aexecute(self.redis, [cmd("script_exists", *[s.sha for s in scripts])])
+        missing = [s for s, loaded in zip(scripts, have, strict=True) if not loaded]
+        if missing:
+            await aexecute(self.redis, [cmd("script_load", s.source) for s in missing])
+        return len(missing)
 
     async def write_result(self, queue: str, task_id: str, data: bytes) -> bool:
         """Set the task's ``result`` field; False when the task hash is gone (never created)."""

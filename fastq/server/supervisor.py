@@ -324,9 +324,13 @@ def _preload() -> None:
     """Before the first fork: import what every worker imports (``fastq.server.worker``, uvloop), so
     that the children share those pages copy-on-write instead of each loading its own copy, then
     ``gc.freeze()`` what the parent holds, so that the children's collections never write to (and so
-    copy) the pages of those objects. bench/memory.py measures the effect (USS and PSS per child)."""
+    copy) the pages of those objects; the scripts' SHA1s are computed here once for all of them.
+    bench/memory.py measures the effect (USS and PSS per child)."""
     import fastq.server.worker  # noqa: F401
+    from fastq._rdb.scripts import SCRIPTS
 
+    for script in SCRIPTS.values():
+        script.sha  # noqa: B018 - computed once here, shared by every child
     if not os.environ.get("FASTQ_NO_UVLOOP"):  # the loop fastq.server.worker.new_event_loop picks
         try:
             import uvloop  # noqa: F401

@@ -321,5 +321,10 @@ def test_register_queues_and_load_scripts(redis_url, r, q, q2):
     r.script_flush()
     shas = [s.sha for s in SCRIPTS.values()]
     assert not any(r.script_exists(*shas))
-    run(redis_url, lambda b: b.load_scripts())
+    assert run(redis_url, lambda b: b.load_scripts()) == len(shas)
+    assert all(r.script_exists(*shas))
+    assert run(redis_url, lambda b: b.load_scripts()) == 0  # a second worker sends no sources
+    r.execute_command("SCRIPT", "FLUSH")
+    r.script_load(SCRIPTS["done"].source)
+    assert run(redis_url, lambda b: b.load_scripts()) == len(shas) - 1
     assert all(r.script_exists(*shas))
