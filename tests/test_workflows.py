@@ -268,3 +268,111 @@ def test_results_already_final_are_read_at_once(app, r, redis_url, tasks):
     assert ref.result(timeout=10) == list(range(1, 201))
     stats = r.info("commandstats")
     assert int(stats["cmdstat_hmget"]["calls"]) == 200  # one read per member, in one pipeline
+
+
+# ------------------------------------------------------------------ steps whose task is gone
+
+def sweep(r, queues=("default", "other")) -> int:
+    from fastq._rdb import flow
+    from fastq._rdb.calls import drive
+
+    return sum(drive(r, flow.sweep(q, page=2)) for q in queues)
+
+
+def test_a_deleted_chain_step_drops_the_rest_of_its_chain(app, r, redis_url, tasks):
+    add, mul, *_ = tasks
+    ref = fastq.chain(add.s(1, 2), add.s(10), mul.s(3)).enqueue()
+    keep = fastq.chain(add.s(5, 5), add.s(1)).enqueue()
+    later = [keys.flow_step_key("default", ref.steps[1].id), keys.flow_step_key("other", ref.steps[2].id)]
+    assert sweep(r) == 0 and r.exists(*later) == 2  # every step's task is there: nothing to end
+    ins = fastq.Inspector(redis_url)
+    try:
+        ins.delete_task("default", ref.steps[0].id)
+    finally:
+        ins.close()
+    assert sweep(r) == 1
+    assert r.exists(*later) == 0 and not r.hexists(keys.flow_links_key("default"), ref.steps[0].id)
+    assert sweep(r) == 0
+    drain(app, redis_url)  # the other chain is untouched
+    assert keep.result(5) == 11 and ran(r) == [["add", 5, 5], ["add", 10, 1]]
+
+
+def test_a_deleted_chord_member_fails_the_chord(app, r, redis_url, tasks):
+    add, mul, total, boom, failed = tasks
+    ref = fastq.chord(fastq.group(add.s(1, 1), add.s(2, 2), add.s(3, 3)), total.s()).on_error(failed.s()).enqueue()
+    gone = ref.members.members[1].id
+    ins = fastq.Inspector(redis_url)
+    try:
+        ins.delete_task("default", gone)
+        assert sweep(r) == 1
+        info = ins.get_chord("default", ref.id)
+        assert (info.state, info.failed_member) == ("failed", gone)
+        drain(app, redis_url)  # the other members run; the error callback runs once with the member's ID
+        assert r.lrange("errback", 0, -1) == [gone.encode()]
+        with pytest.raises(fastq.TaskFailedError, match=f"chord member {gone} is gone"):
+            ref.result(5)
+        assert ins.get_task_info("default", ref.id).state == fastq.TaskState.ARCHIVED
+        assert ins.get_chord("default", ref.id).done == 2
+    finally:
+        ins.close()
+    assert sweep(r) == 0
+
+
+def test_flow_gone_checks_again_before_writing(app, r, tasks):
+    """Between the janitor's EXISTS and its flow_gone call the step may come back or its link
+    change: the script checks both atomically and writes nothing then. A link that does not parse
+    is only dropped."""
+    from fastq._rdb import flow
+    from fastq._rdb.calls import execute
+
+    add, *_ = tasks
+    ref = fastq.chain(add.s(1, 2), add.s(10)).enqueue()
+    first, links = ref.steps[0].id, keys.flow_links_key("default")
+    raw = r.hget(links, first)
+    template = keys.flow_step_key("default", ref.steps[1].id)
+    assert execute(r, [flow.gone_call("default", first, raw, 0)]) == [0]  # the task is there
+    r.rename(keys.task_key("default", first), "aside")
+    assert execute(r, [flow.gone_call("default", first, raw + b" ", 0)]) == [0]  # not the link read
+    assert r.hget(links, first) == raw and r.exists(template)
+    r.rename("aside", keys.task_key("default", first))
+    r.hset(links, "lost", b"{not json")
+    assert sweep(r) == 1 and not r.hexists(links, "lost") and r.hget(links, first) == raw
+
+
+def test_the_janitor_ends_a_chain_whose_step_was_revoked(app, r, redis_url, tasks):
+    import redis.asyncio
+
+    from fastq._rdb.worker import Broker
+    from fastq.server.config import WorkerConfig
+    from fastq.server.janitor import janitor_loop
+
+    add, *_ = tasks
+
+    @app.task
+    def revoke(x: int) -> int:
+        raise fastq.RevokeTask()
+
+    ref = fastq.chain(add.s(1, 2), revoke.s(), add.s(1)).enqueue()
+    template = keys.flow_step_key("default", ref.steps[2].id)
+    drain(app, redis_url)
+    assert ran(r) == [["add", 1, 2]]
+    assert r.exists(template) and r.hexists(keys.flow_links_key("default"), ref.steps[1].id)
+
+    async def main() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        stop = asyncio.Event()
+        cfg = WorkerConfig(redis_url=redis_url, queues=["default", "other"], janitor_interval=0.02,
+                           flow_sweep_interval=0.05)
+        loop = asyncio.create_task(janitor_loop(Broker(client), cfg, stop))
+        try:
+            for _ in range(200):
+                if not await client.exists(template):
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await loop
+            await client.aclose()
+
+    asyncio.run(main())
+    assert not r.exists(template) and not r.hexists(keys.flow_links_key("default"), ref.steps[1].id)

@@ -23,17 +23,18 @@ its first argument (which the previous step's result fills): the scripts put the
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from fastq import keys
 from fastq._codec import TaskMessage, encode_message
 from fastq._rdb import scripts as _s
-from fastq._rdb.calls import Call, script
+from fastq._rdb.calls import Call, Steps, cmd, script
 from fastq._rdb.outcome import Advance, Archive
 
 __all__ = ["Link", "parse_link", "dump_link", "chord_links", "Template", "split_message", "advance_call", "fail_call",
-           "NewTask", "start_calls", "CHAIN", "CHORD"]
+           "NewTask", "start_calls", "sweep", "gone_call", "CHAIN", "CHORD"]
 
 CHAIN, CHORD = "chain", "chord"
 
@@ -161,16 +162,69 @@ def fail_call(a: Archive, date: str, expire: int, now: int, cutoff: str) -> Call
     msg = a.msg if isinstance(a.msg, bytes) else encode_message(a.msg)
     error = "" if isinstance(a.msg, bytes) else a.msg.error_msg
     if link.kind == CHAIN:
-        kkeys += [keys.flow_step_key(link.queue, link.id)] + [keys.flow_step_key(qn, i) for i, qn in link.rest]
+        kkeys += _chain_keys(link)
         args = [expire, a.id, a.token, cutoff, now, msg, CHAIN, "", "", "", ""]
     else:
-        eq = link.error_queue or link.queue
-        kkeys += [keys.chord_key(link.queue, link.id), keys.task_key(link.queue, link.id),
-                  keys.archived_key(link.queue), keys.task_key(eq, link.error_id or link.id),
-                  keys.pending_key(eq), keys.scheduled_key(eq), keys.flow_links_key(eq)]
+        kkeys += _chord_keys(link)
         reason = f"chord member {tid} failed: {error}" if error else f"chord member {tid} failed"
         args = [expire, a.id, a.token, cutoff, now, msg, CHORD, link.id, reason, link.error_id, json.dumps(tid)]
     return script(_s.FLOW_FAIL, kkeys, args)
+
+
+def _chain_keys(link: Link) -> list[str]:
+    """The templates of the steps after a chain step (``link``'s next step and the rest)."""
+    return [keys.flow_step_key(link.queue, link.id)] + [keys.flow_step_key(qn, i) for i, qn in link.rest]
+
+
+def _chord_keys(link: Link) -> list[str]:
+    """What failing a member's chord writes (``fastq_chord_fail`` in ``_lib.lua``)."""
+    eq = link.error_queue or link.queue
+    return [keys.chord_key(link.queue, link.id), keys.task_key(link.queue, link.id), keys.archived_key(link.queue),
+            keys.task_key(eq, link.error_id or link.id), keys.pending_key(eq), keys.scheduled_key(eq),
+            keys.flow_links_key(eq)]
+
+
+GONE_REASON = ("chord member {} is gone before it succeeded: deleted, revoked, or settled by a worker "
+               "that does not follow workflow links")
+
+
+def sweep(queue: str, page: int = 500) -> Steps[int]:
+    """End the workflows of ``queue``'s steps whose task is gone while their link is still stored
+    (``gone_call``): an HSCAN of the links hash, ``page`` entries a round trip, the EXISTS of each
+    entry's task in the next, and one ``flow_gone`` call per such step in a third (only when there
+    is one). The number of workflows ended."""
+    links = keys.flow_links_key(queue)
+    cursor: Any = 0
+    ended = 0
+    while True:
+        ((cursor, entries),) = yield [cmd("hscan", links, cursor, count=page)]
+        if entries:
+            ids = [k.decode("utf-8", "replace") if isinstance(k, bytes) else k for k in entries]
+            found = yield [cmd("exists", keys.task_key(queue, tid)) for tid in ids]
+            now = int(time.time())
+            gone = [gone_call(queue, tid, raw, now)
+                    for tid, raw, there in zip(ids, entries.values(), found, strict=True) if not there]
+            if gone:
+                ended += sum((yield gone))
+        if int(cursor) == 0:
+            return ended
+
+
+def gone_call(queue: str, tid: str, raw: bytes, now: int) -> Call:
+    """``flow_gone`` for a step of ``queue`` whose task is gone and whose stored link is ``raw``:
+    its chain's later templates are deleted, its chord fails (a link that does not parse is only
+    dropped)."""
+    kkeys = [keys.task_key(queue, tid), keys.flow_links_key(queue)]
+    try:
+        link: Optional[Link] = parse_link(raw)
+    except ValueError:
+        link = None
+    if link is None:
+        return script(_s.FLOW_GONE, kkeys, [tid, raw, "", now, "", "", "", ""])
+    if link.kind == CHAIN:
+        return script(_s.FLOW_GONE, kkeys + _chain_keys(link), [tid, raw, CHAIN, now, "", "", "", ""])
+    return script(_s.FLOW_GONE, kkeys + _chord_keys(link),
+                  [tid, raw, CHORD, now, link.id, GONE_REASON.format(tid), link.error_id, json.dumps(tid)])
 
 
 # ------------------------------------------------------------------ starting a workflow

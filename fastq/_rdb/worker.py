@@ -19,7 +19,7 @@ from fastq import keys
 from fastq._codec import encode_message
 from fastq._rdb import flow
 from fastq._rdb import scripts as _s
-from fastq._rdb.calls import Call, aexecute, asend, cmd, execute, script, send
+from fastq._rdb.calls import Call, adrive, aexecute, asend, cmd, execute, script, send
 from fastq._rdb.outcome import Advance, Archive, Claim, Complete, Done, Outcome, Requeue, Retry
 from fastq.redis.cluster import is_cluster
 
@@ -259,6 +259,14 @@ class Broker:
                 if n < batch:
                     break
         return total
+
+    async def flow_sweep(self, queues: Iterable[str]) -> int:
+        """End the workflows whose step's task is gone while its link is still stored
+        (``fastq._rdb.flow.sweep``); the number ended."""
+        ended = 0
+        for q in queues:
+            ended += await adrive(self.redis, flow.sweep(q))
+        return ended
 
     async def list_lease_expired(self, queue: str, grace: float, limit: int) -> tuple[str, list[Claim]]:
         """Up to ``limit`` tasks of ``queue`` whose lease ended more than ``grace`` seconds ago by

@@ -186,3 +186,36 @@ local function fastq_flow_create(task_key, pending, scheduled, links, id, t, val
     local msg = t[1] .. "\18" .. fastq_varint(#payload) .. payload .. t[2]
     fastq_flow_put(task_key, pending, scheduled, links, id, msg, t[6] or "", t[5] or "")
 end
+
+-- Fail a chord that is still waiting, because member ``member_id`` will never succeed: the chord
+-- becomes "failed"; its callback is written as an archived task whose error is ``reason`` (so it
+-- shows in the archive, and a waiter on the chord learns it failed); its error callback, if any
+-- (``eid`` not ""), is enqueued with ``member_json`` (the member's ID as JSON) as its first
+-- argument. ``k``: the chord, the callback's task key, the callback queue's archived, then the
+-- error callback's task key, pending, scheduled and links hash (flow_fail's KEYS[10..16]).
+local function fastq_chord_fail(k, now, cb_id, reason, eid, member_json, member_id)
+    if redis.call("HGET", k[1], "state") ~= "waiting" then
+        return
+    end
+    redis.call("HSET", k[1], "state", "failed", "failed", member_id, "error", reason)
+    if redis.call("EXISTS", k[2]) == 0 then
+        local t = redis.call("HMGET", k[1], "mh", "mt", "ph", "pt")
+        if t[1] then
+            local payload = t[3] .. "null" .. t[4]
+            -- fields 7 (error_msg) and 11 (last_failed_at) after the others: a valid message
+            -- (protobuf readers accept any field order); Go writes it in order when it next saves it
+            local msg = t[1] .. "\18" .. fastq_varint(#payload) .. payload .. t[2] ..
+                ":" .. fastq_varint(#reason) .. reason .. "X" .. fastq_varint(tonumber(now))
+            redis.call("HSET", k[2], "msg", msg, "state", "archived")
+            redis.call("ZADD", k[3], now, cb_id)
+            redis.call("PUBLISH", string.sub(k[3], 1, -9) .. "fastq_done", "archived\n" .. cb_id)
+        end
+    end
+    if eid ~= "" then
+        local e = redis.call("HMGET", k[1], "emh", "emt", "eph", "ept", "eflow", "eat")
+        if e[1] then
+            fastq_flow_create(k[4], k[5], k[6], k[7], eid, e, member_json)
+        end
+    end
+    redis.call("EXPIRE", k[1], 86400)
+end

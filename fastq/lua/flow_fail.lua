@@ -33,28 +33,9 @@ if ARGV[7] == "chain" then
     for i = 10, #KEYS do
         redis.call("DEL", KEYS[i])
     end
-elseif ARGV[7] == "chord" and redis.call("HGET", KEYS[10], "state") == "waiting" then
-    redis.call("HSET", KEYS[10], "state", "failed", "failed", id, "error", ARGV[9])
-    if redis.call("EXISTS", KEYS[11]) == 0 then
-        local t = redis.call("HMGET", KEYS[10], "mh", "mt", "ph", "pt")
-        if t[1] then
-            local payload = t[3] .. "null" .. t[4]
-            -- fields 7 (error_msg) and 11 (last_failed_at) after the others: a valid message
-            -- (protobuf readers accept any field order); Go writes it in order when it next saves it
-            local msg = t[1] .. "\18" .. fastq_varint(#payload) .. payload .. t[2] ..
-                ":" .. fastq_varint(#ARGV[9]) .. ARGV[9] .. "X" .. fastq_varint(tonumber(ARGV[5]))
-            redis.call("HSET", KEYS[11], "msg", msg, "state", "archived")
-            redis.call("ZADD", KEYS[12], ARGV[5], ARGV[8])
-            redis.call("PUBLISH", string.sub(KEYS[12], 1, -9) .. "fastq_done", "archived\n" .. ARGV[8])
-        end
-    end
-    if ARGV[10] ~= "" then
-        local e = redis.call("HMGET", KEYS[10], "emh", "emt", "eph", "ept", "eflow", "eat")
-        if e[1] then
-            fastq_flow_create(KEYS[13], KEYS[14], KEYS[15], KEYS[16], ARGV[10], e, ARGV[11])
-        end
-    end
-    redis.call("EXPIRE", KEYS[10], 86400)
+elseif ARGV[7] == "chord" then
+    fastq_chord_fail({ KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16] },
+        ARGV[5], ARGV[8], ARGV[9], ARGV[10], ARGV[11], id)
 end
 fastq_settled(KEYS[1], "archived", { id })
 return {}

@@ -135,6 +135,9 @@ class WorkerConfig:
     # How often expired completed tasks (retention) are deleted, in batches (Asynq: 8 s, 100).
     janitor_interval: float = 8.0
     janitor_batch: int = 100
+    # How often the janitor looks for workflow steps whose task is gone (deleted, revoked, settled
+    # by Go) and ends their workflows: a chain's later steps are dropped, a chord fails.
+    flow_sweep_interval: float = 60.0
     # Called (sync or async) in each worker process before it takes tasks.
     on_start: Optional[Callable[[], Any]] = None
     # One INFO line per finished task (fastq.logging.TaskLog, added to hooks): off by default.
@@ -184,6 +187,7 @@ class WorkerConfig:
         _positive("hard_timeout_grace", self.hard_timeout_grace, 0)
         _positive("janitor_interval", self.janitor_interval, 0.01)
         _positive("janitor_batch", self.janitor_batch, 1, integer=True)
+        _positive("flow_sweep_interval", self.flow_sweep_interval, 0.01)
         _positive("max_error_length", self.max_error_length, 16, integer=True)
         _positive("deadline_check_interval", self.deadline_check_interval, 0.001)
         if self.pool not in POOLS:
