@@ -376,3 +376,16 @@ def test_the_janitor_ends_a_chain_whose_step_was_revoked(app, r, redis_url, task
 
     asyncio.run(main())
     assert not r.exists(template) and not r.hexists(keys.flow_links_key("default"), ref.steps[1].id)
+
+
+def test_an_archived_step_trims_the_archive_as_any_archived_task(app, r, redis_url, tasks):
+    """Only workflow steps fail on this queue: their archiving alone must keep the archive within
+    Asynq's bounds (older than 90 days out, with its hash)."""
+    add, mul, total, boom, _ = tasks
+    old = keys.task_key("default", "ancient")
+    r.hset(old, mapping={"msg": b"x", "state": "archived"})
+    r.zadd(keys.archived_key("default"), {"ancient": 1})
+    ref = fastq.chain(boom.s(1), add.s(1)).enqueue()
+    drain(app, redis_url)
+    assert r.zscore(keys.archived_key("default"), ref.steps[0].id) is not None
+    assert r.zscore(keys.archived_key("default"), "ancient") is None and not r.exists(old)

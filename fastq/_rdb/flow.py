@@ -151,8 +151,9 @@ def advance_call(steps: Sequence[Advance], date: str, expire: int, cutoff: str) 
     return script(_s.FLOW_DONE, kkeys, args)
 
 
-def fail_call(a: Archive, date: str, expire: int, now: int, cutoff: str) -> Call:
-    """``flow_fail`` for one workflow step archived."""
+def fail_call(a: Archive, date: str, expire: int, now: int, cutoff: str, trim: tuple[int, int]) -> Call:
+    """``flow_fail`` for one workflow step archived; ``trim``: the archive's age cutoff (Unix s)
+    and its largest size."""
     q, link = a.queue, a.link
     assert link is not None
     tid = a.id if isinstance(a.id, str) else a.id.decode("utf-8", "replace")
@@ -163,11 +164,12 @@ def fail_call(a: Archive, date: str, expire: int, now: int, cutoff: str) -> Call
     error = "" if isinstance(a.msg, bytes) else a.msg.error_msg
     if link.kind == CHAIN:
         kkeys += _chain_keys(link)
-        args = [expire, a.id, a.token, cutoff, now, msg, CHAIN, "", "", "", ""]
+        args = [expire, a.id, a.token, cutoff, now, msg, CHAIN, "", "", "", "", keys.task_key_prefix(q), *trim]
     else:
         kkeys += _chord_keys(link)
         reason = f"chord member {tid} failed: {error}" if error else f"chord member {tid} failed"
-        args = [expire, a.id, a.token, cutoff, now, msg, CHORD, link.id, reason, link.error_id, json.dumps(tid)]
+        args = [expire, a.id, a.token, cutoff, now, msg, CHORD, link.id, reason, link.error_id, json.dumps(tid),
+                keys.task_key_prefix(q), *trim]
     return script(_s.FLOW_FAIL, kkeys, args)
 
 

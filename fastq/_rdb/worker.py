@@ -73,7 +73,8 @@ def settle_calls(outcomes: Iterable[Outcome], now: float, cutoff: str = "") -> l
             calls.append(flow.advance_call(items, date, expire, cutoff))
             continue
         if kind is Archive:  # a workflow step archived ends its workflow: one flow_fail call each
-            calls += [flow.fail_call(a, date, expire, int(now), cutoff) for a in items if a.link is not None]
+            trim = (int(now) - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE)
+            calls += [flow.fail_call(a, date, expire, int(now), cutoff, trim) for a in items if a.link is not None]
             items = [a for a in items if a.link is None]
             if not items:
                 continue

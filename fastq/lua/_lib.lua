@@ -147,6 +147,21 @@ local function fastq_take(key, n, kind)
     return ids
 end
 
+-- Delete the archived tasks scored before ``cutoff`` and all but the newest ``size - 1``, with
+-- their hashes (``prefix`` .. id), as Asynq v0.25+ does after each archive.
+local function fastq_trim_archive(archived, prefix, cutoff, size)
+    local old = redis.call("ZRANGE", archived, "-inf", cutoff, "BYSCORE")
+    for _, id in ipairs(old) do
+        redis.call("DEL", prefix .. id)
+    end
+    fastq_bulk("ZREM", archived, old)
+    local excess = redis.call("ZRANGE", archived, 0, -tonumber(size))
+    for _, id in ipairs(excess) do
+        redis.call("DEL", prefix .. id)
+    end
+    fastq_bulk("ZREM", archived, excess)
+end
+
 -- A protobuf varint (a length prefix).
 local function fastq_varint(n)
     local out = {}

@@ -32,16 +32,7 @@ end
 if count > 0 then
     fastq_unlease(KEYS[2], settled)
     fastq_bulk("ZADD", KEYS[3], scored)
-    local old = redis.call("ZRANGE", KEYS[3], "-inf", ARGV[5], "BYSCORE")
-    for _, id in ipairs(old) do
-        redis.call("DEL", ARGV[2] .. id)
-    end
-    fastq_bulk("ZREM", KEYS[3], old)
-    local excess = redis.call("ZRANGE", KEYS[3], 0, -tonumber(ARGV[6]))
-    for _, id in ipairs(excess) do
-        redis.call("DEL", ARGV[2] .. id)
-    end
-    fastq_bulk("ZREM", KEYS[3], excess)
+    fastq_trim_archive(KEYS[3], ARGV[2], ARGV[5], ARGV[6])
     fastq_incr_daily(KEYS[4], count, ARGV[1])
     fastq_incr_daily(KEYS[5], count, ARGV[1])
     fastq_incr_total(KEYS[6], count)

@@ -15,7 +15,8 @@
 -- ARGV[1] daily-stats expire-at   ARGV[2] task id   ARGV[3] lease token   ARGV[4] lease cutoff or ""
 -- ARGV[5] now Unix s   ARGV[6] TaskMessage with error_msg/last_failed_at   ARGV[7] "chain" or "chord"
 -- ARGV[8] the callback's ID   ARGV[9] the callback's error text   ARGV[10] the error callback's ID or ""
--- ARGV[11] the failed member's ID as a JSON string
+-- ARGV[11] the failed member's ID as a JSON string   ARGV[12] asynq:{q}:t:   ARGV[13] archive cutoff
+-- Unix s (now - 90 days)   ARGV[14] max archive size (the archive is trimmed as archive.lua does)
 -- Returns {} when settled, {id} when the task is no longer held with that token.
 local id = ARGV[2]
 if not fastq_release(KEYS[1], KEYS[2], id, KEYS[8], ARGV[3], ARGV[4]) then
@@ -23,6 +24,7 @@ if not fastq_release(KEYS[1], KEYS[2], id, KEYS[8], ARGV[3], ARGV[4]) then
 end
 redis.call("ZADD", KEYS[3], ARGV[5], id)
 redis.call("HSET", KEYS[8], "msg", ARGV[6], "state", "archived")
+fastq_trim_archive(KEYS[3], ARGV[12], ARGV[13], ARGV[14])
 fastq_incr_daily(KEYS[4], 1, ARGV[1])
 fastq_incr_daily(KEYS[5], 1, ARGV[1])
 fastq_incr_total(KEYS[6], 1)
