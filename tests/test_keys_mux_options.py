@@ -216,6 +216,8 @@ def test_parse_queues_rejects(spec, match):
     ({"batch_size": 0}, "batch_size"),
     ({"shutdown_timeout": -1}, "shutdown_timeout"),
     ({"poll_interval": "fast"}, "poll_interval"),
+    ({"flow_sweep_interval": 0}, "flow_sweep_interval"),
+    ({"flow_sweep_interval": "hourly"}, "flow_sweep_interval"),
 ])
 def test_worker_config_rejects(kwargs, match):
     with pytest.raises(fastq.InvalidOptionError, match=match):
