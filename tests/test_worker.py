@@ -322,6 +322,23 @@ def test_immediate_stop_requeues_at_once(redis_url, r):
     assert r.lrange("asynq:{default}:pending", 0, -1) == [b"t1"]
 
 
+def test_an_idle_worker_stops_without_waiting_out_its_idle_wait(redis_url, r, monkeypatch):
+    """A graceful stop ends the fetch loop's idle wait (up to --poll-interval) at once."""
+    import fastq.server.processor as processor_module
+
+    monkeypatch.setattr(processor_module, "POLL_MIN", 20.0)  # the first idle wait is 20 s
+
+    async def main():
+        w = RunningWorker(lambda task: None, redis_url, poll_interval=30)
+        await w.__aenter__()
+        await asyncio.sleep(0.3)  # the queues were empty: the fetch loop is in its idle wait
+        t0 = time.monotonic()
+        await w.stop()
+        return time.monotonic() - t0
+
+    assert asyncio.run(main()) < 5
+
+
 def test_revoke_task_drops_it(redis_url, r):
     async def handler(task):
         raise fastq.RevokeTask()

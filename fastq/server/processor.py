@@ -513,6 +513,7 @@ class Processor:
     def stop_fetching(self) -> None:
         self._stopping = True
         self._slot_event.set()
+        self._wake.set()  # end an idle wait now: a stop must not wait out --poll-interval
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` for running tasks; abort (requeue) the rest."""
