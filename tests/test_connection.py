@@ -478,3 +478,28 @@ def test_the_docs_document_exactly_the_tested_acl_rules():
     page = (Path(__file__).resolve().parents[1] / "docs" / "ops" / "redis.md").read_text().replace("\\|", "|")
     for rules in (ACL_WORKER, ACL_PRODUCER, ACL_READONLY):
         assert f"`{rules}`" in page, rules
+
+
+def test_a_worker_user_with_the_older_rules_still_preloads_every_script(acl_server):
+    """Worker rules written before +script|exists was added: SCRIPT EXISTS is refused, and the
+    worker loads every script as it did before asking which ones Redis has."""
+    import redis.asyncio
+
+    from fastq._rdb.scripts import SCRIPTS
+    from fastq._rdb.worker import Broker
+
+    server, admin = acl_server
+    admin.execute_command("ACL", "SETUSER", "old-worker", "reset", "on", ">old-worker-pw",
+                          *ACL_WORKER.replace(" +script|exists", "").split())
+    admin.script_flush()
+
+    async def main() -> int:
+        client = redis.asyncio.Redis.from_url(_url(server, "old-worker"))
+        try:
+            return await Broker(client).load_scripts()
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == len(SCRIPTS)
+    assert all(admin.script_exists(*[s.sha for s in SCRIPTS.values()]))
+    assert "old-worker:script|exists" in _denied(admin)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable, Optional, Sequence
 
+from redis.exceptions import ResponseError
+
 from fastq import keys
 from fastq._codec import encode_message
 from fastq._rdb import flow
@@ -307,7 +309,10 @@ class Broker:
         a fleet has loaded them, the others read and send no sources), so the first calls need no
         NOSCRIPT round trip. The number of scripts loaded."""
         scripts = list(_s.SCRIPTS.values())
-        (have,) = await aexecute(self.redis, [cmd("script_exists", *[s.sha for s in scripts])])
+        try:
+            (have,) = await aexecute(self.redis, [cmd("script_exists", *[s.sha for s in scripts])])
+        except ResponseError:  # an ACL user without +script|exists (older worker rules): load them all
+            have = [False] * len(scripts)
         missing = [s for s, loaded in zip(scripts, have, strict=True) if not loaded]
         if missing:
             await aexecute(self.redis, [cmd("script_load", s.source) for s in missing])

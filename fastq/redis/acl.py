@@ -9,7 +9,7 @@ from fastq.keys import ANY_KEY, notify_channel, unique_key_prefix
 # TLS and ACLs"; tests/test_connection.py runs each role under its user). Redis 7 checks the keys
 # and channels of commands *inside* scripts, so these hold for fastq's Lua too.
 ACL_WORKER = (f"resetkeys ~{ANY_KEY} resetchannels &{ANY_KEY} -@all +@read +@write -@dangerous "
-              "+evalsha +script|load +subscribe +unsubscribe +publish +ping +select +time +info")
+              "+evalsha +script|load +script|exists +subscribe +unsubscribe +publish +ping +select +time +info")
 ACL_PRODUCER = (f"resetkeys ~{ANY_KEY} resetchannels &{notify_channel('*')} -@all "
                 "+evalsha +script|load +ping +select +time +exists +llen +sadd +hset +lpush +zadd +publish "
                 f"(~{unique_key_prefix('*')}* +set +del)")
