@@ -279,17 +279,19 @@ def sweep(r, queues=("default", "other")) -> int:
     return sum(drive(r, flow.sweep(q, page=2)) for q in queues)
 
 
+def delete_as_go(r, queue: str, task_id: str) -> None:
+    """What Go's DeleteTask (or the asynq CLI) does to a pending task: it never reads fastq's links."""
+    r.lrem(keys.pending_key(queue), 0, task_id)
+    r.delete(keys.task_key(queue, task_id))
+
+
 def test_a_deleted_chain_step_drops_the_rest_of_its_chain(app, r, redis_url, tasks):
     add, mul, *_ = tasks
     ref = fastq.chain(add.s(1, 2), add.s(10), mul.s(3)).enqueue()
     keep = fastq.chain(add.s(5, 5), add.s(1)).enqueue()
     later = [keys.flow_step_key("default", ref.steps[1].id), keys.flow_step_key("other", ref.steps[2].id)]
     assert sweep(r) == 0 and r.exists(*later) == 2  # every step's task is there: nothing to end
-    ins = fastq.Inspector(redis_url)
-    try:
-        ins.delete_task("default", ref.steps[0].id)
-    finally:
-        ins.close()
+    delete_as_go(r, "default", ref.steps[0].id)
     assert sweep(r) == 1
     assert r.exists(*later) == 0 and not r.hexists(keys.flow_links_key("default"), ref.steps[0].id)
     assert sweep(r) == 0
@@ -303,7 +305,7 @@ def test_a_deleted_chord_member_fails_the_chord(app, r, redis_url, tasks):
     gone = ref.members.members[1].id
     ins = fastq.Inspector(redis_url)
     try:
-        ins.delete_task("default", gone)
+        delete_as_go(r, "default", gone)
         assert sweep(r) == 1
         info = ins.get_chord("default", ref.id)
         assert (info.state, info.failed_member) == ("failed", gone)
@@ -389,3 +391,20 @@ def test_an_archived_step_trims_the_archive_as_any_archived_task(app, r, redis_u
     drain(app, redis_url)
     assert r.zscore(keys.archived_key("default"), ref.steps[0].id) is not None
     assert r.zscore(keys.archived_key("default"), "ancient") is None and not r.exists(old)
+
+
+def test_deleting_a_step_with_the_inspector_ends_its_workflow_at_once(app, r, redis_url, tasks):
+    add, mul, total, *_ = tasks
+    chain_ref = fastq.chain(add.s(1, 2), add.s(10)).enqueue()
+    chord_ref = fastq.chord([add.s(1, 1), add.s(2, 2)], total.s()).enqueue()
+    ins = fastq.Inspector(redis_url)
+    try:
+        ins.delete_task("default", chain_ref.steps[0].id)
+        ins.delete_task("default", chord_ref.members.members[0].id)
+        assert not r.exists(keys.flow_step_key("default", chain_ref.steps[1].id))
+        assert ins.get_chord("default", chord_ref.id).state == "failed"
+        ins.delete_task("default", chord_ref.members.members[1].id)  # its chord has failed already
+        assert not r.hlen(keys.flow_links_key("default"))
+    finally:
+        ins.close()
+    assert sweep(r) == 0

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from fastq import keys
 from fastq._codec import encode_message
 from fastq._rdb.calls import Call, Steps, cmd, script
+from fastq._rdb.flow import gone_call
 from fastq._rdb.inspect_read import check_queue, queue_steps, task_message, task_state
 from fastq._rdb.scripts import SCRIPTS
 from fastq.errors import (
@@ -69,6 +70,10 @@ def delete_task(queue: str, task_id: str) -> Steps[None]:
         raise TaskActiveError(queue, task_id, "delete")
     if code != 1:
         raise _unexpected(queue, task_id, code)
+    # a workflow step: nothing will follow it, end its workflow now rather than at the janitor's sweep
+    (link,) = yield [cmd("hget", keys.flow_links_key(queue), task_id)]
+    if link is not None:
+        yield [gone_call(queue, task_id, link, int(time.time()))]
 
 
 @queue_steps
