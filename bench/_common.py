@@ -41,6 +41,26 @@ def process_tree(roots: Iterable[Any]) -> list[Any]:
     return out
 
 
+def cpu_seconds(procs: Iterable[Any]) -> float:
+    """User + system CPU seconds of ``procs`` (``psutil.Process``es); those gone are left out."""
+    import psutil
+
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def redis_cpu_seconds(r: redis.Redis) -> float:
+    """The Redis server's user + system CPU seconds (``INFO cpu``)."""
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def app_supervisor(module_app: str, queue: str, processes: int, redis_url: Optional[str]) -> tuple[Any, Any, str]:
     """A private redis-server (unless ``redis_url``) and ``fastq-supervisor <module_app>`` serving
     ``queue`` on it, for the App benchmarks: ``(supervisor process, server or None, URL)``. Sets

@@ -46,7 +46,7 @@ from typing import Callable, Optional
 import psutil
 import redis
 
-from bench._common import process_tree
+from bench._common import cpu_seconds, process_tree, redis_cpu_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -317,8 +317,7 @@ class RedisServer:
         return {k.removeprefix("cmdstat_"): v["calls"] for k, v in self.client.info("commandstats").items()}
 
     def cpu(self) -> float:
-        info = self.client.info("cpu")
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return redis_cpu_seconds(self.client)
 
     def version(self) -> str:
         return self.client.info("server")["redis_version"]
@@ -347,14 +346,7 @@ class Workers:
         return process_tree(self.procs)
 
     def cpu_seconds(self) -> float:
-        total = 0.0
-        for proc in self.tree():
-            try:
-                t = proc.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
+        return cpu_seconds(self.tree())
 
     def memory(self) -> dict:
         per = []

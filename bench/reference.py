@@ -40,7 +40,7 @@ from typing import Any, Optional
 import psutil
 import redis
 
-from bench._common import process_tree
+from bench._common import cpu_seconds, ping_rate, process_tree, redis_cpu_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 QUEUE = "fastq-demo"  # fastq.demo's queue: the supervisor below serves fastq.demo:mux
@@ -125,25 +125,8 @@ def _commandstats(r: redis.Redis) -> dict[str, tuple[int, float]]:
             for k, v in r.info("commandstats").items()}
 
 
-def _cpu(r: redis.Redis) -> float:
-    info = r.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
-def _tree_cpu(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def drain(url: str, mode: str, path: Optional[str], n: int, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     """Flush, fill ``n`` tasks, drain them with ``mode``; the figures of the steady part."""
-    from bench._common import ping_rate
     from fastq import keys
 
     r = redis.Redis.from_url(url)
@@ -184,7 +167,7 @@ def drain(url: str, mode: str, path: Optional[str], n: int, args: argparse.Names
             if first is None and done > 0:
                 tree = process_tree(procs)
                 first, first_done = now, done
-                cpu0, rcpu0, stats0 = _tree_cpu(tree), _cpu(r), _commandstats(r)
+                cpu0, rcpu0, stats0 = cpu_seconds(tree), redis_cpu_seconds(r), _commandstats(r)
             if done >= n:
                 break
             if now - start > args.timeout:
@@ -194,7 +177,7 @@ def drain(url: str, mode: str, path: Optional[str], n: int, args: argparse.Names
                     raise RuntimeError(f"{mode}: exited early with code {p.returncode}; see {log_dir}")
             time.sleep(0.002)
         end = time.perf_counter()
-        cpu1, rcpu1, stats1 = _tree_cpu(tree), _cpu(r), _commandstats(r)
+        cpu1, rcpu1, stats1 = cpu_seconds(tree), redis_cpu_seconds(r), _commandstats(r)
     finally:
         for p in procs:
             if p.poll() is None:
