@@ -75,3 +75,22 @@ def codec(request: pytest.FixtureRequest):
 
         return _speedups
     return request.param
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A Redis Cluster of 3 masters (tests/topology.py), one per test module that asks for it."""
+    from topology import Cluster
+
+    c = Cluster(tmp_path_factory.mktemp("cluster"), masters=3).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def fresh(cluster):
+    """``cluster``, healthy, flushed and with its error counters reset."""
+    cluster.wait_ok()
+    cluster.flushall()
+    cluster.reset_error_stats()
+    return cluster

@@ -30,21 +30,6 @@ from fastq.server.config import WorkerConfig
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("cluster"), masters=3).start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def fresh(cluster):
-    cluster.wait_ok()
-    cluster.flushall()
-    cluster.reset_error_stats()
-    return cluster
-
-
 def spread_queues(cluster: Cluster, n: int = 3) -> list[str]:
     """``n`` queue names whose slots sit on ``n`` different masters."""
     picked, nodes = [], set()

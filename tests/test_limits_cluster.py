@@ -10,7 +10,6 @@ from collections import Counter
 import pytest
 from helpers import RunningWorker, async_wait_for
 from test_cluster import assert_cluster_clean, spread_queues
-from topology import Cluster
 
 import fastq
 from fastq import keys
@@ -19,17 +18,8 @@ from fastq.server.limits import TaskLimits
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("cluster"), masters=3).start()
-    yield c
-    c.stop()
-
-
-def test_limits_per_queue_across_three_masters(cluster):
-    cluster.wait_ok()
-    cluster.flushall()
-    cluster.reset_error_stats()
+def test_limits_per_queue_across_three_masters(fresh):
+    cluster = fresh
     queues = spread_queues(cluster)
     client = fastq.Client(cluster.url)
     for q in queues:

@@ -339,15 +339,6 @@ def test_durable_clients_wait_and_name_the_task_of_an_unreplicated_write(redis_u
         client.close()
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from topology import Cluster
-
-    c = Cluster(tmp_path_factory.mktemp("compat-cluster"), masters=3).start()
-    yield c
-    c.stop()
-
-
 def test_cluster_plumbing_on_a_real_cluster(cluster: Any) -> None:
     host, port = "127.0.0.1", cluster.nodes[0].port
     marker = type("Marked", (redis.asyncio.connection.Connection,), {})
