@@ -170,7 +170,17 @@ class Harness:
             return -1
 
     def quiesce(self, timeout: float = 60) -> None:
-        wait(lambda: self.backlog() == 0, timeout, "quiesce (no pending/active/scheduled/retry task)")
+        last: list[int] = []
+
+        def drained() -> bool:
+            last[:] = [self.backlog()]
+            return last[0] == 0
+
+        try:
+            wait(drained, timeout, "quiesce (no pending/active/scheduled/retry task)")
+        except AssertionError as exc:  # say which: tasks left (how many), or Redis unreachable (-1)
+            reading = last[0] if last else None
+            raise AssertionError(f"{exc}; last backlog reading: {reading} (-1: Redis error)") from None
 
     def report(self) -> Report:
         enqueued = self.ledger.enqueued_ids()
